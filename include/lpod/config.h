@@ -4,6 +4,7 @@
 #define LPOD_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct lp_config {
