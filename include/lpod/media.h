@@ -1,0 +1,177 @@
+/* media: the transcode engine. One session per stream stays warm across that stream's segments
+ * and transcodes one segment at a time, from bytes in memory to renditions in memory.
+ *
+ * Threading: a session is used by one thread at a time (the caller serialises a stream's
+ * segments); different sessions run on different threads at once without locks. Everything
+ * else in this header (profiles, presets, cost hints) is pure and thread-safe. */
+#ifndef LPOD_MEDIA_H
+#define LPOD_MEDIA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lpod/core.h"
+
+/* ---- profiles (the wire VideoProfile, spec/protocol.md §2.1 and §8) ------------------------- */
+
+/* Enum values equal the wire values. */
+typedef enum { MEDIA_FORMAT_MPEGTS = 0, MEDIA_FORMAT_MP4 = 1 } media_format_t;
+typedef enum {
+  MEDIA_H264_DEFAULT = 0,
+  MEDIA_H264_BASELINE = 1,
+  MEDIA_H264_MAIN = 2,
+  MEDIA_H264_HIGH = 3,
+  MEDIA_H264_CONSTRAINED_HIGH = 4,
+} media_h264_profile_t;
+typedef enum {
+  MEDIA_CODEC_H264 = 0,
+  MEDIA_CODEC_HEVC = 1,
+  MEDIA_CODEC_VP8 = 2,
+  MEDIA_CODEC_VP9 = 3,
+} media_codec_t;
+typedef enum { MEDIA_CHROMA_420 = 0, MEDIA_CHROMA_422 = 1, MEDIA_CHROMA_444 = 2 } media_chroma_t;
+
+#define MEDIA_GOP_DEFAULT 0  /* encoder default keyframe interval */
+#define MEDIA_GOP_INTRA (-1) /* every frame a keyframe */
+#define MEDIA_NAME_MAX 64
+#define MEDIA_MAX_OUTPUTS 10 /* LPMS's cap; "Too many outputs" beyond it */
+
+typedef struct media_profile {
+  char name[MEDIA_NAME_MAX]; /* rendition name; result paths use it */
+  int32_t width, height;     /* requested box; the source aspect is kept (media_profile_fit) */
+  int32_t bitrate;           /* bits/s; a maximum when quality is set */
+  uint32_t fps, fps_den;     /* fps 0 = pass the source rate through; fps_den 0 = 1 */
+  media_format_t format;
+  media_h264_profile_t profile;
+  int32_t gop_ms; /* MEDIA_GOP_DEFAULT, MEDIA_GOP_INTRA or a keyframe interval in ms */
+  media_codec_t encoder;
+  int32_t color_depth; /* lpms ColorDepthBits: carried, output is 8-bit */
+  media_chroma_t chroma_format;
+  uint32_t quality; /* CRF (0 = bitrate mode), <= 63 */
+} media_profile_t;
+
+/* Fills *out from a preset name (P720p30fps16x9, P240p30fps16x9, ...). LP_ENOENT if unknown. */
+int media_profile_preset(const char *name, media_profile_t *out);
+/* Parses a comma-separated list of preset names, or (when spec names a readable file or
+ * starts with '[' / '{') go-livepeer's JSON ladder format. *out is malloc'd; caller frees.
+ * On error, err (if not NULL) receives a message. */
+int media_profiles_parse(const char *spec, media_profile_t **out, size_t *n, char *err,
+                         size_t errlen);
+/* The JSON ladder text itself: an array of objects, or {"profiles": [...]}. */
+int media_profiles_parse_json(const char *json, size_t len, media_profile_t **out, size_t *n,
+                              char *err, size_t errlen);
+/* Checks one profile's fields. Returns 0, or LP_EINVAL with *why set to the lpms/go-livepeer
+ * error text (e.g. "TranscoderInvalidGOP", "TranscoderUnrecognizedFormat"). */
+int media_profile_validate(const media_profile_t *p, const char **why);
+/* Output size for a source of in_w x in_h: the profile's longer side becomes the source's longer
+ * side, the other side follows the source aspect, both even, clamped to the encoder's limits.
+ * Returns LP_ERANGE where no size within the limits keeps the aspect (impossible size). */
+int media_profile_fit(const media_profile_t *p, int in_w, int in_h, const char *backend, int *out_w,
+                      int *out_h);
+
+/* ---- sessions -------------------------------------------------------------------------------- */
+
+typedef struct media_session media_session_t;
+
+typedef enum {
+  MEDIA_AUDIO_COPY = 0, /* remux the source audio (what go-livepeer asks for) */
+  MEDIA_AUDIO_DROP = 1,
+  MEDIA_AUDIO_AAC = 2, /* re-encode to AAC */
+} media_audio_mode_t;
+
+typedef struct media_session_opts {
+  const char *backend; /* "sw" (NULL = "sw"); later "nvidia", "qsv", "netint" */
+  int device;          /* device index for hardware backends; -1 = backend's choice */
+  const char *preset;  /* encoder speed preset override (x264: "ultrafast".."veryslow");
+                          NULL = the backend default (x264 "medium", as lpms) */
+  int encoder_threads; /* threads per software encoder; 0 = codec default */
+  media_audio_mode_t audio;
+  int max_outputs;         /* 0 = MEDIA_MAX_OUTPUTS */
+  int64_t max_duration_ms; /* input duration guard; 0 = 300000 (5 min) */
+  lp_logctx_t log;         /* context printed on this session's log lines (strings borrowed) */
+} media_session_opts_t;
+#define MEDIA_SESSION_OPTS_INIT                                                                    \
+  { NULL, -1, NULL, 0, MEDIA_AUDIO_COPY, 0, 0, LP_LOGCTX_INIT }
+
+/* Where a failure lies, so the caller knows what to do next. */
+typedef enum {
+  MEDIA_ERR_NONE = 0,
+  MEDIA_ERR_INPUT,   /* bad segment or profile: answer the gateway, keep the session */
+  MEDIA_ERR_SESSION, /* this session's codec state is broken: free it, make a new one */
+  MEDIA_ERR_DEVICE,  /* the device is unusable: drain it and restart its worker */
+} media_err_class_t;
+
+typedef struct media_rendition {
+  uint8_t *data; /* muxed output (MPEG-TS or MP4), malloc'd */
+  size_t len;
+  int width, height; /* encoded size of the segment's last frame (0 when audio only) */
+  int64_t frames;    /* video frames encoded (== frames a decoder finds in data) */
+  int64_t pixels;    /* Σ width×height of frames handed to the encoder: the billed pixels */
+  int64_t keyframes; /* video keyframes in data (the first frame is always one) */
+  int64_t audio_packets;
+  int64_t duration_us; /* span of the output's video (or audio) timestamps */
+} media_rendition_t;
+
+typedef struct media_result {
+  media_rendition_t *renditions; /* one per profile, in order; NULL when the segment failed */
+  size_t n;
+  int64_t decoded_frames; /* source video frames decoded in this segment */
+  int64_t decoded_pixels; /* Σ width×height of decoded frames */
+  int64_t duration_us;    /* source segment duration (from its timestamps) */
+  int in_width, in_height;
+  double in_fps; /* source frame rate, 0 if unknown */
+  bool has_video, has_audio;
+  uint64_t transcode_ns; /* wall time of the call */
+  /* On failure: the exact lpms/go-livepeer text where one fits (spec/protocol.md §4.5), e.g.
+   * "No keyframes in input", "TranscoderInvalidVideo", "Encoded frames runaway". */
+  char error[128];
+  int error_rendition; /* profile index the error belongs to, -1 for the whole segment */
+  media_err_class_t error_class;
+} media_result_t;
+
+/* Creates a session (opens the backend device, nothing per stream yet). NULL opts = defaults.
+ * Returns NULL when the backend or device is unavailable (logged). */
+media_session_t *media_session_new(const media_session_opts_t *opts);
+/* Transcodes one segment. The input must stay valid during the call only. Profiles may differ
+ * from one call to the next (outputs are independent). Returns 0 with out filled, or a
+ * negative LP_* code with out->error / out->error_class set (LP_EMEDIA input, LP_EINVAL
+ * profile, LP_EDEVICE device, LP_ENOMEM). out is always safe to pass to media_result_free. */
+int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
+                            const media_profile_t *profiles, size_t n, media_result_t *out);
+void media_result_free(media_result_t *r);
+void media_session_free(media_session_t *s);
+/* Segments transcoded so far and whether the video decoder is warm (tests, metrics). */
+int64_t media_session_segments(const media_session_t *s);
+
+/* ---- probing and cost hints for a scheduler ----------------------------------------------------
+ */
+
+typedef struct media_probe {
+  bool has_video, has_audio;
+  int width, height;
+  double fps;
+  int64_t video_frames; /* packets of the video stream */
+  int64_t duration_us;
+  char video_codec[32], audio_codec[32];
+} media_probe_t;
+/* Demuxes a segment in memory (no decoding) and reports what it holds. */
+int media_probe(const uint8_t *in, size_t len, media_probe_t *out);
+
+/* Pixel rates of a job, per stage; the scheduler weighs them with per-device coefficients. */
+typedef struct media_cost {
+  double decode_pps;    /* source pixels/s decoded */
+  double scale_pps;     /* Σ output pixels/s produced by the scalers */
+  double encode_pps[4]; /* output pixels/s per media_codec_t */
+  double encode_total_pps;
+  int encoders; /* encoder sessions the job holds open (NVENC/QSV session caps) */
+} media_cost_t;
+/* src_fps 0 means unknown (30 is assumed, as go-livepeer's balancer does). */
+void media_job_cost(const media_profile_t *profiles, size_t n, int src_w, int src_h, double src_fps,
+                    media_cost_t *out);
+
+/* ---- subcommands (src/main.c) ---------------------------------------------------------------- */
+int media_cli_transcode(int argc, char **argv);
+int media_cli_bench(int argc, char **argv);
+
+#endif
