@@ -31,7 +31,7 @@ static size_t put_ctx(char *p, size_t cap, const lp_logctx_t *c) {
   if (c->sender) PUT("sender=%s ", c->sender);
   if (c->client_ip) PUT("clientIP=%s ", c->client_ip);
 #undef PUT
-  return n < cap ? n : cap;
+  return n < cap ? n : (cap ? cap - 1 : 0); /* snprintf left a NUL in the last byte */
 }
 
 void lp_log_vwrite(enum lp_log_sev sev, const char *file, int line, const lp_logctx_t *ctx,
@@ -49,11 +49,11 @@ void lp_log_vwrite(enum lp_log_sev sev, const char *file, int line, const lp_log
                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec,
                    (long)syscall(SYS_gettid), base, line);
   size_t n = w > 0 ? (size_t)w : 0;
-  if (n > cap) n = cap;
+  if (n >= cap) n = cap - 1;
   if (ctx) n += put_ctx(buf + n, cap - n, ctx);
   w = vsnprintf(buf + n, cap - n, fmt, ap);
   if (w > 0) n += (size_t)w;
-  if (n > cap) n = cap;
+  if (n >= cap) n = cap - 1; /* truncated: drop the NUL vsnprintf put last */
   while (n > 0 && buf[n - 1] == '\n') n--;
   buf[n++] = '\n';
   int fd = atomic_load(&g_fd);

@@ -1,0 +1,217 @@
+/* The real lpod binary as an operator runs it: readiness over the systemd notify socket,
+ * graceful stop on SIGTERM with exit code 0, the data-dir lock, -version and flag errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lpod/core.h"
+
+static char tmpdir[128];
+static const char *lpod_bin;
+
+static int setup(void **state) {
+  (void)state;
+  lpod_bin = getenv("LPOD_BIN");
+  assert_non_null(lpod_bin);
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/lpod-node-XXXXXX");
+  assert_non_null(mkdtemp(tmpdir));
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  return system(cmd);
+}
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  socklen_t len = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &len);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+/* Starts lpod with stdout/stderr into files; NOTIFY_SOCKET set when notify_path is given. */
+static pid_t spawn(char *const argv[], const char *notify_path, const char *log_path) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    if (notify_path)
+      setenv("NOTIFY_SOCKET", notify_path, 1);
+    else
+      unsetenv("NOTIFY_SOCKET");
+    execv(lpod_bin, argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+static int wait_exit(pid_t pid, int timeout_ms) {
+  for (int waited = 0; waited < timeout_ms; waited += 10) {
+    int status;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    usleep(10000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return -1;
+}
+
+static int notify_socket(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  unlink(path);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  return fd;
+}
+
+/* Waits for a datagram containing want; returns 0 when seen. */
+static int wait_notify(int fd, const char *want, int timeout_ms) {
+  char buf[1024];
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  while (poll(&p, 1, timeout_ms) == 1) {
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    if (strstr(buf, want)) return 0;
+  }
+  return -1;
+}
+
+static char *slurp(const char *path) {
+  char *t = NULL;
+  size_t n;
+  assert_int_equal(lp_file_read(path, 1 << 20, &t, &n), 0);
+  return t;
+}
+
+static void test_ready_then_graceful_stop(void **state) {
+  (void)state;
+  char sock[256], log[256], data[256], addr[64];
+  snprintf(sock, sizeof sock, "%s/notify.sock", tmpdir);
+  snprintf(log, sizeof log, "%s/node.log", tmpdir);
+  snprintf(data, sizeof data, "%s/data", tmpdir);
+  int port = free_port();
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  int nfd = notify_socket(sock);
+  char *argv[] = {(char *)lpod_bin,
+                  "-orchestrator",
+                  "-transcoder",
+                  "-dataDir",
+                  data,
+                  "-serviceAddr",
+                  addr,
+                  "-httpAddr",
+                  addr,
+                  "-cliAddr",
+                  "127.0.0.1:0",
+                  "-testTranscoder=false",
+                  NULL};
+  pid_t pid = spawn(argv, sock, log);
+  assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  assert_int_equal(kill(pid, SIGTERM), 0);
+  assert_int_equal(wait_notify(nfd, "STOPPING=1", 10000), 0);
+  assert_int_equal(wait_exit(pid, 15000), 0);
+  char *out = slurp(log);
+  assert_non_null(strstr(out, "Received SIGTERM"));
+  assert_non_null(strstr(out, "| Orchestrator"));
+  free(out);
+  close(nfd);
+}
+
+static void test_datadir_lock_refuses_second_node(void **state) {
+  (void)state;
+  char sock[256], log1[256], log2[256], data[256], a1[64], a2[64];
+  snprintf(sock, sizeof sock, "%s/n2.sock", tmpdir);
+  snprintf(log1, sizeof log1, "%s/one.log", tmpdir);
+  snprintf(log2, sizeof log2, "%s/two.log", tmpdir);
+  snprintf(data, sizeof data, "%s/shared", tmpdir);
+  snprintf(a1, sizeof a1, "127.0.0.1:%d", free_port());
+  snprintf(a2, sizeof a2, "127.0.0.1:%d", free_port());
+  int nfd = notify_socket(sock);
+  char *argv1[] = {(char *)lpod_bin,
+                   "-orchestrator",
+                   "-transcoder",
+                   "-dataDir",
+                   data,
+                   "-serviceAddr",
+                   a1,
+                   "-httpAddr",
+                   a1,
+                   "-cliAddr",
+                   "127.0.0.1:0",
+                   "-testTranscoder=false",
+                   NULL};
+  pid_t first = spawn(argv1, sock, log1);
+  assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  char *argv2[] = {(char *)lpod_bin,
+                   "-orchestrator",
+                   "-transcoder",
+                   "-dataDir",
+                   data,
+                   "-serviceAddr",
+                   a2,
+                   "-httpAddr",
+                   a2,
+                   "-cliAddr",
+                   "127.0.0.1:0",
+                   "-testTranscoder=false",
+                   NULL};
+  pid_t second = spawn(argv2, NULL, log2);
+  assert_int_not_equal(wait_exit(second, 15000), 0);
+  char *out = slurp(log2);
+  assert_non_null(strstr(out, "is in use by another lpod"));
+  free(out);
+  kill(first, SIGTERM);
+  assert_int_equal(wait_exit(first, 15000), 0);
+  close(nfd);
+}
+
+static void test_version_and_flag_errors(void **state) {
+  (void)state;
+  char log[256];
+  snprintf(log, sizeof log, "%s/v.log", tmpdir);
+  char *v[] = {(char *)lpod_bin, "-version", NULL};
+  assert_int_equal(wait_exit(spawn(v, NULL, log), 10000), 0);
+  char *out = slurp(log);
+  assert_non_null(strstr(out, "ffmpeg"));
+  assert_non_null(strstr(out, "openssl"));
+  assert_non_null(strstr(out, "libuv"));
+  free(out);
+  char *bad[] = {(char *)lpod_bin, "-orchestrator", "-maxSesions", "3", NULL};
+  assert_int_equal(wait_exit(spawn(bad, NULL, log), 10000), 2);
+  out = slurp(log);
+  assert_non_null(strstr(out, "did you mean -maxSessions"));
+  free(out);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ready_then_graceful_stop),
+      cmocka_unit_test(test_datadir_lock_refuses_second_node),
+      cmocka_unit_test(test_version_and_flag_errors),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
