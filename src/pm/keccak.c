@@ -1,0 +1,94 @@
+/* Keccak-256 as Ethereum uses it: Keccak-f[1600], rate 136 bytes, domain padding 0x01.
+ * OpenSSL 3.0 only has NIST SHA3 (padding 0x06), which gives different digests. */
+#include "lpod/pm.h"
+
+#include <string.h>
+
+#define KECCAK_RATE 136
+
+static const uint64_t round_consts[24] = {
+    0x0000000000000001ull, 0x0000000000008082ull, 0x800000000000808aull, 0x8000000080008000ull,
+    0x000000000000808bull, 0x0000000080000001ull, 0x8000000080008081ull, 0x8000000000008009ull,
+    0x000000000000008aull, 0x0000000000000088ull, 0x0000000080008009ull, 0x000000008000000aull,
+    0x000000008000808bull, 0x800000000000008bull, 0x8000000000008089ull, 0x8000000000008003ull,
+    0x8000000000008002ull, 0x8000000000000080ull, 0x000000000000800aull, 0x800000008000000aull,
+    0x8000000080008081ull, 0x8000000000008080ull, 0x0000000080000001ull, 0x8000000080008008ull,
+};
+
+/* Rotation offsets and the pi lane order, walked along the rho/pi cycle starting at lane 1. */
+static const unsigned rho_offsets[24] = {1,  3,  6,  10, 15, 21, 28, 36, 45, 55, 2,  14,
+                                         27, 41, 56, 8,  25, 43, 62, 18, 39, 61, 20, 44};
+static const unsigned pi_lanes[24] = {10, 7,  11, 17, 18, 3, 5,  16, 8,  21, 24, 4,
+                                      15, 23, 19, 13, 12, 2, 20, 14, 22, 9,  6,  1};
+
+static inline uint64_t rotl64(uint64_t x, unsigned n) { return (x << n) | (x >> (64 - n)); }
+
+static void keccak_f1600(uint64_t a[25]) {
+  uint64_t c[5], t;
+  for (int round = 0; round < 24; round++) {
+    /* theta */
+    for (int x = 0; x < 5; x++) c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
+    for (int x = 0; x < 5; x++) {
+      t = c[(x + 4) % 5] ^ rotl64(c[(x + 1) % 5], 1);
+      for (int y = 0; y < 25; y += 5) a[y + x] ^= t;
+    }
+    /* rho and pi */
+    t = a[1];
+    for (int i = 0; i < 24; i++) {
+      unsigned j = pi_lanes[i];
+      uint64_t next = a[j];
+      a[j] = rotl64(t, rho_offsets[i]);
+      t = next;
+    }
+    /* chi */
+    for (int y = 0; y < 25; y += 5) {
+      for (int x = 0; x < 5; x++) c[x] = a[y + x];
+      for (int x = 0; x < 5; x++) a[y + x] = c[x] ^ (~c[(x + 1) % 5] & c[(x + 2) % 5]);
+    }
+    /* iota */
+    a[0] ^= round_consts[round];
+  }
+}
+
+/* Lanes are little-endian; XOR byte by byte so the code does not depend on host order. */
+static inline void xor_byte(uint64_t st[25], size_t pos, uint8_t b) {
+  st[pos / 8] ^= (uint64_t)b << (8 * (pos % 8));
+}
+
+void pm_keccak_init(pm_keccak_t *k) { memset(k, 0, sizeof *k); }
+
+void pm_keccak_update(pm_keccak_t *k, const void *data, size_t len) {
+  const uint8_t *p = data;
+  /* Whole aligned 8-byte lanes are the common case (long segments); take them a lane at a time. */
+  while (len > 0) {
+    if (k->pos % 8 == 0 && len >= 8) {
+      uint64_t lane = 0;
+      for (int i = 7; i >= 0; i--) lane = (lane << 8) | p[i];
+      k->st[k->pos / 8] ^= lane;
+      k->pos += 8;
+      p += 8;
+      len -= 8;
+    } else {
+      xor_byte(k->st, k->pos++, *p++);
+      len--;
+    }
+    if (k->pos == KECCAK_RATE) {
+      keccak_f1600(k->st);
+      k->pos = 0;
+    }
+  }
+}
+
+void pm_keccak_final(pm_keccak_t *k, uint8_t out[PM_HASH_LEN]) {
+  xor_byte(k->st, k->pos, 0x01);
+  xor_byte(k->st, KECCAK_RATE - 1, 0x80);
+  keccak_f1600(k->st);
+  for (size_t i = 0; i < PM_HASH_LEN; i++) out[i] = (uint8_t)(k->st[i / 8] >> (8 * (i % 8)));
+}
+
+void pm_keccak256(const void *data, size_t len, uint8_t out[PM_HASH_LEN]) {
+  pm_keccak_t k;
+  pm_keccak_init(&k);
+  pm_keccak_update(&k, data, len);
+  pm_keccak_final(&k, out);
+}
