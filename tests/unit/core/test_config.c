@@ -261,6 +261,22 @@ static void test_durations(void **state) {
   assert_int_not_equal(lp_parse_duration_ms("-5s", &ms), 0);
 }
 
+/* The shipped example must load as it is. */
+static void test_example_config_loads(void **state) {
+  (void)state;
+  char path[512];
+  snprintf(path, sizeof path, "%s/configs/lpod.conf.example", getenv("LPOD_SOURCE_DIR"));
+  lp_config_t c;
+  char err[512];
+  assert_int_equal(LOAD(&c, empty_env, err, "-config", path, NULL), LP_CFG_OK);
+  assert_true(c.orchestrator);
+  assert_true(c.transcoder);
+  assert_true(c.monitor);
+  assert_string_equal(c.http_addr, "127.0.0.1:8935");
+  lp_config_free(&c);
+  lp_log_set_level(3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -273,6 +289,7 @@ int main(void) {
       cmocka_unit_test(test_table_masks_secrets),
       cmocka_unit_test(test_cli_addr_normalisation),
       cmocka_unit_test(test_durations),
+      cmocka_unit_test(test_example_config_loads),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
