@@ -187,8 +187,15 @@ static void num(lp_buf_t *b, double v) {
     lp_buf_appendf(b, v > 0 ? "+Inf" : "-Inf");
   else if (v == floor(v) && fabs(v) < 1e15)
     lp_buf_appendf(b, "%.0f", v);
-  else
-    lp_buf_appendf(b, "%.17g", v);
+  else {
+    /* Shortest text that reads back as the same double, as Prometheus' Go client prints. */
+    char t[32];
+    for (int prec = 1; prec <= 17; prec++) {
+      snprintf(t, sizeof t, "%.*g", prec, v);
+      if (strtod(t, NULL) == v) break;
+    }
+    lp_buf_appendf(b, "%s", t);
+  }
 }
 
 static void series_name(lp_buf_t *b, const char *name, const char *suffix, const char *cl,
