@@ -19,6 +19,7 @@
 #include "lpod/config.h"
 #include "lpod/core.h"
 #include "lpod/lifecycle.h"
+#include "lpod/media.h"
 #include "lpod_build_info.h"
 
 typedef struct {
@@ -30,6 +31,7 @@ typedef struct {
 /* Subcommands: `lpod <name> ...`. Modules add their entry point here. */
 static const lp_subcommand_t subcommands[] = {
     /* SUBCOMMANDS */
+    {"transcode", media_cli_transcode, "transcode segments into renditions (one warm session)"},
     {NULL, NULL, NULL},
 };
 

@@ -10,6 +10,7 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavutil/buffer.h>
+#include <libavutil/hwcontext.h>
 #include <libavutil/rational.h>
 
 #define HW_MAX_DEVICES 16

@@ -77,7 +77,6 @@ typedef struct media_session media_session_t;
 typedef enum {
   MEDIA_AUDIO_COPY = 0, /* remux the source audio (what go-livepeer asks for) */
   MEDIA_AUDIO_DROP = 1,
-  MEDIA_AUDIO_AAC = 2, /* re-encode to AAC */
 } media_audio_mode_t;
 
 typedef struct media_session_opts {

@@ -1,0 +1,969 @@
+/* The transcode engine: one warm session per stream, one segment per call.
+ *
+ * A segment is demuxed whole from memory first (segments are a few MB), so the engine knows
+ * before decoding whether it has video frames, keyframes and audio. Video is decoded once and
+ * fanned out to every rendition's own scale -> fps graph and encoder; encoded packets are kept
+ * and muxed at the end together with the copied audio, which lets a rendition's stream
+ * parameters come from its encoder and keeps audio and video interleaved by DTS. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libavfilter/avfilter.h>
+#include <libavfilter/buffersink.h>
+#include <libavfilter/buffersrc.h>
+#include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
+
+#include "media_int.h"
+
+#define TB_90K ((AVRational){1, 90000})
+#define RUNAWAY_FACTOR 25
+/* Bounds of the packets kept from the last GOP for decoding a GOP continuation. */
+#define GOP_CACHE_MAX_PKTS 1200
+#define GOP_CACHE_MAX_BYTES (64u << 20)
+/* A segment continues the previous one when its first packet starts within this gap. */
+#define CONTINUATION_GAP_US 1000000
+
+typedef struct pktlist {
+  AVPacket **p;
+  size_t n, cap;
+  size_t bytes;
+} pktlist_t;
+
+static int pl_push(pktlist_t *l, AVPacket *pkt) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    AVPacket **p = realloc(l->p, cap * sizeof(*p));
+    if (!p) return LP_ENOMEM;
+    l->p = p;
+    l->cap = cap;
+  }
+  l->p[l->n++] = pkt;
+  l->bytes += (size_t)pkt->size;
+  return 0;
+}
+
+static void pl_clear(pktlist_t *l) {
+  for (size_t i = 0; i < l->n; i++) av_packet_free(&l->p[i]);
+  l->n = 0;
+  l->bytes = 0;
+}
+
+static void pl_free(pktlist_t *l) {
+  pl_clear(l);
+  free(l->p);
+  l->p = NULL;
+  l->cap = 0;
+}
+
+/* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH). */
+typedef struct warm_enc {
+  AVCodecContext *enc;
+  media_profile_t prof;
+  AVCodecParameters *par;
+} warm_enc_t;
+
+struct media_session {
+  media_session_opts_t opts;
+  char preset[32];
+  const hw_backend_t *be;
+  AVBufferRef *device;
+  AVCodecContext *vdec;
+  enum AVCodecID vdec_codec;
+  int vdec_fmt;
+  /* Packets since the last keyframe of the previous segment, in 90 kHz ticks. */
+  pktlist_t gop;
+  int64_t gop_last_dts, gop_last_dur;
+  enum AVCodecID gop_codec;
+  warm_enc_t warm[MEDIA_MAX_OUTPUTS];
+  int64_t segments;
+};
+
+/* Per rendition state for one segment. */
+typedef struct out {
+  const media_profile_t *prof;
+  int idx;
+  hw_limits_t lim;
+  AVFilterGraph *graph;
+  AVFilterContext *src, *sink;
+  int g_w, g_h, g_fmt;
+  int64_t g_last_pts, g_last_dur;
+  AVCodecContext *enc;
+  bool enc_warm; /* enc belongs to the session's warm slot */
+  int enc_w, enc_h;
+  AVCodecParameters *par; /* stream parameters for the muxer (first encoder of the segment) */
+  pktlist_t pkts;         /* encoded packets, timestamps in 90 kHz */
+  int64_t frames, pixels, keyframes;
+  bool forced_first;
+  int64_t next_kf; /* passthrough GOP: next forced keyframe, encoder ticks */
+  int64_t gop_ticks;
+  media_rendition_t *res;
+} out_t;
+
+/* Per segment context. */
+typedef struct seg {
+  media_session_t *s;
+  media_result_t *res;
+  AVFormatContext *ic;
+  AVIOContext *pb; /* ours: avformat_open_input frees ic on failure but not this */
+  int vi, ai;
+  AVStream *vst, *ast;
+  AVRational vtb;
+  pktlist_t vpk, apk;
+  out_t *outs;
+  size_t nout;
+  double in_fps;    /* nominal source rate (codec timing, else container) */
+  int64_t def_dur;  /* default frame duration in vtb */
+  int64_t last_pts; /* last decoded pts after repair */
+  bool have_last;
+  int64_t prime_max_pts; /* frames up to this pts come from the primed GOP: discard */
+  bool priming;
+  int64_t decoded;
+  AVFrame *frame, *ff;
+  AVPacket *pkt;
+} seg_t;
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+static int seg_fail(seg_t *g, int ret, media_err_class_t cls, const char *text, int rendition) {
+  if (!g->res->error[0]) {
+    snprintf(g->res->error, sizeof(g->res->error), "%s", text);
+    g->res->error_class = cls;
+    g->res->error_rendition = rendition;
+  }
+  return ret;
+}
+
+static media_err_class_t classify(seg_t *g, int averr, hw_stage_t stage) {
+  switch (g->s->be->classify_error(averr, stage)) {
+  case HW_ERR_DEVICE: return MEDIA_ERR_DEVICE;
+  case HW_ERR_SESSION: return MEDIA_ERR_SESSION;
+  default: return MEDIA_ERR_INPUT;
+  }
+}
+
+static int seg_fail_av(seg_t *g, int averr, hw_stage_t stage, int rendition) {
+  char e[AV_ERROR_MAX_STRING_SIZE] = "Invalid argument";
+  if (averr < 0) av_strerror(averr, e, sizeof(e));
+  if (averr == AVERROR(ENOMEM))
+    return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", rendition);
+  media_err_class_t cls = classify(g, averr, stage);
+  int ret = cls == MEDIA_ERR_DEVICE ? LP_EDEVICE : cls == MEDIA_ERR_INPUT ? LP_EMEDIA : LP_EIO;
+  return seg_fail(g, ret, cls, e, rendition);
+}
+
+/* ---- session --------------------------------------------------------------------------------- */
+
+media_session_t *media_session_new(const media_session_opts_t *opts) {
+  media_global_init();
+  media_session_opts_t def = MEDIA_SESSION_OPTS_INIT;
+  if (!opts) opts = &def;
+  const hw_backend_t *be = hw_backend_find(opts->backend);
+  if (!be) {
+    LOGE_C(&opts->log, "media: unknown backend '%s'", opts->backend);
+    return NULL;
+  }
+  if (opts->audio != MEDIA_AUDIO_COPY && opts->audio != MEDIA_AUDIO_DROP) {
+    LOGE_C(&opts->log, "media: unsupported audio mode %d", (int)opts->audio);
+    return NULL;
+  }
+  media_session_t *s = calloc(1, sizeof(*s));
+  if (!s) return NULL;
+  s->opts = *opts;
+  if (opts->preset) snprintf(s->preset, sizeof(s->preset), "%s", opts->preset);
+  s->opts.preset = opts->preset ? s->preset : NULL;
+  if (s->opts.max_outputs <= 0 || s->opts.max_outputs > MEDIA_MAX_OUTPUTS)
+    s->opts.max_outputs = MEDIA_MAX_OUTPUTS;
+  if (s->opts.max_duration_ms <= 0) s->opts.max_duration_ms = 300000;
+  s->be = be;
+  int ret = be->device_open(opts->device, &s->device);
+  if (ret < 0) {
+    LOGE_C(&opts->log, "media: %s device %d: %s", be->name, opts->device, lp_strerror(ret));
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static void warm_clear(warm_enc_t *w) {
+  avcodec_free_context(&w->enc);
+  avcodec_parameters_free(&w->par);
+}
+
+void media_session_free(media_session_t *s) {
+  if (!s) return;
+  avcodec_free_context(&s->vdec);
+  pl_free(&s->gop);
+  for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) warm_clear(&s->warm[i]);
+  av_buffer_unref(&s->device);
+  free(s);
+}
+
+int64_t media_session_segments(const media_session_t *s) { return s->segments; }
+
+void media_result_free(media_result_t *r) {
+  if (!r) return;
+  if (r->renditions)
+    for (size_t i = 0; i < r->n; i++) free(r->renditions[i].data);
+  free(r->renditions);
+  r->renditions = NULL;
+  r->n = 0;
+}
+
+/* ---- demux ------------------------------------------------------------------------------------
+ */
+
+static int seg_demux(seg_t *g, const uint8_t *in, size_t len, media_memin_t *mi) {
+  g->ic = avformat_alloc_context();
+  if (!g->ic) return LP_ENOMEM;
+  g->ic->pb = g->pb = media_memin_open(mi, in, len);
+  if (!g->pb) return LP_ENOMEM;
+  g->ic->flags |= AVFMT_FLAG_CUSTOM_IO;
+  int ret = avformat_open_input(&g->ic, NULL, NULL, NULL);
+  if (ret < 0) {
+    /* avformat_open_input frees the context on failure but leaves our AVIO alone. */
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  }
+  if ((ret = avformat_find_stream_info(g->ic, NULL)) < 0)
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  g->vi = av_find_best_stream(g->ic, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+  g->ai = av_find_best_stream(g->ic, AVMEDIA_TYPE_AUDIO, -1, -1, NULL, 0);
+  if (g->vi < 0) g->vi = -1;
+  if (g->ai < 0) g->ai = -1;
+  for (unsigned i = 0; i < g->ic->nb_streams; i++)
+    if ((int)i != g->vi && (int)i != g->ai) g->ic->streams[i]->discard = AVDISCARD_ALL;
+  g->vst = g->vi >= 0 ? g->ic->streams[g->vi] : NULL;
+  g->ast = g->ai >= 0 ? g->ic->streams[g->ai] : NULL;
+  if (g->vst) g->vtb = g->vst->time_base;
+
+  int64_t t0 = INT64_MAX, t1 = INT64_MIN;
+  for (;;) {
+    AVPacket *p = av_packet_alloc();
+    if (!p) return LP_ENOMEM;
+    ret = av_read_frame(g->ic, p);
+    if (ret < 0) {
+      av_packet_free(&p);
+      break;
+    }
+    bool video = p->stream_index == g->vi;
+    if (!video && p->stream_index != g->ai) {
+      av_packet_free(&p);
+      continue;
+    }
+    AVRational tb = g->ic->streams[p->stream_index]->time_base;
+    int64_t ts = p->dts != AV_NOPTS_VALUE ? p->dts : p->pts;
+    if (ts != AV_NOPTS_VALUE) {
+      int64_t us = av_rescale_q(ts, tb, AV_TIME_BASE_Q);
+      int64_t end = us + (p->duration > 0 ? av_rescale_q(p->duration, tb, AV_TIME_BASE_Q) : 0);
+      t0 = LP_MIN(t0, us);
+      t1 = LP_MAX(t1, end);
+    }
+    if ((ret = pl_push(video ? &g->vpk : &g->apk, p)) < 0) {
+      av_packet_free(&p);
+      return ret;
+    }
+  }
+  g->res->has_video = g->vpk.n > 0;
+  g->res->has_audio = g->apk.n > 0;
+  g->res->duration_us = t1 > t0 ? t1 - t0 : 0;
+  if (g->res->duration_us > g->s->opts.max_duration_ms * 1000)
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidDuration", -1);
+  return 0;
+}
+
+/* ---- decode -----------------------------------------------------------------------------------
+ */
+
+static int decoder_open(seg_t *g) {
+  media_session_t *s = g->s;
+  const AVCodecParameters *par = g->vst->codecpar;
+  if (s->vdec && s->vdec_codec == par->codec_id) return 0;
+  avcodec_free_context(&s->vdec);
+  pl_clear(&s->gop);
+  const AVCodec *codec = NULL;
+  AVCodecContext *c = avcodec_alloc_context3(NULL);
+  if (!c) return LP_ENOMEM;
+  int ret = avcodec_parameters_to_context(c, par);
+  if (ret >= 0 && s->be->decoder_setup(s->device, par, &codec, c) < 0)
+    ret = AVERROR_DECODER_NOT_FOUND;
+  if (ret >= 0) {
+    c->thread_count = 0;
+    ret = avcodec_open2(c, codec, NULL);
+  }
+  if (ret < 0) {
+    avcodec_free_context(&c);
+    if (ret == AVERROR_DECODER_NOT_FOUND)
+      return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "Unsupported input codec", -1);
+    return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
+  }
+  s->vdec = c;
+  s->vdec_codec = par->codec_id;
+  return 0;
+}
+
+/* The source's nominal frame rate: the codec's own timing (SPS) first, since container rates
+ * are guessed from timestamps that may be broken, then the container's. */
+static double nominal_fps(seg_t *g) {
+  AVRational r = g->s->vdec ? g->s->vdec->framerate : (AVRational){0, 1};
+  if (r.num <= 0 || r.den <= 0) r = g->vst->avg_frame_rate;
+  if (r.num <= 0 || r.den <= 0) r = g->vst->r_frame_rate;
+  if (r.num <= 0 || r.den <= 0) return 0;
+  double f = av_q2d(r);
+  return f > 0 && f <= 1000 ? f : 0;
+}
+
+/* ---- per rendition: filter -> encoder -> packets -----------------------------------------------
+ */
+
+static void out_free_graph(out_t *o) {
+  avfilter_graph_free(&o->graph);
+  o->src = o->sink = NULL;
+}
+
+static int out_build_graph(seg_t *g, out_t *o, const AVFrame *f) {
+  out_free_graph(o);
+  int w, h;
+  if (media_fit_size(o->prof, &o->lim, f->width, f->height, &w, &h) < 0)
+    return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", o->idx);
+  char chain[512], args[256];
+  int ret = g->s->be->scale_filter(f->format, w, h, chain, sizeof(chain));
+  if (ret < 0) return seg_fail(g, ret, MEDIA_ERR_INPUT, "Error initializing filtergraph", o->idx);
+  if (o->prof->fps) {
+    size_t n = strlen(chain);
+    snprintf(chain + n, sizeof(chain) - n, ",fps=%u/%u", o->prof->fps,
+             o->prof->fps_den ? o->prof->fps_den : 1);
+  }
+  AVRational sar = f->sample_aspect_ratio.num > 0 ? f->sample_aspect_ratio : (AVRational){1, 1};
+  snprintf(args, sizeof(args), "video_size=%dx%d:pix_fmt=%d:time_base=%d/%d:pixel_aspect=%d/%d",
+           f->width, f->height, f->format, g->vtb.num, g->vtb.den, sar.num, sar.den);
+  AVFilterInOut *in = NULL, *outp = NULL;
+  o->graph = avfilter_graph_alloc();
+  if (!o->graph) return LP_ENOMEM;
+  o->graph->nb_threads = 1;
+  ret = avfilter_graph_create_filter(&o->src, avfilter_get_by_name("buffer"), "in", args, NULL,
+                                     o->graph);
+  if (ret >= 0)
+    ret = avfilter_graph_create_filter(&o->sink, avfilter_get_by_name("buffersink"), "out", NULL,
+                                       NULL, o->graph);
+  if (ret >= 0) {
+    in = avfilter_inout_alloc();
+    outp = avfilter_inout_alloc();
+    if (!in || !outp) ret = AVERROR(ENOMEM);
+  }
+  if (ret >= 0) {
+    outp->name = av_strdup("in");
+    outp->filter_ctx = o->src;
+    in->name = av_strdup("out");
+    in->filter_ctx = o->sink;
+    ret = avfilter_graph_parse_ptr(o->graph, chain, &in, &outp, NULL);
+  }
+  if (ret >= 0) ret = avfilter_graph_config(o->graph, NULL);
+  avfilter_inout_free(&in);
+  avfilter_inout_free(&outp);
+  if (ret < 0) {
+    out_free_graph(o);
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "Error initializing filtergraph", o->idx);
+  }
+  o->g_w = f->width;
+  o->g_h = f->height;
+  o->g_fmt = f->format;
+  o->g_last_pts = AV_NOPTS_VALUE;
+  return 0;
+}
+
+static int out_receive_packets(seg_t *g, out_t *o) {
+  for (;;) {
+    AVPacket *p = av_packet_alloc();
+    if (!p) return LP_ENOMEM;
+    int ret = avcodec_receive_packet(o->enc, p);
+    if (ret < 0) {
+      av_packet_free(&p);
+      if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
+      return seg_fail_av(g, ret, HW_STAGE_ENCODE, o->idx);
+    }
+    av_packet_rescale_ts(p, o->enc->time_base, TB_90K);
+    if (p->flags & AV_PKT_FLAG_KEY) o->keyframes++;
+    if ((ret = pl_push(&o->pkts, p)) < 0) {
+      av_packet_free(&p);
+      return ret;
+    }
+  }
+}
+
+/* Ends the current encoder: every frame it holds comes out. */
+static int out_close_encoder(seg_t *g, out_t *o, bool end_of_segment) {
+  if (!o->enc) return 0;
+  int ret = avcodec_send_frame(o->enc, NULL);
+  if (ret < 0 && ret != AVERROR_EOF) return seg_fail_av(g, ret, HW_STAGE_ENCODE, o->idx);
+  if ((ret = out_receive_packets(g, o)) < 0) return ret;
+  if (o->enc_warm && end_of_segment && g->s->be->eos_policy(o->enc) == HW_EOS_FLUSH) {
+    avcodec_flush_buffers(o->enc);
+  } else if (o->enc_warm) {
+    warm_clear(&g->s->warm[o->idx]);
+  } else {
+    avcodec_free_context(&o->enc);
+  }
+  o->enc = NULL;
+  o->enc_warm = false;
+  return 0;
+}
+
+static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
+  media_session_t *s = g->s;
+  const media_profile_t *p = o->prof;
+  AVRational tb = av_buffersink_get_time_base(o->sink);
+  AVRational fr = p->fps ? (AVRational){(int)p->fps, p->fps_den ? (int)p->fps_den : 1}
+                         : av_d2q(g->in_fps > 0 ? g->in_fps : 30, 100000);
+  hw_enc_params_t ep = {
+      .codec = media_codec_avid(p->encoder),
+      .width = f->width,
+      .height = f->height,
+      .time_base = tb,
+      .framerate = fr,
+      .bitrate = p->bitrate,
+      .quality = (int)p->quality,
+      .h264_profile = (int)p->profile,
+      .preset = s->opts.preset,
+      .threads = s->opts.encoder_threads,
+      .global_header = p->format == MEDIA_FORMAT_MP4,
+  };
+  o->gop_ticks = 0;
+  if (p->gop_ms == MEDIA_GOP_INTRA) {
+    ep.gop_frames = -1;
+  } else if (p->gop_ms > 0 && p->fps) {
+    ep.gop_frames = (int)LP_MAX(1, llround(p->gop_ms / 1000.0 * av_q2d(fr)));
+    ep.gop_forced = true;
+  } else if (p->gop_ms > 0) {
+    /* Passthrough rate: keyframes by time, forced here. */
+    ep.gop_forced = true;
+    o->gop_ticks = LP_MAX(1, av_rescale_q(p->gop_ms, (AVRational){1, 1000}, tb));
+  }
+  warm_enc_t *w = &s->warm[o->idx];
+  if (w->enc && (memcmp(&w->prof, p, sizeof(*p)) != 0 || w->enc->width != f->width ||
+                 w->enc->height != f->height || av_cmp_q(w->enc->time_base, tb) != 0))
+    warm_clear(w);
+  if (w->enc) {
+    o->enc = w->enc;
+    o->enc_warm = true;
+  } else {
+    int ret = s->be->encoder_open(s->device, &ep, NULL, &o->enc);
+    if (ret < 0) {
+      if (ret == LP_EUNSUPP)
+        return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", o->idx);
+      return seg_fail(g, ret, ret == LP_ENOMEM ? MEDIA_ERR_SESSION : MEDIA_ERR_INPUT,
+                      "Invalid argument", o->idx);
+    }
+    if (s->be->eos_policy(o->enc) == HW_EOS_FLUSH) {
+      w->enc = o->enc;
+      w->prof = *p;
+      o->enc_warm = true;
+    }
+  }
+  if (!o->par) {
+    o->par = avcodec_parameters_alloc();
+    if (!o->par || avcodec_parameters_from_context(o->par, o->enc) < 0) return LP_ENOMEM;
+  }
+  o->enc_w = f->width;
+  o->enc_h = f->height;
+  o->forced_first = false;
+  return 0;
+}
+
+static int out_encode(seg_t *g, out_t *o, AVFrame *f) {
+  int ret;
+  if (o->enc && (f->width != o->enc_w || f->height != o->enc_h) &&
+      (ret = out_close_encoder(g, o, false)) < 0)
+    return ret;
+  if (!o->enc && (ret = out_open_encoder(g, o, f)) < 0) return ret;
+  /* Guard against timestamp anomalies turning the fps filter into a frame factory; upsampling
+   * the source's nominal rate is legitimate and raises the limit accordingly. */
+  double up = 1;
+  if (o->prof->fps && g->in_fps > 0)
+    up = LP_MAX(1.0,
+                ceil(o->prof->fps / (double)(o->prof->fps_den ? o->prof->fps_den : 1) / g->in_fps));
+  if ((double)(o->frames + 1) > RUNAWAY_FACTOR * up * (double)LP_MAX(g->decoded, 1))
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "Encoded frames runaway", o->idx);
+  /* The source's frame types mean nothing here: only our keyframe decisions count. */
+  f->pict_type = AV_PICTURE_TYPE_NONE;
+  f->key_frame = 0;
+  if (!o->forced_first) {
+    f->pict_type = AV_PICTURE_TYPE_I;
+    o->forced_first = true;
+    o->next_kf = f->pts + o->gop_ticks;
+  } else if (o->gop_ticks > 0 && f->pts >= o->next_kf) {
+    f->pict_type = AV_PICTURE_TYPE_I;
+    while (o->next_kf <= f->pts) o->next_kf += o->gop_ticks;
+  }
+  ret = avcodec_send_frame(o->enc, f);
+  if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_ENCODE, o->idx);
+  o->frames++;
+  o->pixels += (int64_t)o->enc_w * o->enc_h;
+  return out_receive_packets(g, o);
+}
+
+static int out_pull(seg_t *g, out_t *o) {
+  for (;;) {
+    int ret = av_buffersink_get_frame(o->sink, g->ff);
+    if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
+    if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_FILTER, o->idx);
+    ret = out_encode(g, o, g->ff);
+    av_frame_unref(g->ff);
+    if (ret < 0) return ret;
+  }
+}
+
+/* Closes the graph at the end of the last frame so the fps filter emits what it holds. */
+static int out_flush_graph(seg_t *g, out_t *o) {
+  if (!o->graph) return 0;
+  int64_t eof = o->g_last_pts == AV_NOPTS_VALUE ? 0 : o->g_last_pts + o->g_last_dur;
+  int ret = av_buffersrc_close(o->src, eof, 0);
+  if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_FILTER, o->idx);
+  ret = out_pull(g, o);
+  out_free_graph(o);
+  return ret;
+}
+
+static int out_push(seg_t *g, out_t *o, AVFrame *f, int64_t dur) {
+  int ret;
+  if (o->graph && (f->width != o->g_w || f->height != o->g_h || f->format != o->g_fmt) &&
+      (ret = out_flush_graph(g, o)) < 0)
+    return ret;
+  if (!o->graph && (ret = out_build_graph(g, o, f)) < 0) return ret;
+  ret = av_buffersrc_add_frame_flags(o->src, f, AV_BUFFERSRC_FLAG_KEEP_REF);
+  if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_FILTER, o->idx);
+  o->g_last_pts = f->pts;
+  o->g_last_dur = dur;
+  return out_pull(g, o);
+}
+
+/* ---- decode loop ------------------------------------------------------------------------------
+ */
+
+static int handle_frame(seg_t *g, AVFrame *f) {
+  int64_t pts = f->best_effort_timestamp;
+  if (pts == AV_NOPTS_VALUE) pts = f->pts;
+  if (g->priming ||
+      (g->prime_max_pts != AV_NOPTS_VALUE && pts != AV_NOPTS_VALUE && pts <= g->prime_max_pts))
+    return 0; /* a frame of the previous segment, decoded only as a reference */
+  int64_t dur = f->pkt_duration > 0 ? f->pkt_duration : g->def_dur;
+  /* Missing or out of order timestamps: continue from the last frame, strictly increasing. */
+  if (pts == AV_NOPTS_VALUE) pts = g->have_last ? g->last_pts + dur : 0;
+  if (g->have_last && pts <= g->last_pts) pts = g->last_pts + 1;
+  g->last_pts = pts;
+  g->have_last = true;
+  f->pts = pts;
+  g->decoded++;
+  g->res->decoded_frames++;
+  g->res->decoded_pixels += (int64_t)f->width * f->height;
+  if (!g->res->in_width) {
+    g->res->in_width = f->width;
+    g->res->in_height = f->height;
+  }
+  for (size_t i = 0; i < g->nout; i++) {
+    int ret = out_push(g, &g->outs[i], f, dur);
+    if (ret < 0) return ret;
+  }
+  return 0;
+}
+
+static int decode_packet(seg_t *g, const AVPacket *p) {
+  AVCodecContext *d = g->s->vdec;
+  int ret = avcodec_send_packet(d, p);
+  if (ret < 0 && ret != AVERROR(EAGAIN) && ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
+    return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
+  for (;;) {
+    ret = avcodec_receive_frame(d, g->frame);
+    if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
+    if (ret == AVERROR_INVALIDDATA) continue;
+    if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
+    ret = handle_frame(g, g->frame);
+    av_frame_unref(g->frame);
+    if (ret < 0) return ret;
+  }
+}
+
+/* Feeds the cached packets of the previous segment's last GOP so that a segment continuing it
+ * has its reference frames; their own frames are discarded. */
+static int prime_decoder(seg_t *g) {
+  media_session_t *s = g->s;
+  g->priming = true;
+  int64_t maxpts = INT64_MIN;
+  for (size_t i = 0; i < s->gop.n; i++) {
+    AVPacket *p = av_packet_clone(s->gop.p[i]);
+    if (!p) return LP_ENOMEM;
+    av_packet_rescale_ts(p, TB_90K, g->vtb);
+    if (p->pts != AV_NOPTS_VALUE) maxpts = LP_MAX(maxpts, p->pts);
+    int ret = decode_packet(g, p);
+    av_packet_free(&p);
+    if (ret < 0) return ret;
+  }
+  g->priming = false;
+  if (maxpts != INT64_MIN) g->prime_max_pts = maxpts;
+  return 0;
+}
+
+static void gop_cache_update(seg_t *g, size_t first_kf, bool has_kf) {
+  media_session_t *s = g->s;
+  if (has_kf) pl_clear(&s->gop);
+  for (size_t i = has_kf ? first_kf : 0; i < g->vpk.n; i++) {
+    if (g->vpk.p[i]->flags & AV_PKT_FLAG_KEY) pl_clear(&s->gop);
+    AVPacket *c = av_packet_clone(g->vpk.p[i]);
+    if (!c || pl_push(&s->gop, c) < 0) {
+      av_packet_free(&c);
+      pl_clear(&s->gop);
+      return;
+    }
+    av_packet_rescale_ts(c, g->vtb, TB_90K);
+    if (s->gop.n > GOP_CACHE_MAX_PKTS || s->gop.bytes > GOP_CACHE_MAX_BYTES) {
+      pl_clear(&s->gop); /* too long to replay; a continuation of it will be refused */
+      return;
+    }
+  }
+  s->gop_codec = s->vdec_codec;
+  const AVPacket *last = g->vpk.n ? g->vpk.p[g->vpk.n - 1] : NULL;
+  if (last && last->dts != AV_NOPTS_VALUE) {
+    s->gop_last_dts = av_rescale_q(last->dts, g->vtb, TB_90K);
+    s->gop_last_dur =
+        av_rescale_q(last->duration > 0 ? last->duration : g->def_dur, g->vtb, TB_90K);
+  } else {
+    pl_clear(&s->gop);
+  }
+}
+
+static bool is_continuation(seg_t *g) {
+  media_session_t *s = g->s;
+  if (!s->gop.n || s->gop_codec != g->vst->codecpar->codec_id) return false;
+  const AVPacket *p = g->vpk.p[0];
+  int64_t ts = p->dts != AV_NOPTS_VALUE ? p->dts : p->pts;
+  if (ts == AV_NOPTS_VALUE) return false;
+  int64_t t = av_rescale_q(ts, g->vtb, TB_90K);
+  int64_t end = s->gop_last_dts + s->gop_last_dur;
+  return t > s->gop_last_dts &&
+         t - end <= av_rescale_q(CONTINUATION_GAP_US, AV_TIME_BASE_Q, TB_90K);
+}
+
+static int seg_video(seg_t *g) {
+  media_session_t *s = g->s;
+  size_t first_kf = 0;
+  bool has_kf = false;
+  for (size_t i = 0; i < g->vpk.n; i++)
+    if (g->vpk.p[i]->flags & AV_PKT_FLAG_KEY) {
+      first_kf = i;
+      has_kf = true;
+      break;
+    }
+  int ret = decoder_open(g);
+  if (ret < 0) return ret;
+  g->in_fps = nominal_fps(g);
+  g->res->in_fps = g->in_fps;
+  g->def_dur =
+      LP_MAX(1, av_rescale_q(1, av_d2q(1.0 / (g->in_fps > 0 ? g->in_fps : 30), 1000000), g->vtb));
+  s->vdec->pkt_timebase = g->vtb;
+  size_t start = first_kf;
+  if (!has_kf || first_kf > 0) {
+    if (is_continuation(g)) {
+      if ((ret = prime_decoder(g)) < 0) return ret;
+      start = 0;
+    } else if (!has_kf) {
+      return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "No keyframes in input", -1);
+    }
+    /* else: leading packets that reference a GOP we never saw cannot decode; skip them. */
+  }
+  for (size_t i = start; i < g->vpk.n; i++)
+    if ((ret = decode_packet(g, g->vpk.p[i])) < 0) return ret;
+  /* Drain the decoder so a segment's last frames (a 1-frame segment's only one) come out, then
+   * reset it; the context itself, and any device state, stays for the next segment. */
+  if ((ret = decode_packet(g, NULL)) < 0) return ret;
+  avcodec_flush_buffers(s->vdec);
+  gop_cache_update(g, first_kf, has_kf);
+  for (size_t i = 0; i < g->nout; i++) {
+    if ((ret = out_flush_graph(g, &g->outs[i])) < 0) return ret;
+    if ((ret = out_close_encoder(g, &g->outs[i], true)) < 0) return ret;
+  }
+  return 0;
+}
+
+/* ---- mux --------------------------------------------------------------------------------------
+ */
+
+/* Copied audio gets strictly increasing DTS (duplicate-audio-dts.ts repeats them) and a PTS no
+ * earlier than its DTS. */
+static void audio_fix_ts(seg_t *g) {
+  int64_t last = AV_NOPTS_VALUE;
+  for (size_t i = 0; i < g->apk.n; i++) {
+    AVPacket *p = g->apk.p[i];
+    if (p->dts == AV_NOPTS_VALUE) p->dts = p->pts;
+    if (p->dts == AV_NOPTS_VALUE && last != AV_NOPTS_VALUE)
+      p->dts = last + (p->duration > 0 ? p->duration : 1);
+    if (p->dts == AV_NOPTS_VALUE) p->dts = 0;
+    if (last != AV_NOPTS_VALUE && p->dts <= last) p->dts = last + 1;
+    if (p->pts == AV_NOPTS_VALUE || p->pts < p->dts) p->pts = p->dts;
+    last = p->dts;
+  }
+}
+
+static int write_pkt(AVFormatContext *oc, AVStream *st, const AVPacket *src, AVRational tb) {
+  AVPacket *p = av_packet_clone(src);
+  if (!p) return AVERROR(ENOMEM);
+  p->stream_index = st->index;
+  p->pos = -1;
+  av_packet_rescale_ts(p, tb, st->time_base);
+  int ret = av_interleaved_write_frame(oc, p);
+  av_packet_free(&p);
+  return ret;
+}
+
+static int out_mux(seg_t *g, out_t *o) {
+  bool audio = g->ast && g->apk.n && g->s->opts.audio == MEDIA_AUDIO_COPY;
+  bool video = o->pkts.n > 0;
+  media_memout_t mo = {LP_BUF_INIT, 0};
+  AVFormatContext *oc = NULL;
+  AVStream *vs = NULL, *as = NULL;
+  const char *fmt = o->prof->format == MEDIA_FORMAT_MP4 ? "mp4" : "mpegts";
+  int ret = avformat_alloc_output_context2(&oc, NULL, fmt, NULL);
+  if (ret < 0) return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_SESSION, "Muxer not found", o->idx);
+  oc->pb = media_memout_open(&mo);
+  if (!oc->pb) {
+    ret = AVERROR(ENOMEM);
+    goto fail;
+  }
+  oc->flags |= AVFMT_FLAG_CUSTOM_IO;
+  if (video) {
+    if (!(vs = avformat_new_stream(oc, NULL))) goto nomem;
+    if ((ret = avcodec_parameters_copy(vs->codecpar, o->par)) < 0) goto fail;
+    vs->time_base = TB_90K;
+    if (o->prof->fps)
+      vs->avg_frame_rate =
+          (AVRational){(int)o->prof->fps, o->prof->fps_den ? (int)o->prof->fps_den : 1};
+  }
+  if (audio) {
+    if (!(as = avformat_new_stream(oc, NULL))) goto nomem;
+    if ((ret = avcodec_parameters_copy(as->codecpar, g->ast->codecpar)) < 0) goto fail;
+    as->codecpar->codec_tag = 0;
+    as->time_base = g->ast->time_base;
+  }
+  if (!video && !audio) {
+    ret = AVERROR(EINVAL);
+    goto fail;
+  }
+  if ((ret = avformat_write_header(oc, NULL)) < 0) goto fail;
+  /* Merge the two packet lists by DTS so the interleaver never holds much. */
+  size_t vi = 0, ai = 0, vn = video ? o->pkts.n : 0, an = audio ? g->apk.n : 0;
+  AVRational atb = audio ? g->ast->time_base : TB_90K;
+  while (vi < vn || ai < an) {
+    bool take_v = ai >= an || (vi < vn && av_compare_ts(o->pkts.p[vi]->dts, TB_90K,
+                                                        g->apk.p[ai]->dts, atb) <= 0);
+    if (take_v)
+      ret = write_pkt(oc, vs, o->pkts.p[vi++], TB_90K);
+    else
+      ret = write_pkt(oc, as, g->apk.p[ai++], atb);
+    if (ret < 0) goto fail;
+  }
+  if ((ret = av_write_trailer(oc)) < 0) goto fail;
+  avio_flush(oc->pb);
+  media_avio_free(&oc->pb);
+  avformat_free_context(oc);
+
+  media_rendition_t *r = o->res;
+  r->data = lp_buf_steal(&mo.buf, &r->len);
+  r->frames = o->frames;
+  r->pixels = o->pixels;
+  r->keyframes = o->keyframes;
+  r->width = o->enc_w;
+  r->height = o->enc_h;
+  r->audio_packets = audio ? (int64_t)g->apk.n : 0;
+  if (video) {
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (size_t i = 0; i < o->pkts.n; i++) {
+      lo = LP_MIN(lo, o->pkts.p[i]->pts);
+      hi = LP_MAX(hi, o->pkts.p[i]->pts);
+    }
+    int64_t step = o->pkts.n > 1 ? (hi - lo) / (int64_t)(o->pkts.n - 1) : 0;
+    r->duration_us = av_rescale_q(hi - lo + step, TB_90K, AV_TIME_BASE_Q);
+  } else {
+    r->duration_us = g->res->duration_us;
+  }
+  return 0;
+nomem:
+  ret = AVERROR(ENOMEM);
+fail:
+  if (oc) {
+    media_avio_free(&oc->pb);
+    avformat_free_context(oc);
+  }
+  lp_buf_free(&mo.buf);
+  return seg_fail_av(g, ret, HW_STAGE_ENCODE, o->idx);
+}
+
+/* ---- one segment ------------------------------------------------------------------------------
+ */
+
+static void seg_free(seg_t *g) {
+  for (size_t i = 0; g->outs && i < g->nout; i++) {
+    out_t *o = &g->outs[i];
+    out_free_graph(o);
+    if (o->enc_warm && o->enc)
+      warm_clear(&g->s->warm[o->idx]); /* failed mid-segment */
+    else
+      avcodec_free_context(&o->enc);
+    avcodec_parameters_free(&o->par);
+    pl_free(&o->pkts);
+  }
+  free(g->outs);
+  pl_free(&g->vpk);
+  pl_free(&g->apk);
+  avformat_close_input(&g->ic);
+  media_avio_free(&g->pb);
+  av_frame_free(&g->frame);
+  av_frame_free(&g->ff);
+  av_packet_free(&g->pkt);
+}
+
+int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
+                            const media_profile_t *profiles, size_t n, media_result_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->error_rendition = -1;
+  uint64_t t0 = lp_now_ns();
+  seg_t g = {.s = s, .res = out, .vi = -1, .ai = -1, .prime_max_pts = AV_NOPTS_VALUE};
+  media_memin_t mi;
+  int ret = 0;
+  if (!n) return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Invalid argument", -1);
+  if (n > (size_t)s->opts.max_outputs)
+    return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Too many outputs", -1);
+  for (size_t i = 0; i < n; i++) {
+    const char *why;
+    if (media_profile_validate(&profiles[i], &why) < 0)
+      return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, why, (int)i);
+  }
+  if (!in || !len) return seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  g.outs = calloc(n, sizeof(*g.outs));
+  out->renditions = calloc(n, sizeof(*out->renditions));
+  g.frame = av_frame_alloc();
+  g.ff = av_frame_alloc();
+  if (!g.outs || !out->renditions || !g.frame || !g.ff) {
+    ret = seg_fail(&g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+    goto done;
+  }
+  out->n = n;
+  g.nout = n;
+  for (size_t i = 0; i < n; i++) {
+    out_t *o = &g.outs[i];
+    o->prof = &profiles[i];
+    o->idx = (int)i;
+    o->res = &out->renditions[i];
+    if (s->be->limits(media_codec_avid(o->prof->encoder), &o->lim) < 0) {
+      ret = seg_fail(&g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", (int)i);
+      goto done;
+    }
+  }
+  if ((ret = seg_demux(&g, in, len, &mi)) < 0) goto done;
+  if (!g.vst) {
+    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+    goto done;
+  }
+  if (g.vpk.n == 0 && !(g.apk.n && s->opts.audio == MEDIA_AUDIO_COPY)) {
+    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+    goto done;
+  }
+  /* Impossible sizes fail before any decoder or encoder opens, when the source size is known. */
+  int sw = g.vst->codecpar->width, sh = g.vst->codecpar->height;
+  for (size_t i = 0; sw > 0 && sh > 0 && i < n; i++) {
+    int w, h;
+    if (media_fit_size(&profiles[i], &g.outs[i].lim, sw, sh, &w, &h) < 0) {
+      ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", (int)i);
+      goto done;
+    }
+  }
+  if (g.vpk.n && (ret = seg_video(&g)) < 0) goto done;
+  if (g.vpk.n && g.decoded == 0 && !(g.apk.n && s->opts.audio == MEDIA_AUDIO_COPY)) {
+    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+    goto done;
+  }
+  audio_fix_ts(&g);
+  for (size_t i = 0; i < n; i++)
+    if ((ret = out_mux(&g, &g.outs[i])) < 0) goto done;
+  s->segments++;
+done:
+  seg_free(&g);
+  if (ret < 0) {
+    media_result_free(out);
+    if (!out->error[0]) seg_fail(&g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);
+    LOGW_C(&s->opts.log, "media: segment failed: %s", out->error);
+  }
+  out->transcode_ns = lp_now_ns() - t0;
+  return ret;
+}
+
+/* ---- probe ------------------------------------------------------------------------------------
+ */
+
+int media_probe(const uint8_t *in, size_t len, media_probe_t *out) {
+  media_global_init();
+  memset(out, 0, sizeof(*out));
+  media_memin_t mi;
+  AVFormatContext *ic = avformat_alloc_context();
+  if (!ic) return LP_ENOMEM;
+  AVIOContext *pb = media_memin_open(&mi, in, len);
+  if (!pb) {
+    avformat_free_context(ic);
+    return LP_ENOMEM;
+  }
+  ic->pb = pb;
+  ic->flags |= AVFMT_FLAG_CUSTOM_IO;
+  int ret = avformat_open_input(&ic, NULL, NULL, NULL);
+  if (ret < 0) {
+    media_avio_free(&pb);
+    return LP_EMEDIA;
+  }
+  if (avformat_find_stream_info(ic, NULL) < 0) {
+    ret = LP_EMEDIA;
+    goto done;
+  }
+  int vi = av_find_best_stream(ic, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+  int ai = av_find_best_stream(ic, AVMEDIA_TYPE_AUDIO, -1, -1, NULL, 0);
+  if (vi >= 0) {
+    AVStream *st = ic->streams[vi];
+    out->width = st->codecpar->width;
+    out->height = st->codecpar->height;
+    AVRational r = st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
+    out->fps = r.num > 0 && r.den > 0 ? av_q2d(r) : 0;
+    snprintf(out->video_codec, sizeof(out->video_codec), "%s",
+             avcodec_get_name(st->codecpar->codec_id));
+  }
+  if (ai >= 0)
+    snprintf(out->audio_codec, sizeof(out->audio_codec), "%s",
+             avcodec_get_name(ic->streams[ai]->codecpar->codec_id));
+  int64_t t0 = INT64_MAX, t1 = INT64_MIN;
+  AVPacket *p = av_packet_alloc();
+  if (!p) {
+    ret = LP_ENOMEM;
+    goto done;
+  }
+  while (av_read_frame(ic, p) >= 0) {
+    if (p->stream_index == vi || p->stream_index == ai) {
+      if (p->stream_index == vi)
+        out->video_frames++, out->has_video = true;
+      else
+        out->has_audio = true;
+      AVRational tb = ic->streams[p->stream_index]->time_base;
+      int64_t ts = p->dts != AV_NOPTS_VALUE ? p->dts : p->pts;
+      if (ts != AV_NOPTS_VALUE) {
+        int64_t us = av_rescale_q(ts, tb, AV_TIME_BASE_Q);
+        t0 = LP_MIN(t0, us);
+        t1 = LP_MAX(t1, us + av_rescale_q(p->duration, tb, AV_TIME_BASE_Q));
+      }
+    }
+    av_packet_unref(p);
+  }
+  av_packet_free(&p);
+  out->duration_us = t1 > t0 ? t1 - t0 : 0;
+  ret = 0;
+done:
+  avformat_close_input(&ic);
+  media_avio_free(&pb);
+  return ret;
+}
