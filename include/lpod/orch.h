@@ -1,0 +1,60 @@
+/* orch: the orchestrator side of the Livepeer protocol (spec/protocol.md): gRPC GetOrchestrator,
+ * Ping and EndTranscodingSession, POST /segment, the sessions and the result store behind
+ * GET /stream. Everything runs on the node's loop thread; transcoding runs on one worker
+ * thread per active session. */
+#ifndef LPOD_ORCH_H
+#define LPOD_ORCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lp_rpc.pb-c.h"
+#include "lpod/config.h"
+
+/* The payment seam: signatures, prices, tickets and balances come from here. orch carries the
+ * offchain rules (orch_payments_offchain in the internals); the pm/eth modules provide the
+ * on-chain implementation. Every function runs on the loop thread. */
+typedef struct orch_payments {
+  void *ctx;
+  /* The node's ETH address: 20 zero bytes offchain. */
+  uint8_t address[20];
+  /* go-livepeer's orchestrator.VerifySig(addr, msg, sig): over keccak256(msg). */
+  bool (*verify_sig)(void *ctx, const uint8_t addr[20], const void *msg, size_t len,
+                     const uint8_t *sig, size_t sig_len);
+  /* Sign(msg) (over keccak256(msg)) into a malloc'd *sig; offchain gives an empty one. */
+  int (*sign_msg)(void *ctx, const void *msg, size_t len, uint8_t **sig, size_t *sig_len);
+  /* Eth.Sign(hash) for TranscodeData.sig; offchain gives an empty one. */
+  int (*sign_hash)(void *ctx, const uint8_t hash[32], uint8_t **sig, size_t *sig_len);
+  /* Sets info->price_info and info->ticket_params for a sender (GetOrchestrator, /segment
+   * step 3). What it sets must be allocated with malloc field by field the way protobuf-c's
+   * unpack does: orch frees it with protobuf_c_message_free_unpacked. Offchain sets nothing. */
+  int (*fill_info)(void *ctx, const uint8_t sender[20], const char *session_id,
+                   Net__OrchestratorInfo *info);
+  /* ProcessPayment (spec §9.4); on failure err holds the text B gets with a 400. */
+  int (*process_payment)(void *ctx, const Net__Payment *p, const uint8_t sender[20],
+                         const char *session_id, char *err, size_t errlen);
+  /* The balance gate of /segment step 5. */
+  bool (*sufficient_balance)(void *ctx, const Net__Payment *p, const uint8_t sender[20],
+                             const char *session_id);
+  /* DebitFees after a transcode (step 12). */
+  void (*debit_fees)(void *ctx, const uint8_t sender[20], const char *session_id,
+                     const Net__PriceInfo *price, int64_t pixels);
+} orch_payments_t;
+
+typedef struct orch_node orch_node_t;
+
+/* Starts the orchestrator service on cfg->http_addr (default: the service URI's port),
+ * advertising cfg->service_addr. Offchain only for now: cfg->network must be "offchain".
+ * The environment variable LPOD_SESSION_IDLE_MS overrides the 70 s session idle timeout
+ * (tests use it to see the timeout without waiting a minute). */
+int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out);
+/* Stops accepting new work (GetOrchestrator and new segments are refused as capped), lets the
+ * segments in flight finish and calls drained(arg) on the loop once none are left. */
+void orch_node_stop(orch_node_t *n, void (*drained)(void *), void *arg);
+/* Closes the listener and every handle; call after drained (or when giving up on it), then
+ * run the loop until it has no more handles. */
+void orch_node_free(orch_node_t *n);
+
+#endif

@@ -1,0 +1,268 @@
+/* orch internals shared by its source files and its unit tests. Nothing here touches the
+ * network: the pieces take parsed inputs and return statuses and texts, so each rule of
+ * spec/protocol.md can be tested on its own. */
+#ifndef LPOD_ORCH_INT_H
+#define LPOD_ORCH_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lp_rpc.pb-c.h"
+#include "lpod/core.h"
+#include "lpod/orch.h"
+
+/* ---- base64 (Go's base64.StdEncoding rules, including its error positions) ---------------- */
+/* Decodes into a malloc'd buffer. On failure returns LP_EINVAL with Go's text
+ * ("illegal base64 data at input byte N") in err. */
+int orch_b64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len, char *err,
+                    size_t errlen);
+/* Standard alphabet with padding; malloc'd NUL-terminated string. */
+char *orch_b64_encode(const uint8_t *in, size_t len);
+
+/* ---- capabilities (spec §7) ------------------------------------------------------------- */
+enum {
+  ORCH_CAP_H264 = 0,
+  ORCH_CAP_MPEGTS = 1,
+  ORCH_CAP_MP4 = 2,
+  ORCH_CAP_FRACTIONAL_FPS = 3,
+  ORCH_CAP_STORAGE_DIRECT = 4,
+  ORCH_CAP_STORAGE_S3 = 5,
+  ORCH_CAP_STORAGE_GCS = 6,
+  ORCH_CAP_PROFILE_BASELINE = 7,
+  ORCH_CAP_PROFILE_MAIN = 8,
+  ORCH_CAP_PROFILE_HIGH = 9,
+  ORCH_CAP_PROFILE_CHIGH = 10,
+  ORCH_CAP_GOP = 11,
+  ORCH_CAP_AUTH_TOKEN = 12,
+  ORCH_CAP_MPEG7_SIGNATURE = 14,
+  ORCH_CAP_HEVC_DECODE = 15,
+  ORCH_CAP_HEVC_ENCODE = 16,
+  ORCH_CAP_VP8_DECODE = 17,
+  ORCH_CAP_VP9_DECODE = 18,
+  ORCH_CAP_VP8_ENCODE = 19,
+  ORCH_CAP_VP9_ENCODE = 20,
+  ORCH_CAP_SEGMENT_SLICING = 26,
+};
+#define ORCH_CAP_WORDS 1
+
+typedef struct orch_caps {
+  uint64_t bits[ORCH_CAP_WORDS];
+  char version[32];
+} orch_caps_t;
+
+void orch_caps_set(orch_caps_t *c, int cap);
+bool orch_caps_has(const orch_caps_t *c, int cap);
+/* J.CompatibleWith(O) of spec §7.3 with O = our own set (no mandatories, no constraints).
+ * A NULL job set is the empty set. */
+bool orch_caps_job_compatible(const Net__Capabilities *job, const orch_caps_t *ours);
+/* Compares semver strings the way go-livepeer does (leading v allowed, pre-release and build
+ * suffixes ignored). Returns LP_EINVAL when either does not parse, else <0, 0 or >0. */
+int orch_semver_cmp(const char *a, const char *b, int *out);
+/* Fills a wire Capabilities from ours; storage for the arrays lives in *scratch. */
+typedef struct orch_caps_wire {
+  uint64_t bits[ORCH_CAP_WORDS];
+  Net__Capabilities__CapacitiesEntry entries[64 * ORCH_CAP_WORDS];
+  Net__Capabilities__CapacitiesEntry *entry_ptrs[64 * ORCH_CAP_WORDS];
+} orch_caps_wire_t;
+void orch_caps_to_wire(const orch_caps_t *c, Net__Capabilities *out, orch_caps_wire_t *scratch);
+
+/* ---- auth tokens (spec §5.2) -------------------------------------------------------------- */
+#define ORCH_TOKEN_KEY_LEN 32
+#define ORCH_TOKEN_LEN 32
+#define ORCH_SESSION_ID_LEN 8
+/* How long a token issued by GetOrchestrator stays valid (go's authTokenValidPeriod). */
+#define ORCH_TOKEN_VALID_S (30 * 60)
+
+/* HMAC-SHA256(key, session_id || big-endian minimal |expiration|). */
+int orch_token_compute(const uint8_t key[ORCH_TOKEN_KEY_LEN], const char *session_id,
+                       int64_t expiration, uint8_t out[ORCH_TOKEN_LEN]);
+bool orch_token_verify(const uint8_t key[ORCH_TOKEN_KEY_LEN], const Net__AuthToken *t);
+/* 8 lowercase hex characters from 4 random bytes, NUL-terminated. */
+int orch_session_id_new(char out[ORCH_SESSION_ID_LEN + 1]);
+
+/* ---- profiles ----------------------------------------------------------------------------- */
+typedef enum { ORCH_FMT_MPEGTS = 0, ORCH_FMT_MP4 = 1 } orch_format_t;
+
+typedef struct orch_profile {
+  char *name; /* never empty: an unnamed profile is named net_<W>x<H>_<bitrate> */
+  int32_t width, height, bitrate;
+  uint32_t fps, fps_den;
+  orch_format_t format;
+  int profile; /* wire enum 0..4 */
+  int32_t gop; /* ms; -1 intra-only */
+  int encoder; /* wire enum 0..3 */
+  int32_t color_depth;
+  int chroma_format;
+  uint32_t quality;
+} orch_profile_t;
+
+/* The profile list go-livepeer picks (fullProfiles3, else 2, else 1), checked and named.
+ * On an unknown enum returns LP_EINVAL with go's text in *err. */
+int orch_profiles_parse(const Net__SegData *sd, orch_profile_t **out, size_t *n, const char **err);
+void orch_profiles_free(orch_profile_t *p, size_t n);
+const char *orch_profile_ext(const orch_profile_t *p);
+
+/* Flatten(segData) of spec §4.3 over the parsed profile names; malloc'd. */
+int orch_seg_flatten(const Net__SegData *sd, const orch_profile_t *p, size_t n, uint8_t **out,
+                     size_t *out_len);
+
+/* ---- the /segment checks of spec §4.2 steps 1-5 --------------------------------------------- */
+typedef struct orch_http_err {
+  int status; /* 0 = no error */
+  char text[256];
+} orch_http_err_t;
+
+typedef struct orch_seg_req {
+  Net__SegData *sd;
+  Net__Payment *payment;
+  uint8_t sender[20];
+  orch_profile_t *profiles;
+  size_t n_profiles;
+  int32_t duration_ms;    /* 0 on the wire becomes 2000 */
+  const char *session_id; /* points into sd */
+  uint8_t *info;          /* the refreshed OrchestratorInfo of step 3, packed */
+  size_t info_len;
+} orch_seg_req_t;
+
+void orch_seg_req_free(orch_seg_req_t *r);
+
+/* ---- the result store behind GET /stream (spec §4.4, §4.7) -------------------------------- */
+/* Objects per folder kept (go-tools' memory driver keeps the last 12). */
+#define ORCH_STORE_KEEP 12
+
+typedef struct orch_store orch_store_t;
+orch_store_t *orch_store_new(void);
+void orch_store_free(orch_store_t *s);
+/* Takes ownership of data (malloc'd). name is "<folder>/<file>". */
+int orch_store_put(orch_store_t *s, const char *session_id, const char *name, uint8_t *data,
+                   size_t len);
+/* Returns the bytes (owned by the store, valid until the next put or drop) or NULL. */
+const uint8_t *orch_store_get(orch_store_t *s, const char *session_id, const char *name,
+                              size_t *len);
+void orch_store_drop_session(orch_store_t *s, const char *session_id);
+/* Maps "<session>/<name>" (the path after /stream/) to a stored object. */
+const uint8_t *orch_store_lookup(orch_store_t *s, const char *path, size_t *len);
+/* go's mime.TypeByExtension for what the store holds; "" for anything else. */
+const char *orch_store_mime(const char *name);
+
+/* ---- transcode jobs and the engine seam ----------------------------------------------------- */
+typedef struct orch_rendition {
+  uint8_t *data;
+  size_t len;
+  int64_t pixels; /* encoded pixels: frames x encoded W x H */
+} orch_rendition_t;
+
+typedef struct orch_job orch_job_t;
+struct orch_job {
+  /* inputs, read-only for the engine */
+  char session_id[ORCH_SESSION_ID_LEN * 4 + 1];
+  char manifest_id[128];
+  int64_t seq;
+  int32_t duration_ms;
+  const orch_profile_t *profiles;
+  size_t n_profiles;
+  const uint8_t *input;
+  size_t input_len;
+  uint64_t clip_from_ms, clip_to_ms; /* 0 = unset */
+  bool force_reinit;
+  /* outputs, written by the engine on the worker thread */
+  orch_rendition_t *out; /* n_profiles entries, zeroed */
+  char error[256];       /* non-empty: the transcode failed with this text */
+  /* owner bookkeeping */
+  void (*done)(orch_job_t *job, void *arg); /* on the loop thread */
+  void *done_arg;
+  orch_job_t *next;
+  struct orch_session *session;
+  bool started;
+};
+
+/* How segments get transcoded. open/transcode/close run on the session's worker thread, so a
+ * stream's codec state can stay warm between its segments. */
+typedef struct orch_engine {
+  void *ctx;
+  int (*open)(void *ctx, const char *session_id, void **state);
+  /* Fills job->out or job->error; returns 0 either way unless something unrecoverable broke. */
+  int (*transcode)(void *ctx, void *state, orch_job_t *job);
+  void (*close)(void *ctx, void *state);
+} orch_engine_t;
+
+/* ---- sessions (spec §5.3) ------------------------------------------------------------------- */
+/* Segments a session may hold: one transcoding plus four waiting (go's buffered channel of 4). */
+#define ORCH_SESSION_QUEUE 4
+#define ORCH_SESSION_IDLE_MS_DEFAULT 70000
+
+typedef struct orch_sessions orch_sessions_t;
+typedef struct orch_session orch_session_t;
+
+orch_sessions_t *orch_sessions_new(uv_loop_t *loop, const orch_engine_t *engine,
+                                   orch_store_t *store, int max_sessions, uint64_t idle_ms);
+/* Sessions whose workers still run are finished off before the callback. */
+void orch_sessions_close(orch_sessions_t *ss, void (*closed)(void *), void *arg);
+void orch_sessions_free(orch_sessions_t *ss);
+int orch_sessions_count(const orch_sessions_t *ss);
+bool orch_sessions_exists(const orch_sessions_t *ss, const char *session_id);
+void orch_sessions_set_max(orch_sessions_t *ss, int max_sessions);
+int orch_sessions_max(const orch_sessions_t *ss);
+/* CheckCapacity: 0 when the session exists or a new one fits, else LP_ECAPACITY. */
+int orch_sessions_check_capacity(const orch_sessions_t *ss, const char *session_id);
+/* Queues a job on its session (creating the session if needed). LP_ECAPACITY: a new session
+ * would pass max; LP_EAGAIN: the queue is full. On success the job's done callback fires on
+ * the loop once transcoded (or failed, or cancelled by a teardown). */
+int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job);
+/* Tears a session down: the queued jobs end with an error, its results are dropped. */
+int orch_sessions_end(orch_sessions_t *ss, const char *session_id);
+/* Jobs not yet answered, across all sessions (queued, transcoding or finished but unseen). */
+int orch_sessions_jobs(const orch_sessions_t *ss);
+
+/* ---- the orchestrator core: state that the wire handlers share ---------------------------- */
+typedef struct orch_core {
+  uv_loop_t *loop;
+  char *service_uri;
+  uint8_t token_key[ORCH_TOKEN_KEY_LEN];
+  uint8_t address[20];
+  orch_caps_t caps;
+  orch_payments_t pay;
+  orch_store_t *store;
+  orch_sessions_t *sessions;
+  bool stopping;
+} orch_core_t;
+
+/* ---- TranscodeResult (spec §4.4) ---------------------------------------------------------- */
+/* Builds the response body for a finished job: its renditions stored under
+ * <profile>/<seq><ext> with URLs on the service URI, the signature over their hashes, or the
+ * job's error. Takes the renditions' bytes. *pixels gets their sum (for DebitFees). */
+int orch_result_encode(orch_core_t *c, orch_job_t *job, const uint8_t *info, size_t info_len,
+                       uint8_t **out, size_t *out_len, int64_t *pixels);
+/* A body carrying only an error text. info (packed, may be NULL) is appended as field 16. */
+int orch_result_encode_error(int64_t seq, const char *error, const uint8_t *info, size_t info_len,
+                             uint8_t **out, size_t *out_len);
+
+/* service_addr as go-livepeer's getServiceURI reads -serviceAddr: https:// when no scheme. */
+char *orch_service_uri(const char *service_addr);
+
+/* GetOrchestrator (spec §3.3). On error returns LP_EPERM/LP_ECAPACITY and the gRPC message. */
+int orch_get_orchestrator(orch_core_t *c, const Net__OrchestratorRequest *req, uint8_t **out,
+                          size_t *out_len, char *err, size_t errlen);
+/* EndTranscodingSession (spec §3.4). */
+int orch_end_session(orch_core_t *c, const Net__EndTranscodingSessionRequest *req, char *err,
+                     size_t errlen);
+/* Ping: the signed value (empty offchain). */
+int orch_ping(orch_core_t *c, const Net__PingPong *req, uint8_t **out, size_t *out_len);
+
+/* Steps 1-5 of spec §4.2 on the two headers (either may be NULL for absent). */
+int orch_seg_check(orch_core_t *c, const char *seg_hdr, size_t seg_len, const char *pay_hdr,
+                   size_t pay_len, orch_seg_req_t *req, orch_http_err_t *e);
+/* Step 8: keccak256(body) against SegData.hash (BytesToHash of it). */
+int orch_seg_check_hash(const orch_seg_req_t *req, const uint8_t *body, size_t len,
+                        orch_http_err_t *e);
+/* Packs the OrchestratorInfo for a sender (spec §3.3 step 5) carrying the given token. */
+int orch_info_pack(orch_core_t *c, const uint8_t sender[20], const Net__AuthToken *token,
+                   uint8_t **out, size_t *out_len);
+
+/* The payment seam's offchain rules (spec §3.1, §9.4): every signature verifies, nothing is
+ * signed, no price, no ticket params, every payment is accepted. */
+void orch_payments_offchain(orch_payments_t *p);
+
+#endif

@@ -1,0 +1,286 @@
+/* Sessions (spec §5.3): order, the queue of 4 behind the running segment, capacity, the idle
+ * timeout and teardown; plus TranscodeResult bodies built from finished jobs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+typedef struct fake {
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  bool gate_open;
+  int opened, closed;
+  int running; /* jobs inside transcode now */
+} fake_t;
+
+static int fake_open(void *ctx, const char *sid, void **state) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  f->opened++;
+  uv_mutex_unlock(&f->mu);
+  *state = f;
+  return 0;
+}
+
+static int fake_transcode(void *ctx, void *state, orch_job_t *job) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  f->running++;
+  while (!f->gate_open) uv_cond_wait(&f->cv, &f->mu);
+  f->running--;
+  uv_mutex_unlock(&f->mu);
+  if (job->input_len && job->input[0] == 'x') {
+    strcpy(job->error, "No keyframes in input");
+    return 0;
+  }
+  job->out = calloc(job->n_profiles, sizeof *job->out);
+  for (size_t i = 0; i < job->n_profiles; i++) {
+    job->out[i].len = 100 + i;
+    job->out[i].data = malloc(job->out[i].len);
+    memset(job->out[i].data, (int)(job->seq + i), job->out[i].len);
+    job->out[i].pixels = 1000 * (int64_t)(i + 1);
+  }
+  return 0;
+}
+
+static void fake_close(void *ctx, void *state) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  f->closed++;
+  uv_mutex_unlock(&f->mu);
+}
+
+static void gate(fake_t *f, bool open) {
+  uv_mutex_lock(&f->mu);
+  f->gate_open = open;
+  uv_cond_broadcast(&f->cv);
+  uv_mutex_unlock(&f->mu);
+}
+
+typedef struct fixture {
+  uv_loop_t loop;
+  fake_t fake;
+  orch_engine_t engine;
+  orch_core_t core;
+  orch_profile_t profiles[2];
+  orch_job_t jobs[8];
+  int done_order[8];
+  int ndone;
+} fixture_t;
+
+static void job_done(orch_job_t *job, void *arg) {
+  fixture_t *f = arg;
+  f->done_order[f->ndone++] = (int)(job - f->jobs);
+}
+
+static int setup(void **st) {
+  fixture_t *f = calloc(1, sizeof *f);
+  uv_loop_init(&f->loop);
+  uv_mutex_init(&f->fake.mu);
+  uv_cond_init(&f->fake.cv);
+  f->fake.gate_open = true;
+  f->engine = (orch_engine_t){&f->fake, fake_open, fake_transcode, fake_close};
+  th_core_init(&f->core, &f->loop, &f->engine, 1, 50);
+  f->profiles[0].name = "P240p30fps16x9";
+  f->profiles[1].name = "hi";
+  f->profiles[1].format = ORCH_FMT_MP4;
+  for (int i = 0; i < 8; i++) {
+    orch_job_t *j = &f->jobs[i];
+    strcpy(j->session_id, "sess1");
+    j->seq = i;
+    j->profiles = f->profiles;
+    j->n_profiles = 2;
+    j->input = (const uint8_t *)"ts";
+    j->input_len = 2;
+    j->done = job_done;
+    j->done_arg = f;
+  }
+  *st = f;
+  return 0;
+}
+
+static void free_job_out(orch_job_t *j) {
+  for (size_t i = 0; j->out && i < j->n_profiles; i++) free(j->out[i].data);
+  free(j->out);
+  j->out = NULL;
+}
+
+static int teardown(void **st) {
+  fixture_t *f = *st;
+  gate(&f->fake, true);
+  th_core_deinit(&f->core);
+  for (int i = 0; i < 8; i++) free_job_out(&f->jobs[i]);
+  assert_int_equal(f->fake.opened, f->fake.closed);
+  uv_loop_close(&f->loop);
+  uv_cond_destroy(&f->fake.cv);
+  uv_mutex_destroy(&f->fake.mu);
+  free(f);
+  return 0;
+}
+
+static void run_until_done(fixture_t *f, int n) {
+  while (f->ndone < n) uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+static void wait_running(fixture_t *f) {
+  for (;;) {
+    uv_mutex_lock(&f->fake.mu);
+    int r = f->fake.running;
+    uv_mutex_unlock(&f->fake.mu);
+    if (r) return;
+    uv_sleep(1);
+  }
+}
+
+static void test_order_and_busy(void **st) {
+  fixture_t *f = *st;
+  orch_sessions_t *ss = f->core.sessions;
+  gate(&f->fake, false);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[0]), 0);
+  wait_running(f);
+  for (int i = 1; i <= 4; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  /* one running and four waiting: the sixth is refused */
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), LP_EAGAIN);
+  assert_int_equal(orch_sessions_jobs(ss), 5);
+  assert_int_equal(orch_sessions_count(ss), 1);
+  /* max 1: another session is capped, this one is not */
+  assert_int_equal(orch_sessions_check_capacity(ss, "other"), LP_ECAPACITY);
+  assert_int_equal(orch_sessions_check_capacity(ss, "sess1"), 0);
+  strcpy(f->jobs[6].session_id, "other");
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[6]), LP_ECAPACITY);
+  gate(&f->fake, true);
+  run_until_done(f, 5);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(f->done_order[i], i);
+    assert_string_equal(f->jobs[i].error, "");
+  }
+  assert_int_equal(orch_sessions_jobs(ss), 0);
+  /* the queue has room again */
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), 0);
+  run_until_done(f, 6);
+  assert_int_equal(f->fake.opened, 1);
+}
+
+static void test_idle_timeout(void **st) {
+  fixture_t *f = *st;
+  orch_sessions_t *ss = f->core.sessions;
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[0]), 0);
+  run_until_done(f, 1);
+  uint8_t *body;
+  size_t len;
+  int64_t pixels;
+  assert_int_equal(orch_result_encode(&f->core, &f->jobs[0], NULL, 0, &body, &len, &pixels), 0);
+  free(body);
+  size_t n;
+  assert_non_null(orch_store_get(f->core.store, "sess1", "P240p30fps16x9/0.ts", &n));
+  assert_true(orch_sessions_exists(ss, "sess1"));
+  /* 50 ms idle: the loop ends the session by itself and its results go */
+  while (orch_sessions_exists(ss, "sess1")) uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(orch_sessions_count(ss), 0);
+  assert_null(orch_store_get(f->core.store, "sess1", "P240p30fps16x9/0.ts", &n));
+  /* a later segment with the same id makes a fresh session */
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[1]), 0);
+  run_until_done(f, 2);
+  assert_string_equal(f->jobs[1].error, "");
+  assert_int_equal(f->fake.opened, 2);
+}
+
+static void test_end_with_queue(void **st) {
+  fixture_t *f = *st;
+  orch_sessions_t *ss = f->core.sessions;
+  gate(&f->fake, false);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[0]), 0);
+  wait_running(f);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[1]), 0);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[2]), 0);
+  assert_int_equal(orch_sessions_end(ss, "sess1"), 0);
+  assert_int_equal(orch_sessions_end(ss, "sess1"), LP_ENOENT);
+  assert_int_equal(orch_sessions_count(ss), 0);
+  /* the waiting ones are answered without a transcode */
+  run_until_done(f, 2);
+  assert_string_equal(f->jobs[1].error, "session ended");
+  assert_string_equal(f->jobs[2].error, "session ended");
+  /* a new session may start while the old worker still finishes */
+  strcpy(f->jobs[3].session_id, "sess2");
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[3]), 0);
+  gate(&f->fake, true);
+  run_until_done(f, 4);
+  assert_string_equal(f->jobs[0].error, "session ended");
+  assert_null(f->jobs[0].out[0].data);
+  assert_string_equal(f->jobs[3].error, "");
+}
+
+static void test_result_body(void **st) {
+  fixture_t *f = *st;
+  orch_sessions_t *ss = f->core.sessions;
+  f->jobs[0].seq = 17;
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[0]), 0);
+  f->jobs[1].input = (const uint8_t *)"x";
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[1]), 0);
+  run_until_done(f, 2);
+
+  const uint8_t info[] = {0x0a, 0x01, 't'}; /* OrchestratorInfo{transcoder:"t"} */
+  uint8_t *body;
+  size_t len;
+  int64_t pixels;
+  assert_int_equal(
+      orch_result_encode(&f->core, &f->jobs[0], info, sizeof info, &body, &len, &pixels), 0);
+  assert_int_equal(pixels, 3000);
+  Net__TranscodeResult *r = net__transcode_result__unpack(NULL, len, body);
+  free(body);
+  assert_non_null(r);
+  assert_int_equal(r->seq, 17);
+  assert_int_equal(r->result_case, NET__TRANSCODE_RESULT__RESULT_DATA);
+  assert_int_equal(r->data->n_segments, 2);
+  assert_string_equal(r->data->segments[0]->url,
+                      "https://127.0.0.1:8935/stream/sess1/P240p30fps16x9/17.ts");
+  assert_string_equal(r->data->segments[1]->url, "https://127.0.0.1:8935/stream/sess1/hi/17.mp4");
+  assert_int_equal(r->data->segments[0]->pixels, 1000);
+  assert_int_equal(r->data->segments[1]->pixels, 2000);
+  assert_int_equal(r->data->sig.len, 0);
+  assert_non_null(r->info);
+  assert_string_equal(r->info->transcoder, "t");
+  net__transcode_result__free_unpacked(r, NULL);
+
+  size_t n;
+  const uint8_t *obj = orch_store_lookup(f->core.store, "sess1/hi/17.mp4", &n);
+  assert_non_null(obj);
+  assert_int_equal(n, 101);
+  assert_int_equal(obj[0], 18);
+
+  assert_int_equal(orch_result_encode(&f->core, &f->jobs[1], NULL, 0, &body, &len, &pixels), 0);
+  r = net__transcode_result__unpack(NULL, len, body);
+  free(body);
+  assert_int_equal(r->seq, 1);
+  assert_int_equal(r->result_case, NET__TRANSCODE_RESULT__RESULT_ERROR);
+  assert_string_equal(r->error, "No keyframes in input");
+  assert_null(r->info);
+  net__transcode_result__free_unpacked(r, NULL);
+
+  /* a rendition under 25 bytes is go's ZeroSegments */
+  orch_job_t j = f->jobs[2];
+  orch_rendition_t outs[2] = {{malloc(10), 10, 1}, {malloc(30), 30, 1}};
+  j.out = outs;
+  assert_int_equal(orch_result_encode(&f->core, &j, NULL, 0, &body, &len, &pixels), 0);
+  r = net__transcode_result__unpack(NULL, len, body);
+  free(body);
+  assert_string_equal(r->error, "ZeroSegments");
+  net__transcode_result__free_unpacked(r, NULL);
+  free(outs[0].data);
+  free(outs[1].data);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_order_and_busy, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_end_with_queue, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_result_body, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
