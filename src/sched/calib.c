@@ -1,0 +1,309 @@
+/* sched calibration: measured coefficients per device, cached in <datadir>/capacity.json and
+ * trusted only while the device, its driver and the FFmpeg build stay the same. */
+#include "sched_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CACHE_NAME "capacity.json"
+#define CACHE_VERSION 1
+#define CACHE_MAX (1u << 20)
+#define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
+#define REF_IN_W 1920
+#define REF_IN_H 1080
+#define REF_OUT_W 1280
+#define REF_OUT_H 720
+
+cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c) {
+  cJSON *o = cJSON_CreateObject(), *dec = NULL, *enc = NULL;
+  if (!o || !(dec = cJSON_AddObjectToObject(o, "decode")) ||
+      !cJSON_AddNumberToObject(o, "scale", c->scale) ||
+      !(enc = cJSON_AddObjectToObject(o, "encode")))
+    goto fail;
+  for (int k = 0; k < LP_SCHED_CODECS; k++) {
+    const char *cn = lp_sched_codec_name((lp_sched_codec_t)k);
+    if (!cJSON_AddNumberToObject(dec, cn, c->decode[k])) goto fail;
+    cJSON *p = cJSON_AddObjectToObject(enc, cn);
+    if (!p) goto fail;
+    for (int q = 0; q < LP_SCHED_PRESETS; q++)
+      if (!cJSON_AddNumberToObject(p, lp_sched_preset_name((lp_sched_preset_t)q), c->encode[k][q]))
+        goto fail;
+  }
+  return o;
+fail:
+  cJSON_Delete(o);
+  return NULL;
+}
+
+static int num(const cJSON *o, const char *key, double *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0) return LP_EINVAL;
+  *out = v->valuedouble;
+  return 0;
+}
+
+int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c) {
+  lp_sched_coefs_t t;
+  memset(&t, 0, sizeof t);
+  const cJSON *dec = cJSON_GetObjectItemCaseSensitive(o, "decode");
+  const cJSON *enc = cJSON_GetObjectItemCaseSensitive(o, "encode");
+  if (!cJSON_IsObject(dec) || !cJSON_IsObject(enc) || num(o, "scale", &t.scale)) return LP_EINVAL;
+  for (int k = 0; k < LP_SCHED_CODECS; k++) {
+    const char *cn = lp_sched_codec_name((lp_sched_codec_t)k);
+    if (num(dec, cn, &t.decode[k])) return LP_EINVAL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(enc, cn);
+    if (!cJSON_IsObject(p)) return LP_EINVAL;
+    for (int q = 0; q < LP_SCHED_PRESETS; q++)
+      if (num(p, lp_sched_preset_name((lp_sched_preset_t)q), &t.encode[k][q])) return LP_EINVAL;
+  }
+  *c = t;
+  return 0;
+}
+
+static const char *str(const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool same_device(const cJSON *rec, const sched_device_t *d) {
+  const char *kind = str(rec, "kind"), *id = str(rec, "id");
+  return kind && id && strcmp(kind, lp_sched_kind_name(d->kind)) == 0 && strcmp(id, d->id) == 0;
+}
+
+/* Why a record of the same device can't be used, or NULL when it can. */
+static const char *stale_reason(const cJSON *rec, const sched_device_t *d, const char *ffmpeg,
+                                char *buf, size_t len) {
+  const char *drv = str(rec, "driver"), *ff = str(rec, "ffmpeg");
+  lp_sched_coefs_t c;
+  if (!drv || !ff || sched_coefs_from_json(cJSON_GetObjectItemCaseSensitive(rec, "coefs"), &c))
+    return "the record is malformed";
+  if (strcmp(drv, d->driver) != 0) {
+    snprintf(buf, len, "driver changed (%s -> %s)", drv, d->driver);
+    return buf;
+  }
+  if (strcmp(ff, ffmpeg) != 0) {
+    snprintf(buf, len, "FFmpeg changed (%s -> %s)", ff, ffmpeg);
+    return buf;
+  }
+  if (d->kind == LP_SCHED_DEV_CPU) {
+    double cpus = 0;
+    if (num(rec, "cpus", &cpus) || fabs(cpus - d->cpus) > 0.01) {
+      snprintf(buf, len, "CPUs changed (%g -> %g)", cpus, d->cpus);
+      return buf;
+    }
+  }
+  return NULL;
+}
+
+static double ref_pixels(const lp_sched_bench_req_t *r) {
+  double in = (double)r->in_width * r->in_height, out = (double)r->out_width * r->out_height;
+  switch (r->stage) {
+  case LP_SCHED_STAGE_DECODE: return in;
+  case LP_SCHED_STAGE_SCALE: return in + out;
+  default: return out;
+  }
+}
+
+/* One measurement turned into ms per megapixel; *coef 0 where the device can't run it. */
+static int measure(const sched_device_t *d, const lp_sched_device_desc_t *desc,
+                   const lp_sched_bench_req_t *req, lp_sched_bench_fn bench, void *ud,
+                   double *coef) {
+  double fps = 0;
+  int rc = bench(ud, desc, req, &fps);
+  if (rc == LP_EUNSUPP) {
+    *coef = 0;
+    return 0;
+  }
+  if (rc) return rc;
+  if (!isfinite(fps) || fps <= 0) {
+    LOGW("capacity: calibration of %s returned %g frames/s for %s %s", d->name, fps,
+         req->stage == LP_SCHED_STAGE_DECODE ? "decode" : "encode",
+         lp_sched_codec_name(req->codec));
+    return LP_EINVAL;
+  }
+  *coef = 1000.0 / (fps * ref_pixels(req) / 1e6);
+  return 0;
+}
+
+static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
+                     lp_sched_coefs_t *out) {
+  lp_sched_device_desc_t desc = {d->kind, d->name,    d->id,      d->driver,
+                                 d->cpus, d->max_enc, d->max_dec, d->mem_total};
+  lp_sched_coefs_t c;
+  memset(&c, 0, sizeof c);
+  lp_sched_bench_req_t r = {LP_SCHED_STAGE_DECODE,
+                            LP_SCHED_CODEC_H264,
+                            LP_SCHED_PRESET_MEDIUM,
+                            REF_IN_W,
+                            REF_IN_H,
+                            REF_OUT_W,
+                            REF_OUT_H};
+  int rc;
+  for (int k = 0; k < LP_SCHED_CODECS; k++) {
+    r.codec = (lp_sched_codec_t)k;
+    if ((rc = measure(d, &desc, &r, bench, ud, &c.decode[k]))) return rc;
+  }
+  r.stage = LP_SCHED_STAGE_SCALE;
+  r.codec = LP_SCHED_CODEC_H264;
+  if ((rc = measure(d, &desc, &r, bench, ud, &c.scale))) return rc;
+  r.stage = LP_SCHED_STAGE_ENCODE;
+  static const lp_sched_preset_t order[] = {LP_SCHED_PRESET_MEDIUM, LP_SCHED_PRESET_FAST,
+                                            LP_SCHED_PRESET_SLOW};
+  for (int k = 0; k < LP_SCHED_CODECS; k++) {
+    r.codec = (lp_sched_codec_t)k;
+    for (size_t q = 0; q < LP_ARRAY_LEN(order); q++) {
+      r.preset = order[q];
+      if ((rc = measure(d, &desc, &r, bench, ud, &c.encode[k][order[q]]))) return rc;
+      if (q == 0 && c.encode[k][LP_SCHED_PRESET_MEDIUM] == 0) break; /* codec not there at all */
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+static cJSON *make_record(const sched_device_t *d, const char *ffmpeg) {
+  cJSON *rec = cJSON_CreateObject();
+  char when[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  cJSON *coefs = sched_coefs_to_json(&d->coefs);
+  if (!rec || !coefs || !cJSON_AddStringToObject(rec, "kind", lp_sched_kind_name(d->kind)) ||
+      !cJSON_AddStringToObject(rec, "id", d->id) ||
+      !cJSON_AddStringToObject(rec, "driver", d->driver) ||
+      !cJSON_AddStringToObject(rec, "ffmpeg", ffmpeg) ||
+      !cJSON_AddNumberToObject(rec, "cpus", d->kind == LP_SCHED_DEV_CPU ? d->cpus : 0) ||
+      !cJSON_AddStringToObject(rec, "measured", when)) {
+    cJSON_Delete(rec);
+    cJSON_Delete(coefs);
+    return NULL;
+  }
+  cJSON_AddItemToObject(rec, "coefs", coefs);
+  return rec;
+}
+
+static cJSON *load_cache(const char *path) {
+  char *text = NULL;
+  size_t len = 0;
+  int rc = lp_file_read(path, CACHE_MAX, &text, &len);
+  if (rc == LP_ENOENT) return NULL;
+  if (rc) {
+    LOGW("capacity: can't read %s: %s; calibrating again", path, lp_strerror(rc));
+    return NULL;
+  }
+  cJSON *root = cJSON_ParseWithLength(text, len);
+  free(text);
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (!root || !cJSON_IsNumber(ver) || ver->valueint != CACHE_VERSION ||
+      !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "devices"))) {
+    LOGW("capacity: %s is not a calibration cache of this version; calibrating again", path);
+    cJSON_Delete(root);
+    return NULL;
+  }
+  return root;
+}
+
+int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_version, bool force,
+                       lp_sched_bench_fn bench, void *ud) {
+  if (!s || !datadir || !*datadir) return LP_EINVAL;
+  const char *ffmpeg = ffmpeg_version ? ffmpeg_version : "";
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s/%s", datadir, CACHE_NAME) >= (int)sizeof path)
+    return LP_ERANGE;
+  cJSON *cache = load_cache(path);
+  const cJSON *old = cache ? cJSON_GetObjectItemCaseSensitive(cache, "devices") : NULL;
+  bool dirty = false;
+  int rc = 0;
+  cJSON *keep[64]; /* records to write: one per current device, NULL if none */
+  int nkeep = LP_MIN(s->n_devs, (int)LP_ARRAY_LEN(keep));
+  memset(keep, 0, sizeof keep);
+
+  for (int i = 0; i < nkeep; i++) {
+    sched_device_t *d = &s->devs[i];
+    const cJSON *rec = NULL, *it;
+    cJSON_ArrayForEach(it, old) {
+      if (same_device(it, d)) rec = it;
+    }
+    char buf[256];
+    const char *why = NULL;
+    if (rec) why = stale_reason(rec, d, ffmpeg, buf, sizeof buf);
+    if (rec && !why && !force) {
+      sched_coefs_from_json(cJSON_GetObjectItemCaseSensitive(rec, "coefs"), &d->coefs);
+      d->calibrated = true;
+      keep[i] = cJSON_Duplicate(rec, true);
+      const char *when = str(rec, "measured");
+      LOGI("capacity: %s uses its calibration from %s", d->name, when ? when : "an earlier run");
+      continue;
+    }
+    if (!why) why = force ? "-calibrate was given" : "no calibration yet";
+    if (!bench) {
+      LOGI("capacity: %s: %s and no benchmark available; using built-in estimates", d->name, why);
+      if (rec) keep[i] = cJSON_Duplicate(rec, true);
+      continue;
+    }
+    LOGI("capacity: calibrating %s (%s)", d->name, why);
+    uint64_t t0 = lp_now_ms();
+    lp_sched_coefs_t c;
+    int brc = run_bench(d, bench, ud, &c);
+    if (brc) {
+      LOGW("capacity: calibration of %s failed: %s; using built-in estimates", d->name,
+           lp_strerror(brc));
+      continue;
+    }
+    d->coefs = c;
+    d->calibrated = true;
+    keep[i] = make_record(d, ffmpeg);
+    if (!keep[i]) {
+      rc = LP_ENOMEM;
+      break;
+    }
+    dirty = true;
+    LOGI("capacity: %s calibrated in %llu ms: decode h264 %.3f, scale %.3f, encode h264 %.3f "
+         "ms/Mpx",
+         d->name, (unsigned long long)(lp_now_ms() - t0), c.decode[LP_SCHED_CODEC_H264], c.scale,
+         c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM]);
+  }
+
+  if (!rc && dirty) {
+    cJSON *root = cJSON_CreateObject(), *arr = NULL;
+    if (!root || !cJSON_AddNumberToObject(root, "version", CACHE_VERSION) ||
+        !(arr = cJSON_AddArrayToObject(root, "devices"))) {
+      rc = LP_ENOMEM;
+    } else {
+      int n = 0;
+      for (int i = 0; i < nkeep; i++) {
+        if (!keep[i]) continue;
+        cJSON_AddItemToArray(arr, keep[i]);
+        keep[i] = NULL;
+        n++;
+      }
+      /* records of devices not present now (a GPU taken out for a while) stay */
+      const cJSON *it;
+      cJSON_ArrayForEach(it, old) {
+        bool present = false;
+        for (int i = 0; i < s->n_devs && !present; i++) present = same_device(it, &s->devs[i]);
+        if (present || n >= CACHE_KEEP) continue;
+        cJSON *dup = cJSON_Duplicate(it, true);
+        if (dup) {
+          cJSON_AddItemToArray(arr, dup);
+          n++;
+        }
+      }
+      char *text = cJSON_Print(root);
+      if (!text)
+        rc = LP_ENOMEM;
+      else if ((rc = lp_mkdir_p(datadir, 0700)) == 0)
+        rc = lp_file_write_atomic(path, text, strlen(text), 0600);
+      if (rc) LOGW("capacity: can't write %s: %s", path, lp_strerror(rc));
+      free(text);
+    }
+    cJSON_Delete(root);
+  }
+  for (int i = 0; i < nkeep; i++) cJSON_Delete(keep[i]);
+  cJSON_Delete(cache);
+  return rc;
+}

@@ -1,0 +1,746 @@
+/* sched: devices, admission, placement, real-time feedback and the numbers it exposes. */
+#include "sched_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ENGINE_FULL 1000.0 /* wu/s: 1 wu = 1 ms of engine time */
+#define STREAM_LATE 1.0    /* a stream slower than real time can't keep up */
+#define BEHIND_CLEAR 0.9   /* a device behind recovers below this share of the target */
+#define GROW_BELOW 0.75    /* budget grows when the ratio stays below this share of the target */
+#define GROW_UTIL 0.9      /* ... and the model says the device is at least this full */
+
+static char *dupstr(const char *s) {
+  s = s ? s : "";
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+static void opts_normalise(lp_sched_opts_t *o) {
+  if (!(o->target_rt_ratio > 0 && o->target_rt_ratio <= 1)) o->target_rt_ratio = 0.8;
+  if (o->max_sessions < 0) o->max_sessions = 0;
+  if (!(o->ewma_alpha > 0 && o->ewma_alpha <= 1)) o->ewma_alpha = 0.2;
+  if (!(o->gain > 0 && o->gain <= 1)) o->gain = 0.1;
+  if (!(o->corr_min > 0)) o->corr_min = 0.25;
+  if (!(o->corr_max > 0)) o->corr_max = 2.0;
+  if (o->corr_max < o->corr_min) o->corr_max = o->corr_min;
+  if (o->min_segments <= 0) o->min_segments = 3;
+  if (o->telemetry_stale_ms == 0) o->telemetry_stale_ms = 10000;
+  if (!(o->mem_reserve > 0 && o->mem_reserve < 1)) o->mem_reserve = 0.1;
+  if (!o->clock_ms) o->clock_ms = lp_now_ms;
+}
+
+void lp_sched_opts_from_config(const lp_config_t *cfg, lp_sched_opts_t *out) {
+  lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
+  o.target_rt_ratio = cfg->target_rt_ratio;
+  o.max_sessions = cfg->max_sessions_auto ? 0 : cfg->max_sessions;
+  opts_normalise(&o);
+  *out = o;
+}
+
+int lp_sched_new(const lp_sched_opts_t *opts, lp_sched_t **out) {
+  *out = NULL;
+  lp_sched_t *s = calloc(1, sizeof *s);
+  if (!s) return LP_ENOMEM;
+  if (opts)
+    s->o = *opts;
+  else
+    s->o = (lp_sched_opts_t)LP_SCHED_OPTS_INIT;
+  opts_normalise(&s->o);
+  *out = s;
+  return 0;
+}
+
+void lp_sched_free(lp_sched_t *s) {
+  if (!s) return;
+  for (int i = 0; i < s->n_devs; i++) {
+    sched_device_t *d = &s->devs[i];
+    free(d->name);
+    free(d->id);
+    free(d->driver);
+    lp_sched_source_free(d->src);
+  }
+  free(s->devs);
+  for (size_t i = 0; i < s->n_sess; i++) free(s->sess[i].id);
+  free(s->sess);
+  free(s);
+}
+
+double sched_budget(const lp_sched_t *s, const sched_device_t *d) {
+  return ENGINE_FULL * s->o.target_rt_ratio * d->corr;
+}
+
+/* ---- devices ------------------------------------------------------------------------------------
+ */
+
+int lp_sched_add_device(lp_sched_t *s, const lp_sched_device_desc_t *desc, int *index) {
+  if (!s || !desc || (unsigned)desc->kind > LP_SCHED_DEV_NETINT || desc->max_enc_sessions < 0 ||
+      desc->max_dec_sessions < 0)
+    return LP_EINVAL;
+  sched_device_t *nd = realloc(s->devs, (size_t)(s->n_devs + 1) * sizeof *nd);
+  if (!nd) return LP_ENOMEM;
+  s->devs = nd;
+  sched_device_t *d = &s->devs[s->n_devs];
+  memset(d, 0, sizeof *d);
+  d->kind = desc->kind;
+  d->name = dupstr(desc->name && desc->name[0] ? desc->name : lp_sched_kind_name(desc->kind));
+  d->id = dupstr(desc->id);
+  d->driver = dupstr(desc->driver);
+  if (!d->name || !d->id || !d->driver) {
+    free(d->name);
+    free(d->id);
+    free(d->driver);
+    return LP_ENOMEM;
+  }
+  d->cpus = desc->cpus > 0 ? desc->cpus : 1.0;
+  d->max_enc = desc->max_enc_sessions;
+  d->max_dec = desc->max_dec_sessions;
+  d->mem_total = desc->mem_total;
+  d->corr = 1.0;
+  lp_sched_coefs_default(d->kind, d->cpus, &d->coefs);
+  if (index) *index = s->n_devs;
+  s->n_devs++;
+  return 0;
+}
+
+int lp_sched_device_count(const lp_sched_t *s) { return s ? s->n_devs : 0; }
+
+static sched_device_t *dev_at(const lp_sched_t *s, int i) {
+  return s && i >= 0 && i < s->n_devs ? &s->devs[i] : NULL;
+}
+
+int lp_sched_set_coefs(lp_sched_t *s, int dev, const lp_sched_coefs_t *c) {
+  sched_device_t *d = dev_at(s, dev);
+  if (!d || !c) return LP_EINVAL;
+  _Static_assert(sizeof(lp_sched_coefs_t) % sizeof(double) == 0, "coefficients are doubles");
+  const double *v = (const double *)c;
+  for (size_t i = 0; i < sizeof *c / sizeof(double); i++)
+    if (!isfinite(v[i]) || v[i] < 0) return LP_EINVAL;
+  d->coefs = *c;
+  return 0;
+}
+
+int lp_sched_get_coefs(const lp_sched_t *s, int dev, lp_sched_coefs_t *out) {
+  sched_device_t *d = dev_at(s, dev);
+  if (!d || !out) return LP_EINVAL;
+  *out = d->coefs;
+  return 0;
+}
+
+bool lp_sched_device_calibrated(const lp_sched_t *s, int dev) {
+  sched_device_t *d = dev_at(s, dev);
+  return d && d->calibrated;
+}
+
+int lp_sched_attach_source(lp_sched_t *s, int dev, lp_sched_source_t *src) {
+  sched_device_t *d = dev_at(s, dev);
+  if (!d) return LP_EINVAL;
+  lp_sched_source_free(d->src);
+  d->src = src;
+  d->src_failed = false;
+  d->have_sample = false;
+  return 0;
+}
+
+void lp_sched_source_free(lp_sched_source_t *src) {
+  if (src && src->ops && src->ops->destroy) src->ops->destroy(src);
+}
+
+void lp_sched_poll(lp_sched_t *s) {
+  if (!s) return;
+  uint64_t now = s->o.clock_ms();
+  for (int i = 0; i < s->n_devs; i++) {
+    sched_device_t *d = &s->devs[i];
+    if (!d->src) continue;
+    lp_sched_sample_t smp;
+    memset(&smp, 0, sizeof smp);
+    int rc = d->src->ops->sample(d->src, now, &smp);
+    if (rc) {
+      if (!d->src_failed)
+        LOGW("capacity: %s telemetry (%s) failed: %s; using the cost model alone", d->name,
+             d->src->ops->name, lp_strerror(rc));
+      d->src_failed = true;
+      d->have_sample = false;
+      continue;
+    }
+    if (d->src_failed) LOGI("capacity: %s telemetry (%s) is back", d->name, d->src->ops->name);
+    d->src_failed = false;
+    d->sample = smp;
+    d->sample_ms = now;
+    d->have_sample = true;
+  }
+}
+
+static const lp_sched_sample_t *fresh_sample(const lp_sched_t *s, const sched_device_t *d) {
+  if (!d->have_sample) return NULL;
+  uint64_t now = s->o.clock_ms();
+  if (now > d->sample_ms && now - d->sample_ms > s->o.telemetry_stale_ms) return NULL;
+  return &d->sample;
+}
+
+/* The load an engine carries: what the model committed, or what telemetry measures when that is
+ * higher (work of other processes, or a model that is too optimistic). */
+static double engine_load(const lp_sched_t *s, const sched_device_t *d, int e) {
+  double load = d->committed[e];
+  const lp_sched_sample_t *t = fresh_sample(s, d);
+  if (t && (t->fields & LP_SCHED_TEL_UTIL) && (t->util_mask & (1u << e)))
+    load = LP_MAX(load, t->util[e] * ENGINE_FULL);
+  return load;
+}
+
+/* ---- per-device caps
+ * ------------------------------------------------------------------------------ */
+
+int lp_sched_parse_device_caps(const char *text, int **out, size_t *n, char *err, size_t errlen) {
+  *out = NULL;
+  *n = 0;
+  if (!text) return 0;
+  char *copy = dupstr(text);
+  if (!copy) return LP_ENOMEM;
+  if (!*lp_strtrim(copy)) {
+    free(copy);
+    return 0;
+  }
+  size_t cap = 1;
+  for (const char *p = copy; *p; p++) cap += *p == ',';
+  int *v = calloc(cap, sizeof *v);
+  if (!v) {
+    free(copy);
+    return LP_ENOMEM;
+  }
+  size_t k = 0;
+  int rc = 0;
+  char *tok = copy;
+  /* strtok would skip empty entries; an empty entry is a mistake worth reporting */
+  for (char *p = copy;; p++) {
+    if (*p != ',' && *p != '\0') continue;
+    bool last = *p == '\0';
+    *p = '\0';
+    char *t = lp_strtrim(tok);
+    if (strcmp(t, "auto") == 0) {
+      v[k++] = 0;
+    } else {
+      char *end;
+      errno = 0;
+      long x = strtol(t, &end, 10);
+      if (!*t || *end || errno || x <= 0 || x > 1000000) {
+        if (err && errlen)
+          snprintf(err, errlen,
+                   "-perGpuMax entry %zu is \"%s\": use positive numbers or auto, e.g. 18,15,22",
+                   k + 1, t);
+        rc = LP_EINVAL;
+        break;
+      }
+      v[k++] = (int)x;
+    }
+    if (last) break;
+    tok = p + 1;
+  }
+  free(copy);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  *out = v;
+  *n = k;
+  return 0;
+}
+
+int lp_sched_apply_device_caps(lp_sched_t *s, const int *caps, size_t n, char *err, size_t errlen) {
+  if (!s) return LP_EINVAL;
+  if (n == 0) return 0;
+  if (n != 1 && n != (size_t)s->n_devs) {
+    if (err && errlen)
+      snprintf(err, errlen,
+               "-perGpuMax has %zu entries for %d devices: give one, or one per device", n,
+               s->n_devs);
+    return LP_EINVAL;
+  }
+  for (int i = 0; i < s->n_devs; i++) {
+    int c = caps[n == 1 ? 0 : (size_t)i];
+    if (c < 0) return LP_EINVAL;
+    s->devs[i].cap_sessions = c;
+  }
+  return 0;
+}
+
+void lp_sched_set_max_sessions(lp_sched_t *s, int n) {
+  if (s) s->o.max_sessions = n > 0 ? n : 0;
+}
+
+/* ---- admission
+ * ------------------------------------------------------------------------------------- */
+
+const char *lp_sched_reason_name(lp_sched_reason_t r) {
+  switch (r) {
+  case LP_SCHED_FIT: return "fits";
+  case LP_SCHED_R_NO_DEVICE: return "no device";
+  case LP_SCHED_R_INVALID: return "invalid job";
+  case LP_SCHED_R_MAX_SESSIONS: return "maxSessions reached";
+  case LP_SCHED_R_DEVICE_CAP: return "device stream cap";
+  case LP_SCHED_R_UNSUPPORTED: return "codec not supported";
+  case LP_SCHED_R_TOO_LARGE: return "job larger than the device";
+  case LP_SCHED_R_OVERLOADED: return "device behind real time";
+  case LP_SCHED_R_ENC_SESSIONS: return "hardware sessions";
+  case LP_SCHED_R_MEMORY: return "device memory";
+  case LP_SCHED_R_BUSY: return "work budget full";
+  }
+  return "?";
+}
+
+static void appendf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t cap, const char *fmt, ...) {
+  size_t n = strlen(buf);
+  if (n + 1 >= cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf + n, cap - n, fmt, ap);
+  va_end(ap);
+}
+
+/* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of its
+ * budget after the job (placement picks the lowest). */
+static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
+                                 const lp_sched_cost_t *c, double *score, char *why, size_t wlen) {
+  if (d->cap_sessions > 0 && d->sessions >= d->cap_sessions) {
+    snprintf(why, wlen, "%s streams %d/%d", d->name, d->sessions, d->cap_sessions);
+    return LP_SCHED_R_DEVICE_CAP;
+  }
+  if (!c->supported) {
+    snprintf(why, wlen, "%s can't run a codec of the job", d->name);
+    return LP_SCHED_R_UNSUPPORTED;
+  }
+  if (d->behind) {
+    snprintf(why, wlen, "%s behind real time (ratio %.2f > %.2f)", d->name, d->rt,
+             s->o.target_rt_ratio);
+    return LP_SCHED_R_OVERLOADED;
+  }
+  double budget = sched_budget(s, d);
+  int ne = lp_sched_kind_engines(d->kind);
+  for (int e = 0; e < ne; e++) {
+    if (c->engine[e] > budget) {
+      snprintf(why, wlen, "%s %s: job needs %.0f wu/s, budget %.0f", d->name,
+               lp_sched_engine_name(d->kind, e), c->engine[e], budget);
+      return LP_SCHED_R_TOO_LARGE;
+    }
+  }
+  const lp_sched_sample_t *t = fresh_sample(s, d);
+  if (d->max_enc > 0 && c->enc_sessions > 0) {
+    int used = d->enc;
+    if (t && (t->fields & LP_SCHED_TEL_ENC_SESSIONS)) used = LP_MAX(used, t->enc_sessions);
+    if (used + c->enc_sessions > d->max_enc) {
+      snprintf(why, wlen, "%s encoder sessions %d+%d > %d", d->name, used, c->enc_sessions,
+               d->max_enc);
+      return LP_SCHED_R_ENC_SESSIONS;
+    }
+  }
+  if (d->max_dec > 0 && c->dec_sessions > 0) {
+    int used = d->dec;
+    if (t && (t->fields & LP_SCHED_TEL_DEC_SESSIONS)) used = LP_MAX(used, t->dec_sessions);
+    if (used + c->dec_sessions > d->max_dec) {
+      snprintf(why, wlen, "%s decoder sessions %d+%d > %d", d->name, used, c->dec_sessions,
+               d->max_dec);
+      return LP_SCHED_R_ENC_SESSIONS;
+    }
+  }
+  if (c->mem_bytes > 0) {
+    uint64_t total = d->mem_total, used = d->mem;
+    if (t && (t->fields & LP_SCHED_TEL_MEM)) {
+      if (!total) total = t->mem_total;
+      used = LP_MAX(used, t->mem_used);
+    }
+    if (total && (double)(used + c->mem_bytes) > (double)total * (1.0 - s->o.mem_reserve)) {
+      snprintf(why, wlen, "%s memory %llu+%llu MiB > %.0f%% of %llu MiB", d->name,
+               (unsigned long long)(used >> 20), (unsigned long long)(c->mem_bytes >> 20),
+               (1.0 - s->o.mem_reserve) * 100, (unsigned long long)(total >> 20));
+      return LP_SCHED_R_MEMORY;
+    }
+  }
+  double worst = 0;
+  for (int e = 0; e < ne; e++) {
+    if (c->engine[e] <= 0) continue;
+    double load = engine_load(s, d, e);
+    if (load + c->engine[e] > budget) {
+      snprintf(why, wlen, "%s %s %.0f+%.0f > %.0f wu/s", d->name, lp_sched_engine_name(d->kind, e),
+               load, c->engine[e], budget);
+      return LP_SCHED_R_BUSY;
+    }
+    worst = LP_MAX(worst, (load + c->engine[e]) / budget);
+  }
+  *score = worst;
+  return LP_SCHED_FIT;
+}
+
+static void probe_job(lp_sched_job_t *j) {
+  memset(j, 0, sizeof *j);
+  j->in_width = 1280;
+  j->in_height = 720;
+  j->in_fps = 30;
+  j->in_codec = LP_SCHED_CODEC_H264;
+  j->n_renditions = 1;
+  j->renditions[0] =
+      (lp_sched_rendition_t){640, 360, 30, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_MEDIUM};
+}
+
+/* Finds the device for a job; fills v and, on success, the job's cost there. */
+static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v,
+                 lp_sched_cost_t *cost_out) {
+  v->reason = LP_SCHED_FIT;
+  v->device = -1;
+  v->detail[0] = '\0';
+  lp_sched_job_t probe;
+  if (!job) {
+    probe_job(&probe);
+    job = &probe;
+  }
+  if (lp_sched_job_validate(job, v->detail, sizeof v->detail)) {
+    v->reason = LP_SCHED_R_INVALID;
+    return LP_EINVAL;
+  }
+  if (s->n_devs == 0) {
+    v->reason = LP_SCHED_R_NO_DEVICE;
+    snprintf(v->detail, sizeof v->detail, "no transcoding device");
+    return LP_ECAPACITY;
+  }
+  if (s->o.max_sessions > 0 && (int)s->n_sess >= s->o.max_sessions) {
+    v->reason = LP_SCHED_R_MAX_SESSIONS;
+    snprintf(v->detail, sizeof v->detail, "sessions %zu/%d (-maxSessions)", s->n_sess,
+             s->o.max_sessions);
+    return LP_ECAPACITY;
+  }
+  double best = INFINITY;
+  lp_sched_reason_t worst_reason = LP_SCHED_FIT;
+  int worst_dev = -1;
+  for (int i = 0; i < s->n_devs; i++) {
+    sched_device_t *d = &s->devs[i];
+    lp_sched_cost_t c;
+    lp_sched_job_cost(d->kind, &d->coefs, job, &c);
+    double score = 0;
+    char why[160];
+    why[0] = '\0';
+    lp_sched_reason_t r = dev_fit(s, d, &c, &score, why, sizeof why);
+    if (r == LP_SCHED_FIT) {
+      if (score < best) {
+        best = score;
+        v->device = i;
+        if (cost_out) *cost_out = c;
+      }
+      continue;
+    }
+    /* the most transient refusal speaks for the node: "full right now" beats "never fits" */
+    if (worst_dev < 0 || r > worst_reason) {
+      worst_reason = r;
+      worst_dev = i;
+    }
+    appendf(v->detail, sizeof v->detail, "%s%s", v->detail[0] ? "; " : "", why);
+  }
+  if (v->device >= 0) {
+    v->detail[0] = '\0';
+    snprintf(v->detail, sizeof v->detail, "%s, fullest engine at %.0f%% of budget after the job",
+             s->devs[v->device].name, best * 100);
+    return 0;
+  }
+  v->reason = worst_reason;
+  v->device = worst_dev;
+  return LP_ECAPACITY;
+}
+
+int lp_sched_check(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v) {
+  lp_sched_verdict_t tmp;
+  if (!v) v = &tmp;
+  if (!s) return LP_EINVAL;
+  return place(s, job, v, NULL);
+}
+
+static sched_session_t *find_session(const lp_sched_t *s, const char *id) {
+  if (!id) return NULL;
+  for (size_t i = 0; i < s->n_sess; i++)
+    if (strcmp(s->sess[i].id, id) == 0) return &s->sess[i];
+  return NULL;
+}
+
+int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *job,
+                   lp_sched_verdict_t *v) {
+  lp_sched_verdict_t tmp;
+  if (!v) v = &tmp;
+  if (!s || !session_id || !*session_id || !job) return LP_EINVAL;
+  sched_session_t *old = find_session(s, session_id);
+  if (old) {
+    v->reason = LP_SCHED_FIT;
+    v->device = old->dev;
+    snprintf(v->detail, sizeof v->detail, "%s (already placed)", s->devs[old->dev].name);
+    return 0;
+  }
+  lp_sched_cost_t c;
+  int rc = place(s, job, v, &c);
+  if (rc) {
+    if (v->device >= 0) s->devs[v->device].refused++;
+    return rc;
+  }
+  if (s->n_sess == s->cap_sess) {
+    size_t ncap = s->cap_sess ? s->cap_sess * 2 : 16;
+    sched_session_t *ns = realloc(s->sess, ncap * sizeof *ns);
+    if (!ns) return LP_ENOMEM;
+    s->sess = ns;
+    s->cap_sess = ncap;
+  }
+  sched_session_t *ss = &s->sess[s->n_sess];
+  memset(ss, 0, sizeof *ss);
+  ss->id = dupstr(session_id);
+  if (!ss->id) return LP_ENOMEM;
+  ss->dev = v->device;
+  ss->cost = c;
+  s->n_sess++;
+  sched_device_t *d = &s->devs[v->device];
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) d->committed[e] += c.engine[e];
+  d->enc += c.enc_sessions;
+  d->dec += c.dec_sessions;
+  d->mem += c.mem_bytes;
+  d->sessions++;
+  d->admitted++;
+  return 0;
+}
+
+int lp_sched_session_device(const lp_sched_t *s, const char *session_id) {
+  const sched_session_t *ss = s ? find_session(s, session_id) : NULL;
+  return ss ? ss->dev : -1;
+}
+
+int lp_sched_sessions(const lp_sched_t *s) { return s ? (int)s->n_sess : 0; }
+
+int lp_sched_release(lp_sched_t *s, const char *session_id) {
+  sched_session_t *ss = s ? find_session(s, session_id) : NULL;
+  if (!ss) return LP_ENOENT;
+  sched_device_t *d = &s->devs[ss->dev];
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++)
+    d->committed[e] = LP_MAX(0.0, d->committed[e] - ss->cost.engine[e]);
+  d->enc = LP_MAX(0, d->enc - ss->cost.enc_sessions);
+  d->dec = LP_MAX(0, d->dec - ss->cost.dec_sessions);
+  d->mem = d->mem > ss->cost.mem_bytes ? d->mem - ss->cost.mem_bytes : 0;
+  d->sessions--;
+  if (d->sessions <= 0) {
+    /* nothing left to measure: forget the lateness (float residue too), keep the correction */
+    d->sessions = 0;
+    memset(d->committed, 0, sizeof d->committed);
+    d->enc = d->dec = 0;
+    d->mem = 0;
+    d->rt = 0;
+    d->segments = 0;
+    if (d->behind) LOGI("capacity: %s idle, no longer behind", d->name);
+    d->behind = false;
+  }
+  free(ss->id);
+  *ss = s->sess[s->n_sess - 1];
+  s->n_sess--;
+  return 0;
+}
+
+/* ---- live correction
+ * ------------------------------------------------------------------------------- */
+
+static double model_util(const lp_sched_t *s, const sched_device_t *d) {
+  double budget = sched_budget(s, d), u = 0;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++) u = LP_MAX(u, d->committed[e] / budget);
+  return u;
+}
+
+lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
+                                          uint64_t transcode_ms, uint64_t duration_ms) {
+  sched_session_t *ss = s ? find_session(s, session_id) : NULL;
+  if (!ss) return LP_SCHED_ON_TIME;
+  sched_device_t *d = &s->devs[ss->dev];
+  if (duration_ms == 0) return ss->flagged ? LP_SCHED_STREAM_BEHIND : LP_SCHED_ON_TIME;
+  const double a = s->o.ewma_alpha, target = s->o.target_rt_ratio;
+  double r = (double)transcode_ms / (double)duration_ms;
+
+  ss->rt = ss->segments ? a * r + (1 - a) * ss->rt : r;
+  ss->segments++;
+  if (ss->flagged) return LP_SCHED_STREAM_BEHIND; /* its lateness is its own, not the device's */
+
+  d->rt = d->segments ? a * r + (1 - a) * d->rt : r;
+  d->segments++;
+  if (d->segments >= s->o.min_segments) {
+    if (!d->behind && d->rt > target) {
+      d->behind = true;
+      LOGW("capacity: %s behind: real-time ratio %.2f > target %.2f; refusing new sessions there",
+           d->name, d->rt, target);
+    } else if (d->behind && d->rt < target * BEHIND_CLEAR) {
+      d->behind = false;
+      LOGI("capacity: %s back within target: real-time ratio %.2f", d->name, d->rt);
+    }
+    /* One step per round of segments, whatever the number of streams feeding it. */
+    double step = s->o.gain / LP_MAX(1, d->sessions);
+    double before = d->corr;
+    if (d->rt > target)
+      d->corr *= 1 - step * (d->rt - target) / d->rt;
+    else if (d->rt < target * GROW_BELOW && model_util(s, d) >= GROW_UTIL)
+      d->corr *= 1 + step * (1 - d->rt / target);
+    d->corr = LP_MIN(s->o.corr_max, LP_MAX(s->o.corr_min, d->corr));
+    if (fabs(d->corr - before) > 1e-12)
+      LOGV(LP_V_DEBUG, "capacity: %s correction %.3f -> %.3f (ratio %.2f)", d->name, before,
+           d->corr, d->rt);
+  }
+
+  if (ss->segments >= s->o.min_segments && ss->rt > STREAM_LATE) {
+    double others = 0;
+    int n = 0;
+    for (size_t i = 0; i < s->n_sess; i++) {
+      sched_session_t *o = &s->sess[i];
+      if (o == ss || o->dev != ss->dev || o->segments == 0 || o->flagged) continue;
+      others += o->rt;
+      n++;
+    }
+    /* Others on time: this stream is the problem. All late: the device is, and nobody is
+     * dropped; new sessions are refused until it recovers. */
+    if (n == 0 || others / n <= STREAM_LATE) {
+      ss->flagged = true;
+      LOGW("capacity: stream %s on %s can't keep real time (ratio %.2f over %d segments)", ss->id,
+           d->name, ss->rt, ss->segments);
+      return LP_SCHED_STREAM_BEHIND;
+    }
+  }
+  return d->behind ? LP_SCHED_DEVICE_BEHIND : LP_SCHED_ON_TIME;
+}
+
+/* ---- numbers
+ * ------------------------------------------------------------------------------------------ */
+
+int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *out) {
+  const sched_device_t *d = dev_at(s, dev);
+  if (!d || !out) return LP_EINVAL;
+  memset(out, 0, sizeof *out);
+  snprintf(out->name, sizeof out->name, "%s", d->name);
+  out->kind = d->kind;
+  out->calibrated = d->calibrated;
+  out->n_engines = lp_sched_kind_engines(d->kind);
+  const lp_sched_sample_t *t = fresh_sample(s, d);
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) {
+    out->measured[e] = -1;
+    if (e >= out->n_engines) continue;
+    out->budget[e] = sched_budget(s, d);
+    out->committed[e] = d->committed[e];
+    if (t && (t->fields & LP_SCHED_TEL_UTIL) && (t->util_mask & (1u << e)))
+      out->measured[e] = t->util[e] * ENGINE_FULL;
+  }
+  out->correction = d->corr;
+  out->rt_ratio = d->rt;
+  out->behind = d->behind;
+  out->sessions = d->sessions;
+  out->max_sessions = d->cap_sessions;
+  out->enc_sessions = d->enc;
+  out->max_enc_sessions = d->max_enc;
+  out->mem_committed = d->mem;
+  out->mem_total = d->mem_total;
+  if (!out->mem_total && t && (t->fields & LP_SCHED_TEL_MEM)) out->mem_total = t->mem_total;
+  out->admitted = d->admitted;
+  out->refused = d->refused;
+  return 0;
+}
+
+int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
+  if (!s) return 0;
+  lp_sched_job_t probe;
+  if (!job) {
+    probe_job(&probe);
+    job = &probe;
+  }
+  if (lp_sched_job_validate(job, NULL, 0)) return 0;
+  long total = 0;
+  for (int i = 0; i < s->n_devs; i++) {
+    const sched_device_t *d = &s->devs[i];
+    lp_sched_cost_t c;
+    lp_sched_job_cost(d->kind, &d->coefs, job, &c);
+    if (!c.supported) continue;
+    double n = INFINITY, budget = sched_budget(s, d);
+    for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+      if (c.engine[e] > 0) n = fmin(n, floor(budget / c.engine[e]));
+    if (d->max_enc > 0 && c.enc_sessions > 0) n = fmin(n, d->max_enc / c.enc_sessions);
+    if (d->max_dec > 0 && c.dec_sessions > 0) n = fmin(n, d->max_dec / c.dec_sessions);
+    if (d->mem_total && c.mem_bytes)
+      n = fmin(n, floor((double)d->mem_total * (1 - s->o.mem_reserve) / (double)c.mem_bytes));
+    if (d->cap_sessions > 0) n = fmin(n, d->cap_sessions);
+    if (isfinite(n) && n > 0) total += (long)n;
+  }
+  if (s->o.max_sessions > 0 && total > s->o.max_sessions) total = s->o.max_sessions;
+  return total > 1000000 ? 1000000 : (int)total;
+}
+
+int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
+  if (!s || !obj) return LP_EINVAL;
+  if (!cJSON_AddNumberToObject(obj, "targetRealtimeRatio", s->o.target_rt_ratio)) return LP_ENOMEM;
+  if (s->o.max_sessions > 0) {
+    if (!cJSON_AddNumberToObject(obj, "maxSessions", s->o.max_sessions)) return LP_ENOMEM;
+  } else if (!cJSON_AddStringToObject(obj, "maxSessions", "auto")) {
+    return LP_ENOMEM;
+  }
+  if (!cJSON_AddNumberToObject(obj, "sessions", (double)s->n_sess)) return LP_ENOMEM;
+  cJSON *arr = cJSON_AddArrayToObject(obj, "devices");
+  if (!arr) return LP_ENOMEM;
+  for (int i = 0; i < s->n_devs; i++) {
+    lp_sched_device_info_t in;
+    lp_sched_device_info(s, i, &in);
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return LP_ENOMEM;
+    cJSON_AddItemToArray(arr, o);
+    cJSON_AddStringToObject(o, "name", in.name);
+    cJSON_AddStringToObject(o, "kind", lp_sched_kind_name(in.kind));
+    cJSON_AddBoolToObject(o, "calibrated", in.calibrated);
+    cJSON_AddNumberToObject(o, "sessions", in.sessions);
+    cJSON_AddNumberToObject(o, "maxSessions", in.max_sessions);
+    cJSON_AddNumberToObject(o, "realtimeRatio", in.rt_ratio);
+    cJSON_AddNumberToObject(o, "correction", in.correction);
+    cJSON_AddBoolToObject(o, "behind", in.behind);
+    cJSON_AddNumberToObject(o, "encoderSessions", in.enc_sessions);
+    cJSON_AddNumberToObject(o, "maxEncoderSessions", in.max_enc_sessions);
+    cJSON_AddNumberToObject(o, "memCommitted", (double)in.mem_committed);
+    cJSON_AddNumberToObject(o, "memTotal", (double)in.mem_total);
+    cJSON_AddNumberToObject(o, "admitted", (double)in.admitted);
+    cJSON_AddNumberToObject(o, "refused", (double)in.refused);
+    cJSON *engs = cJSON_AddArrayToObject(o, "engines");
+    if (!engs) return LP_ENOMEM;
+    for (int e = 0; e < in.n_engines; e++) {
+      cJSON *eo = cJSON_CreateObject();
+      if (!eo) return LP_ENOMEM;
+      cJSON_AddItemToArray(engs, eo);
+      cJSON_AddStringToObject(eo, "name", lp_sched_engine_name(in.kind, e));
+      cJSON_AddNumberToObject(eo, "budget", in.budget[e]);
+      cJSON_AddNumberToObject(eo, "committed", in.committed[e]);
+      if (in.measured[e] >= 0)
+        cJSON_AddNumberToObject(eo, "measured", in.measured[e]);
+      else
+        cJSON_AddNullToObject(eo, "measured");
+    }
+  }
+  return 0;
+}
+
+void lp_sched_log_summary(const lp_sched_t *s) {
+  if (!s) return;
+  if (s->o.max_sessions > 0)
+    LOGI("capacity: target real-time ratio %.2f, maxSessions %d, %d devices, room for %d probe "
+         "jobs (720p30 -> 360p30)",
+         s->o.target_rt_ratio, s->o.max_sessions, s->n_devs, lp_sched_capacity_for(s, NULL));
+  else
+    LOGI("capacity: target real-time ratio %.2f, maxSessions auto, %d devices, room for %d probe "
+         "jobs (720p30 -> 360p30)",
+         s->o.target_rt_ratio, s->n_devs, lp_sched_capacity_for(s, NULL));
+  for (int i = 0; i < s->n_devs; i++) {
+    lp_sched_device_info_t in;
+    lp_sched_device_info(s, i, &in);
+    char line[512] = "";
+    for (int e = 0; e < in.n_engines; e++)
+      appendf(line, sizeof line, "%s%s %.0f/%.0f wu/s", e ? ", " : "",
+              lp_sched_engine_name(in.kind, e), in.committed[e], in.budget[e]);
+    LOGI("capacity: %s (%s, %s): %s; streams %d (cap %d); encoder sessions %d (cap %d); "
+         "correction %.2f",
+         in.name, lp_sched_kind_name(in.kind), in.calibrated ? "calibrated" : "built-in estimates",
+         line, in.sessions, in.max_sessions, in.enc_sessions, in.max_enc_sessions, in.correction);
+  }
+}

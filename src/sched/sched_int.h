@@ -1,0 +1,56 @@
+/* sched internals shared by its source files. */
+#ifndef LPOD_SCHED_INT_H
+#define LPOD_SCHED_INT_H
+
+#include "lpod/sched.h"
+
+typedef struct sched_session {
+  char *id;
+  int dev;
+  lp_sched_cost_t cost;
+  double rt;    /* EWMA of this stream's real-time ratio */
+  int segments; /* reported so far */
+  bool flagged; /* reported as unable to keep real time */
+} sched_session_t;
+
+typedef struct sched_device {
+  lp_sched_dev_kind_t kind;
+  char *name, *id, *driver;
+  double cpus;
+  int max_enc, max_dec;
+  uint64_t mem_total;
+  int cap_sessions; /* -perGpuMax entry; 0 = none */
+  lp_sched_coefs_t coefs;
+  bool calibrated;
+  lp_sched_source_t *src;
+  bool src_failed; /* the last sample failed and was logged */
+  lp_sched_sample_t sample;
+  uint64_t sample_ms;
+  bool have_sample;
+  double committed[LP_SCHED_MAX_ENGINES];
+  int enc, dec, sessions;
+  uint64_t mem;
+  double rt;    /* EWMA of the real-time ratio of every segment on the device */
+  int segments; /* since the device last had no sessions */
+  double corr;  /* budget multiplier */
+  bool behind;
+  uint64_t admitted, refused;
+} sched_device_t;
+
+struct lp_sched {
+  lp_sched_opts_t o;
+  sched_device_t *devs;
+  int n_devs;
+  sched_session_t *sess;
+  size_t n_sess, cap_sess;
+};
+
+/* The device's usable budget per engine: 1000 × target × correction. */
+double sched_budget(const lp_sched_t *s, const sched_device_t *d);
+/* Parses and writes the "coefs" object of a calibration record. */
+cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c);
+int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c);
+/* Reads a small file under a root prefix into a malloc'd string. */
+int sched_read_rooted(const char *root, const char *path, char **out);
+
+#endif
