@@ -13,6 +13,8 @@
 #include <libavutil/hwcontext.h>
 #include <libavutil/rational.h>
 
+#include "lpod/core.h"
+
 #define HW_MAX_DEVICES 16
 
 typedef struct hw_device_info {
@@ -87,11 +89,198 @@ typedef struct hw_backend {
   hw_eos_policy_t (*eos_policy)(const AVCodecContext *enc);
   hw_err_class_t (*classify_error)(int averror, hw_stage_t stage);
   hw_cost_coef_t cost;
+  /* ---- optional (NULL / false = not provided; the device table and hardware backends use
+   * them) ---- */
+  /* Whether this build and host can run the backend at all; on LP_EUNSUPP why says what is
+   * missing and how to get it, in one line. */
+  int (*check)(char *why, size_t len);
+  /* Like scale_filter, but the chain ends in host memory (yuv420p) because the frames go to an
+   * encoder on the CPU (a GPU without encoders, or a rendition that falls back). NULL: the
+   * output of scale_filter is host memory already. */
+  int (*scale_filter_host)(int in_pix_fmt, int w, int h, char *buf, size_t len);
+  /* Model name and driver version of a device found by probe. */
+  int (*describe)(int index, char *model, size_t model_len, char *driver, size_t driver_len);
+  /* The driver caps concurrent encoder sessions (consumer NVENC): the device table opens
+   * encoders at start until one is refused and caches the number in the data dir. */
+  bool enc_sessions_limited;
 } hw_backend_t;
 
 /* Backends built into this binary, by name ("sw" is always there). NULL if unknown. */
 const hw_backend_t *hw_backend_find(const char *name);
 /* All built-in backends, NULL-terminated. */
 const hw_backend_t *const *hw_backend_list(void);
+
+/* ==== Additions for the hardware backends and the device table (hwaccel/devices.c) ==========
+ * The fields and entries below are optional for a backend: NULL / false / 0 means "not
+ * provided", so a backend written against the table above keeps working unchanged. */
+
+/* Built-in backends beside "sw" (each exists when its CMake option LPOD_WITH_* is on). */
+extern const hw_backend_t hw_backend_nvidia, hw_backend_qsv, hw_backend_netint;
+
+/* Codecs as the device table counts them. The first four equal media_codec_t and the wire's
+ * VideoProfile.encoder; AV1 = 4 is lpod's extension of that enum (go-livepeer has none). */
+typedef enum {
+  HW_CODEC_H264 = 0,
+  HW_CODEC_HEVC = 1,
+  HW_CODEC_VP8 = 2,
+  HW_CODEC_VP9 = 3,
+  HW_CODEC_AV1 = 4,
+} hw_codec_t;
+#define HW_CODECS 5
+#define HW_CODEC_BIT(c) (1u << (unsigned)(c))
+#define HW_CODEC_ALL ((1u << HW_CODECS) - 1)
+enum AVCodecID hw_codec_avid(hw_codec_t c);
+/* "h264", "hevc", "vp8", "vp9", "av1". */
+const char *hw_codec_name(hw_codec_t c);
+/* LP_EUNSUPP for a codec the table does not track. */
+int hw_codec_from_avid(enum AVCodecID id, hw_codec_t *out);
+
+/* H.264 sources beyond 8-bit 4:2:0 that a device decodes (go-livepeer capabilities 21..25). */
+enum {
+  HW_H264_444_8 = 1u << 0,
+  HW_H264_422_8 = 1u << 1,
+  HW_H264_444_10 = 1u << 2,
+  HW_H264_422_10 = 1u << 3,
+  HW_H264_420_10 = 1u << 4,
+};
+#define HW_H264_FMTS 5
+
+/* Capability numbers (spec/protocol.md §7.2). AV1 is an lpod extension: its numbers sit in the
+ * last 64-bit word of a 1024-bit set (word 15), far above go-livepeer's list, which grows one
+ * number at a time from 0 (37 in 2025); docs/hardware.md explains the choice. */
+enum {
+  HW_CAP_H264 = 0,
+  HW_CAP_HEVC_DECODE = 15,
+  HW_CAP_HEVC_ENCODE = 16,
+  HW_CAP_VP8_DECODE = 17,
+  HW_CAP_VP9_DECODE = 18,
+  HW_CAP_VP8_ENCODE = 19,
+  HW_CAP_VP9_ENCODE = 20,
+  HW_CAP_H264_DECODE_444_8 = 21,
+  HW_CAP_H264_DECODE_422_8 = 22,
+  HW_CAP_H264_DECODE_444_10 = 23,
+  HW_CAP_H264_DECODE_422_10 = 24,
+  HW_CAP_H264_DECODE_420_10 = 25,
+  HW_CAP_LPOD_FIRST = 960,
+  HW_CAP_AV1_DECODE = 960,
+  HW_CAP_AV1_ENCODE = 961,
+};
+
+typedef enum { HW_DEV_OK = 0, HW_DEV_QUARANTINED = 1 } hw_dev_state_t;
+
+/* One entry of the device table. */
+typedef struct hw_device {
+  const hw_backend_t *be;
+  int index;                     /* the backend's device index */
+  char name[80];                 /* "cpu", "nvidia:0", "qsv:/dev/dri/renderD128", "netint:0" */
+  char model[96];                /* "NVIDIA H100 80GB HBM3", "cpu (16 cores)" */
+  char driver[48];               /* driver version, "" where none */
+  char id[48];                   /* stable identity (GPU UUID, render node), "" for the CPU */
+  uint64_t mem_total;            /* bytes, 0 = unknown */
+  unsigned dec;                  /* HW_CODEC_BIT: decoded on the device */
+  unsigned enc;                  /* HW_CODEC_BIT: encoded on the device */
+  unsigned enc_cpu;              /* HW_CODEC_BIT: encoded on the CPU from this device's frames */
+  unsigned h264_fmts;            /* HW_H264_*: decoded on the device */
+  hw_limits_t limits[HW_CODECS]; /* encoder size limits, for codecs in enc */
+  int max_enc_sessions;          /* concurrent encoders the driver allows; 0 = no known cap */
+  bool sessions_cached;          /* max_enc_sessions came from the data dir's cache */
+  bool tested;                   /* a real transcode per codec ran (-testTranscoder) */
+  hw_dev_state_t state;
+  int failures;         /* device errors since it last worked */
+  int session_errors;   /* session errors in a row */
+  uint64_t retry_at_ms; /* quarantined until (lp_now_ms clock) */
+  char note[192];       /* why a codec failed, or why the device is quarantined */
+} hw_device_t;
+
+typedef struct hw_table {
+  hw_device_t dev[HW_MAX_DEVICES];
+  int n;
+} hw_table_t;
+
+/* The CPU entry is always dev[0]. */
+#define HW_TABLE_CPU 0
+
+typedef struct hw_probe_opts {
+  const char *nvidia;  /* -nvidia: "", "all" or "0,1,..." */
+  const char *netint;  /* -netint: "", "all" or device ids */
+  const char *qsv;     /* -qsv: "", "all" or render nodes "/dev/dri/renderD128,..." */
+  bool test;           /* -testTranscoder: a real tiny transcode per codec and device */
+  const char *datadir; /* where the encoder session cap is cached; NULL = no cache */
+} hw_probe_opts_t;
+
+/* Builds the table: the CPU, then the devices each flag selects. A flag that selects nothing
+ * usable (no driver, no device, an FFmpeg without the codecs) fails with a one-line reason in
+ * err, as the node must not start without hardware it was told to use. */
+int hw_table_probe(const hw_probe_opts_t *o, hw_table_t *t, char *err, size_t errlen);
+/* The pieces hw_table_probe is made of, for tests with other backends. */
+void hw_table_init(hw_table_t *t);
+int hw_table_add(hw_table_t *t, const hw_backend_t *be, const char *select, bool test,
+                 const char *datadir, char *err, size_t errlen);
+
+/* What one device can do, measured with real tiny transcodes (test) or by opening the codecs
+ * (no test). Fills dec, enc, enc_cpu, h264_fmts, limits and note of d. */
+int hw_selftest(hw_device_t *d, bool full);
+/* Opens encoders on the device until one is refused (at most max). Returns the number that
+ * opened, 0 when all max opened (no cap found), or a negative error. */
+int hw_probe_enc_sessions(const hw_device_t *d, int max);
+
+/* Capability numbers the node may advertise: what some usable device passed (the CPU
+ * included, since any rendition can fall back to it). Returns how many were written. */
+size_t hw_table_capabilities(const hw_table_t *t, int *caps, size_t max);
+/* Sets the numbers in a bit set of words 64-bit words (spec §7.1); numbers past it are
+ * skipped. Returns the words needed to hold all of them. */
+size_t hw_caps_to_bits(const int *caps, size_t n, uint64_t *bits, size_t words);
+
+/* ---- errors and quarantine ---- */
+/* A failure on device i, classified by its backend. A device error quarantines the device at
+ * once; three session errors in a row do too. Quarantine lasts 30 s, doubling with each
+ * failure up to 15 min. The CPU entry is never quarantined. Returns the new state. */
+hw_dev_state_t hw_table_report(hw_table_t *t, int i, hw_err_class_t cls, uint64_t now_ms);
+/* A segment went through on device i: it is healthy again. */
+void hw_table_report_ok(hw_table_t *t, int i);
+bool hw_table_usable(const hw_table_t *t, int i, uint64_t now_ms);
+/* Re-tests every device whose quarantine is over: back to OK when its self-test passes, else
+ * quarantined for longer. Returns how many came back. */
+int hw_table_recheck(hw_table_t *t, uint64_t now_ms);
+/* Where the sessions of a failed device go: another usable device of the same backend that
+ * decodes in, else the CPU. */
+int hw_table_fallback_device(const hw_table_t *t, int failed, hw_codec_t in, uint64_t now_ms);
+
+/* ---- per rendition routing ---- */
+typedef enum { HW_ROUTE_DEVICE = 0, HW_ROUTE_CPU = 1, HW_ROUTE_NONE = 2 } hw_route_t;
+typedef enum {
+  HW_WHY_NONE = 0,
+  HW_WHY_CODEC,       /* the device has no encoder for this codec */
+  HW_WHY_TOO_SMALL,   /* below the encoder's minimum size */
+  HW_WHY_TOO_LARGE,   /* above the encoder's maximum size */
+  HW_WHY_ODD_SIZE,    /* not a multiple of the encoder's alignment */
+  HW_WHY_SESSIONS,    /* the device's encoder sessions are all in use */
+  HW_WHY_QUARANTINED, /* the device is quarantined */
+} hw_route_why_t;
+#define HW_WHY_COUNT 7
+const char *hw_route_why_text(hw_route_why_t why);
+/* Where a rendition of codec at w x h is encoded when the session runs on dev: on the device,
+ * on the CPU (why says what the device lacks), or nowhere (neither can). sessions_in_use
+ * counts the encoders already open on the device. */
+hw_route_t hw_route_encode(const hw_table_t *t, int dev, hw_codec_t codec, int w, int h,
+                           int sessions_in_use, uint64_t now_ms, hw_route_why_t *why);
+/* Where a source of codec (h264_fmt: one HW_H264_* bit, 0 for 8-bit 4:2:0) is decoded. */
+hw_route_t hw_route_decode(const hw_table_t *t, int dev, hw_codec_t codec, unsigned h264_fmt,
+                           uint64_t now_ms, hw_route_why_t *why);
+
+/* Remembers which (rendition, reason) fallbacks a session has logged, so each is logged once. */
+typedef struct hw_fallback_log {
+  uint32_t seen[HW_WHY_COUNT]; /* bit r: rendition r */
+} hw_fallback_log_t;
+/* Logs the fallback the first time this session sees it; returns whether it logged. */
+bool hw_fallback_note(hw_fallback_log_t *l, const lp_logctx_t *ctx, const hw_device_t *d,
+                      int rendition, hw_codec_t codec, int w, int h, hw_route_why_t why);
+
+/* ---- output ---- */
+/* The table as text (one block per device) and as JSON; malloc'd, caller frees. */
+char *hw_table_text(const hw_table_t *t);
+char *hw_table_json(const hw_table_t *t);
+/* `lpod devices [-nvidia ...] [-netint ...] [-qsv ...] [-testTranscoder=false] [-json]`. */
+int hw_cli_devices(int argc, char **argv);
 
 #endif

@@ -53,6 +53,10 @@ typedef struct media_profile {
 
 /* Fills *out from a preset name (P720p30fps16x9, P240p30fps16x9, ...). LP_ENOENT if unknown. */
 int media_profile_preset(const char *name, media_profile_t *out);
+/* The muxer a rendition is written with ("mpegts", "mp4" or "matroska"), its file extension
+ * and MIME type. H.264/HEVC follow the profile's format; VP8 (and VP9 asked as MPEG-TS), which
+ * those containers cannot carry, go into Matroska. ext and mime may be NULL. */
+const char *media_profile_container(const media_profile_t *p, const char **ext, const char **mime);
 /* Parses a comma-separated list of preset names, or (when spec names a readable file or
  * starts with '[' / '{') go-livepeer's JSON ladder format. *out is malloc'd; caller frees.
  * On error, err (if not NULL) receives a message. */

@@ -11,7 +11,7 @@ static void transcode_usage(void) {
           "usage: lpod transcode -in SEG [-in SEG ...] -profiles P240p30fps16x9,...|ladder.json\n"
           "                      -out DIR [-backend sw] [-preset NAME] [-device N]\n"
           "Segments go through one session in order (warm, as a stream's would).\n"
-          "Writes DIR/<n>_<profile>.ts|mp4 and prints one line per rendition.\n");
+          "Writes DIR/<n>_<profile>.ts|mp4|mkv and prints one line per rendition.\n");
 }
 
 /* Accepts -flag and --flag, with the value as the next argument or after '='. */
@@ -98,8 +98,9 @@ int media_cli_transcode(int argc, char **argv) {
       for (size_t i = 0; i < r.n; i++) {
         const media_rendition_t *o = &r.renditions[i];
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%d_%s.%s", outdir, k, ps[i].name,
-                 ps[i].format == MEDIA_FORMAT_MP4 ? "mp4" : "ts");
+        const char *ext;
+        media_profile_container(&ps[i], &ext, NULL);
+        snprintf(path, sizeof(path), "%s/%d_%s.%s", outdir, k, ps[i].name, ext);
         if (lp_file_write_atomic(path, o->data, o->len, 0644) < 0) {
           fprintf(stderr, "transcode: cannot write %s\n", path);
           rc = 1;

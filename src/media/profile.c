@@ -383,3 +383,22 @@ void media_job_cost(const media_profile_t *profiles, size_t n, int src_w, int sr
     out->encoders++;
   }
 }
+
+const char *media_profile_container(const media_profile_t *p, const char **ext, const char **mime) {
+  /* VP8 has no MPEG-TS or MP4 mapping in FFmpeg 5.1 and VP9 none in MPEG-TS; Matroska takes
+   * them with the copied AAC audio (WebM would refuse AAC). */
+  bool vpx = p->encoder == MEDIA_CODEC_VP8 || p->encoder == MEDIA_CODEC_VP9;
+  if (vpx && !(p->encoder == MEDIA_CODEC_VP9 && p->format == MEDIA_FORMAT_MP4)) {
+    if (ext) *ext = "mkv";
+    if (mime) *mime = "video/x-matroska";
+    return "matroska";
+  }
+  if (p->format == MEDIA_FORMAT_MP4) {
+    if (ext) *ext = "mp4";
+    if (mime) *mime = "video/mp4";
+    return "mp4";
+  }
+  if (ext) *ext = "ts";
+  if (mime) *mime = "video/mp2t";
+  return "mpegts";
+}

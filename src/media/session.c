@@ -74,7 +74,8 @@ struct media_session {
   AVBufferRef *device;
   AVCodecContext *vdec;
   enum AVCodecID vdec_codec;
-  int vdec_fmt;
+  uint8_t *vdec_extra;
+  size_t vdec_extra_len;
   /* Packets since the last keyframe of the previous segment, in 90 kHz ticks. */
   pktlist_t gop;
   int64_t gop_last_dts, gop_last_dur;
@@ -101,6 +102,8 @@ typedef struct out {
   bool forced_first;
   int64_t next_kf; /* passthrough GOP: next forced keyframe, encoder ticks */
   int64_t gop_ticks;
+  int64_t last_out; /* last frame out of the graph, 90 kHz */
+  bool have_out;
   media_rendition_t *res;
 } out_t;
 
@@ -197,6 +200,7 @@ static void warm_clear(warm_enc_t *w) {
 void media_session_free(media_session_t *s) {
   if (!s) return;
   avcodec_free_context(&s->vdec);
+  free(s->vdec_extra);
   pl_free(&s->gop);
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) warm_clear(&s->warm[i]);
   av_buffer_unref(&s->device);
@@ -281,8 +285,25 @@ static int seg_demux(seg_t *g, const uint8_t *in, size_t len, media_memin_t *mi)
 static int decoder_open(seg_t *g) {
   media_session_t *s = g->s;
   const AVCodecParameters *par = g->vst->codecpar;
-  if (s->vdec && s->vdec_codec == par->codec_id) return 0;
+  /* Warm while the bitstream format holds. Annex B streams (MPEG-TS) carry their parameter
+   * sets in band, so any of them continues; length-prefixed ones (MP4's avcC/hvcC, first byte
+   * 1) need the decoder opened with exactly their extradata. */
+  bool nal_len = par->extradata_size > 0 && par->extradata[0] == 1;
+  bool same = s->vdec && s->vdec_codec == par->codec_id &&
+              nal_len == (s->vdec_extra_len > 0 && s->vdec_extra[0] == 1);
+  if (same && nal_len)
+    same = s->vdec_extra_len == (size_t)par->extradata_size &&
+           !memcmp(s->vdec_extra, par->extradata, s->vdec_extra_len);
+  if (same) return 0;
   avcodec_free_context(&s->vdec);
+  free(s->vdec_extra);
+  s->vdec_extra = NULL;
+  s->vdec_extra_len = 0;
+  if (par->extradata_size > 0) {
+    if (!(s->vdec_extra = malloc((size_t)par->extradata_size))) return LP_ENOMEM;
+    memcpy(s->vdec_extra, par->extradata, (size_t)par->extradata_size);
+    s->vdec_extra_len = (size_t)par->extradata_size;
+  }
   pl_clear(&s->gop);
   const AVCodec *codec = NULL;
   AVCodecContext *c = avcodec_alloc_context3(NULL);
@@ -307,13 +328,22 @@ static int decoder_open(seg_t *g) {
 
 /* The source's nominal frame rate: the codec's own timing (SPS) first, since container rates
  * are guessed from timestamps that may be broken, then the container's. */
-static double nominal_fps(seg_t *g) {
-  AVRational r = g->s->vdec ? g->s->vdec->framerate : (AVRational){0, 1};
+static double nominal_fps(seg_t *g, bool codec) {
+  AVRational r = codec ? g->s->vdec->framerate : (AVRational){0, 1};
   if (r.num <= 0 || r.den <= 0) r = g->vst->avg_frame_rate;
   if (r.num <= 0 || r.den <= 0) r = g->vst->r_frame_rate;
   if (r.num <= 0 || r.den <= 0) return 0;
   double f = av_q2d(r);
   return f > 0 && f <= 1000 ? f : 0;
+}
+
+/* The decoder knows the codec's timing only once it has parsed this segment's headers, so the
+ * rate is set from the container first and refined at the first frame. */
+static void set_rate(seg_t *g, bool codec) {
+  g->in_fps = nominal_fps(g, codec);
+  g->res->in_fps = g->in_fps;
+  g->def_dur =
+      LP_MAX(1, av_rescale_q(1, av_d2q(1.0 / (g->in_fps > 0 ? g->in_fps : 30), 1000000), g->vtb));
 }
 
 /* ---- per rendition: filter -> encoder -> packets -----------------------------------------------
@@ -510,6 +540,15 @@ static int out_pull(seg_t *g, out_t *o) {
     int ret = av_buffersink_get_frame(o->sink, g->ff);
     if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
     if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_FILTER, o->idx);
+    /* A rebuilt graph (new input size) may emit a frame at the time the old one's EOF
+     * already covered; keep output timestamps strictly increasing. */
+    int64_t t = av_rescale_q(g->ff->pts, av_buffersink_get_time_base(o->sink), TB_90K);
+    if (o->have_out && t <= o->last_out) {
+      av_frame_unref(g->ff);
+      continue;
+    }
+    o->have_out = true;
+    o->last_out = t;
     ret = out_encode(g, o, g->ff);
     av_frame_unref(g->ff);
     if (ret < 0) return ret;
@@ -549,6 +588,7 @@ static int handle_frame(seg_t *g, AVFrame *f) {
   if (g->priming ||
       (g->prime_max_pts != AV_NOPTS_VALUE && pts != AV_NOPTS_VALUE && pts <= g->prime_max_pts))
     return 0; /* a frame of the previous segment, decoded only as a reference */
+  if (!g->decoded) set_rate(g, true);
   int64_t dur = f->pkt_duration > 0 ? f->pkt_duration : g->def_dur;
   /* Missing or out of order timestamps: continue from the last frame, strictly increasing. */
   if (pts == AV_NOPTS_VALUE) pts = g->have_last ? g->last_pts + dur : 0;
@@ -658,10 +698,7 @@ static int seg_video(seg_t *g) {
     }
   int ret = decoder_open(g);
   if (ret < 0) return ret;
-  g->in_fps = nominal_fps(g);
-  g->res->in_fps = g->in_fps;
-  g->def_dur =
-      LP_MAX(1, av_rescale_q(1, av_d2q(1.0 / (g->in_fps > 0 ? g->in_fps : 30), 1000000), g->vtb));
+  set_rate(g, false);
   s->vdec->pkt_timebase = g->vtb;
   size_t start = first_kf;
   if (!has_kf || first_kf > 0) {
@@ -723,7 +760,7 @@ static int out_mux(seg_t *g, out_t *o) {
   media_memout_t mo = {LP_BUF_INIT, 0};
   AVFormatContext *oc = NULL;
   AVStream *vs = NULL, *as = NULL;
-  const char *fmt = o->prof->format == MEDIA_FORMAT_MP4 ? "mp4" : "mpegts";
+  const char *fmt = media_profile_container(o->prof, NULL, NULL);
   int ret = avformat_alloc_output_context2(&oc, NULL, fmt, NULL);
   if (ret < 0) return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_SESSION, "Muxer not found", o->idx);
   oc->pb = media_memout_open(&mo);
@@ -889,6 +926,11 @@ int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
   s->segments++;
 done:
   seg_free(&g);
+  if (ret < 0 && s->vdec) {
+    /* A segment abandoned half-way leaves frames in the decoder that belong to no one. */
+    avcodec_flush_buffers(s->vdec);
+    pl_clear(&s->gop);
+  }
   if (ret < 0) {
     media_result_free(out);
     if (!out->error[0]) seg_fail(&g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);

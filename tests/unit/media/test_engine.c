@@ -1,0 +1,416 @@
+/* Engine behaviour on generated inputs: short segments, GOP continuation, resolution and
+ * pixel-format changes, audio appearing, skipped segments, GOPs, frame rates, guards, formats
+ * and codecs. Every output is checked by decoding it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "lpod/media.h"
+#include "media_check.h"
+
+#define SRC(w, h, r) "-f lavfi -i testsrc2=size=" #w "x" #h ":rate=" #r
+#define X264 "-c:v libx264 -preset veryfast -bf 2"
+#define AUDIO "-f lavfi -i sine=frequency=440:sample_rate=44100 -c:a aac -b:a 48k"
+
+static media_session_t *new_session(void) {
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = "ultrafast";
+  media_session_t *s = media_session_new(&o);
+  assert_non_null(s);
+  return s;
+}
+
+static media_profile_t prof(int w, int h, uint32_t fps, uint32_t den) {
+  media_profile_t p;
+  memset(&p, 0, sizeof(p));
+  snprintf(p.name, sizeof(p.name), "p%dx%d_%u", w, h, fps);
+  p.width = w;
+  p.height = h;
+  p.bitrate = 300000;
+  p.fps = fps;
+  p.fps_den = den;
+  return p;
+}
+
+static int run(media_session_t *s, const char *path, const media_profile_t *ps, size_t n,
+               media_result_t *r) {
+  size_t len;
+  uint8_t *d = slurp(path, &len);
+  int ret = media_session_transcode(s, d, len, ps, n, r);
+  free(d);
+  return ret;
+}
+
+static void check_renditions(const media_result_t *r) {
+  for (size_t i = 0; i < r->n; i++) {
+    const media_rendition_t *o = &r->renditions[i];
+    outinfo_t oi;
+    assert_true(o->len >= 25);
+    assert_int_equal(check_decode(o->data, o->len, &oi), 0);
+    assert_int_equal(oi.vframes, o->frames);
+    assert_int_equal(oi.vpackets, o->frames);
+    assert_int_equal(oi.vpixels, o->pixels);
+    assert_int_equal(oi.keyframes, o->keyframes);
+    assert_int_equal(oi.apackets, o->audio_packets);
+    assert_true(oi.dts_increasing);
+    if (o->frames) assert_true(oi.first_key);
+  }
+}
+
+static outinfo_t info(const media_rendition_t *o) {
+  outinfo_t oi;
+  assert_int_equal(check_decode(o->data, o->len, &oi), 0);
+  return oi;
+}
+
+/* A transcode that must succeed; returns frames of rendition 0. */
+static int64_t ok(media_session_t *s, const char *path, const media_profile_t *ps, size_t n,
+                  media_result_t *r) {
+  int ret = run(s, path, ps, n, r);
+  if (ret < 0) fail_msg("%s: %s", path, r->error);
+  check_renditions(r);
+  return r->renditions[0].frames;
+}
+
+static void test_short_segments(void **st) {
+  (void)st;
+  media_profile_t ps[2] = {prof(160, 90, 0, 0), prof(160, 90, 30, 0)};
+  static const int counts[] = {1, 2, 3, 5, 6, 10};
+  media_session_t *s = new_session();
+  for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+    char name[32], args[256];
+    snprintf(name, sizeof(name), "short%d.ts", counts[i]);
+    snprintf(args, sizeof(args), SRC(320, 180, 30) " -frames:v %d " X264, counts[i]);
+    const char *path = gen(name, args);
+    media_result_t r;
+    /* The same warm session across all cuts, as a stream of short segments would be. */
+    assert_int_equal(ok(s, path, ps, 2, &r), counts[i]);
+    assert_int_equal(r.decoded_frames, counts[i]);
+    assert_int_equal(r.renditions[1].frames, counts[i]);
+    assert_int_equal(r.renditions[0].pixels, 160LL * 90 * counts[i]);
+    media_result_free(&r);
+  }
+  assert_int_equal(media_session_segments(s), 6);
+  media_session_free(s);
+}
+
+static void test_gop_continuation(void **st) {
+  (void)st;
+  const char *full = gen("cont_full.ts", SRC(320, 180, 30) " -frames:v 60 " X264 " -g 600");
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd),
+           "ffmpeg -nostdin -y -v error -i %s -c copy -f segment -segment_times 1 "
+           "-break_non_keyframes 1 -reset_timestamps 0 %s/cont%%d.ts",
+           full, gen_dir());
+  assert_int_equal(system(cmd), 0);
+  char c0[600], c1[600];
+  snprintf(c0, sizeof(c0), "%s/cont0.ts", gen_dir());
+  snprintf(c1, sizeof(c1), "%s/cont1.ts", gen_dir());
+  media_profile_t ps[1] = {prof(160, 90, 0, 0)};
+  media_result_t r;
+
+  media_session_t *s = new_session();
+  int64_t a = ok(s, c0, ps, 1, &r);
+  media_result_free(&r);
+  int64_t b = ok(s, c1, ps, 1, &r);
+  assert_int_equal(r.renditions[0].keyframes, 1);
+  media_result_free(&r);
+  assert_int_equal(a + b, 60);
+  assert_true(b > 0);
+  media_session_free(s);
+
+  /* The same keyframe-less segment as the first of a session has nothing to continue. */
+  s = new_session();
+  assert_int_equal(run(s, c1, ps, 1, &r), LP_EMEDIA);
+  assert_string_equal(r.error, "No keyframes in input");
+  media_result_free(&r);
+  media_session_free(s);
+}
+
+static void test_resolution_change(void **st) {
+  (void)st;
+  const char *a = gen("rot_a.ts", SRC(160, 90, 30) " -frames:v 30 " X264);
+  const char *b = gen("rot_b.ts", SRC(90, 160, 30) " -frames:v 30 " X264 " -output_ts_offset 1");
+  /* Both parts in one segment: the decoder switches size mid-segment. */
+  char both[600];
+  snprintf(both, sizeof(both), "%s/rot_ab.ts", gen_dir());
+  size_t la, lb;
+  uint8_t *da = slurp(a, &la), *db = slurp(b, &lb);
+  FILE *fp = fopen(both, "wb");
+  assert_non_null(fp);
+  fwrite(da, 1, la, fp);
+  fwrite(db, 1, lb, fp);
+  fclose(fp);
+  free(da);
+  free(db);
+
+  media_profile_t ps[2] = {prof(426, 240, 0, 0), prof(256, 144, 30, 0)};
+  media_result_t r;
+  media_session_t *s = new_session();
+  assert_int_equal(ok(s, both, ps, 2, &r), 60);
+  assert_int_equal(r.decoded_frames, 60);
+  assert_int_equal(r.decoded_pixels, 60LL * 160 * 90);
+  outinfo_t oi = info(&r.renditions[0]);
+  assert_int_equal(oi.sizes, 2);
+  assert_int_equal(oi.w, 426);
+  assert_int_equal(oi.h, 240);
+  assert_int_equal(oi.last_w, 240);
+  assert_int_equal(oi.last_h, 426);
+  assert_int_equal(r.renditions[0].pixels, 30LL * 426 * 240 + 30LL * 240 * 426);
+  media_result_free(&r);
+  /* Across segments of one session: landscape, portrait, landscape. */
+  const char *seq[] = {a, b, a};
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(ok(s, seq[k], ps, 2, &r), 30);
+    assert_int_equal(r.renditions[1].width, k == 1 ? 144 : 256);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
+static void test_pixfmt_change(void **st) {
+  (void)st;
+  const char *j = gen("pix_j.ts", SRC(160, 90, 30) " -frames:v 15 " X264 " -pix_fmt yuvj420p");
+  const char *p = gen("pix_p.ts", SRC(160, 90, 30) " -frames:v 15 " X264
+                                                   " -pix_fmt yuv420p -output_ts_offset 1");
+  const char *q = gen("pix_422.ts", SRC(160, 90, 30) " -frames:v 15 " X264
+                                                     " -pix_fmt yuv422p -output_ts_offset 2");
+  media_profile_t ps[1] = {prof(160, 90, 0, 0)};
+  media_result_t r;
+  media_session_t *s = new_session();
+  const char *seq[] = {j, p, q, j};
+  for (int k = 0; k < 4; k++) {
+    assert_int_equal(ok(s, seq[k], ps, 1, &r), 15);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
+static void test_audio_appears(void **st) {
+  (void)st;
+  const char *v = gen("noaudio.ts", SRC(160, 90, 30) " -t 1 " X264);
+  const char *av =
+      gen("withaudio.ts", SRC(160, 90, 30) " " AUDIO " -t 1 " X264 " -output_ts_offset 1");
+  media_profile_t ps[2] = {prof(160, 90, 0, 0), prof(160, 90, 30, 0)};
+  ps[1].format = MEDIA_FORMAT_MP4;
+  media_result_t r;
+  media_session_t *s = new_session();
+  ok(s, v, ps, 2, &r);
+  assert_int_equal(r.renditions[0].audio_packets, 0);
+  assert_false(r.has_audio);
+  media_result_free(&r);
+  ok(s, av, ps, 2, &r);
+  assert_true(r.has_audio);
+  assert_true(r.renditions[0].audio_packets > 30);
+  assert_int_equal(r.renditions[1].audio_packets, r.renditions[0].audio_packets);
+  media_result_free(&r);
+  ok(s, v, ps, 2, &r);
+  assert_int_equal(r.renditions[0].audio_packets, 0);
+  media_result_free(&r);
+  media_session_free(s);
+}
+
+static void test_skipped_segments(void **st) {
+  (void)st;
+  const char *s0 = gen("skip0.ts", SRC(160, 90, 30) " -t 1 " X264);
+  const char *s3 = gen("skip3.ts", SRC(160, 90, 30) " -t 1 " X264 " -output_ts_offset 3");
+  const char *s1 = gen("skipback.ts", SRC(160, 90, 30) " -t 1 " X264 " -output_ts_offset 1");
+  media_profile_t ps[2] = {prof(160, 90, 30, 0), prof(160, 90, 0, 0)};
+  media_result_t r;
+  media_session_t *s = new_session();
+  /* Forward gap, then backwards in time: each segment stands on its own timestamps. */
+  const char *seq[] = {s0, s3, s1};
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(ok(s, seq[k], ps, 2, &r), 30);
+    assert_int_equal(r.renditions[1].frames, 30);
+    outinfo_t oi = info(&r.renditions[0]);
+    assert_true(oi.last_pts_90k - oi.first_pts_90k < 90000);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
+static void test_gops(void **st) {
+  (void)st;
+  const char *in = gen("gop60.ts", SRC(160, 90, 60) " -t 2 " X264);
+  media_profile_t ps[3] = {prof(160, 90, 30, 0), prof(160, 90, 0, 0), prof(160, 90, 30, 0)};
+  ps[0].gop_ms = 300;
+  ps[1].gop_ms = 500;
+  ps[2].gop_ms = MEDIA_GOP_INTRA;
+  media_result_t r;
+  media_session_t *s = new_session();
+  for (int k = 0; k < 2; k++) { /* twice: a warm session starts every segment with an IDR */
+    ok(s, in, ps, 3, &r);
+    assert_int_equal(r.renditions[0].frames, 60);
+    assert_int_equal(r.renditions[0].keyframes, 7);
+    assert_int_equal(r.renditions[1].frames, 120);
+    assert_int_equal(r.renditions[1].keyframes, 4);
+    assert_int_equal(r.renditions[2].keyframes, 60);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
+static void test_fractional_fps(void **st) {
+  (void)st;
+  const char *in = gen("gop60.ts", SRC(160, 90, 60) " -t 2 " X264);
+  media_profile_t ps[3] = {prof(160, 90, 30000, 1001), prof(160, 90, 24000, 1001),
+                           prof(160, 90, 60000, 1001)};
+  media_result_t r;
+  media_session_t *s = new_session();
+  ok(s, in, ps, 3, &r);
+  assert_true(r.renditions[0].frames >= 59 && r.renditions[0].frames <= 61);
+  assert_true(r.renditions[1].frames >= 47 && r.renditions[1].frames <= 49);
+  assert_true(r.renditions[2].frames >= 119 && r.renditions[2].frames <= 120);
+  outinfo_t oi = info(&r.renditions[0]);
+  assert_true(oi.r_fps > 29.9 && oi.r_fps < 30.0);
+  media_result_free(&r);
+  media_session_free(s);
+}
+
+static void test_guards(void **st) {
+  (void)st;
+  media_result_t r;
+  media_session_t *s = new_session();
+  /* Five frames ten seconds apart asked at 5 fps: the fps filter would make ~200 frames. */
+  const char *run5 = gen("runaway.ts", SRC(64, 64, 30) " -frames:v 5 -vf setpts=N*10/TB "
+                                                       "-fps_mode passthrough " X264);
+  media_profile_t p5[1] = {prof(64, 64, 5, 0)};
+  assert_int_equal(run(s, run5, p5, 1, &r), LP_EMEDIA);
+  assert_string_equal(r.error, "Encoded frames runaway");
+  assert_int_equal(r.error_rendition, 0);
+  media_result_free(&r);
+  /* Real upsampling (1 fps source to 30 fps) is not a runaway. */
+  const char *slow = gen("onefps.ts", SRC(64, 64, 1) " -frames:v 5 " X264);
+  media_profile_t p30[1] = {prof(64, 64, 30, 0)};
+  assert_int_equal(ok(s, slow, p30, 1, &r), 150);
+  media_result_free(&r);
+  /* Input duration guard. */
+  const char *lng = gen("long301.ts", SRC(32, 32, 1) " -t 301 " X264);
+  assert_int_equal(run(s, lng, p30, 1, &r), LP_EMEDIA);
+  assert_string_equal(r.error, "TranscoderInvalidDuration");
+  media_result_free(&r);
+  /* Output count and profile checks come before any work. */
+  media_profile_t many[11];
+  for (int i = 0; i < 11; i++) many[i] = prof(64, 64, 0, 0);
+  assert_int_equal(run(s, slow, many, 11, &r), LP_EINVAL);
+  assert_string_equal(r.error, "Too many outputs");
+  media_result_free(&r);
+  assert_int_equal(ok(s, slow, many, 10, &r), 5);
+  media_result_free(&r);
+  media_profile_t bad[2] = {prof(64, 64, 0, 0), prof(64, 64, 0, 0)};
+  bad[1].gop_ms = -2;
+  assert_int_equal(run(s, slow, bad, 2, &r), LP_EINVAL);
+  assert_string_equal(r.error, "TranscoderInvalidGOP");
+  assert_int_equal(r.error_rendition, 1);
+  media_result_free(&r);
+  media_session_free(s);
+}
+
+static void test_garbage(void **st) {
+  (void)st;
+  media_profile_t ps[1] = {prof(64, 64, 30, 0)};
+  media_result_t r;
+  media_session_t *s = new_session();
+  size_t n = 1 << 20;
+  uint8_t *b = calloc(1, n);
+  assert_int_equal(media_session_transcode(s, b, n, ps, 1, &r), LP_EMEDIA);
+  assert_string_equal(r.error, "TranscoderInvalidVideo");
+  assert_int_equal(r.error_class, MEDIA_ERR_INPUT);
+  media_result_free(&r);
+  srand(7);
+  for (size_t i = 0; i < 65536; i++) b[i] = (uint8_t)rand();
+  assert_true(media_session_transcode(s, b, 65536, ps, 1, &r) < 0);
+  assert_true(r.error[0] != 0);
+  media_result_free(&r);
+  assert_int_equal(media_session_transcode(s, NULL, 0, ps, 1, &r), LP_EMEDIA);
+  media_result_free(&r);
+  /* A real segment with corrupted bytes in the middle: a clean result either way. */
+  const char *in = gen("src30.ts", SRC(320, 180, 30) " " AUDIO " -t 2 " X264 " -g 60");
+  size_t len;
+  uint8_t *d = slurp(in, &len);
+  for (size_t i = len / 3; i < len / 3 + 2000; i += 7) d[i] ^= 0x5a;
+  int ret = media_session_transcode(s, d, len, ps, 1, &r);
+  if (ret == 0)
+    check_renditions(&r);
+  else
+    assert_true(r.error[0] != 0);
+  media_result_free(&r);
+  free(d);
+  free(b);
+  media_session_free(s);
+}
+
+static void test_formats_codecs(void **st) {
+  (void)st;
+  const char *in = gen("src30.ts", SRC(320, 180, 30) " " AUDIO " -t 2 " X264 " -g 60");
+  const char *mp4 = gen("src30.mp4", SRC(320, 180, 30) " " AUDIO " -t 1 " X264);
+  media_profile_t ps[5] = {prof(160, 90, 0, 0), prof(160, 90, 30, 0), prof(160, 90, 30, 0),
+                           prof(160, 90, 0, 0), prof(160, 90, 15, 0)};
+  ps[0].format = MEDIA_FORMAT_MP4;
+  ps[1].encoder = MEDIA_CODEC_VP8;
+  ps[1].format = MEDIA_FORMAT_MP4;
+  ps[2].encoder = MEDIA_CODEC_VP9;
+  ps[2].format = MEDIA_FORMAT_MP4;
+  ps[3].encoder = MEDIA_CODEC_HEVC;
+  ps[3].quality = 30;
+  ps[4].profile = MEDIA_H264_BASELINE;
+  media_result_t r;
+  media_session_t *s = new_session();
+  assert_int_equal(ok(s, in, ps, 5, &r), 60);
+  assert_string_equal(info(&r.renditions[0]).vcodec, "h264");
+  assert_string_equal(info(&r.renditions[1]).vcodec, "vp8");
+  assert_string_equal(info(&r.renditions[2]).vcodec, "vp9");
+  assert_string_equal(info(&r.renditions[3]).vcodec, "hevc");
+  assert_int_equal(r.renditions[4].frames, 30);
+  for (int i = 0; i < 5; i++) assert_true(r.renditions[i].audio_packets > 0);
+  media_result_free(&r);
+  /* MP4 input. */
+  assert_int_equal(ok(s, mp4, ps, 1, &r), 30);
+  media_result_free(&r);
+  media_session_free(s);
+}
+
+static void test_sessions_in_parallel(void **st) {
+  (void)st;
+  /* Sessions share nothing: interleaving two streams' segments changes neither's output. */
+  const char *a = gen("src30.ts", SRC(320, 180, 30) " " AUDIO " -t 2 " X264 " -g 60");
+  const char *b = gen("rot_b.ts", SRC(90, 160, 30) " -frames:v 30 " X264 " -output_ts_offset 1");
+  media_profile_t ps[1] = {prof(160, 90, 0, 0)};
+  media_session_t *s1 = new_session(), *s2 = new_session();
+  media_result_t r;
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(ok(s1, a, ps, 1, &r), 60);
+    media_result_free(&r);
+    assert_int_equal(ok(s2, b, ps, 1, &r), 30);
+    assert_int_equal(r.renditions[0].width, 90);
+    media_result_free(&r);
+  }
+  media_session_free(s1);
+  media_session_free(s2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_short_segments),
+      cmocka_unit_test(test_gop_continuation),
+      cmocka_unit_test(test_resolution_change),
+      cmocka_unit_test(test_pixfmt_change),
+      cmocka_unit_test(test_audio_appears),
+      cmocka_unit_test(test_skipped_segments),
+      cmocka_unit_test(test_gops),
+      cmocka_unit_test(test_fractional_fps),
+      cmocka_unit_test(test_guards),
+      cmocka_unit_test(test_garbage),
+      cmocka_unit_test(test_formats_codecs),
+      cmocka_unit_test(test_sessions_in_parallel),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
