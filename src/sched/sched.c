@@ -12,7 +12,8 @@
 #define STREAM_LATE 1.0    /* a stream slower than real time can't keep up */
 #define BEHIND_CLEAR 0.9   /* a device behind recovers below this share of the target */
 #define GROW_BELOW 0.75    /* budget grows when the ratio stays below this share of the target */
-#define GROW_UTIL 0.9      /* ... and the model says the device is at least this full */
+#define GROW_UTIL 0.9      /* ... and the model says the device is at least this full, */
+#define PRESSURE_MS 10000  /* ... or it turned work away for its budget this recently */
 
 static char *dupstr(const char *s) {
   s = s ? s : "";
@@ -426,6 +427,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     char why[160];
     why[0] = '\0';
     lp_sched_reason_t r = dev_fit(s, d, &c, &score, why, sizeof why);
+    if (r == LP_SCHED_R_BUSY) d->pressed_ms = s->o.clock_ms();
     if (r == LP_SCHED_FIT) {
       if (score < best) {
         best = score;
@@ -551,6 +553,12 @@ static double model_util(const lp_sched_t *s, const sched_device_t *d) {
   return u;
 }
 
+/* Work was refused for lack of budget lately: there is demand to test a larger budget with. */
+static bool pressed(const lp_sched_t *s, const sched_device_t *d) {
+  uint64_t now = s->o.clock_ms();
+  return d->pressed_ms && now >= d->pressed_ms && now - d->pressed_ms <= PRESSURE_MS;
+}
+
 lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
                                           uint64_t transcode_ms, uint64_t duration_ms) {
   sched_session_t *ss = s ? find_session(s, session_id) : NULL;
@@ -580,7 +588,7 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
     double before = d->corr;
     if (d->rt > target)
       d->corr *= 1 - step * (d->rt - target) / d->rt;
-    else if (d->rt < target * GROW_BELOW && model_util(s, d) >= GROW_UTIL)
+    else if (d->rt < target * GROW_BELOW && (model_util(s, d) >= GROW_UTIL || pressed(s, d)))
       d->corr *= 1 + step * (1 - d->rt / target);
     d->corr = LP_MIN(s->o.corr_max, LP_MAX(s->o.corr_min, d->corr));
     if (fabs(d->corr - before) > 1e-12)
@@ -597,9 +605,9 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
       others += o->rt;
       n++;
     }
-    /* Others on time: this stream is the problem. All late: the device is, and nobody is
-     * dropped; new sessions are refused until it recovers. */
-    if (n == 0 || others / n <= STREAM_LATE) {
+    /* Others well within the target: this stream is the problem. Others late too: the device
+     * is, and nobody is dropped; new sessions are refused until it recovers. */
+    if (n == 0 || others / n <= target) {
       ss->flagged = true;
       LOGW("capacity: stream %s on %s can't keep real time (ratio %.2f over %d segments)", ss->id,
            d->name, ss->rt, ss->segments);
@@ -740,7 +748,7 @@ void lp_sched_log_summary(const lp_sched_t *s) {
               lp_sched_engine_name(in.kind, e), in.committed[e], in.budget[e]);
     LOGI("capacity: %s (%s, %s): %s; streams %d (cap %d); encoder sessions %d (cap %d); "
          "correction %.2f",
-         in.name, lp_sched_kind_name(in.kind), in.calibrated ? "calibrated" : "built-in estimates",
+         in.name, lp_sched_kind_name(in.kind), in.calibrated ? "calibrated" : "not calibrated",
          line, in.sessions, in.max_sessions, in.enc_sessions, in.max_enc_sessions, in.correction);
   }
 }

@@ -34,6 +34,7 @@ typedef struct sched_device {
   int segments; /* since the device last had no sessions */
   double corr;  /* budget multiplier */
   bool behind;
+  uint64_t pressed_ms; /* when work was last refused for lack of budget; 0 never */
   uint64_t admitted, refused;
 } sched_device_t;
 

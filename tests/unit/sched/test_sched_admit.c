@@ -1,0 +1,683 @@
+/* Admission, placement, caps, real-time feedback and overload, driven by the fake telemetry
+ * source and a fake clock. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lpod/sched.h"
+
+static uint64_t fake_now = 1000000;
+static uint64_t fake_clock(void) { return fake_now; }
+
+/* A source of w x h at fps, n renditions of the same size, H.264 medium. */
+static lp_sched_job_t job(int w, int h, double fps, int n) {
+  lp_sched_job_t j;
+  memset(&j, 0, sizeof j);
+  j.in_width = w;
+  j.in_height = h;
+  j.in_fps = fps;
+  j.in_codec = LP_SCHED_CODEC_H264;
+  j.n_renditions = (size_t)n;
+  for (int i = 0; i < n; i++)
+    j.renditions[i] =
+        (lp_sched_rendition_t){w, h, fps, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_MEDIUM};
+  return j;
+}
+
+/* decode 1 ms/Mpx, no scale cost, encode enc ms/Mpx: a 1000x1000@10 rendition costs 10×enc. */
+static lp_sched_coefs_t coefs(double enc) {
+  lp_sched_coefs_t c;
+  memset(&c, 0, sizeof c);
+  c.decode[LP_SCHED_CODEC_H264] = 1.0;
+  c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] = enc;
+  return c;
+}
+
+static lp_sched_t *sched_with(int max_sessions) {
+  lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
+  o.max_sessions = max_sessions;
+  o.clock_ms = fake_clock;
+  lp_sched_t *s = NULL;
+  assert_int_equal(lp_sched_new(&o, &s), 0);
+  return s;
+}
+
+static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, double enc,
+                   int max_enc, uint64_t mem) {
+  lp_sched_device_desc_t d = {kind, name, name, "1.0", 1, max_enc, 0, mem};
+  int idx = -1;
+  assert_int_equal(lp_sched_add_device(s, &d, &idx), 0);
+  lp_sched_coefs_t c = coefs(enc);
+  assert_int_equal(lp_sched_set_coefs(s, idx, &c), 0);
+  return idx;
+}
+
+static double job_total(const lp_sched_t *s, int dev, lp_sched_dev_kind_t kind,
+                        const lp_sched_job_t *j) {
+  lp_sched_coefs_t c;
+  lp_sched_get_coefs(s, dev, &c);
+  lp_sched_cost_t k;
+  lp_sched_job_cost(kind, &c, j, &k);
+  return k.total;
+}
+
+static void test_fill_and_refuse(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  lp_sched_verdict_t v;
+  /* nothing to run on */
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "x", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_NO_DEVICE);
+
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  int fit = (int)floor(800.0 / job_total(s, d, LP_SCHED_DEV_CPU, &j));
+  assert_true(fit >= 2);
+  char id[32];
+  for (int i = 0; i < fit; i++) {
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_check(s, &j, &v), 0);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+    assert_int_equal(v.device, d);
+  }
+  assert_int_equal(lp_sched_sessions(s), fit);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_int_equal(lp_sched_admit(s, "late", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_non_null(strstr(v.detail, "cpu"));
+  assert_int_equal(lp_sched_session_device(s, "late"), -1);
+
+  lp_sched_device_info_t in;
+  assert_int_equal(lp_sched_device_info(s, d, &in), 0);
+  assert_int_equal(in.sessions, fit);
+  assert_int_equal(in.refused, 1);
+  assert_int_equal(in.admitted, fit);
+
+  /* releasing one makes room for one */
+  assert_int_equal(lp_sched_release(s, "s0"), 0);
+  assert_int_equal(lp_sched_release(s, "s0"), LP_ENOENT);
+  assert_int_equal(lp_sched_admit(s, "late", &j, &v), 0);
+  for (int i = 1; i < fit; i++) {
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_release(s, id), 0);
+  }
+  assert_int_equal(lp_sched_release(s, "late"), 0);
+  lp_sched_device_info(s, d, &in);
+  assert_true(in.committed[0] == 0);
+  lp_sched_free(s);
+}
+
+static void test_bad_input(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_verdict_t v;
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  j.in_height = -5;
+  assert_int_equal(lp_sched_admit(s, "x", &j, &v), LP_EINVAL);
+  assert_int_equal(v.reason, LP_SCHED_R_INVALID);
+  j = job(1000, 1000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, NULL, &j, &v), LP_EINVAL);
+  assert_int_equal(lp_sched_admit(s, "", &j, &v), LP_EINVAL);
+  assert_int_equal(lp_sched_admit(s, "x", NULL, &v), LP_EINVAL);
+  lp_sched_coefs_t bad = coefs(-1);
+  assert_int_equal(lp_sched_set_coefs(s, 0, &bad), LP_EINVAL);
+  assert_int_equal(lp_sched_set_coefs(s, 7, &bad), LP_EINVAL);
+  lp_sched_device_desc_t d = {(lp_sched_dev_kind_t)9, "x", "x", "", 1, 0, 0, 0};
+  assert_int_equal(lp_sched_add_device(s, &d, NULL), LP_EINVAL);
+  /* unknown sessions are ignored by the feedback */
+  assert_int_equal(lp_sched_report_segment(s, "nobody", 5000, 1000), LP_SCHED_ON_TIME);
+  assert_int_equal(lp_sched_sessions(s), 0);
+  lp_sched_free(s);
+}
+
+static void test_sticky(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 20, 0, 0);
+  lp_sched_verdict_t v;
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  int first = v.device;
+  lp_sched_device_info_t before, after;
+  lp_sched_device_info(s, first, &before);
+  /* the same session again, even with a job that would not fit anywhere: same device, no charge */
+  lp_sched_job_t huge = job(4000, 4000, 60, 8);
+  assert_int_equal(lp_sched_admit(s, "a", &huge, &v), 0);
+  assert_int_equal(v.device, first);
+  lp_sched_device_info(s, first, &after);
+  assert_memory_equal(before.committed, after.committed, sizeof before.committed);
+  assert_int_equal(after.sessions, 1);
+  assert_int_equal(lp_sched_session_device(s, "a"), first);
+  lp_sched_free(s);
+}
+
+static void test_placement(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  /* device 1 encodes twice as fast: it takes twice the jobs */
+  int slow = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  int fast = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 10, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  int n[2] = {0, 0}, total = 0;
+  char id[32];
+  lp_sched_verdict_t v;
+  for (;; total++) {
+    snprintf(id, sizeof id, "s%d", total);
+    if (lp_sched_admit(s, id, &j, &v)) break;
+    n[v.device]++;
+  }
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_int_equal(n[slow], (int)floor(800.0 / (20 * 10)));
+  assert_int_equal(n[fast], (int)floor(800.0 / (10 * 10)));
+  lp_sched_free(s);
+
+  /* equal devices take turns */
+  s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 20, 0, 0);
+  int prev = -1;
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof id, "t%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+    assert_int_not_equal(v.device, prev);
+    prev = v.device;
+  }
+  lp_sched_free(s);
+}
+
+static void test_fake_telemetry(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_fake_source_new(&src), 0);
+  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1); /* 200 wu/s on NVENC */
+  lp_sched_verdict_t v;
+
+  /* another process keeps NVENC 70% busy: a 200 wu/s job doesn't fit in 800 */
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u << 2;
+  smp.util[2] = 0.7;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.measured[2] - 700) < 1e-9);
+  assert_true(in.measured[0] < 0);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_non_null(strstr(v.detail, "nvenc"));
+
+  /* 55% leaves room for one; once it runs, telemetry shows it on top of the other work */
+  smp.util[2] = 0.55;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  smp.util[2] = 0.75;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), LP_ECAPACITY);
+  /* measured below the model: the model's 200 committed counts */
+  smp.util[2] = 0.1;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "d", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "e", &j, &v), LP_ECAPACITY);
+  lp_sched_release(s, "b");
+  lp_sched_release(s, "c");
+  lp_sched_release(s, "d");
+
+  /* a stale sample no longer counts: the model alone (200 committed) leaves room for three */
+  smp.util[2] = 0.9;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  fake_now += 60000;
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "d", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "e", &j, &v), LP_ECAPACITY);
+  lp_sched_release(s, "b");
+  lp_sched_release(s, "c");
+  lp_sched_release(s, "d");
+
+  /* a failing source is skipped: model only */
+  smp.util[2] = 0.99;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_fake_source_fail(src, LP_EIO);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_check(s, &j, &v), 0);
+  lp_sched_fake_source_fail(src, 0);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  lp_sched_free(s);
+}
+
+static void test_session_caps(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  /* NVENC with 5 sessions; jobs of 2 renditions take 2 each */
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 5, 0);
+  lp_sched_job_t j = job(640, 360, 30, 2);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_ENC_SESSIONS);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_int_equal(in.enc_sessions, 4);
+  assert_int_equal(in.max_enc_sessions, 5);
+  lp_sched_release(s, "a");
+  lp_sched_release(s, "b");
+
+  /* sessions held by other processes count too */
+  lp_sched_source_t *src = NULL;
+  lp_sched_fake_source_new(&src);
+  lp_sched_attach_source(s, d, src);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_ENC_SESSIONS;
+  smp.enc_sessions = 4;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_ENC_SESSIONS);
+  lp_sched_free(s);
+}
+
+static void test_memory(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  lp_sched_job_t j = job(1920, 1080, 30, 1);
+  lp_sched_coefs_t c = coefs(0.1);
+  lp_sched_cost_t k;
+  lp_sched_job_cost(LP_SCHED_DEV_NVIDIA, &c, &j, &k);
+  /* room for two jobs after the 10% reserve, not three */
+  uint64_t total = (uint64_t)ceil((double)k.mem_bytes * 2.5 / 0.9);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 0.1, 0, total);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_MEMORY);
+  lp_sched_release(s, "a");
+  lp_sched_release(s, "b");
+
+  /* memory used by others, from telemetry */
+  lp_sched_source_t *src = NULL;
+  lp_sched_fake_source_new(&src);
+  lp_sched_attach_source(s, d, src);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_MEM;
+  smp.mem_total = total;
+  smp.mem_used = total - k.mem_bytes / 2;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_MEMORY);
+  lp_sched_free(s);
+}
+
+static void test_max_sessions(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(2);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  lp_sched_job_t j = job(640, 360, 30, 1);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_MAX_SESSIONS);
+  assert_int_equal(lp_sched_check(s, NULL, &v), LP_ECAPACITY);
+  assert_true(lp_sched_capacity_for(s, &j) <= 2);
+  lp_sched_set_max_sessions(s, 0); /* auto: the work decides */
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+  assert_true(lp_sched_capacity_for(s, &j) > 2);
+  lp_sched_free(s);
+
+  lp_config_t cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.target_rt_ratio = 0.7;
+  cfg.max_sessions = 10;
+  cfg.max_sessions_auto = true;
+  lp_sched_opts_t o;
+  lp_sched_opts_from_config(&cfg, &o);
+  assert_true(o.target_rt_ratio == 0.7);
+  assert_int_equal(o.max_sessions, 0);
+  cfg.max_sessions_auto = false;
+  lp_sched_opts_from_config(&cfg, &o);
+  assert_int_equal(o.max_sessions, 10);
+}
+
+static void test_device_caps(void **state) {
+  (void)state;
+  int *caps = NULL;
+  size_t n = 0;
+  char err[160];
+  assert_int_equal(lp_sched_parse_device_caps("18,15,22", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(caps[0], 18);
+  assert_int_equal(caps[1], 15);
+  assert_int_equal(caps[2], 22);
+  free(caps);
+  assert_int_equal(lp_sched_parse_device_caps(" auto , 4 ", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(caps[0], 0);
+  assert_int_equal(caps[1], 4);
+  free(caps);
+  assert_int_equal(lp_sched_parse_device_caps("", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(n, 0);
+  assert_null(caps);
+  static const char *const bad[] = {"1,,2", "x", "0", "-3", "4,", "5 6", "99999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    assert_int_equal(lp_sched_parse_device_caps(bad[i], &caps, &n, err, sizeof err), LP_EINVAL);
+    assert_null(caps);
+    assert_non_null(strstr(err, "-perGpuMax"));
+  }
+
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 1, 0, 0);
+  assert_int_equal(lp_sched_parse_device_caps("1,2,3", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(lp_sched_apply_device_caps(s, caps, n, err, sizeof err), LP_EINVAL);
+  assert_non_null(strstr(err, "3 entries for 2 devices"));
+  free(caps);
+  assert_int_equal(lp_sched_parse_device_caps("1,2", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(lp_sched_apply_device_caps(s, caps, n, err, sizeof err), 0);
+  free(caps);
+  lp_sched_job_t j = job(640, 360, 30, 1);
+  lp_sched_verdict_t v;
+  int on[2] = {0, 0};
+  char id[16];
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+    on[v.device]++;
+  }
+  assert_int_equal(on[0], 1);
+  assert_int_equal(on[1], 2);
+  assert_int_equal(lp_sched_admit(s, "s3", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_DEVICE_CAP);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, 1, &in);
+  assert_int_equal(in.max_sessions, 2);
+  assert_int_equal(lp_sched_capacity_for(s, &j), 3);
+
+  /* one entry applies to every device */
+  assert_int_equal(lp_sched_parse_device_caps("5", &caps, &n, err, sizeof err), 0);
+  assert_int_equal(lp_sched_apply_device_caps(s, caps, n, err, sizeof err), 0);
+  free(caps);
+  lp_sched_device_info(s, 0, &in);
+  assert_int_equal(in.max_sessions, 5);
+  lp_sched_free(s);
+}
+
+static void test_unfit_jobs(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  lp_sched_verdict_t v;
+  lp_sched_job_t huge = job(3840, 2160, 60, 4);
+  assert_int_equal(lp_sched_admit(s, "h", &huge, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_TOO_LARGE);
+  assert_int_equal(v.device, 0);
+  lp_sched_job_t vp8 = job(640, 360, 30, 1);
+  vp8.renditions[0].codec = LP_SCHED_CODEC_VP8;
+  assert_int_equal(lp_sched_admit(s, "v", &vp8, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_UNSUPPORTED);
+  assert_int_equal(lp_sched_capacity_for(s, &vp8), 0);
+  /* a CPU device next to it takes the VP8 job */
+  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 1, 0, 0);
+  lp_sched_coefs_t c = coefs(1);
+  c.encode[LP_SCHED_CODEC_VP8][LP_SCHED_PRESET_MEDIUM] = 2;
+  lp_sched_set_coefs(s, cpu, &c);
+  assert_int_equal(lp_sched_admit(s, "v", &vp8, &v), 0);
+  assert_int_equal(v.device, cpu);
+  lp_sched_free(s);
+}
+
+static void test_ewma(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  lp_sched_job_t j = job(640, 360, 30, 1);
+  lp_sched_admit(s, "a", &j, NULL);
+  const double r[] = {0.5, 1.0, 0.25, 0.4};
+  double e = 0;
+  for (size_t i = 0; i < 4; i++) {
+    e = i ? 0.2 * r[i] + 0.8 * e : r[i];
+    lp_sched_report_segment(s, "a", (uint64_t)(r[i] * 2000), 2000);
+    lp_sched_device_info_t in;
+    lp_sched_device_info(s, d, &in);
+    assert_true(fabs(in.rt_ratio - e) < 1e-9);
+  }
+  /* a zero duration carries no information */
+  lp_sched_device_info_t in;
+  lp_sched_report_segment(s, "a", 5000, 0);
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.rt_ratio - e) < 1e-9);
+  lp_sched_free(s);
+}
+
+static void test_overload(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  lp_sched_job_t j = job(640, 360, 30, 1); /* small: the model has plenty of room */
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  lp_sched_health_t h = LP_SCHED_ON_TIME;
+  /* both streams at 0.95 of real time: over the 0.8 target, still keeping up */
+  for (int i = 0; i < 3; i++) {
+    h = lp_sched_report_segment(s, "a", 1900, 2000);
+    lp_sched_health_t hb = lp_sched_report_segment(s, "b", 1900, 2000);
+    assert_int_not_equal(hb, LP_SCHED_STREAM_BEHIND);
+  }
+  assert_int_equal(h, LP_SCHED_DEVICE_BEHIND);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_true(in.behind);
+  assert_true(in.correction < 1.0);
+  /* new sessions are refused, admitted ones stay */
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_OVERLOADED);
+  assert_int_equal(lp_sched_session_device(s, "a"), d);
+  assert_int_equal(lp_sched_session_device(s, "b"), d);
+
+  /* both far behind real time: the device is at fault, nobody is singled out */
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(lp_sched_report_segment(s, "a", 2600, 2000), LP_SCHED_DEVICE_BEHIND);
+    assert_int_equal(lp_sched_report_segment(s, "b", 2600, 2000), LP_SCHED_DEVICE_BEHIND);
+  }
+  lp_sched_device_info(s, d, &in);
+  double shrunk = in.correction;
+  assert_true(shrunk < 1.0);
+
+  /* recovery: fast segments bring the ratio under the target again */
+  for (int i = 0; i < 30 && h != LP_SCHED_ON_TIME; i++) {
+    h = lp_sched_report_segment(s, "a", 400, 2000);
+    lp_sched_report_segment(s, "b", 400, 2000);
+  }
+  assert_int_equal(h, LP_SCHED_ON_TIME);
+  lp_sched_device_info(s, d, &in);
+  assert_false(in.behind);
+  assert_true(in.correction <= shrunk); /* the model isn't full and nothing was turned away */
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+
+  /* a device that empties forgets its lateness */
+  for (int i = 0; i < 4; i++) lp_sched_report_segment(s, "c", 3000, 2000);
+  lp_sched_release(s, "a");
+  lp_sched_release(s, "b");
+  lp_sched_release(s, "c");
+  lp_sched_device_info(s, d, &in);
+  assert_false(in.behind);
+  assert_true(in.rt_ratio == 0);
+  lp_sched_free(s);
+}
+
+static void test_stream_behind(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  lp_sched_job_t j = job(640, 360, 30, 1);
+  lp_sched_admit(s, "slow", &j, NULL);
+  lp_sched_admit(s, "ok", &j, NULL);
+  lp_sched_health_t hs = LP_SCHED_ON_TIME, ho = LP_SCHED_ON_TIME;
+  int n = 0;
+  /* the other stream's first segments land first, so the device has a baseline */
+  for (; n < 10 && hs != LP_SCHED_STREAM_BEHIND; n++) {
+    ho = lp_sched_report_segment(s, "ok", 500, 2000);
+    hs = lp_sched_report_segment(s, "slow", 3000, 2000);
+  }
+  assert_int_equal(hs, LP_SCHED_STREAM_BEHIND);
+  assert_int_equal(n, 3); /* judged after min_segments, not before */
+  assert_int_not_equal(ho, LP_SCHED_STREAM_BEHIND);
+  /* it stays flagged until the orchestrator fails and releases it; the other one is fine */
+  assert_int_equal(lp_sched_report_segment(s, "slow", 100, 2000), LP_SCHED_STREAM_BEHIND);
+  for (int i = 0; i < 20; i++) ho = lp_sched_report_segment(s, "ok", 500, 2000);
+  assert_int_equal(ho, LP_SCHED_ON_TIME);
+  assert_int_equal(lp_sched_release(s, "slow"), 0);
+  assert_int_equal(lp_sched_session_device(s, "ok"), 0);
+  lp_sched_free(s);
+
+  /* a lone stream that can't keep up is flagged too */
+  s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_CPU, "cpu", 1, 0, 0);
+  lp_sched_admit(s, "lone", &j, NULL);
+  lp_sched_health_t h = LP_SCHED_ON_TIME;
+  for (int i = 0; i < 3; i++) h = lp_sched_report_segment(s, "lone", 2500, 2000);
+  assert_int_equal(h, LP_SCHED_STREAM_BEHIND);
+  lp_sched_free(s);
+}
+
+static void test_correction_grows(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1); /* 200 wu/s: four fill the 800 budget */
+  char id[16];
+  int n = 0;
+  for (;; n++) {
+    snprintf(id, sizeof id, "s%d", n);
+    if (lp_sched_admit(s, id, &j, NULL)) break;
+  }
+  assert_int_equal(n, 4);
+  lp_sched_verdict_t v;
+  fake_now += 60000; /* the refusal above is old news */
+  /* every stream is far faster than the model predicts; with no demand beyond what runs, the
+   * budget grows only until the model no longer looks full */
+  for (int round = 0; round < 10; round++)
+    for (int i = 0; i < n; i++) {
+      snprintf(id, sizeof id, "s%d", i);
+      lp_sched_report_segment(s, id, 300, 2000);
+    }
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  double before = in.correction;
+  assert_true(before >= 1.0);
+  assert_true(800 / in.budget[2] >= 0.85);
+  /* work is turned away while the device runs fast: the budget grows */
+  assert_int_equal(lp_sched_admit(s, "more", &j, &v), LP_ECAPACITY);
+  for (int round = 0; round < 40; round++)
+    for (int i = 0; i < n; i++) {
+      snprintf(id, sizeof id, "s%d", i);
+      lp_sched_report_segment(s, id, 300, 2000);
+    }
+  lp_sched_device_info(s, d, &in);
+  assert_true(in.correction > before);
+  assert_true(in.correction <= 2.0);
+  assert_true(in.budget[2] >= 1000);
+  assert_int_equal(lp_sched_admit(s, "more", &j, &v), 0);
+  lp_sched_free(s);
+}
+
+static void test_json(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 5, 8ull << 30);
+  add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  lp_sched_admit(s, "a", &j, NULL);
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  assert_string_equal(cJSON_GetObjectItem(o, "maxSessions")->valuestring, "auto");
+  assert_true(cJSON_GetObjectItem(o, "targetRealtimeRatio")->valuedouble == 0.8);
+  assert_int_equal(cJSON_GetObjectItem(o, "sessions")->valueint, 1);
+  cJSON *devs = cJSON_GetObjectItem(o, "devices");
+  assert_int_equal(cJSON_GetArraySize(devs), 2);
+  cJSON *nv = cJSON_GetArrayItem(devs, 0);
+  assert_string_equal(cJSON_GetObjectItem(nv, "name")->valuestring, "nvidia:0");
+  assert_int_equal(cJSON_GetObjectItem(nv, "maxEncoderSessions")->valueint, 5);
+  cJSON *engs = cJSON_GetObjectItem(nv, "engines");
+  assert_int_equal(cJSON_GetArraySize(engs), 3);
+  cJSON *nvenc = cJSON_GetArrayItem(engs, 2);
+  assert_string_equal(cJSON_GetObjectItem(nvenc, "name")->valuestring, "nvenc");
+  assert_true(cJSON_GetObjectItem(nvenc, "committed")->valuedouble == 200);
+  assert_true(cJSON_GetObjectItem(nvenc, "budget")->valuedouble == 800);
+  assert_true(cJSON_IsNull(cJSON_GetObjectItem(nvenc, "measured")));
+  cJSON_Delete(o);
+  lp_sched_log_summary(s);
+  lp_sched_set_max_sessions(s, 7);
+  o = cJSON_CreateObject();
+  lp_sched_fill_json(s, o);
+  assert_int_equal(cJSON_GetObjectItem(o, "maxSessions")->valueint, 7);
+  cJSON_Delete(o);
+  lp_sched_free(s);
+}
+
+static void test_target_ratio(void **state) {
+  (void)state;
+  /* a lower target leaves more headroom: fewer jobs */
+  lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
+  o.clock_ms = fake_clock;
+  int fits[2];
+  const double targets[2] = {0.8, 0.4};
+  for (int t = 0; t < 2; t++) {
+    o.target_rt_ratio = targets[t];
+    lp_sched_t *s = NULL;
+    lp_sched_new(&o, &s);
+    add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+    lp_sched_job_t j = job(1000, 1000, 10, 1);
+    fits[t] = lp_sched_capacity_for(s, &j);
+    assert_int_equal(fits[t], (int)floor(1000 * targets[t] / 200));
+    lp_sched_free(s);
+  }
+  assert_true(fits[1] < fits[0]);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fill_and_refuse),
+      cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_sticky),
+      cmocka_unit_test(test_placement),
+      cmocka_unit_test(test_fake_telemetry),
+      cmocka_unit_test(test_session_caps),
+      cmocka_unit_test(test_memory),
+      cmocka_unit_test(test_max_sessions),
+      cmocka_unit_test(test_device_caps),
+      cmocka_unit_test(test_unfit_jobs),
+      cmocka_unit_test(test_ewma),
+      cmocka_unit_test(test_overload),
+      cmocka_unit_test(test_stream_behind),
+      cmocka_unit_test(test_correction_grows),
+      cmocka_unit_test(test_json),
+      cmocka_unit_test(test_target_ratio),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

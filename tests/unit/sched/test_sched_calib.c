@@ -1,0 +1,227 @@
+/* Calibration records: measured with a fake benchmark, cached in the data dir, reused while the
+ * device, driver, FFmpeg and CPU count are the same, measured again otherwise or on request. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lpod/sched.h"
+#include "tmpdir.h"
+
+typedef struct bench {
+  int calls[4];  /* per device kind */
+  double fps;    /* what every stage runs at */
+  int fail_kind; /* kind whose benchmark fails; -1 none */
+} bench_t;
+
+static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
+                      double *fps) {
+  bench_t *b = ud;
+  b->calls[dev->kind]++;
+  if ((int)dev->kind == b->fail_kind) return LP_EDEVICE;
+  if (dev->kind == LP_SCHED_DEV_NVIDIA && req->stage == LP_SCHED_STAGE_ENCODE &&
+      req->codec == LP_SCHED_CODEC_VP8)
+    return LP_EUNSUPP;
+  *fps = b->fps;
+  return 0;
+}
+
+static lp_sched_t *node(const char *driver, double cpus, bool third) {
+  lp_sched_t *s = NULL;
+  assert_int_equal(lp_sched_new(NULL, &s), 0);
+  lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0};
+  lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0};
+  lp_sched_device_desc_t gpu2 = {LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0};
+  assert_int_equal(lp_sched_add_device(s, &cpu, NULL), 0);
+  assert_int_equal(lp_sched_add_device(s, &gpu, NULL), 0);
+  if (third) assert_int_equal(lp_sched_add_device(s, &gpu2, NULL), 0);
+  return s;
+}
+
+static void reset(bench_t *b) {
+  memset(b, 0, sizeof *b);
+  b->fps = 250;
+  b->fail_kind = -1;
+}
+
+static void test_measure_and_cache(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  assert_non_null(dir);
+  bench_t b;
+  reset(&b);
+  lp_sched_t *s = node("535.104", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
+  assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
+  /* VP8 on NVENC: one medium try, no fast/slow tries */
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], b.calls[LP_SCHED_DEV_CPU] - 2);
+  assert_true(lp_sched_device_calibrated(s, 0));
+  assert_true(lp_sched_device_calibrated(s, 1));
+  lp_sched_coefs_t c;
+  lp_sched_get_coefs(s, 1, &c);
+  /* ms per megapixel from frames/s at the reference sizes */
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 1000.0 / (250 * 1920 * 1080 / 1e6)) < 1e-9);
+  assert_true(fabs(c.scale - 1000.0 / (250 * (1920 * 1080 + 1280 * 720) / 1e6)) < 1e-9);
+  assert_true(fabs(c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_SLOW] -
+                   1000.0 / (250 * 1280 * 720 / 1e6)) < 1e-9);
+  assert_true(c.encode[LP_SCHED_CODEC_VP8][LP_SCHED_PRESET_FAST] == 0);
+  lp_sched_coefs_t first_cpu;
+  lp_sched_get_coefs(s, 0, &first_cpu);
+  lp_sched_free(s);
+
+  char path[4096];
+  snprintf(path, sizeof path, "%s/capacity.json", dir);
+  char *text = NULL;
+  assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
+  assert_non_null(strstr(text, "GPU-1111"));
+  assert_non_null(strstr(text, "535.104"));
+  free(text);
+
+  /* same node again: no benchmark, same numbers */
+  reset(&b);
+  s = node("535.104", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU] + b.calls[LP_SCHED_DEV_NVIDIA], 0);
+  assert_true(lp_sched_device_calibrated(s, 0));
+  lp_sched_get_coefs(s, 0, &c);
+  assert_memory_equal(&c, &first_cpu, sizeof c);
+  lp_sched_free(s);
+
+  /* a new driver invalidates the GPU's record only */
+  reset(&b);
+  s = node("550.54", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
+  assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
+  lp_sched_free(s);
+
+  /* fewer CPUs (a smaller container) invalidates the CPU's record */
+  reset(&b);
+  s = node("550.54", 1, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], 0);
+  lp_sched_free(s);
+
+  /* a new FFmpeg invalidates everything */
+  reset(&b);
+  s = node("550.54", 1, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "6.0", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
+  lp_sched_free(s);
+
+  /* -calibrate measures again although the records are valid */
+  reset(&b);
+  b.fps = 500;
+  s = node("550.54", 1, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "6.0", true, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
+  lp_sched_get_coefs(s, 1, &c);
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 1000.0 / (500 * 1920 * 1080 / 1e6)) < 1e-9);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+static void test_failures(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  bench_t b;
+  /* no cache, no benchmark: built-in estimates */
+  lp_sched_t *s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, NULL, NULL), 0);
+  assert_false(lp_sched_device_calibrated(s, 0));
+  lp_sched_coefs_t c, d;
+  lp_sched_get_coefs(s, 0, &c);
+  lp_sched_coefs_default(LP_SCHED_DEV_CPU, 2, &d);
+  assert_memory_equal(&c, &d, sizeof c);
+  lp_sched_free(s);
+
+  /* the GPU's benchmark fails: it keeps the estimates and gets no record; the CPU is cached */
+  reset(&b);
+  b.fail_kind = LP_SCHED_DEV_NVIDIA;
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_true(lp_sched_device_calibrated(s, 0));
+  assert_false(lp_sched_device_calibrated(s, 1));
+  lp_sched_get_coefs(s, 1, &c);
+  lp_sched_coefs_default(LP_SCHED_DEV_NVIDIA, 0, &d);
+  assert_memory_equal(&c, &d, sizeof c);
+  lp_sched_free(s);
+  reset(&b);
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
+  assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
+  lp_sched_free(s);
+
+  /* nonsense throughput is an error, not a coefficient */
+  reset(&b);
+  b.fps = 0;
+  s = node("536", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_false(lp_sched_device_calibrated(s, 1));
+  lp_sched_free(s);
+
+  /* a damaged cache file is replaced */
+  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":1,\"devices\":[{\"kind\":"), 0);
+  reset(&b);
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
+  lp_sched_free(s);
+  /* a record with bad coefficients counts as stale */
+  assert_int_equal(
+      tmpdir_write(dir, "capacity.json",
+                   "{\"version\":1,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
+                   "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
+      0);
+  reset(&b);
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
+  lp_sched_free(s);
+
+  assert_int_equal(lp_sched_calibrate(NULL, dir, "5.1", false, NULL, NULL), LP_EINVAL);
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, "", "5.1", false, NULL, NULL), LP_EINVAL);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+static void test_absent_devices_kept(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  bench_t b;
+  reset(&b);
+  lp_sched_t *s = node("535", 2, true);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  lp_sched_free(s);
+  /* the second GPU is out for a while; a forced run keeps its record */
+  reset(&b);
+  s = node("535", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", true, fake_bench, &b), 0);
+  lp_sched_free(s);
+  reset(&b);
+  s = node("535", 2, true);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA] + b.calls[LP_SCHED_DEV_CPU], 0);
+  assert_true(lp_sched_device_calibrated(s, 2));
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_measure_and_cache),
+      cmocka_unit_test(test_failures),
+      cmocka_unit_test(test_absent_devices_kept),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
