@@ -1,0 +1,137 @@
+/* pool: remote transcoders (spec/protocol.md §6), both ends.
+ *
+ * Orchestrator side (pool_manager_*): transcoders register over the RegisterTranscoder gRPC
+ * stream of the node's service port; segments go to them as NotifySegment pushes, they fetch the
+ * input from a URL the manager hosts, and post renditions back to /transcodeResults. Sessions
+ * are sticky to one transcoder; a new session goes to the live, compatible transcoder with the
+ * most free capacity (registered capacity minus sessions assigned).
+ *
+ * Transcoder side (pool_worker_*): `lpod -transcoder -orchAddr A[,B...] -orchSecret S` registers
+ * with every listed orchestrator, keeps one warm media session per stream and transcodes on one
+ * thread per stream.
+ *
+ * Threading: every function runs on the loop thread that owns the manager or worker, and every
+ * callback runs there. */
+#ifndef LPOD_POOL_H
+#define LPOD_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lp_rpc.pb-c.h"
+#include "lpod/config.h"
+#include "lpod/core.h"
+#include "lpod/net.h"
+
+/* Wire constants of spec §6.4. */
+#define POOL_AUTH_HEADER_VALUE "Livepeer-Transcoder-1.0"
+#define POOL_ERROR_CONTENT_TYPE "livepeer/transcoding-error"
+#define POOL_RESULTS_PATH "/transcodeResults"
+#define POOL_REGISTER_METHOD "/net.Transcoder/RegisterTranscoder"
+/* Where the manager hosts task inputs: <prefix><taskId>-<random hex>.tempfile. The random part
+ * keeps one transcoder from reading another's inputs by counting task ids. */
+#define POOL_INPUT_PREFIX "/transcodeInput/"
+
+/* ---- orchestrator side ------------------------------------------------------------------------
+ */
+
+typedef struct pool_manager pool_manager_t;
+
+typedef struct pool_manager_opts {
+  const char *secret;      /* -orchSecret (already read from its file); required, non-empty */
+  const char *service_uri; /* base of the input URLs handed to transcoders ("https://host:port");
+                              NULL: https://127.0.0.1:<server port> */
+  const char *orch_id;     /* NotifySegment.orchId: the node's address hex; NULL: "offchain" */
+  size_t max_part_bytes;   /* one rendition in a result upload; 0: 48 MiB (go's MaxSegSize) */
+  size_t max_result_bytes; /* a whole result upload; 0: 256 MiB */
+  uint64_t min_timeout_ms; /* task timeout is max(this, 4 x duration); 0: 8000 (spec §1.5) */
+  /* Transcoders came or went: capacity and capabilities changed (for -maxSessions auto and the
+   * advertised capabilities). Optional. */
+  void (*on_change)(pool_manager_t *m, void *arg);
+  void *arg;
+} pool_manager_opts_t;
+
+/* Registers RegisterTranscoder, POST /transcodeResults and GET POOL_INPUT_PREFIX on srv (before
+ * or after net_server_listen). The manager must be freed before the server. */
+int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts_t *opts,
+                     pool_manager_t **out);
+/* Ends every registration stream (grpc-status 0) and fails the tasks in flight with
+ * LP_ECANCELED (their callbacks run before this returns). */
+void pool_manager_free(pool_manager_t *m);
+
+typedef struct pool_rendition {
+  uint8_t *data; /* malloc'd; the callback may take it (set to NULL) */
+  size_t len;
+  int64_t pixels; /* encoded pixels, from the part's Pixels header */
+  uint8_t *phash; /* MPEG-7 signature when the segment asked for one, else NULL */
+  size_t phash_len;
+} pool_rendition_t;
+
+typedef struct pool_result {
+  /* 0; LP_EMEDIA: the transcoder reported a transcoding error (error holds its text, which
+   * the gateway gets as TranscodeResult.error); LP_ECAPACITY: "no transcoders available";
+   * LP_EUNSUPP: "no transcoders can provide requested capabilities"; LP_ETIMEDOUT: no result
+   * in time; LP_EPROTO: the upload did not match the profiles; LP_ECANCELED: shut down. */
+  int err;
+  char error[256];
+  pool_rendition_t *renditions; /* one per profile, in order; NULL on error */
+  size_t n;
+  int64_t decoded_pixels; /* the upload's Pixels header */
+  int attempts;           /* transcoders tried */
+} pool_result_t;
+
+/* Runs once per submitted segment, on the loop. The result is valid during the call only
+ * (renditions' data may be taken). */
+typedef void (*pool_done_fn)(pool_result_t *res, void *arg);
+
+/* Sends one segment to a transcoder. sd is the gateway's SegData (profiles, duration,
+ * capabilities, auth token; its storage, hash and sig are not forwarded); session_id keys the
+ * sticky assignment (NULL: sd->auth_token->session_id). The input is copied. Returns 0 and done
+ * runs later (never before this returns), or LP_EINVAL for a SegData without profiles. No
+ * transcoder being available is reported through done. */
+int pool_manager_submit(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
+                        const uint8_t *input, size_t len, pool_done_fn done, void *arg);
+/* The session ended at the orchestrator: tells its transcoder to close the stream's engine (the
+ * teardown NotifySegment with an empty url) and frees its slot. LP_ENOENT if not assigned. */
+int pool_manager_end_session(pool_manager_t *m, const char *session_id);
+
+/* Live transcoders, and the sum of their registered capacities (-maxSessions auto). */
+int pool_manager_transcoders(const pool_manager_t *m);
+int pool_manager_capacity(const pool_manager_t *m);
+/* Sessions assigned now. */
+int pool_manager_load(const pool_manager_t *m);
+/* ORs the live transcoders' capability bits into bits[0..nwords). Returns the number of words
+ * any transcoder set (may exceed nwords; the rest is dropped). */
+size_t pool_manager_caps(const pool_manager_t *m, uint64_t *bits, size_t nwords);
+/* Whether some live transcoder could take a new session with these job capabilities now. */
+bool pool_manager_can_take(const pool_manager_t *m, const Net__Capabilities *job);
+void pool_result_free(pool_result_t *r);
+
+/* ---- transcoder side ----------------------------------------------------------------------------
+ */
+
+typedef struct pool_worker pool_worker_t;
+
+/* Starts registering with every address in cfg->orch_addr (comma list of host:port; https is
+ * implied, as go-livepeer does) with cfg->orch_secret and capacity cfg->max_sessions. The
+ * config must outlive the worker. LP_EINVAL with a log line when the flags are unusable. */
+int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **out);
+/* Every orchestrator refused the worker for good (`invalid secret` or `zero capacity`): fn runs
+ * once; the node should stop and exit non-zero. */
+void pool_worker_on_fatal(pool_worker_t *w, void (*fn)(void *arg), void *arg);
+bool pool_worker_failed(const pool_worker_t *w);
+/* Graceful stop (SIGTERM): closes the registrations so no new tasks come, lets running tasks
+ * finish and upload, then calls drained(arg) on the loop. */
+void pool_worker_stop(pool_worker_t *w, void (*drained)(void *arg), void *arg);
+/* Stops everything at once (tasks in flight are abandoned) and frees the worker once its
+ * threads have joined and the loop has run its handle closes. */
+void pool_worker_free(pool_worker_t *w);
+
+/* Capability bits a software transcoder honours: H.264 in and out, MPEG-TS and MP4, fractional
+ * frame rates, H.264 profiles, GOP, auth tokens, HEVC/VP8/VP9 decode and encode. Not MPEG-7
+ * signatures nor segment slicing, which the engine does not do. */
+uint64_t pool_worker_caps_word0(void);
+
+#endif

@@ -1,0 +1,777 @@
+/* Transcoder side of the remote transcoder protocol (spec/protocol.md §6.1-6.5): registration
+ * with one or more orchestrators, warm per-stream engines on their own threads, input fetch and
+ * result upload. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpod/pool.h"
+#include "lpod/sched.h"
+#include "pool_int.h"
+
+#define WORKER_VERSION "0.9.1" /* the go-livepeer release whose protocol we speak */
+#define WORKER_BACKOFF_MIN_MS 1000
+#define WORKER_BACKOFF_MAX_MS 60000
+#define WORKER_FETCH_TIMEOUT_MS 4000 /* go's DownloadData */
+#define WORKER_UPLOAD_TIMEOUT_MS 60000
+#define WORKER_SESSION_IDLE_MS 70000 /* as the orchestrator's own session timeout */
+#define WORKER_SWEEP_MS 10000
+
+typedef struct worker_orch worker_orch_t;
+typedef struct worker_sess worker_sess_t;
+typedef struct worker_task worker_task_t;
+
+struct worker_orch {
+  pool_worker_t *w;
+  int index;
+  char addr[256]; /* host:port */
+  char base[300]; /* https://host:port */
+  net_fetch_t *call;
+  uv_timer_t retry;
+  uint64_t backoff_ms;
+  uint64_t started_ms;
+  bool got_msg;
+  bool refused; /* invalid secret or zero capacity: never again */
+};
+
+struct worker_task {
+  pool_worker_t *w;
+  worker_orch_t *orch;
+  int64_t id;
+  char *session_key;
+  media_profile_t *profiles;
+  size_t n;
+  uint8_t *input;
+  size_t input_len;
+  net_fetch_t *fetch;
+  media_result_t res;
+  int rc;
+  lp_logctx_t log;
+  char manifest[128];
+  char session_id[64];
+  worker_task_t *next;
+};
+
+struct worker_sess {
+  pool_worker_t *w;
+  char *key; /* "<orch index>/<session id>" */
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  worker_task_t *queue, *queue_tail;
+  bool closing;
+  bool exited; /* set by the thread under the worker's done lock */
+  int busy;    /* tasks queued or running (loop thread view) */
+  uint64_t last_used_ms;
+  worker_sess_t *next;
+};
+
+struct pool_worker {
+  uv_loop_t *loop;
+  const lp_config_t *cfg;
+  net_client_t *client;
+  worker_orch_t *orchs;
+  size_t norchs;
+  int64_t capacity;
+  worker_sess_t *sessions;
+  worker_sess_t *zombies; /* closing sessions whose threads have not been joined */
+  worker_task_t *tasks;   /* fetching or uploading: owned by the loop */
+  int running;            /* tasks anywhere in the pipeline */
+  pthread_mutex_t done_mu;
+  worker_task_t *done; /* transcoded, waiting for the loop */
+  uv_async_t async;
+  uv_timer_t sweep;
+  uv_timer_t drain;
+  int open_handles;
+  bool stopping, freeing, fatal_called;
+  void (*on_fatal)(void *);
+  void *fatal_arg;
+  void (*drained)(void *);
+  void *drained_arg;
+};
+
+static void orch_connect(worker_orch_t *o);
+
+uint64_t pool_worker_caps_word0(void) {
+  static const int caps[] = {0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 15, 16, 17, 18, 19, 20};
+  uint64_t v = 0;
+  for (size_t i = 0; i < LP_ARRAY_LEN(caps); i++) v |= (uint64_t)1 << caps[i];
+  return v;
+}
+
+/* ---- task bookkeeping -------------------------------------------------------------------------
+ */
+
+static void task_free(worker_task_t *t) {
+  free(t->session_key);
+  free(t->profiles);
+  free(t->input);
+  media_result_free(&t->res);
+  free(t);
+}
+
+static void task_unlink(pool_worker_t *w, worker_task_t *t) {
+  for (worker_task_t **pp = &w->tasks; *pp; pp = &(*pp)->next)
+    if (*pp == t) {
+      *pp = t->next;
+      return;
+    }
+}
+
+static void on_drain_timer(uv_timer_t *h) {
+  pool_worker_t *w = h->data;
+  if (w->drained && w->running == 0) {
+    void (*fn)(void *) = w->drained;
+    w->drained = NULL;
+    LOGI("Transcoder drained");
+    fn(w->drained_arg);
+  }
+}
+
+static void maybe_drained(pool_worker_t *w) {
+  if (w->stopping && !w->freeing && w->running == 0 && w->drained)
+    uv_timer_start(&w->drain, on_drain_timer, 0, 0);
+}
+
+static void task_done(worker_task_t *t) {
+  pool_worker_t *w = t->w;
+  task_unlink(w, t);
+  task_free(t);
+  w->running--;
+  maybe_drained(w);
+}
+
+/* ---- result upload ------------------------------------------------------------------------------
+ */
+
+static void on_uploaded(const net_fetch_result_t *res, void *arg) {
+  worker_task_t *t = arg;
+  t->fetch = NULL;
+  if (res->err)
+    LOGE_C(&t->log, "Error uploading results taskId=%" PRId64 " orch=%s err=\"%s\"", t->id,
+           t->orch->addr, res->error ? res->error : lp_strerror(res->err));
+  else if (res->status != 200)
+    LOGE_C(&t->log, "Orchestrator refused results taskId=%" PRId64 " orch=%s status=%ld", t->id,
+           t->orch->addr, res->status);
+  else
+    LOGV_C(LP_V_DEBUG, &t->log, "Uploaded results taskId=%" PRId64 " orch=%s", t->id,
+           t->orch->addr);
+  task_done(t);
+}
+
+/* Posts the renditions (or error text when error is set) to the task's orchestrator. */
+static void task_upload(worker_task_t *t, const char *error) {
+  pool_worker_t *w = t->w;
+  lp_buf_t body = LP_BUF_INIT;
+  char ctype[96], pixels[24], taskid[24], boundary[21];
+  int rc = 0;
+  if (error) {
+    snprintf(ctype, sizeof ctype, "%s", POOL_ERROR_CONTENT_TYPE);
+    snprintf(pixels, sizeof pixels, "0");
+    rc = lp_buf_append(&body, error, strlen(error));
+  } else {
+    rc = pool_boundary_new(boundary);
+    snprintf(ctype, sizeof ctype, "multipart/mixed; boundary=%s", boundary);
+    snprintf(pixels, sizeof pixels, "%" PRId64, t->res.decoded_pixels);
+    for (size_t i = 0; !rc && i < t->res.n; i++) {
+      const media_rendition_t *r = &t->res.renditions[i];
+      const char *mt = t->profiles[i].format == MEDIA_FORMAT_MP4 ? "video/mp4" : "video/mp2t";
+      rc = pool_multipart_add(&body, boundary, mt, r->pixels, r->data, r->len);
+    }
+    if (!rc) rc = pool_multipart_close(&body, boundary);
+  }
+  snprintf(taskid, sizeof taskid, "%" PRId64, t->id);
+  char url[320];
+  snprintf(url, sizeof url, "%s%s", t->orch->base, POOL_RESULTS_PATH);
+  net_header_t h[] = {
+      {"Authorization", POOL_AUTH_HEADER_VALUE},
+      {"Credentials", w->cfg->orch_secret},
+      {"TaskId", taskid},
+      {"Pixels", pixels},
+      {"Content-Type", ctype},
+  };
+  net_fetch_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.method = "POST";
+  fo.url = url;
+  fo.headers = h;
+  fo.nheaders = LP_ARRAY_LEN(h);
+  fo.body = body.data;
+  fo.body_len = body.len;
+  fo.version = NET_HTTP_2; /* go's O accepts results over HTTP/2 only */
+  fo.insecure = true;
+  fo.timeout_ms = WORKER_UPLOAD_TIMEOUT_MS;
+  fo.max_body_bytes = 64 * 1024;
+  if (!rc) rc = net_client_fetch(w->client, &fo, on_uploaded, t, &t->fetch);
+  lp_buf_free(&body);
+  if (rc) {
+    LOGE_C(&t->log, "Could not upload results taskId=%" PRId64 " err=%s", t->id, lp_strerror(rc));
+    task_done(t);
+  }
+}
+
+/* ---- per-stream engine threads ------------------------------------------------------------------
+ */
+
+static void *sess_thread(void *arg) {
+  worker_sess_t *s = arg;
+  pool_worker_t *w = s->w;
+  media_session_t *ms = NULL;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->queue && !s->closing) pthread_cond_wait(&s->cv, &s->mu);
+    worker_task_t *t = s->queue;
+    if (t) {
+      s->queue = t->next;
+      if (!s->queue) s->queue_tail = NULL;
+      t->next = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!t) break;
+    if (!ms) {
+      media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+      o.log = t->log;
+      ms = media_session_new(&o);
+    }
+    if (!ms) {
+      t->rc = LP_EDEVICE;
+      snprintf(t->res.error, sizeof t->res.error, "could not open a transcoding session");
+    } else {
+      t->rc = media_session_transcode(ms, t->input, t->input_len, t->profiles, t->n, &t->res);
+      /* A broken codec state is not carried to the stream's next segment. */
+      if (t->rc && t->res.error_class != MEDIA_ERR_INPUT) {
+        media_session_free(ms);
+        ms = NULL;
+      }
+    }
+    pthread_mutex_lock(&w->done_mu);
+    t->next = w->done;
+    w->done = t;
+    pthread_mutex_unlock(&w->done_mu);
+    uv_async_send(&w->async);
+  }
+  media_session_free(ms);
+  pthread_mutex_lock(&w->done_mu);
+  s->exited = true;
+  pthread_mutex_unlock(&w->done_mu);
+  uv_async_send(&w->async);
+  return NULL;
+}
+
+static worker_sess_t *sess_get(pool_worker_t *w, const char *key) {
+  for (worker_sess_t *s = w->sessions; s; s = s->next)
+    if (strcmp(s->key, key) == 0) return s;
+  worker_sess_t *s = calloc(1, sizeof *s);
+  if (!s || !(s->key = strdup(key))) {
+    free(s);
+    return NULL;
+  }
+  s->w = w;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  if (pthread_create(&s->thread, NULL, sess_thread, s)) {
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->key);
+    free(s);
+    return NULL;
+  }
+  s->next = w->sessions;
+  w->sessions = s;
+  return s;
+}
+
+/* Moves a session to the zombies: its thread finishes what is queued, then exits. */
+static void sess_close(pool_worker_t *w, worker_sess_t *s) {
+  for (worker_sess_t **pp = &w->sessions; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  pthread_mutex_lock(&s->mu);
+  s->closing = true;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  s->next = w->zombies;
+  w->zombies = s;
+}
+
+static void sess_destroy(worker_sess_t *s) {
+  pthread_join(s->thread, NULL);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  free(s->key);
+  free(s);
+}
+
+static worker_sess_t *sess_find(pool_worker_t *w, const char *key) {
+  for (worker_sess_t *s = w->sessions; s; s = s->next)
+    if (strcmp(s->key, key) == 0) return s;
+  return NULL;
+}
+
+static void on_async(uv_async_t *h) {
+  pool_worker_t *w = h->data;
+  pthread_mutex_lock(&w->done_mu);
+  worker_task_t *list = w->done;
+  w->done = NULL;
+  pthread_mutex_unlock(&w->done_mu);
+  /* Oldest first. */
+  worker_task_t *rev = NULL;
+  while (list) {
+    worker_task_t *n = list->next;
+    list->next = rev;
+    rev = list;
+    list = n;
+  }
+  while (rev) {
+    worker_task_t *t = rev;
+    rev = t->next;
+    t->next = w->tasks;
+    w->tasks = t;
+    worker_sess_t *s = sess_find(w, t->session_key);
+    if (s) {
+      s->busy--;
+      s->last_used_ms = lp_now_ms();
+    }
+    if (w->freeing) {
+      task_done(t);
+      continue;
+    }
+    if (t->rc) {
+      LOGE_C(&t->log, "Transcode failed taskId=%" PRId64 " err=\"%s\"", t->id, t->res.error);
+      task_upload(t, t->res.error[0] ? t->res.error : lp_strerror(t->rc));
+    } else {
+      LOGI_C(&t->log, "Transcoded segment taskId=%" PRId64 " renditions=%zu took=%.3fs", t->id,
+             t->res.n, (double)t->res.transcode_ns / 1e9);
+      task_upload(t, NULL);
+    }
+  }
+  /* Join the threads that have left. */
+  for (worker_sess_t **pp = &w->zombies; *pp;) {
+    worker_sess_t *s = *pp;
+    pthread_mutex_lock(&w->done_mu);
+    bool gone = s->exited;
+    pthread_mutex_unlock(&w->done_mu);
+    if (gone) {
+      *pp = s->next;
+      sess_destroy(s);
+    } else {
+      pp = &s->next;
+    }
+  }
+}
+
+static void on_sweep(uv_timer_t *h) {
+  pool_worker_t *w = h->data;
+  uint64_t now = lp_now_ms();
+  for (worker_sess_t *s = w->sessions, *n; s; s = n) {
+    n = s->next;
+    if (s->busy == 0 && now - s->last_used_ms > WORKER_SESSION_IDLE_MS) {
+      LOGV(LP_V_DEBUG, "Closing idle transcoding session key=%s", s->key);
+      sess_close(w, s);
+    }
+  }
+}
+
+/* ---- tasks: fetch, queue ------------------------------------------------------------------------
+ */
+
+static void on_fetched(const net_fetch_result_t *res, void *arg) {
+  worker_task_t *t = arg;
+  pool_worker_t *w = t->w;
+  t->fetch = NULL;
+  if (res->err || res->status != 200) {
+    char why[256];
+    if (res->err)
+      snprintf(why, sizeof why, "%s", res->error ? res->error : lp_strerror(res->err));
+    else
+      snprintf(why, sizeof why, "bad status fetching segment: %ld", res->status);
+    LOGE_C(&t->log, "Could not fetch the segment taskId=%" PRId64 " err=\"%s\"", t->id, why);
+    task_upload(t, why);
+    return;
+  }
+  t->input = malloc(res->body_len ? res->body_len : 1);
+  if (!t->input) {
+    task_upload(t, "out of memory");
+    return;
+  }
+  memcpy(t->input, res->body, res->body_len);
+  t->input_len = res->body_len;
+  worker_sess_t *s = sess_get(w, t->session_key);
+  if (!s) {
+    task_upload(t, "could not start a transcoding session");
+    return;
+  }
+  task_unlink(w, t);
+  s->busy++;
+  s->last_used_ms = lp_now_ms();
+  pthread_mutex_lock(&s->mu);
+  t->next = NULL;
+  if (s->queue_tail)
+    s->queue_tail->next = t;
+  else
+    s->queue = t;
+  s->queue_tail = t;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void handle_teardown(worker_orch_t *o, const char *sid) {
+  char key[160];
+  snprintf(key, sizeof key, "%d/%s", o->index, sid);
+  worker_sess_t *s = sess_find(o->w, key);
+  LOGV(LP_V_DEBUG, "Orchestrator ended session sessionID=%s orch=%s", sid, o->addr);
+  if (s) sess_close(o->w, s);
+}
+
+static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
+  pool_worker_t *w = o->w;
+  const Net__SegData *sd = ns->segdata;
+  const char *sid =
+      sd && sd->auth_token && sd->auth_token->session_id ? sd->auth_token->session_id : "";
+  worker_task_t *t = calloc(1, sizeof *t);
+  if (!t) return;
+  t->w = w;
+  t->orch = o;
+  t->id = ns->taskid;
+  t->log = (lp_logctx_t)LP_LOGCTX_INIT;
+  snprintf(t->session_id, sizeof t->session_id, "%s", sid);
+  if (sd && sd->manifestid.len) {
+    size_t n = LP_MIN(sd->manifestid.len, sizeof t->manifest - 1);
+    memcpy(t->manifest, sd->manifestid.data, n);
+    t->manifest[n] = 0;
+    t->log.manifest_id = t->manifest;
+  }
+  t->log.orch_session_id = t->session_id;
+  t->log.seq_no = sd ? sd->seq : -1;
+  char key[160];
+  snprintf(key, sizeof key, "%d/%s", o->index, sid);
+  t->session_key = strdup(key);
+  t->next = w->tasks;
+  w->tasks = t;
+  w->running++;
+  if (!t->session_key) {
+    task_upload(t, "out of memory");
+    return;
+  }
+  uint64_t ours = pool_worker_caps_word0();
+  if (!sd || !pool_caps_compatible(sd->capabilities, &ours, 1, WORKER_VERSION)) {
+    task_upload(t, "incompatible segment capabilities");
+    return;
+  }
+  size_t n;
+  Net__VideoProfile **vps = pool_segdata_profiles(sd, &n);
+  if (n == 0 || n > MEDIA_MAX_OUTPUTS) {
+    task_upload(t, n ? "Too many outputs" : "segment / profile mismatch");
+    return;
+  }
+  t->profiles = calloc(n, sizeof *t->profiles);
+  if (!t->profiles) {
+    task_upload(t, "out of memory");
+    return;
+  }
+  t->n = n;
+  for (size_t i = 0; i < n; i++) {
+    const char *why = NULL;
+    if (pool_profile_from_wire(vps[i], &t->profiles[i], &why)) {
+      task_upload(t, why);
+      return;
+    }
+  }
+  LOGV_C(LP_V_DEBUG, &t->log, "Got segment taskId=%" PRId64 " orch=%s url=%s", t->id, o->addr,
+         ns->url);
+  net_fetch_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.url = ns->url;
+  fo.version = NET_HTTP_1; /* go's DownloadData speaks HTTP/1.1 */
+  fo.insecure = true;
+  fo.timeout_ms = WORKER_FETCH_TIMEOUT_MS;
+  fo.max_body_bytes = (size_t)48 << 20;
+  int rc = net_client_fetch(w->client, &fo, on_fetched, t, &t->fetch);
+  if (rc) task_upload(t, "could not fetch the segment");
+}
+
+/* ---- registration
+ * --------------------------------------------------------------------------------- */
+
+static int on_notify(const uint8_t *msg, size_t len, void *arg) {
+  worker_orch_t *o = arg;
+  if (!o->got_msg) {
+    o->got_msg = true;
+    o->backoff_ms = WORKER_BACKOFF_MIN_MS;
+  }
+  if (o->w->stopping) return 0;
+  Net__NotifySegment *ns = net__notify_segment__unpack(NULL, len, msg);
+  if (!ns) {
+    LOGE("Malformed NotifySegment from orch=%s", o->addr);
+    return 0;
+  }
+  if (!ns->url || !ns->url[0]) {
+    const Net__SegData *sd = ns->segdata;
+    if (sd && sd->auth_token && sd->auth_token->session_id)
+      handle_teardown(o, sd->auth_token->session_id);
+  } else {
+    handle_segment(o, ns);
+  }
+  net__notify_segment__free_unpacked(ns, NULL);
+  return 0;
+}
+
+static void on_retry(uv_timer_t *h) { orch_connect(h->data); }
+
+static void check_all_refused(pool_worker_t *w) {
+  for (size_t i = 0; i < w->norchs; i++)
+    if (!w->orchs[i].refused) return;
+  if (w->fatal_called) return;
+  w->fatal_called = true;
+  LOGE("Every orchestrator refused this transcoder; stopping");
+  if (w->on_fatal) w->on_fatal(w->fatal_arg);
+}
+
+static void on_register_done(int status, const char *message, void *arg) {
+  worker_orch_t *o = arg;
+  pool_worker_t *w = o->w;
+  o->call = NULL;
+  const char *msg = message ? message : "";
+  if (w->stopping) return;
+  if (strcmp(msg, "invalid secret") == 0 || strcmp(msg, "zero capacity") == 0) {
+    LOGE("Orchestrator refused registration orch=%s err=\"%s\"; not retrying", o->addr, msg);
+    o->refused = true;
+    check_all_refused(w);
+    return;
+  }
+  /* A registration that held for a while starts the back-off over. */
+  if (o->got_msg || lp_now_ms() - o->started_ms > WORKER_BACKOFF_MAX_MS)
+    o->backoff_ms = WORKER_BACKOFF_MIN_MS;
+  LOGW("Registration with orchestrator ended orch=%s status=%d err=\"%s\"; retrying in %.1fs",
+       o->addr, status, msg, (double)o->backoff_ms / 1000);
+  uv_timer_start(&o->retry, on_retry, o->backoff_ms, 0);
+  o->backoff_ms = LP_MIN(o->backoff_ms * 2, (uint64_t)WORKER_BACKOFF_MAX_MS);
+}
+
+static void orch_connect(worker_orch_t *o) {
+  pool_worker_t *w = o->w;
+  if (w->stopping || o->refused) return;
+  Net__Capabilities caps = NET__CAPABILITIES__INIT;
+  uint64_t word = pool_worker_caps_word0();
+  caps.n_bitstring = 1;
+  caps.bitstring = &word;
+  caps.version = WORKER_VERSION;
+  Net__RegisterRequest rr = NET__REGISTER_REQUEST__INIT;
+  rr.secret = w->cfg->orch_secret;
+  rr.capacity = w->capacity;
+  rr.capabilities = &caps;
+  uint8_t buf[512];
+  size_t len = net__register_request__get_packed_size(&rr);
+  if (len > sizeof buf) {
+    LOGE("Registration message too large");
+    return;
+  }
+  net__register_request__pack(&rr, buf);
+  net_grpc_call_opts_t co;
+  memset(&co, 0, sizeof co);
+  co.base = o->base;
+  co.method = POOL_REGISTER_METHOD;
+  co.msg = buf;
+  co.len = len;
+  co.insecure = true;
+  o->got_msg = false;
+  o->started_ms = lp_now_ms();
+  LOGI("Registering transcoder with orchestrator orch=%s capacity=%" PRId64, o->addr, w->capacity);
+  int rc = net_client_grpc(w->client, &co, on_notify, on_register_done, o, &o->call);
+  if (rc) {
+    o->call = NULL;
+    LOGE("Could not start the registration orch=%s err=%s", o->addr, lp_strerror(rc));
+    uv_timer_start(&o->retry, on_retry, o->backoff_ms, 0);
+    o->backoff_ms = LP_MIN(o->backoff_ms * 2, (uint64_t)WORKER_BACKOFF_MAX_MS);
+  }
+}
+
+/* ---- lifecycle
+ * ------------------------------------------------------------------------------------- */
+
+/* Parses "host:port", "https://host:port/...", "host" (port 8935) into o. */
+static int parse_addr(const char *in, worker_orch_t *o) {
+  const char *p = in;
+  if (strncmp(p, "https://", 8) == 0)
+    p += 8;
+  else if (strncmp(p, "http://", 7) == 0)
+    p += 7; /* go's T always uses TLS whatever the scheme says */
+  size_t n = strcspn(p, "/");
+  if (n == 0 || n >= sizeof o->addr - 8) return LP_EINVAL;
+  memcpy(o->addr, p, n);
+  o->addr[n] = 0;
+  const char *colon = strrchr(o->addr, ':');
+  const char *rb = strrchr(o->addr, ']');
+  if (!colon || (rb && colon < rb)) strcat(o->addr, ":8935");
+  snprintf(o->base, sizeof o->base, "https://%s", o->addr);
+  return 0;
+}
+
+int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **out) {
+  *out = NULL;
+  if (!cfg->orch_addr || !cfg->orch_addr[0]) {
+    LOGE("-transcoder needs -orchAddr to register with an orchestrator");
+    return LP_EINVAL;
+  }
+  if (!cfg->orch_secret || !cfg->orch_secret[0]) {
+    LOGE("-transcoder with -orchAddr needs -orchSecret");
+    return LP_EINVAL;
+  }
+  pool_worker_t *w = calloc(1, sizeof *w);
+  if (!w) return LP_ENOMEM;
+  w->loop = loop;
+  w->cfg = cfg;
+  w->capacity = cfg->max_sessions;
+  if (cfg->max_sessions_auto) {
+    lp_sched_cpu_limits_t lim;
+    w->capacity = lp_sched_cpu_limits(NULL, &lim) == 0 ? LP_MAX(1, (int)lim.effective) : 1;
+  }
+  char *list = strdup(cfg->orch_addr);
+  size_t count = 1;
+  for (const char *c = cfg->orch_addr; *c; c++) count += *c == ',';
+  w->orchs = calloc(count, sizeof *w->orchs);
+  if (!list || !w->orchs) {
+    free(list);
+    free(w->orchs);
+    free(w);
+    return LP_ENOMEM;
+  }
+  char *save = NULL;
+  for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    lp_strtrim(tok);
+    if (!*tok) continue;
+    worker_orch_t *o = &w->orchs[w->norchs];
+    if (parse_addr(tok, o)) {
+      LOGE("Invalid -orchAddr entry \"%s\"", tok);
+      free(list);
+      free(w->orchs);
+      free(w);
+      return LP_EINVAL;
+    }
+    o->w = w;
+    o->index = (int)w->norchs++;
+    o->backoff_ms = WORKER_BACKOFF_MIN_MS;
+  }
+  free(list);
+  if (w->norchs == 0) {
+    LOGE("-orchAddr lists no orchestrator");
+    free(w->orchs);
+    free(w);
+    return LP_EINVAL;
+  }
+  w->client = net_client_new(loop);
+  if (!w->client) {
+    free(w->orchs);
+    free(w);
+    return LP_ENOMEM;
+  }
+  pthread_mutex_init(&w->done_mu, NULL);
+  uv_async_init(loop, &w->async, on_async);
+  w->async.data = w;
+  uv_timer_init(loop, &w->sweep);
+  w->sweep.data = w;
+  uv_timer_start(&w->sweep, on_sweep, WORKER_SWEEP_MS, WORKER_SWEEP_MS);
+  uv_timer_init(loop, &w->drain);
+  w->drain.data = w;
+  w->open_handles = 3;
+  for (size_t i = 0; i < w->norchs; i++) {
+    uv_timer_init(loop, &w->orchs[i].retry);
+    w->orchs[i].retry.data = &w->orchs[i];
+    w->open_handles++;
+  }
+  for (size_t i = 0; i < w->norchs; i++) orch_connect(&w->orchs[i]);
+  *out = w;
+  return 0;
+}
+
+void pool_worker_on_fatal(pool_worker_t *w, void (*fn)(void *arg), void *arg) {
+  w->on_fatal = fn;
+  w->fatal_arg = arg;
+}
+
+bool pool_worker_failed(const pool_worker_t *w) { return w->fatal_called; }
+
+void pool_worker_stop(pool_worker_t *w, void (*drained)(void *arg), void *arg) {
+  w->stopping = true;
+  w->drained = drained;
+  w->drained_arg = arg;
+  for (size_t i = 0; i < w->norchs; i++) {
+    worker_orch_t *o = &w->orchs[i];
+    uv_timer_stop(&o->retry);
+    if (o->call) {
+      net_fetch_cancel(o->call);
+      o->call = NULL;
+    }
+  }
+  LOGI("Transcoder stopping: no new tasks, %d running", w->running);
+  uv_timer_start(&w->drain, on_drain_timer, 0, 0);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  pool_worker_t *w = h->data;
+  if (--w->open_handles > 0) return;
+  pthread_mutex_destroy(&w->done_mu);
+  free(w->orchs);
+  free(w);
+}
+
+static void on_orch_timer_closed(uv_handle_t *h) {
+  worker_orch_t *o = h->data;
+  h->data = o->w;
+  on_handle_closed(h);
+}
+
+void pool_worker_free(pool_worker_t *w) {
+  if (!w) return;
+  w->freeing = true;
+  w->stopping = true;
+  for (size_t i = 0; i < w->norchs; i++)
+    if (w->orchs[i].call) {
+      net_fetch_cancel(w->orchs[i].call);
+      w->orchs[i].call = NULL;
+    }
+  /* Threads finish their current segment and leave; queued segments are dropped. */
+  while (w->sessions) sess_close(w, w->sessions);
+  for (worker_sess_t *s = w->zombies; s; s = s->next) {
+    pthread_mutex_lock(&s->mu);
+    worker_task_t *q = s->queue;
+    s->queue = s->queue_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+      worker_task_t *n = q->next;
+      task_free(q);
+      q = n;
+    }
+  }
+  while (w->zombies) {
+    worker_sess_t *s = w->zombies;
+    w->zombies = s->next;
+    sess_destroy(s);
+  }
+  pthread_mutex_lock(&w->done_mu);
+  worker_task_t *d = w->done;
+  w->done = NULL;
+  pthread_mutex_unlock(&w->done_mu);
+  while (d) {
+    worker_task_t *n = d->next;
+    task_free(d);
+    d = n;
+  }
+  while (w->tasks) {
+    worker_task_t *t = w->tasks;
+    w->tasks = t->next;
+    if (t->fetch) net_fetch_cancel(t->fetch);
+    task_free(t);
+  }
+  net_client_free(w->client);
+  w->client = NULL;
+  uv_close((uv_handle_t *)&w->async, on_handle_closed);
+  uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
+  uv_close((uv_handle_t *)&w->drain, on_handle_closed);
+  for (size_t i = 0; i < w->norchs; i++)
+    uv_close((uv_handle_t *)&w->orchs[i].retry, on_orch_timer_closed);
+}
