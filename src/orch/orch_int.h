@@ -188,6 +188,9 @@ typedef struct orch_engine {
   void (*close)(void *ctx, void *state);
 } orch_engine_t;
 
+/* The media module's transcode engine (engine_media.c). */
+extern const orch_engine_t orch_engine_media;
+
 /* ---- sessions (spec §5.3) ------------------------------------------------------------------- */
 /* Segments a session may hold: one transcoding plus four waiting (go's buffered channel of 4). */
 #define ORCH_SESSION_QUEUE 4

@@ -1,0 +1,101 @@
+/* The engine seam on the media module: one media session per orchestrator session, made on the
+ * session's worker thread and remade after a failure that broke its codec state. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpod/media.h"
+#include "orch_int.h"
+
+typedef struct media_state {
+  media_session_t *ms;
+  char session_id[sizeof(((orch_job_t *)0)->session_id)];
+} media_state_t;
+
+static media_session_t *state_session(media_state_t *st) {
+  if (!st->ms) {
+    media_session_opts_t opts = MEDIA_SESSION_OPTS_INIT;
+    opts.log.session_id = st->session_id;
+    st->ms = media_session_new(&opts);
+  }
+  return st->ms;
+}
+
+static int media_open(void *ctx, const char *session_id, void **state) {
+  media_state_t *st = calloc(1, sizeof *st);
+  if (!st) return LP_ENOMEM;
+  snprintf(st->session_id, sizeof st->session_id, "%s", session_id);
+  if (!state_session(st)) {
+    free(st);
+    return LP_EDEVICE;
+  }
+  *state = st;
+  return 0;
+}
+
+static void to_media_profile(const orch_profile_t *p, media_profile_t *m) {
+  memset(m, 0, sizeof *m);
+  snprintf(m->name, sizeof m->name, "%s", p->name);
+  m->width = p->width;
+  m->height = p->height;
+  m->bitrate = p->bitrate;
+  m->fps = p->fps;
+  m->fps_den = p->fps_den;
+  m->format = p->format == ORCH_FMT_MP4 ? MEDIA_FORMAT_MP4 : MEDIA_FORMAT_MPEGTS;
+  m->profile = (media_h264_profile_t)p->profile;
+  m->gop_ms = p->gop;
+  m->encoder = (media_codec_t)p->encoder;
+  m->color_depth = p->color_depth;
+  m->chroma_format = (media_chroma_t)p->chroma_format;
+  m->quality = p->quality;
+}
+
+static int media_transcode(void *ctx, void *state, orch_job_t *job) {
+  media_state_t *st = state;
+  media_session_t *ms = state_session(st);
+  if (!ms) {
+    snprintf(job->error, sizeof job->error, "ErrTranscoderUnavailable");
+    return 0;
+  }
+  media_profile_t *mp = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *mp);
+  if (!mp) return LP_ENOMEM;
+  for (size_t i = 0; i < job->n_profiles; i++) to_media_profile(&job->profiles[i], &mp[i]);
+  media_result_t res;
+  int rc = media_session_transcode(ms, job->input, job->input_len, mp, job->n_profiles, &res);
+  free(mp);
+  if (rc == 0 && res.n == job->n_profiles) {
+    job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
+    if (!job->out) {
+      media_result_free(&res);
+      return LP_ENOMEM;
+    }
+    for (size_t i = 0; i < res.n; i++) {
+      job->out[i].data = res.renditions[i].data;
+      job->out[i].len = res.renditions[i].len;
+      job->out[i].pixels = res.renditions[i].pixels;
+      res.renditions[i].data = NULL;
+    }
+    LOGV(LP_V_DEBUG, "Transcoded segment sessionID=%s seqNo=%lld renditions=%zu took=%.1fms",
+         st->session_id, (long long)job->seq, res.n, res.transcode_ns / 1e6);
+  } else {
+    snprintf(job->error, sizeof job->error, "%s",
+             res.error[0] ? res.error : (rc == 0 ? "MismatchedSegments" : lp_strerror(rc)));
+    LOGW("Transcode failed sessionID=%s seqNo=%lld err=%s", st->session_id, (long long)job->seq,
+         job->error);
+    /* The next segment gets fresh codec state when this one broke it. */
+    if (res.error_class == MEDIA_ERR_SESSION || res.error_class == MEDIA_ERR_DEVICE) {
+      media_session_free(st->ms);
+      st->ms = NULL;
+    }
+  }
+  media_result_free(&res);
+  return 0;
+}
+
+static void media_close(void *ctx, void *state) {
+  media_state_t *st = state;
+  if (st->ms) media_session_free(st->ms);
+  free(st);
+}
+
+const orch_engine_t orch_engine_media = {NULL, media_open, media_transcode, media_close};

@@ -1,0 +1,552 @@
+/* The orchestrator on the service port: gRPC GetOrchestrator / Ping / EndTranscodingSession,
+ * POST /segment and GET /stream (spec/protocol.md §2-§5). All of it runs on the loop thread;
+ * only transcoding leaves it, on the sessions' worker threads. */
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lpod/net.h"
+#include "orch_int.h"
+
+/* go-livepeer's MaxSegSize: 300 s at 1 MB/s. */
+#define MAX_SEG_BYTES (300u * 1000 * 1000)
+/* How long a segment given by URL may take to download (go: 8 s). */
+#define URL_FETCH_TIMEOUT_MS 8000
+/* The go-livepeer version whose protocol lpod speaks; gateways compare it with their
+ * -orchMinLivepeerVersion, which names go-livepeer releases, not lpod's own. */
+#define LIVEPEER_COMPAT_VERSION "0.9.1"
+#define DEFAULT_SERVICE_PORT "8935"
+
+struct orch_node {
+  uv_loop_t *loop;
+  orch_core_t core;
+  net_server_t *srv;
+  net_client_t *cli;
+  int in_flight; /* /segment requests not yet finished */
+  uv_timer_t drain_timer;
+  void (*drained)(void *);
+  void *drained_arg;
+  bool freeing;
+  int closing_handles;
+};
+
+typedef struct seg_ctx {
+  orch_node_t *node;
+  net_req_t *req;
+  orch_seg_req_t sr;
+  orch_job_t job;
+  uint8_t *input; /* a downloaded URL body; NULL when the request body is the input */
+  size_t input_len;
+  bool aborted;
+} seg_ctx_t;
+
+static void check_drained(orch_node_t *n);
+
+/* ---- /segment ---------------------------------------------------------------------------------
+ */
+static void seg_finish(seg_ctx_t *s) {
+  orch_node_t *n = s->node;
+  if (s->job.out) {
+    for (size_t i = 0; i < s->job.n_profiles; i++) free(s->job.out[i].data);
+    free(s->job.out);
+  }
+  orch_seg_req_free(&s->sr);
+  free(s->input);
+  free(s);
+  n->in_flight--;
+  check_drained(n);
+}
+
+static void seg_fail(seg_ctx_t *s, int status, const char *text) {
+  lp_logctx_t lc = LP_LOGCTX_INIT;
+  lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
+  lc.orch_session_id = s->sr.session_id;
+  LOGE_C(&lc, "Could not process segment status=%d err=%s", status, text);
+  net_resp_error(s->req, status, text);
+  seg_finish(s);
+}
+
+/* After the early 200: the body is a TranscodeResult, whatever happened. */
+static void seg_write_body(seg_ctx_t *s, const uint8_t *body, size_t len) {
+  if (!s->aborted) net_resp_write(s->req, body, len);
+  net_resp_end(s->req, NULL, 0);
+  seg_finish(s);
+}
+
+static void seg_write_error(seg_ctx_t *s, const char *error) {
+  uint8_t *body = NULL;
+  size_t len = 0;
+  orch_result_encode_error(s->job.seq, error, s->sr.info, s->sr.info_len, &body, &len);
+  seg_write_body(s, body, len);
+  free(body);
+}
+
+static void seg_transcoded(orch_job_t *job, void *arg) {
+  seg_ctx_t *s = arg;
+  orch_core_t *c = &s->node->core;
+  uint8_t *body = NULL;
+  size_t len = 0;
+  int64_t pixels = 0;
+  lp_logctx_t lc = LP_LOGCTX_INIT;
+  lc.seq_no = job->seq;
+  lc.orch_session_id = job->session_id;
+  lc.manifest_id = job->manifest_id;
+  if (orch_result_encode(c, job, s->sr.info, s->sr.info_len, &body, &len, &pixels)) {
+    seg_write_error(s, "Internal Server Error");
+    return;
+  }
+  if (!job->error[0]) {
+    c->pay.debit_fees(c->pay.ctx, s->sr.sender, job->session_id, s->sr.payment->expected_price,
+                      pixels);
+    LOGI_C(&lc, "Transcoded segment renditions=%zu pixels=%lld", job->n_profiles,
+           (long long)pixels);
+  } else {
+    LOGW_C(&lc, "Segment failed err=%s", job->error);
+  }
+  seg_write_body(s, body, len);
+  free(body);
+}
+
+static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len) {
+  orch_http_err_t e;
+  if (orch_seg_check_hash(&s->sr, data, len, &e)) {
+    seg_fail(s, e.status, e.text);
+    return;
+  }
+  /* Gateways stop their upload timer on these headers, so they go out before any transcoding. */
+  if (net_resp_start(s->req, 200, NULL, 0, -1)) {
+    net_resp_end(s->req, NULL, 0);
+    seg_finish(s);
+    return;
+  }
+  orch_job_t *j = &s->job;
+  const Net__SegData *sd = s->sr.sd;
+  snprintf(j->session_id, sizeof j->session_id, "%s", s->sr.session_id);
+  snprintf(j->manifest_id, sizeof j->manifest_id, "%.*s", (int)LP_MIN(sd->manifestid.len, 127),
+           (const char *)sd->manifestid.data);
+  j->seq = sd->seq;
+  j->duration_ms = s->sr.duration_ms;
+  j->profiles = s->sr.profiles;
+  j->n_profiles = s->sr.n_profiles;
+  j->input = data;
+  j->input_len = len;
+  if (sd->segment_parameters) {
+    j->clip_from_ms = sd->segment_parameters->from;
+    j->clip_to_ms = sd->segment_parameters->to;
+  }
+  j->force_reinit = sd->forcesessionreinit;
+  j->done = seg_transcoded;
+  j->done_arg = s;
+  int rc = s->node->core.stopping ? LP_ECAPACITY : orch_sessions_submit(s->node->core.sessions, j);
+  if (rc == LP_ECAPACITY)
+    seg_write_error(s, "OrchestratorCapped");
+  else if (rc == LP_EAGAIN)
+    seg_write_error(s, "OrchestratorBusy");
+  else if (rc)
+    seg_write_error(s, "ErrTranscoderUnavailable");
+}
+
+static void seg_url_fetched(const net_fetch_result_t *res, void *arg) {
+  seg_ctx_t *s = arg;
+  if (res->err || res->status != 200) {
+    LOGE("Error downloading segment status=%ld err=%s", res->status, res->error ? res->error : "");
+    seg_fail(s, 400, "BadRequest");
+    return;
+  }
+  s->input = malloc(res->body_len ? res->body_len : 1);
+  if (!s->input) {
+    seg_fail(s, 500, "Internal Server Error");
+    return;
+  }
+  memcpy(s->input, res->body, res->body_len);
+  s->input_len = res->body_len;
+  seg_start_transcode(s, s->input, s->input_len);
+}
+
+static void seg_body_read(net_req_t *r, int err, void *arg) {
+  seg_ctx_t *s = arg;
+  if (err == LP_ECANCELED) {
+    s->aborted = true;
+    net_resp_end(r, NULL, 0);
+    seg_finish(s);
+    return;
+  }
+  if (err) {
+    seg_fail(s, 500, err == LP_ERANGE ? "input bigger than max buffer size" : lp_strerror(err));
+    return;
+  }
+  size_t len = 0;
+  const uint8_t *body = net_req_body(r, &len);
+  const char *ct = net_req_header(r, "content-type");
+  if (ct && strcmp(ct, "application/vnd+livepeer.uri") == 0) {
+    char *url = strndup((const char *)body, len);
+    if (!url) {
+      seg_fail(s, 500, "Internal Server Error");
+      return;
+    }
+    /* Only web URLs: anything else (file://, ...) would read what the node can reach. */
+    char *u = lp_strtrim(url);
+    if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0) {
+      free(url);
+      seg_fail(s, 400, "BadRequest");
+      return;
+    }
+    net_fetch_opts_t fo;
+    memset(&fo, 0, sizeof fo);
+    fo.url = u;
+    fo.insecure = true;
+    fo.timeout_ms = URL_FETCH_TIMEOUT_MS;
+    fo.max_body_bytes = MAX_SEG_BYTES;
+    int rc = net_client_fetch(s->node->cli, &fo, seg_url_fetched, s, NULL);
+    free(url);
+    if (rc) seg_fail(s, 400, "BadRequest");
+    return;
+  }
+  seg_start_transcode(s, body, len);
+}
+
+static void seg_aborted(net_req_t *r, void *arg) {
+  seg_ctx_t *s = arg;
+  s->aborted = true;
+}
+
+static void handle_segment(net_req_t *r, void *arg) {
+  orch_node_t *n = arg;
+  seg_ctx_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    net_resp_error(r, 500, "Internal Server Error");
+    return;
+  }
+  s->node = n;
+  s->req = r;
+  n->in_flight++;
+  net_req_on_abort(r, seg_aborted, s);
+  const char *seg = net_req_header(r, "livepeer-segment");
+  const char *pay = net_req_header(r, "livepeer-payment");
+  orch_http_err_t e;
+  if (orch_seg_check(&n->core, seg, seg ? strlen(seg) : 0, pay, pay ? strlen(pay) : 0, &s->sr,
+                     &e)) {
+    seg_fail(s, e.status, e.text);
+    return;
+  }
+  if (net_req_read_body(r, MAX_SEG_BYTES, seg_body_read, s))
+    seg_fail(s, 500, "Internal Server Error");
+}
+
+/* ---- GET /stream ------------------------------------------------------------------------------
+ */
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Go matches routes on the unescaped path. */
+static char *path_unescape(const char *p) {
+  char *out = malloc(strlen(p) + 1);
+  if (!out) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; p[i]; i++) {
+    int hi, lo;
+    if (p[i] == '%' && (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+      out[o++] = (char)(hi << 4 | lo);
+      i += 2;
+    } else {
+      out[o++] = p[i];
+    }
+  }
+  out[o] = 0;
+  return out;
+}
+
+static void handle_stream(net_req_t *r, void *arg) {
+  orch_node_t *n = arg;
+  const char *path = net_req_path(r);
+  const char *prefix = "/stream/";
+  char *name =
+      strncmp(path, prefix, strlen(prefix)) == 0 ? path_unescape(path + strlen(prefix)) : NULL;
+  size_t len = 0;
+  const uint8_t *data = name ? orch_store_lookup(n->core.store, name, &len) : NULL;
+  if (!data) {
+    free(name);
+    net_resp_error(r, 404, "ErrNotFound");
+    return;
+  }
+  net_header_t h[5];
+  size_t nh = 0;
+  const char *mime = orch_store_mime(name);
+  if (mime[0]) h[nh++] = (net_header_t){"Content-Type", mime};
+  h[nh++] = (net_header_t){"Access-Control-Allow-Origin", "*"};
+  h[nh++] = (net_header_t){"Access-Control-Expose-Headers", "Content-Length"};
+  h[nh++] = (net_header_t){"Cache-Control", "max-age=5"};
+  /* Connection is a hop-by-hop header HTTP/2 forbids. */
+  if (net_req_http_version(r) == 1) h[nh++] = (net_header_t){"Connection", "keep-alive"};
+  net_resp_send(r, 200, h, nh, data, len);
+  free(name);
+}
+
+/* ---- gRPC -------------------------------------------------------------------------------------
+ */
+#define GRPC_UNMARSHAL_ERR                                                                         \
+  "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"
+
+static void grpc_get_orchestrator(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
+  orch_node_t *n = arg;
+  Net__OrchestratorRequest *req = net__orchestrator_request__unpack(NULL, len, msg);
+  if (!req) {
+    net_grpc_finish(r, NET_GRPC_INTERNAL, GRPC_UNMARSHAL_ERR);
+    return;
+  }
+  uint8_t *out = NULL;
+  size_t out_len = 0;
+  char err[256];
+  if (orch_get_orchestrator(&n->core, req, &out, &out_len, err, sizeof err)) {
+    LOGW("GetOrchestrator refused peer=%s err=%s", net_req_peer(r), err);
+    net_grpc_finish(r, NET_GRPC_UNKNOWN, err);
+  } else {
+    LOGV(LP_V_DEBUG, "GetOrchestrator peer=%s", net_req_peer(r));
+    net_grpc_reply(r, out, out_len);
+  }
+  free(out);
+  net__orchestrator_request__free_unpacked(req, NULL);
+}
+
+static void grpc_end_session(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
+  orch_node_t *n = arg;
+  Net__EndTranscodingSessionRequest *req =
+      net__end_transcoding_session_request__unpack(NULL, len, msg);
+  if (!req) {
+    net_grpc_finish(r, NET_GRPC_INTERNAL, GRPC_UNMARSHAL_ERR);
+    return;
+  }
+  char err[256];
+  if (orch_end_session(&n->core, req, err, sizeof err)) {
+    net_grpc_finish(r, NET_GRPC_UNKNOWN, err);
+  } else {
+    /* EndTranscodingSessionResponse is empty. */
+    net_grpc_reply(r, (const uint8_t *)"", 0);
+  }
+  net__end_transcoding_session_request__free_unpacked(req, NULL);
+}
+
+static void grpc_ping(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
+  orch_node_t *n = arg;
+  Net__PingPong *req = net__ping_pong__unpack(NULL, len, msg);
+  if (!req) {
+    net_grpc_finish(r, NET_GRPC_INTERNAL, GRPC_UNMARSHAL_ERR);
+    return;
+  }
+  uint8_t *out = NULL;
+  size_t out_len = 0;
+  if (orch_ping(&n->core, req, &out, &out_len))
+    net_grpc_finish(r, NET_GRPC_UNKNOWN, "could not sign");
+  else
+    net_grpc_reply(r, out, out_len);
+  free(out);
+  net__ping_pong__free_unpacked(req, NULL);
+}
+
+/* ---- node -------------------------------------------------------------------------------------
+ */
+/* What lpod honours: H.264/HEVC/VP8/VP9 in and out through FFmpeg, MPEG-TS and MP4 output,
+ * fractional frame rates, H.264 profiles and GOPs, auth tokens. The storage bits are honoured
+ * by fetching URL bodies and answering with our own result URLs (gateways re-upload them).
+ * Not advertised: perceptual hashes (14) and clipping (26), which the engine does not do. */
+static void node_caps(orch_caps_t *c) {
+  static const int caps[] = {
+      ORCH_CAP_H264,           ORCH_CAP_MPEGTS,           ORCH_CAP_MP4,
+      ORCH_CAP_FRACTIONAL_FPS, ORCH_CAP_STORAGE_DIRECT,   ORCH_CAP_STORAGE_S3,
+      ORCH_CAP_STORAGE_GCS,    ORCH_CAP_PROFILE_BASELINE, ORCH_CAP_PROFILE_MAIN,
+      ORCH_CAP_PROFILE_HIGH,   ORCH_CAP_PROFILE_CHIGH,    ORCH_CAP_GOP,
+      ORCH_CAP_AUTH_TOKEN,     ORCH_CAP_HEVC_DECODE,      ORCH_CAP_HEVC_ENCODE,
+      ORCH_CAP_VP8_DECODE,     ORCH_CAP_VP9_DECODE,       ORCH_CAP_VP8_ENCODE,
+      ORCH_CAP_VP9_ENCODE,
+  };
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < LP_ARRAY_LEN(caps); i++) orch_caps_set(c, caps[i]);
+  snprintf(c->version, sizeof c->version, "%s", LIVEPEER_COMPAT_VERSION);
+}
+
+/* The port of a service URI ("https://host:port/..."), or NULL for the scheme's default. */
+static char *uri_port(const char *uri) {
+  const char *host = strstr(uri, "://");
+  host = host ? host + 3 : uri;
+  const char *end = host + strcspn(host, "/?#");
+  const char *colon = NULL;
+  if (*host == '[') {
+    const char *rb = memchr(host, ']', (size_t)(end - host));
+    if (rb && rb + 1 < end && rb[1] == ':') colon = rb + 1;
+  } else {
+    colon = memchr(host, ':', (size_t)(end - host));
+  }
+  return colon ? strndup(colon + 1, (size_t)(end - colon - 1)) : NULL;
+}
+
+static char *uri_host(const char *uri) {
+  const char *host = strstr(uri, "://");
+  host = host ? host + 3 : uri;
+  if (*host == '[') {
+    const char *rb = strchr(host, ']');
+    return rb ? strndup(host + 1, (size_t)(rb - host - 1)) : NULL;
+  }
+  return strndup(host, strcspn(host, ":/?#"));
+}
+
+static void node_timer_closed(uv_handle_t *h) {
+  orch_node_t *n = h->data;
+  if (--n->closing_handles == 0) free(n);
+}
+
+static void sessions_closed(void *arg) {
+  orch_node_t *n = arg;
+  orch_sessions_free(n->core.sessions);
+  orch_store_free(n->core.store);
+  free(n->core.service_uri);
+  uv_close((uv_handle_t *)&n->drain_timer, node_timer_closed);
+}
+
+int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
+  if (cfg->network && strcmp(cfg->network, "offchain") != 0) {
+    LOGE("Orchestrator: network %s needs on-chain payments, which are not wired in yet; use "
+         "-network offchain",
+         cfg->network);
+    return LP_EUNSUPP;
+  }
+  if (!cfg->transcoder) {
+    LOGE("Orchestrator: a standalone orchestrator (remote transcoders) is not supported yet; add "
+         "-transcoder");
+    return LP_EUNSUPP;
+  }
+  orch_node_t *n = calloc(1, sizeof *n);
+  if (!n) return LP_ENOMEM;
+  n->loop = loop;
+  orch_core_t *c = &n->core;
+  c->loop = loop;
+  char *http_addr = NULL, *host = NULL, *port = NULL;
+  int rc = LP_ENOMEM;
+  c->service_uri = orch_service_uri(cfg->service_addr && cfg->service_addr[0]
+                                        ? cfg->service_addr
+                                        : "127.0.0.1:" DEFAULT_SERVICE_PORT);
+  if (!c->service_uri) goto fail;
+  if (!cfg->service_addr || !cfg->service_addr[0])
+    LOGW("No -serviceAddr given; advertising %s", c->service_uri);
+  if (RAND_bytes(c->token_key, sizeof c->token_key) != 1) {
+    rc = LP_EIO;
+    goto fail;
+  }
+  orch_payments_offchain(&c->pay);
+  node_caps(&c->caps);
+  c->store = orch_store_new();
+  if (!c->store) goto fail;
+  uint64_t idle_ms = ORCH_SESSION_IDLE_MS_DEFAULT;
+  const char *idle_env = getenv("LPOD_SESSION_IDLE_MS");
+  if (idle_env && atoll(idle_env) > 0) idle_ms = (uint64_t)atoll(idle_env);
+  int max_sessions = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
+  c->sessions = orch_sessions_new(loop, &orch_engine_media, c->store, max_sessions, idle_ms);
+  if (!c->sessions) goto fail;
+
+  /* -httpAddr defaults to the service URI's port on every interface. */
+  port = uri_port(c->service_uri);
+  host = uri_host(c->service_uri);
+  bool plain = strncmp(c->service_uri, "http://", 7) == 0;
+  if (cfg->http_addr && cfg->http_addr[0]) {
+    http_addr = strdup(cfg->http_addr);
+  } else {
+    lp_buf_t b = LP_BUF_INIT;
+    if (!lp_buf_appendf(&b, "%s:%s", plain ? "http://" : "",
+                        port ? port : (plain ? "80" : "443")) &&
+        !lp_buf_append(&b, "", 1))
+      http_addr = (char *)b.data;
+    else
+      lp_buf_free(&b);
+  }
+  if (!http_addr || !host) goto fail;
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = http_addr;
+  so.cert_file = cfg->tls_cert && cfg->tls_cert[0] ? cfg->tls_cert : NULL;
+  so.key_file = cfg->tls_key && cfg->tls_key[0] ? cfg->tls_key : NULL;
+  so.cert_dir = cfg->datadir;
+  so.cert_host = host;
+  char err[256];
+  rc = net_server_new(loop, &so, &n->srv, err, sizeof err);
+  if (rc) {
+    LOGE("Orchestrator: %s", err);
+    goto fail;
+  }
+  net_route_opts_t seg_opts = {NET_BODY_STREAM, MAX_SEG_BYTES};
+  n->cli = net_client_new(loop);
+  if (!n->cli || net_server_route(n->srv, "/segment", false, &seg_opts, handle_segment, n) ||
+      net_server_route(n->srv, "/stream/", true, NULL, handle_stream, n) ||
+      net_server_grpc(n->srv, "/net.Orchestrator/GetOrchestrator", 0, grpc_get_orchestrator, n) ||
+      net_server_grpc(n->srv, "/net.Orchestrator/EndTranscodingSession", 0, grpc_end_session, n) ||
+      net_server_grpc(n->srv, "/net.Orchestrator/Ping", 0, grpc_ping, n)) {
+    rc = LP_ENOMEM;
+    goto fail;
+  }
+  rc = net_server_listen(n->srv, err, sizeof err);
+  if (rc) {
+    LOGE("Orchestrator: %s", err);
+    goto fail;
+  }
+  uv_timer_init(loop, &n->drain_timer);
+  n->drain_timer.data = n;
+  LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d", http_addr,
+       net_server_port(n->srv), c->service_uri, max_sessions);
+  free(http_addr);
+  free(host);
+  free(port);
+  *out = n;
+  return 0;
+fail:
+  free(http_addr);
+  free(host);
+  free(port);
+  if (n->srv) net_server_free(n->srv);
+  if (n->cli) net_client_free(n->cli);
+  if (c->sessions) {
+    /* Nothing was submitted: closing completes on the next loop turn. */
+    orch_sessions_close(c->sessions, NULL, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    orch_sessions_free(c->sessions);
+  }
+  orch_store_free(c->store);
+  free(c->service_uri);
+  free(n);
+  return rc ? rc : LP_EIO;
+}
+
+static void drain_fire(uv_timer_t *t) {
+  orch_node_t *n = t->data;
+  void (*cb)(void *) = n->drained;
+  n->drained = NULL;
+  if (cb) cb(n->drained_arg);
+}
+
+static void check_drained(orch_node_t *n) {
+  if (!n->core.stopping || !n->drained || n->freeing) return;
+  if (n->in_flight > 0 || orch_sessions_jobs(n->core.sessions) > 0) return;
+  /* Deferred so the callback never runs inside a handler or inside orch_node_stop. */
+  uv_timer_start(&n->drain_timer, drain_fire, 0, 0);
+}
+
+void orch_node_stop(orch_node_t *n, void (*drained)(void *), void *arg) {
+  n->core.stopping = true;
+  n->drained = drained;
+  n->drained_arg = arg;
+  LOGI("Orchestrator stopping: refusing new work, segments in flight=%d", n->in_flight);
+  check_drained(n);
+}
+
+void orch_node_free(orch_node_t *n) {
+  if (!n) return;
+  n->freeing = true;
+  uv_timer_stop(&n->drain_timer);
+  net_server_free(n->srv);
+  net_client_free(n->cli);
+  n->closing_handles = 1;
+  orch_sessions_close(n->core.sessions, sessions_closed, n);
+}

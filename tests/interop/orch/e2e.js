@@ -1,0 +1,471 @@
+// End-to-end checks of lpod's orchestrator against independent peers: @grpc/grpc-js for the
+// gRPC methods, Node's own HTTP/2 client for /segment, curl over HTTP/1.1 for the result URLs
+// and ffprobe for the renditions.
+//
+// usage: node e2e.js --lpod <binary> --proto <lp_rpc.proto> --media <dir> [--only name,...]
+'use strict';
+
+const assert = require('assert');
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const http = require('http');
+const http2 = require('http2');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+const { keccak256 } = require('js-sha3');
+
+const args = {};
+for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+for (const k of ['lpod', 'proto', 'media']) {
+  if (!args[k]) {
+    console.error(`missing --${k}`);
+    process.exit(2);
+  }
+}
+
+const root = protobuf.loadSync(args.proto);
+const SegData = root.lookupType('net.SegData');
+const Payment = root.lookupType('net.Payment');
+const TranscodeResult = root.lookupType('net.TranscodeResult');
+const grpcDef = grpc.loadPackageDefinition(
+  protoLoader.loadSync(args.proto, { keepCase: true, longs: Number, defaults: true, bytes: Buffer }));
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-orch-e2e-'));
+const P240 = { name: 'P240p30fps16x9', width: 426, height: 240, bitrate: 600000, fps: 30 };
+const P360 = { name: 'P360p30fps16x9', width: 640, height: 360, bitrate: 1200000, fps: 30 };
+const MP4_144 = { name: 'mp4_144', width: 256, height: 144, bitrate: 300000, fps: 15, format: 1 };
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+    s.on('error', reject);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// One lpod process, offchain, O+T on a free port.
+async function startNode(extraArgs = [], env = {}) {
+  const port = await freePort();
+  const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
+  const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
+    '-datadir', datadir, '-v', '5', ...extraArgs];
+  const child = spawn(args.lpod, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) break;
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
+      s.on('error', () => r(false));
+    });
+    if (ok) break;
+    await sleep(50);
+  }
+  if (child.exitCode !== null) throw new Error(`lpod exited early:\n${log}`);
+  const base = `https://127.0.0.1:${port}`;
+  const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
+  const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
+  const client = new grpcDef.net.Orchestrator(`127.0.0.1:${port}`, creds);
+  const session = http2.connect(base, { rejectUnauthorized: false });
+  session.on('error', () => {});
+  return {
+    port, base, client, session, child,
+    log: () => log,
+    async stop() {
+      client.close();
+      session.close();
+      child.kill('SIGTERM');
+      const r = await Promise.race([exited, sleep(15000).then(() => null)]);
+      if (!r) {
+        child.kill('SIGKILL');
+        throw new Error(`lpod did not stop on SIGTERM:\n${log.slice(-2000)}`);
+      }
+      return r;
+    },
+  };
+}
+
+function unary(node, method, req) {
+  return new Promise((resolve, reject) => {
+    node.client[method](req, { deadline: Date.now() + 10000 }, (err, resp) => (err ? reject(err) : resolve(resp)));
+  });
+}
+
+const getOrch = (node) => unary(node, 'GetOrchestrator', {
+  address: Buffer.alloc(20), sig: Buffer.alloc(0), capabilities: { bitstring: [0x1003] },
+});
+
+function segHeader(info, body, seq, profiles, over = {}) {
+  const msg = {
+    manifestId: Buffer.from('e2e-stream'),
+    seq,
+    hash: Buffer.from(keccak256.arrayBuffer(body)),
+    profiles: Buffer.from('invalid'),
+    duration: 2000,
+    capabilities: { bitstring: [0x1003] },
+    authToken: info.auth_token && {
+      token: info.auth_token.token, sessionId: info.auth_token.session_id,
+      expiration: info.auth_token.expiration,
+    },
+    fullProfiles: profiles,
+    ...over,
+  };
+  // no verify(): some cases send enum values the schema does not know, as a broken peer would
+  return Buffer.from(SegData.encode(SegData.create(msg)).finish()).toString('base64');
+}
+
+// POST /segment over HTTP/2; resolves with status, headers, body and the order of events.
+function postSegment(node, headers, body) {
+  return new Promise((resolve, reject) => {
+    const events = [];
+    const req = node.session.request({
+      ':method': 'POST', ':path': '/segment', 'content-type': 'video/MP2T',
+      'livepeer-payment': '', 'content-length': String(body.length), ...headers,
+    });
+    let status = 0;
+    let hdrs = {};
+    const chunks = [];
+    req.on('response', (h) => {
+      status = h[':status'];
+      hdrs = h;
+      events.push('headers');
+      if (resolve.onHeaders) resolve.onHeaders();
+    });
+    req.on('data', (d) => { chunks.push(d); events.push('data'); });
+    req.on('end', () => resolve({ status, headers: hdrs, body: Buffer.concat(chunks), events }));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+// Like postSegment, but calls onHeaders(reqPromise) as soon as the response headers arrive.
+function postSegmentWatch(node, headers, body, onHeaders) {
+  return new Promise((resolve, reject) => {
+    const req = node.session.request({
+      ':method': 'POST', ':path': '/segment', 'content-type': 'video/MP2T',
+      'livepeer-payment': '', 'content-length': String(body.length), ...headers,
+    });
+    let status = 0;
+    const chunks = [];
+    let headersSeen = null;
+    req.on('response', (h) => { status = h[':status']; headersSeen = onHeaders(h); });
+    req.on('data', (d) => chunks.push(d));
+    req.on('end', () => resolve({ status, body: Buffer.concat(chunks), headersSeen }));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function decodeResult(buf) {
+  return TranscodeResult.toObject(TranscodeResult.decode(buf), { longs: Number, defaults: true });
+}
+
+function ffprobe(file) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0', '-show_entries',
+    'stream=codec_name,width,height,nb_read_frames', '-show_entries', 'format=format_name', '-of', 'json', file]);
+  const j = JSON.parse(out);
+  return { ...j.streams[0], format: j.format.format_name };
+}
+
+// Downloads a URL over HTTP/1.1 with curl; returns { status, file }.
+function curlGet(url, name) {
+  const file = path.join(tmp, name);
+  const out = execFileSync('curl', ['--http1.1', '-k', '-sS', '-o', file, '-w', '%{http_code} %{http_version}', url]).toString();
+  const [status, ver] = out.split(' ');
+  return { status: Number(status), version: ver, file };
+}
+
+function makeSegment1080p() {
+  const file = path.join(tmp, 'in1080.ts');
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=30', '-f', 'lavfi',
+    '-i', 'sine=frequency=440:sample_rate=48000', '-t', '2', '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-f', 'mpegts', file]);
+  return fs.readFileSync(file);
+}
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+let seg1080;
+const transmux = () => fs.readFileSync(path.join(args.media, 'transmux.ts'));
+
+test('transcode', async () => {
+  const node = await startNode();
+  try {
+    const info = await getOrch(node);
+    assert.strictEqual(info.transcoder, node.base);
+    assert.strictEqual(info.address.length, 20);
+    assert.ok(info.address.equals(Buffer.alloc(20)));
+    assert.ok(info.auth_token, 'auth_token');
+    assert.match(info.auth_token.session_id, /^[0-9a-f]{8}$/);
+    const now = Date.now() / 1000;
+    assert.ok(info.auth_token.expiration > now + 1700 && info.auth_token.expiration < now + 1900);
+    assert.ok(info.auth_token.token.length > 0);
+    const bits = BigInt(info.capabilities.bitstring[0]);
+    assert.strictEqual(bits & 0x1003n, 0x1003n, 'caps cover H264, MPEGTS, AuthToken');
+    assert.strictEqual(bits & (1n << 14n), 0n, 'no perceptual hash advertised');
+    assert.match(info.capabilities.version, /^\d+\.\d+\.\d+$/);
+    assert.strictEqual(info.capabilities.mandatories.length, 0);
+    assert.strictEqual(info.ticket_params, null);
+    assert.strictEqual(info.price_info, null);
+
+    const inputs = [['transmux', transmux(), [P240, P360]], ['1080p', seg1080, [P240, P360, MP4_144]]];
+    let seq = 0;
+    for (const [label, body, profiles] of inputs) {
+      const r = await postSegment(node, { 'livepeer-segment': segHeader(info, body, seq, profiles) }, body);
+      assert.strictEqual(r.status, 200, `${label}: ${r.body}`);
+      assert.strictEqual(r.events[0], 'headers');
+      const res = decodeResult(r.body);
+      assert.strictEqual(res.seq, seq);
+      assert.ok(res.data, `${label}: error ${res.error}`);
+      assert.strictEqual(res.data.segments.length, profiles.length);
+      assert.ok(res.info, 'refreshed info');
+      assert.strictEqual(res.info.transcoder, node.base);
+      assert.strictEqual(res.info.authToken.sessionId, info.auth_token.session_id);
+      for (let i = 0; i < profiles.length; i++) {
+        const p = profiles[i];
+        const s = res.data.segments[i];
+        const ext = p.format === 1 ? 'mp4' : 'ts';
+        assert.strictEqual(s.url, `${node.base}/stream/${info.auth_token.session_id}/${p.name}/${seq}.${ext}`);
+        const dl = curlGet(s.url, `${label}-${p.name}.${ext}`);
+        assert.strictEqual(dl.status, 200);
+        assert.strictEqual(dl.version, '1.1');
+        const pr = ffprobe(dl.file);
+        assert.strictEqual(pr.codec_name, 'h264');
+        assert.ok(pr.format.includes(ext === 'mp4' ? 'mp4' : 'mpegts'), pr.format);
+        // the longer side of the box becomes the source's longer side, aspect kept
+        assert.strictEqual(Math.max(pr.width, pr.height), Math.max(p.width, p.height));
+        const frames = Number(pr.nb_read_frames);
+        assert.ok(frames > 0);
+        assert.strictEqual(s.pixels, frames * pr.width * pr.height,
+          `${label} ${p.name}: pixels ${s.pixels} vs ${frames} x ${pr.width}x${pr.height}`);
+        console.log(`  ${label} ${p.name}: ${pr.codec_name} ${pr.width}x${pr.height} ${frames} frames, pixels ${s.pixels}`);
+      }
+      seq++;
+    }
+    // GET /stream headers (go-livepeer's) over HTTP/1.1
+    const url = `${node.base}/stream/${info.auth_token.session_id}/${P240.name}/0.ts`;
+    const hdr = execFileSync('curl', ['--http1.1', '-k', '-sS', '-D', '-', '-o', '/dev/null', url]).toString().toLowerCase();
+    assert.match(hdr, /^http\/1.1 200/);
+    assert.match(hdr, /content-length: \d+/);
+    assert.match(hdr, /access-control-allow-origin: \*/);
+    assert.match(hdr, /cache-control: max-age=5/);
+    const miss = curlGet(`${node.base}/stream/${info.auth_token.session_id}/${P240.name}/99.ts`, 'miss');
+    assert.strictEqual(miss.status, 404);
+    assert.strictEqual(fs.readFileSync(miss.file, 'utf8'), 'ErrNotFound\n');
+    // and over HTTP/2
+    const h2 = await new Promise((resolve, reject) => {
+      const rq = node.session.request({ ':path': `/stream/${info.auth_token.session_id}/${P360.name}/1.ts` });
+      const ch = [];
+      let st = 0;
+      rq.on('response', (h) => { st = h[':status']; });
+      rq.on('data', (d) => ch.push(d));
+      rq.on('end', () => resolve({ st, len: Buffer.concat(ch).length }));
+      rq.on('error', reject);
+      rq.end();
+    });
+    assert.strictEqual(h2.st, 200);
+    assert.ok(h2.len > 0);
+
+    // EndTranscodingSession: a bad token is refused, the right one tears down (URLs go)
+    const badTok = { ...info.auth_token, token: Buffer.from(info.auth_token.token) };
+    badTok.token[0] ^= 1;
+    await assert.rejects(unary(node, 'EndTranscodingSession', { auth_token: badTok }),
+      (e) => e.code === grpc.status.UNKNOWN && e.details === 'Invalid auth token');
+    await unary(node, 'EndTranscodingSession', { auth_token: info.auth_token });
+    assert.strictEqual(curlGet(url, 'gone').status, 404);
+    const pong = await unary(node, 'Ping', { value: Buffer.from('hi') });
+    assert.strictEqual(pong.value.length, 0);
+  } finally {
+    const r = await node.stop();
+    assert.strictEqual(r.code, 0, `exit ${JSON.stringify(r)}`);
+  }
+});
+
+test('status-codes', async () => {
+  const node = await startNode();
+  // a tiny HTTP server for the URL body form
+  const body = transmux();
+  const web = http.createServer((req, res) => {
+    if (req.url === '/seg.ts') { res.end(body); return; }
+    res.statusCode = 404;
+    res.end('no');
+  });
+  await new Promise((r) => web.listen(0, '127.0.0.1', r));
+  const webBase = `http://127.0.0.1:${web.address().port}`;
+  try {
+    const info = await getOrch(node);
+    const good = segHeader(info, body, 0, [P240]);
+    const cases = [
+      ['bad payment base64', { 'livepeer-segment': good, 'livepeer-payment': 'abc' }, body,
+        402, 'base64 decode error: illegal base64 data at input byte 0'],
+      ['bad payment protobuf', { 'livepeer-segment': good, 'livepeer-payment': '//8=' }, body,
+        402, 'protobuf unmarshal error: proto: cannot parse invalid wire-format data'],
+      ['bad segment base64', { 'livepeer-segment': '%%%' }, body, 403, 'ErrorSegEncoding'],
+      ['bad segment protobuf', { 'livepeer-segment': '//8=' }, body, 403,
+        'proto: cannot parse invalid wire-format data'],
+      ['unknown codec', { 'livepeer-segment': segHeader(info, body, 0, [{ ...P240, encoder: 9 }]) }, body,
+        403, 'unrecognized video codec'],
+      ['unknown format', { 'livepeer-segment': segHeader(info, body, 0, [{ ...P240, format: 4 }]) }, body,
+        403, 'unrecognized profile output format'],
+      ['unknown profile', { 'livepeer-segment': segHeader(info, body, 0, [{ ...P240, profile: 8 }]) }, body,
+        403, 'unrecognized encoder profile'],
+      ['negative duration', { 'livepeer-segment': segHeader(info, body, 0, [P240], { duration: -1 }) }, body,
+        403, 'invalid duration'],
+      ['long duration', { 'livepeer-segment': segHeader(info, body, 0, [P240], { duration: 300001 }) }, body,
+        403, 'invalid duration'],
+      ['incompatible caps', { 'livepeer-segment': segHeader(info, body, 0, [P240], { capabilities: { bitstring: [0x5003] } }) },
+        body, 403, 'incompatible capabilities'],
+      ['missing token', { 'livepeer-segment': segHeader({}, body, 0, [P240]) }, body, 403, 'missing auth token'],
+      ['invalid token', { 'livepeer-segment': segHeader({ auth_token: { ...info.auth_token, expiration: info.auth_token.expiration + 1 } }, body, 0, [P240]) },
+        body, 403, 'invalid auth token'],
+      ['no segment header', {}, body, 403, 'missing auth token'],
+      ['hash mismatch', { 'livepeer-segment': good }, Buffer.concat([body, Buffer.from('x')]), 403, 'Forbidden'],
+      ['bad url body', { 'livepeer-segment': segHeader(info, body, 0, [P240]), 'content-type': 'application/vnd+livepeer.uri' },
+        Buffer.from(`${webBase}/missing.ts`), 400, 'BadRequest'],
+    ];
+    for (const [label, headers, b, status, text] of cases) {
+      const r = await postSegment(node, headers, b);
+      assert.strictEqual(r.status, status, `${label}: ${r.status} ${r.body}`);
+      assert.strictEqual(r.body.toString(), `${text}\n`, label);
+      assert.strictEqual(r.headers['content-type'], 'text/plain; charset=utf-8', label);
+      assert.strictEqual(r.headers['x-content-type-options'], 'nosniff', label);
+    }
+    const local = await postSegment(node, { 'livepeer-segment': good, 'content-type': 'application/vnd+livepeer.uri' },
+      Buffer.from('file:///etc/passwd'));
+    assert.strictEqual(local.status, 400);
+    assert.strictEqual(local.body.toString(), 'BadRequest\n');
+    // HTTP/1.1 works too: the 200 comes chunked, the TranscodeResult follows
+    const segFile = path.join(tmp, 'h1.ts');
+    fs.writeFileSync(segFile, body);
+    const h1 = execFileSync('curl', ['--http1.1', '-k', '-sS', '-D', path.join(tmp, 'h1.hdr'), '-o', path.join(tmp, 'h1.out'),
+      '-H', `Livepeer-Segment: ${segHeader(info, body, 5, [P240])}`, '-H', 'Livepeer-Payment:',
+      '-H', 'Content-Type: video/MP2T', '--data-binary', `@${segFile}`, `${node.base}/segment`]);
+    assert.strictEqual(h1.length, 0);
+    const h1hdr = fs.readFileSync(path.join(tmp, 'h1.hdr'), 'utf8').toLowerCase();
+    assert.match(h1hdr, /^http\/1.1 200/);
+    assert.match(h1hdr, /transfer-encoding: chunked/);
+    const h1res = decodeResult(fs.readFileSync(path.join(tmp, 'h1.out')));
+    assert.strictEqual(h1res.seq, 5);
+    assert.ok(h1res.data, h1res.error);
+    // a request gRPC cannot parse
+    await assert.rejects(new Promise((resolve, reject) => {
+      node.client.makeUnaryRequest('/net.Orchestrator/GetOrchestrator', (x) => x, (b) => b,
+        Buffer.from([0xff, 0xff]), { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r)));
+    }), (e) => e.code === grpc.status.INTERNAL);
+    // the URL body form fetches the segment
+    const r = await postSegment(node, { 'livepeer-segment': good, 'content-type': 'application/vnd+livepeer.uri' },
+      Buffer.from(`${webBase}/seg.ts`));
+    assert.strictEqual(r.status, 200);
+    const res = decodeResult(r.body);
+    assert.ok(res.data, res.error);
+    assert.strictEqual(res.data.segments.length, 1);
+    // an input the engine can't use is a body error after the 200
+    const junk = Buffer.alloc(4000, 7);
+    const j = await postSegment(node, { 'livepeer-segment': segHeader(info, junk, 1, [P240]) }, junk);
+    assert.strictEqual(j.status, 200);
+    const jr = decodeResult(j.body);
+    assert.ok(jr.error, 'error text for junk input');
+    console.log(`  junk input -> "${jr.error}"`);
+  } finally {
+    web.close();
+    await node.stop();
+  }
+});
+
+test('capacity-busy-idle', async () => {
+  const node = await startNode(['-maxSessions', '1'], { LPOD_SESSION_IDLE_MS: '1500' });
+  try {
+    const a = await getOrch(node);
+    const b = await getOrch(node);
+    const body = transmux();
+    const profiles = [P240];
+    // six segments of one session at once: one transcodes, four wait, the sixth is busy
+    const rs = await Promise.all([0, 1, 2, 3, 4, 5].map((i) =>
+      postSegment(node, { 'livepeer-segment': segHeader(a, body, i, profiles) }, body)));
+    const results = rs.map((r) => { assert.strictEqual(r.status, 200); return decodeResult(r.body); });
+    const busy = results.filter((r) => r.error === 'OrchestratorBusy');
+    const ok = results.filter((r) => r.data);
+    assert.strictEqual(busy.length, 1, JSON.stringify(results.map((r) => r.error || 'ok')));
+    assert.strictEqual(ok.length, 5);
+    // the node holds one session: another session and GetOrchestrator are capped
+    const capped = await postSegment(node, { 'livepeer-segment': segHeader(b, transmux(), 0, [P240]) }, transmux());
+    assert.strictEqual(capped.status, 403);
+    assert.strictEqual(capped.body.toString(), 'OrchestratorCapped\n');
+    await assert.rejects(getOrch(node), (e) => e.code === grpc.status.UNKNOWN &&
+      e.details === 'Invalid orchestrator request: OrchestratorCapped');
+    // after the idle timeout the session is gone: results 404, capacity back
+    await sleep(2500);
+    const url = ok[0].data.segments[0].url;
+    assert.strictEqual(curlGet(url, 'idle').status, 404);
+    await getOrch(node);
+    const again = await postSegment(node, { 'livepeer-segment': segHeader(b, transmux(), 0, [P240]) }, transmux());
+    assert.strictEqual(again.status, 200);
+    assert.ok(decodeResult(again.body).data);
+  } finally {
+    await node.stop();
+  }
+});
+
+test('early-200', async () => {
+  // The 200 headers come before the transcode ends: ending the session as soon as they arrive
+  // catches the segment still transcoding, so its body reports the ended session.
+  const node = await startNode();
+  try {
+    const info = await getOrch(node);
+    const body = seg1080;
+    const r = await postSegmentWatch(node, { 'livepeer-segment': segHeader(info, body, 0, [P240, P360, MP4_144]) },
+      body, () => unary(node, 'EndTranscodingSession', { auth_token: info.auth_token }));
+    assert.strictEqual(r.status, 200);
+    await r.headersSeen;
+    const res = decodeResult(r.body);
+    assert.strictEqual(res.error, 'session ended');
+  } finally {
+    await node.stop();
+  }
+});
+
+test('graceful-stop', async () => {
+  // SIGTERM while a segment transcodes: the segment still gets its renditions, then lpod exits 0.
+  const node = await startNode();
+  const info = await getOrch(node);
+  const body = seg1080;
+  let stopped;
+  const r = await postSegmentWatch(node, { 'livepeer-segment': segHeader(info, body, 0, [P240]) }, body,
+    () => { node.child.kill('SIGTERM'); });
+  assert.strictEqual(r.status, 200);
+  const res = decodeResult(r.body);
+  assert.ok(res.data, res.error);
+  stopped = await node.stop();
+  assert.strictEqual(stopped.code, 0);
+});
+
+(async () => {
+  const only = args.only ? args.only.split(',') : null;
+  seg1080 = makeSegment1080p();
+  let failed = 0;
+  for (const t of tests) {
+    if (only && !only.includes(t.name)) continue;
+    const t0 = Date.now();
+    try {
+      await t.fn();
+      console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
+    } catch (e) {
+      failed++;
+      console.log(`FAIL ${t.name}: ${e.stack || e}`);
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+  process.exit(failed ? 1 : 0);
+})();
