@@ -32,6 +32,7 @@ typedef struct {
 static const lp_subcommand_t subcommands[] = {
     /* SUBCOMMANDS */
     {"transcode", media_cli_transcode, "transcode segments into renditions (one warm session)"},
+    {"bench", media_cli_bench, "benchmark concurrent transcode sessions over HLS segments"},
     {NULL, NULL, NULL},
 };
 
