@@ -57,4 +57,7 @@ void orch_node_stop(orch_node_t *n, void (*drained)(void *), void *arg);
  * run the loop until it has no more handles. */
 void orch_node_free(orch_node_t *n);
 
+/* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
+int orch_cli_gateway(int argc, char **argv);
+
 #endif

@@ -451,6 +451,24 @@ test('graceful-stop', async () => {
   assert.strictEqual(stopped.code, 0);
 });
 
+test('lpod-gateway', async () => {
+  // our own gateway subcommand against the node: discovery, segment, HTTP/1.1 downloads
+  const node = await startNode();
+  try {
+    const out = path.join(tmp, 'gw');
+    const r = require('child_process').spawnSync(args.lpod, ['gateway', '-orchAddr', `127.0.0.1:${node.port}`,
+      '-in', path.join(args.media, 'transmux.ts'), '-transcodingOptions', 'P144p30fps16x9', '-out', out],
+    { encoding: 'utf8', timeout: 60000 });
+    assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /1 segment\(s\), 0 failure\(s\)/);
+    const pr = ffprobe(path.join(out, '0_P144p30fps16x9.ts'));
+    assert.strictEqual(pr.codec_name, 'h264');
+    assert.strictEqual(pr.width, 256);
+  } finally {
+    await node.stop();
+  }
+});
+
 (async () => {
   const only = args.only ? args.only.split(',') : null;
   seg1080 = makeSegment1080p();
