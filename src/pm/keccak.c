@@ -15,37 +15,30 @@ static const uint64_t round_consts[24] = {
     0x8000000080008081ull, 0x8000000000008080ull, 0x0000000080000001ull, 0x8000000080008008ull,
 };
 
-/* Rotation offsets and the pi lane order, walked along the rho/pi cycle starting at lane 1. */
-static const unsigned rho_offsets[24] = {1,  3,  6,  10, 15, 21, 28, 36, 45, 55, 2,  14,
-                                         27, 41, 56, 8,  25, 43, 62, 18, 39, 61, 20, 44};
-static const unsigned pi_lanes[24] = {10, 7,  11, 17, 18, 3, 5,  16, 8,  21, 24, 4,
-                                      15, 23, 19, 13, 12, 2, 20, 14, 22, 9,  6,  1};
+/* rho rotation of lane x + 5y, and where pi moves it: lane (x, y) goes to (y, 2x + 3y). */
+static const unsigned rho[25] = {0,  1,  62, 28, 27, 36, 44, 6,  55, 20, 3,  10, 43,
+                                 25, 39, 41, 45, 15, 21, 8,  18, 2,  61, 56, 14};
+static const unsigned pi_dest[25] = {0,  10, 20, 5, 15, 16, 1,  11, 21, 6, 7,  17, 2,
+                                     12, 22, 23, 8, 18, 3,  13, 14, 24, 9, 19, 4};
 
-static inline uint64_t rotl64(uint64_t x, unsigned n) { return (x << n) | (x >> (64 - n)); }
+static inline uint64_t rotl64(uint64_t x, unsigned n) { return n ? (x << n) | (x >> (64 - n)) : x; }
 
+/* Written as fixed-count loops over constant tables so the compiler unrolls them fully and the
+ * state lives in registers; this is the hot path of ticket validation after the signature. */
 static void keccak_f1600(uint64_t a[25]) {
-  uint64_t c[5], t;
+  uint64_t b[25], c[5], d[5];
   for (int round = 0; round < 24; round++) {
-    /* theta */
+#pragma GCC unroll 5
     for (int x = 0; x < 5; x++) c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
-    for (int x = 0; x < 5; x++) {
-      t = c[(x + 4) % 5] ^ rotl64(c[(x + 1) % 5], 1);
-      for (int y = 0; y < 25; y += 5) a[y + x] ^= t;
+#pragma GCC unroll 5
+    for (int x = 0; x < 5; x++) d[x] = c[(x + 4) % 5] ^ rotl64(c[(x + 1) % 5], 1);
+#pragma GCC unroll 25
+    for (int i = 0; i < 25; i++) b[pi_dest[i]] = rotl64(a[i] ^ d[i % 5], rho[i]);
+#pragma GCC unroll 25
+    for (int i = 0; i < 25; i++) {
+      int x = i % 5, y = i - x;
+      a[i] = b[i] ^ (~b[y + (x + 1) % 5] & b[y + (x + 2) % 5]);
     }
-    /* rho and pi */
-    t = a[1];
-    for (int i = 0; i < 24; i++) {
-      unsigned j = pi_lanes[i];
-      uint64_t next = a[j];
-      a[j] = rotl64(t, rho_offsets[i]);
-      t = next;
-    }
-    /* chi */
-    for (int y = 0; y < 25; y += 5) {
-      for (int x = 0; x < 5; x++) c[x] = a[y + x];
-      for (int x = 0; x < 5; x++) a[y + x] = c[x] ^ (~c[(x + 1) % 5] & c[(x + 2) % 5]);
-    }
-    /* iota */
     a[0] ^= round_consts[round];
   }
 }

@@ -11,7 +11,7 @@ int pm_bn_to_u256(const BIGNUM *bn, pm_u256_t *out);
 /* 2^256 - 1 */
 BIGNUM *pm_bn_max_win_prob(void);
 
-/* An exact fraction num/den, den > 0, kept reduced. */
+/* An exact fraction num/den, den > 0; not necessarily reduced (see rat.c). */
 typedef struct pm_rat {
   BIGNUM *num;
   BIGNUM *den;

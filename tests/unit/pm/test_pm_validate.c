@@ -548,6 +548,71 @@ static void many_param_sets(void **state) {
   }
 }
 
+/* Debits at many prices with distinct denominators widen and then re-reduce the common
+ * denominator; the result must stay exactly the independently summed fraction. */
+static void balances_stay_exact_across_denominators(void **state) {
+  fixture_t *f = *state;
+  uint32_t nonces[] = {1};
+  build_payment(f, nonces, 1);
+  pm_payment_result_t res;
+  assert_int_equal(process(f, &res), 0);
+  pm_payment_result_free(&res);
+
+  BN_CTX *ctx = BN_CTX_new();
+  BIGNUM *num = BN_new(), *den = BN_new(), *t = BN_new(), *g = BN_new();
+  BIGNUM *fv = BN_bin2bn(f->params.face_value.b, 32, NULL);
+  BIGNUM *wp = BN_bin2bn(f->params.win_prob.b, 32, NULL);
+  assert_true(BN_mul(num, fv, wp, ctx));
+  assert_true(BN_set_bit(den, 256) && BN_sub_word(den, 1));
+  static const int64_t primes[] = {
+      1000003, 1000033, 1000037, 1000039, 1000081, 1000099, 1000117, 1000121, 1000133, 1000151,
+      1000159, 1000171, 1000183, 1000187, 1000193, 1000199, 1000211, 1000213, 1000231, 1000249,
+      1000253, 1000273, 1000289, 1000291, 1000303, 1000313, 1000333, 1000357, 1000367, 1000381,
+      1000393, 1000397, 1000403, 1000409, 1000423, 1000427, 1000429, 1000453, 1000457, 1000507,
+      1000537, 1000541, 1000547, 1000577, 1000579, 1000589, 1000609, 1000619};
+  for (size_t i = 0; i < LP_ARRAY_LEN(primes); i++) {
+    pm_price_t p = {(int64_t)(i + 1), primes[i]};
+    uint64_t pixels = 1000 + i;
+    assert_int_equal(pm_balances_debit(f->bal, f->sender, SESSION, &p, pixels), 0);
+    /* num/den -= (i+1)*pixels/prime, reduced each time */
+    assert_true(BN_mul_word(num, (BN_ULONG)primes[i]));
+    assert_true(BN_copy(t, den) && BN_mul_word(t, (BN_ULONG)((i + 1) * pixels)));
+    assert_true(BN_sub(num, num, t) && BN_mul_word(den, (BN_ULONG)primes[i]));
+    assert_true(BN_gcd(g, num, den, ctx));
+    assert_true(BN_div(num, NULL, num, g, ctx) && BN_div(den, NULL, den, g, ctx));
+  }
+  /* Another ticket credited onto the widened denominator. */
+  uint32_t n2[] = {2};
+  build_payment(f, n2, 1);
+  assert_int_equal(process(f, &res), 0);
+  pm_payment_result_free(&res);
+  BIGNUM *m = BN_new(), *ev = BN_new();
+  assert_true(BN_set_bit(m, 256) && BN_sub_word(m, 1) && BN_mul(ev, fv, wp, ctx));
+  /* num/den + ev/m = (num*m + ev*den) / (den*m) */
+  assert_true(BN_mul(num, num, m, ctx) && BN_mul(t, ev, den, ctx) && BN_add(num, num, t) &&
+              BN_mul(den, den, m, ctx));
+  assert_true(BN_gcd(g, num, den, ctx));
+  assert_true(BN_div(num, NULL, num, g, ctx) && BN_div(den, NULL, den, g, ctx));
+  BN_free(m);
+  BN_free(ev);
+  char *ns = BN_bn2dec(num), *ds = BN_bn2dec(den);
+  char want[2000], got[2000];
+  snprintf(want, sizeof want, "%s/%s", ns, ds);
+  assert_int_equal(pm_balances_get(f->bal, f->sender, SESSION, got, sizeof got), 0);
+  assert_string_equal(got, want);
+  OPENSSL_free(ns);
+  OPENSSL_free(ds);
+  BN_free(num);
+  BN_free(den);
+  BN_free(t);
+  BN_free(g);
+  BN_free(fv);
+  BN_free(wp);
+  BN_CTX_free(ctx);
+  /* A too-small buffer is an error, not a truncated number. */
+  assert_int_equal(pm_balances_get(f->bal, f->sender, SESSION, got, 10), LP_ERANGE);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(valid_payment_credits_exact_ev, setup, teardown),
@@ -561,6 +626,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(balance_gate_and_debits, setup, teardown),
       cmocka_unit_test_setup_teardown(restored_nonces_keep_replay_protection, setup, teardown),
       cmocka_unit_test_setup_teardown(many_param_sets, setup, teardown),
+      cmocka_unit_test_setup_teardown(balances_stay_exact_across_denominators, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
