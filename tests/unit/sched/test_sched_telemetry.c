@@ -150,7 +150,16 @@ static void test_no_files(void **state) {
   assert_null(src);
   /* the real system answers something sane */
   assert_int_equal(lp_sched_cpu_limits(NULL, &l), 0);
-  assert_true(l.effective >= 1 || l.quota_cpus > 0);
+  assert_true(l.effective > 0);
+  assert_true(l.effective <= l.online || l.online == 0);
+  assert_int_equal(lp_sched_source_cpu_new(NULL, &src), 0);
+  lp_sched_sample_t smp;
+  for (int i = 0; i < 2; i++) {
+    memset(&smp, 0, sizeof smp);
+    assert_int_equal(src->ops->sample(src, 1000u + 1000u * (unsigned)i, &smp), 0);
+  }
+  if (smp.fields & LP_SCHED_TEL_UTIL) assert_true(smp.util[0] >= 0 && smp.util[0] <= 1);
+  lp_sched_source_free(src);
   tmpdir_free(root);
 }
 
