@@ -196,6 +196,27 @@ typedef struct eth_sender_info {
   pm_u256_t reserve_claimed; /* reserve.claimedInCurrentRound */
 } eth_sender_info_t;
 
+/* The sender monitor's maxFloat (spec §4.5): reserveAlloc = (fundsRemaining +
+ * claimedInCurrentRound) / poolSize - claimed (0 when the pool is empty), then maxFloat =
+ * reserveAlloc when pending > 0 and deposit >= 3 * pending, else reserveAlloc - pending.
+ * The result is clamped at 0; *negative (may be NULL) says whether it was below. */
+int eth_sender_max_float(const eth_sender_info_t *info, const pm_u256_t *claimed,
+                         uint64_t pool_size, const pm_u256_t *pending, pm_u256_t *out,
+                         bool *negative);
+
+/* ---- networks -----------------------------------------------------------------------------------
+ */
+typedef struct eth_network {
+  bool has_controller; /* false for dev networks: -ethController is required */
+  uint8_t controller[ETH_ADDR_LEN];
+  uint64_t redeem_gas;    /* gas a redemption is budgeted at (faceValue sizing) */
+  uint64_t min_gas_price; /* wei; polls below are ignored */
+} eth_network_t;
+
+/* go-livepeer's per-network defaults for -network; any other name (devenv, devnet, ...) is a dev
+ * chain: no default controller, L1 redeem gas, no minimum gas price. LP_EINVAL for offchain. */
+int eth_network_defaults(const char *network, eth_network_t *out);
+
 /* ---- chain client ------------------------------------------------------------------------------
  * Lives on the loop thread. eth_client_connect makes blocking calls at start-up (chain id,
  * contract addresses, the first block and round); afterwards a timer polls the latest block every
@@ -224,6 +245,7 @@ typedef struct eth_client_cfg {
   /* Sender info older than this is refreshed on access (the stale value is still served);
    * <= 0: 60 s. */
   int64_t sender_ttl_ms;
+  pm_u256_t min_gas_price; /* eth_gasPrice polls below this are ignored (go's GasPriceMonitor) */
 } eth_client_cfg_t;
 
 int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **out);
@@ -247,6 +269,8 @@ int eth_client_params_round(const eth_client_t *c, int64_t *round, uint8_t hash[
 uint64_t eth_client_pool_size(const eth_client_t *c);
 /* BondingManager.isActiveTranscoder(recipient) as of the last round refresh. */
 bool eth_client_recipient_active(const eth_client_t *c);
+/* The last eth_gasPrice at or above the minimum; LP_EAGAIN before the first one. */
+int eth_client_gas_price(const eth_client_t *c, pm_u256_t *out);
 /* Called on the loop thread after each new block and each new round. */
 typedef void (*eth_block_cb)(void *ud, int64_t l1_block, int64_t last_initialized_round);
 void eth_client_on_block(eth_client_t *c, eth_block_cb cb, void *ud);
@@ -280,5 +304,14 @@ typedef void (*eth_redeem_cb)(void *ud, int status, const uint8_t txhash[ETH_HAS
                               const char *err);
 int eth_client_redeem(eth_client_t *c, const pm_ticket_t *t, const uint8_t *sig, size_t sig_len,
                       const pm_u256_t *recipient_rand, eth_redeem_cb cb, void *ud);
+
+/* Everything an on-chain node needs from the flags: -network defaults, -ethController,
+ * -ethUrl, -blockPollingInterval, and the account from -ethKeystorePath (default
+ * <datadir>/keystore), -ethAcctAddr and -ethPassword. Creates the client and makes the blocking
+ * start-up reads; the caller starts polling with eth_client_start. On failure err names the
+ * flag or the endpoint at fault. */
+struct lp_config;
+int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *account,
+                  eth_network_t *network, eth_client_t **out, char *err, size_t errlen);
 
 #endif

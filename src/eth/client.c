@@ -53,6 +53,8 @@ struct eth_client {
   bool round_known;
   uint64_t pool_size;
   bool active;
+  pm_u256_t min_gas_price, gas_price;
+  bool has_gas_price, gas_polling;
 
   uv_timer_t poll_timer;
   bool polling; /* a block poll or round refresh is in flight */
@@ -550,9 +552,33 @@ static void on_block(void *ud, int status, const cJSON *result, const char *err)
   round_step(c, r);
 }
 
+static void on_gas_price(void *ud, int status, const cJSON *result, const char *err) {
+  eth_client_t *c = ud;
+  c->ops--;
+  c->gas_polling = false;
+  pm_u256_t v;
+  if (status || c->closing) {
+    note_fail(c, status, "eth_gasPrice", err);
+    return;
+  }
+  if (!cJSON_IsString(result) || eth_u256_from_hex(result->valuestring, &v)) {
+    note_fail(c, LP_EPROTO, "eth_gasPrice", "not a quantity");
+    return;
+  }
+  /* go's GasPriceMonitor keeps the previous value when a poll comes in under the minimum. */
+  if (pm_u256_cmp(&v, &c->min_gas_price) < 0) return;
+  c->gas_price = v;
+  c->has_gas_price = true;
+}
+
 static void on_poll_timer(uv_timer_t *t) {
   eth_client_t *c = t->data;
-  if (c->polling || c->closing) return;
+  if (c->closing) return;
+  if (!c->gas_polling && eth_rpc_call_async(c->rpc, "eth_gasPrice", NULL, on_gas_price, c) == 0) {
+    c->gas_polling = true;
+    c->ops++;
+  }
+  if (c->polling) return;
   cJSON *p = latest_block_params();
   if (!p) return;
   if (eth_rpc_call_async(c->rpc, "eth_getBlockByNumber", p, on_block, c) == 0) {
@@ -1089,6 +1115,7 @@ int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **
     return rc;
   }
   c->loop = loop;
+  c->min_gas_price = cfg->min_gas_price;
   c->poll_ms = cfg->poll_interval_ms > 0 ? (uint64_t)cfg->poll_interval_ms : 5000;
   c->sender_ttl_ms = cfg->sender_ttl_ms > 0 ? (uint64_t)cfg->sender_ttl_ms : 60000;
   memcpy(c->contracts.controller, cfg->controller, ETH_ADDR_LEN);
@@ -1157,6 +1184,12 @@ int64_t eth_client_last_block(const eth_client_t *c) { return c->last_block; }
 int64_t eth_client_last_initialized_round(const eth_client_t *c) { return c->lir; }
 uint64_t eth_client_pool_size(const eth_client_t *c) { return c->pool_size; }
 bool eth_client_recipient_active(const eth_client_t *c) { return c->active; }
+
+int eth_client_gas_price(const eth_client_t *c, pm_u256_t *out) {
+  if (!c->has_gas_price) return LP_EAGAIN;
+  *out = c->gas_price;
+  return 0;
+}
 
 void eth_client_on_block(eth_client_t *c, eth_block_cb cb, void *ud) {
   c->block_cb = cb;

@@ -166,6 +166,13 @@ static void test_polling_and_cached_sender(void **state) {
   run_until(&loop, &blk.done);
   assert_int_equal(blk.block, first + 1);
   assert_int_equal(eth_client_last_block(c), first + 1);
+  /* The gas price is polled with the blocks. */
+  pm_u256_t gas;
+  uint64_t start = lp_now_ms();
+  while (eth_client_gas_price(c, &gas) == LP_EAGAIN && lp_now_ms() - start < 10000)
+    uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(eth_client_gas_price(c, &gas), 0);
+  assert_false(pm_u256_is_zero(&gas));
 
   /* First ask goes to the chain; the second is answered from the cache before returning. */
   wait_t w = {0};

@@ -389,6 +389,52 @@ static void test_tx_sign(void **state) {
   assert_int_equal(eth_tx_signing_hash(&bad, h), LP_EINVAL);
 }
 
+static void test_max_float(void **state) {
+  struct {
+    uint64_t funds, claimed_round, pool, claimed, deposit, pending, want;
+    bool neg;
+  } cases[] = {
+      {10, 2, 3, 1, 0, 0, 3, false}, /* (10+2)/3 - 1 */
+      {10, 2, 3, 1, 6, 2, 3, false}, /* deposit covers 3x pending: pending not subtracted */
+      {10, 2, 3, 1, 5, 2, 1, false}, /* it does not */
+      {10, 2, 3, 1, 0, 5, 0, true},  /* below zero, clamped */
+      {10, 2, 0, 0, 0, 0, 0, false}, /* empty pool */
+      {3, 0, 3, 2, 0, 0, 0, true},   /* claimed more than this recipient's share */
+      {11, 0, 2, 0, 0, 0, 5, false}, /* integer division */
+  };
+  for (size_t i = 0; i < LP_ARRAY_LEN(cases); i++) {
+    eth_sender_info_t info;
+    memset(&info, 0, sizeof info);
+    pm_u256_t claimed, pending, out;
+    pm_u256_from_u64(&info.reserve_funds, cases[i].funds);
+    pm_u256_from_u64(&info.reserve_claimed, cases[i].claimed_round);
+    pm_u256_from_u64(&info.deposit, cases[i].deposit);
+    pm_u256_from_u64(&claimed, cases[i].claimed);
+    pm_u256_from_u64(&pending, cases[i].pending);
+    bool neg = !cases[i].neg;
+    assert_int_equal(eth_sender_max_float(&info, &claimed, cases[i].pool, &pending, &out, &neg), 0);
+    uint64_t got;
+    assert_int_equal(pm_u256_to_u64(&out, &got), 0);
+    assert_int_equal(got, cases[i].want);
+    assert_int_equal(neg, cases[i].neg);
+  }
+}
+
+static void test_network_defaults(void **state) {
+  eth_network_t n;
+  char a[PM_ADDR_HEX_LEN];
+  assert_int_equal(eth_network_defaults("arbitrum-one-mainnet", &n), 0);
+  assert_true(n.has_controller);
+  pm_addr_to_hex(n.controller, a);
+  assert_string_equal(a, "0xD8E8328501E9645d16Cf49539efC04f734606ee4");
+  assert_int_equal(n.redeem_gas, 1200000);
+  assert_int_equal(eth_network_defaults("devenv", &n), 0);
+  assert_false(n.has_controller);
+  assert_int_equal(n.redeem_gas, 350000);
+  assert_int_equal(n.min_gas_price, 0);
+  assert_int_equal(eth_network_defaults("offchain", &n), LP_EINVAL);
+}
+
 static int setup(void **state) {
   V = vectors_load();
   return V ? 0 : -1;
@@ -407,6 +453,8 @@ int main(void) {
       cmocka_unit_test(test_abi_decode),
       cmocka_unit_test(test_rlp),
       cmocka_unit_test(test_tx_sign),
+      cmocka_unit_test(test_max_float),
+      cmocka_unit_test(test_network_defaults),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
