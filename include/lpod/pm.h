@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lpod/core.h"
+
 #define PM_HASH_LEN 32
 #define PM_ADDR_LEN 20
 #define PM_SIG_LEN 65
@@ -76,6 +78,17 @@ bool pm_verify_hash(const uint8_t addr[PM_ADDR_LEN], const uint8_t hash[PM_HASH_
 /* go-livepeer's orchestrator.VerifySig(addr, msg, sig): verifies over keccak256(msg). */
 bool pm_verify_msg(const uint8_t addr[PM_ADDR_LEN], const void *msg, size_t len, const uint8_t *sig,
                    size_t sig_len);
+
+/* ---- protocol signatures (protocol.md §3.2, §4.3) ------------------------------------------- */
+/* The gateway's GetOrchestrator signature: Sign(ascii(EIP-55 hex of its address)). address is
+ * OrchestratorRequest.address as received (its last 20 bytes count). */
+bool pm_verify_orch_request(const uint8_t *address, size_t address_len, const uint8_t *sig,
+                            size_t sig_len);
+/* SegData's signed bytes (go's Flatten): manifestId || uint256(seq) || hash ||
+ * lowercase hex of keccak256(name)[0:4] for each profile name in order. Appends to out. */
+int pm_seg_flatten(const uint8_t *manifest_id, size_t manifest_id_len, int64_t seq,
+                   const uint8_t *hash, size_t hash_len, const char *const *profile_names,
+                   size_t n_profiles, lp_buf_t *out);
 
 /* ---- 256-bit unsigned integers ---------------------------------------------------------------
  * Big-endian, 32 bytes. Wire integers (protobuf bytes fields, go's big.Int.Bytes()) are minimal

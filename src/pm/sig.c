@@ -169,3 +169,32 @@ bool pm_verify_msg(const uint8_t addr[PM_ADDR_LEN], const void *msg, size_t len,
   pm_keccak256(msg, len, h);
   return pm_verify_hash(addr, h, sig, sig_len);
 }
+
+bool pm_verify_orch_request(const uint8_t *address, size_t address_len, const uint8_t *sig,
+                            size_t sig_len) {
+  uint8_t addr[PM_ADDR_LEN];
+  char hex[PM_ADDR_HEX_LEN];
+  pm_bytes_to_fixed(address, address_len, addr, PM_ADDR_LEN);
+  pm_addr_to_hex(addr, hex);
+  return pm_verify_msg(addr, hex, PM_ADDR_HEX_LEN - 1, sig, sig_len);
+}
+
+int pm_seg_flatten(const uint8_t *manifest_id, size_t manifest_id_len, int64_t seq,
+                   const uint8_t *hash, size_t hash_len, const char *const *profile_names,
+                   size_t n_profiles, lp_buf_t *out) {
+  /* go writes the seq with big.NewInt(seq).Bytes() left-padded: the sign is dropped. */
+  uint8_t word[32] = {0};
+  uint64_t s = seq < 0 ? (uint64_t)0 - (uint64_t)seq : (uint64_t)seq;
+  for (int i = 0; i < 8; i++) word[31 - i] = (uint8_t)(s >> (8 * i));
+  int rc = lp_buf_append(out, manifest_id, manifest_id_len);
+  if (!rc) rc = lp_buf_append(out, word, sizeof word);
+  if (!rc) rc = lp_buf_append(out, hash, hash_len);
+  for (size_t i = 0; !rc && i < n_profiles; i++) {
+    uint8_t h[PM_HASH_LEN];
+    char hex[9];
+    pm_keccak256(profile_names[i], strlen(profile_names[i]), h);
+    lp_hex_encode(h, 4, hex);
+    rc = lp_buf_append(out, hex, 8);
+  }
+  return rc;
+}

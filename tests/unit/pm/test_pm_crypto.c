@@ -188,6 +188,21 @@ static void orchestrator_request_vector(void **state) {
   assert_int_equal(pm_sign_msg(priv, hex, strlen(hex), sig), 0);
   assert_true(pm_verify_msg(addr, hex, strlen(hex), sig, 65));
   assert_false(pm_verify_msg(zero, hex, strlen(hex), sig, 65));
+  /* The request carries the address bytes; the last 20 bytes count, as in BytesToAddress. */
+  assert_true(pm_verify_orch_request(addr, 20, sig, 65));
+  uint8_t padded[32] = {0xee, 0xee};
+  memcpy(padded + 12, addr, 20);
+  assert_true(pm_verify_orch_request(padded, 32, sig, 65));
+  assert_false(pm_verify_orch_request(zero, 20, sig, 65));
+  assert_false(pm_verify_orch_request(addr, 20, sig, 64));
+  assert_false(pm_verify_orch_request(NULL, 0, NULL, 0));
+  /* A signature over the lowercase string is not the EIP-55 one go signs. */
+  char lower[PM_ADDR_HEX_LEN];
+  lp_hex_encode(addr, 20, lower + 2);
+  lower[0] = '0';
+  lower[1] = 'x';
+  assert_int_equal(pm_sign_msg(priv, lower, strlen(lower), sig), 0);
+  assert_false(pm_verify_orch_request(addr, 20, sig, 65));
   hex[2] = hex[2] == 'a' ? 'b' : 'a';
   assert_false(pm_verify_msg(addr, hex, strlen(hex), sig, 65));
 }

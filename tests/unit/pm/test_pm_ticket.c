@@ -431,27 +431,39 @@ static void mainnet_ticket_vector(void **state) {
 /* protocol.md §4.3: the segment signature's Flatten. */
 static void segment_flatten_vector(void **state) {
   (void)state;
-  uint8_t body_hash[32], id[32], h[32], digest[32];
+  uint8_t body_hash[32], h[32], digest[32];
   pm_keccak256("hello", 5, body_hash);
   assert_hex_eq(body_hash, 32, "1c8aff950685c2ed4bc3174f3472287b56d9517b9c948127319a09a7a36deac8");
-  char tail[17];
   const char *profiles[] = {"P240p30fps16x9", "P360p30fps16x9"};
-  for (int i = 0; i < 2; i++) {
-    pm_keccak256(profiles[i], strlen(profiles[i]), id);
-    lp_hex_encode(id, 4, tail + 8 * i);
-  }
-  assert_string_equal(tail, "c0a6517a93c717e7");
-  uint8_t flat[4 + 32 + 32 + 16];
-  pm_u256_t seq;
-  pm_u256_from_u64(&seq, 3);
-  memcpy(flat, "abcd", 4);
-  memcpy(flat + 4, seq.b, 32);
-  memcpy(flat + 36, body_hash, 32);
-  memcpy(flat + 68, tail, 16);
-  pm_keccak256(flat, sizeof flat, h);
+  lp_buf_t b = LP_BUF_INIT;
+  assert_int_equal(pm_seg_flatten((const uint8_t *)"abcd", 4, 3, body_hash, 32, profiles, 2, &b),
+                   0);
+  assert_int_equal(b.len, 4 + 32 + 32 + 16);
+  assert_memory_equal(b.data, "abcd", 4);
+  assert_int_equal(b.data[35], 3);
+  assert_memory_equal(b.data + 68, "c0a6517a93c717e7", 16);
+  pm_keccak256(b.data, b.len, h);
   assert_hex_eq(h, 32, "2b6e13a4ccfb9e5337e35cc2b61a26e44d8ce675bed95f47e371b1970345d566");
   pm_personal_digest(h, digest);
   assert_hex_eq(digest, 32, "8ea65487a3dda3c963ca0fbdd55f1280ed8a693da0ebb71cca0dc1359b79f388");
+
+  /* A gateway signs it; the orchestrator checks it against the payment's sender. */
+  uint8_t priv[32], sender[20], sig[65];
+  hex_exact("fad9c8855b740a0b7ed4c221dbad0f33a83a49cad6b3fe8d5817ac83d38b6a19", priv, 32);
+  assert_int_equal(pm_priv_to_addr(priv, sender), 0);
+  assert_int_equal(pm_sign_msg(priv, b.data, b.len, sig), 0);
+  assert_true(pm_verify_msg(sender, b.data, b.len, sig, 65));
+  lp_buf_free(&b);
+  /* Other profiles, another seq: the signature no longer covers it. */
+  assert_int_equal(pm_seg_flatten((const uint8_t *)"abcd", 4, 4, body_hash, 32, profiles, 2, &b),
+                   0);
+  assert_false(pm_verify_msg(sender, b.data, b.len, sig, 65));
+  lp_buf_free(&b);
+  assert_int_equal(pm_seg_flatten((const uint8_t *)"abcd", 4, 3, body_hash, 32, profiles, 1, &b),
+                   0);
+  assert_int_equal(b.len, 4 + 32 + 32 + 8);
+  assert_false(pm_verify_msg(sender, b.data, b.len, sig, 65));
+  lp_buf_free(&b);
 }
 
 int main(void) {
