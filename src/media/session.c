@@ -4,9 +4,15 @@
  * before decoding whether it has video frames, keyframes and audio. Video is decoded once and
  * fanned out to every rendition's own scale -> fps graph and encoder; encoded packets are kept
  * and muxed at the end together with the copied audio, which lets a rendition's stream
- * parameters come from its encoder and keeps audio and video interleaved by DTS. */
+ * parameters come from its encoder and keeps audio and video interleaved by DTS.
+ *
+ * Each rendition runs on its own thread of the session (scale, fps, encode, mux), fed frame
+ * references by the decoding thread through a short queue: renditions encode in parallel, and
+ * at a segment's end all encoders drain at once instead of one after another. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +66,26 @@ static void pl_free(pktlist_t *l) {
   l->cap = 0;
 }
 
+struct seg;
+struct out;
+
+/* A rendition's thread, kept for the session's life. */
+#define RW_QUEUE 4
+typedef struct rw_item {
+  AVFrame *f; /* NULL: end of segment */
+  int64_t dur, decoded;
+} rw_item_t;
+typedef struct rworker {
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_in, cv_out;
+  rw_item_t q[RW_QUEUE];
+  int head, n;
+  bool quit, started;
+  struct seg *g;
+  struct out *o;
+} rworker_t;
+
 /* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH). */
 typedef struct warm_enc {
   AVCodecContext *enc;
@@ -81,6 +107,7 @@ struct media_session {
   int64_t gop_last_dts, gop_last_dur;
   enum AVCodecID gop_codec;
   warm_enc_t warm[MEDIA_MAX_OUTPUTS];
+  rworker_t rw[MEDIA_MAX_OUTPUTS];
   int64_t segments;
 };
 
@@ -104,6 +131,8 @@ typedef struct out {
   int64_t gop_ticks;
   int64_t last_out; /* last frame out of the graph, 90 kHz */
   bool have_out;
+  int64_t decoded_seen; /* source frames decoded when the current frame was */
+  AVFrame *ff;          /* scratch frame for the graph's output */
   media_rendition_t *res;
 } out_t;
 
@@ -126,18 +155,22 @@ typedef struct seg {
   int64_t prime_max_pts; /* frames up to this pts come from the primed GOP: discard */
   bool priming;
   int64_t decoded;
-  AVFrame *frame, *ff;
-  AVPacket *pkt;
+  AVFrame *frame;
+  pthread_mutex_t err_mu; /* renditions fail from their own threads */
+  atomic_int abort;
 } seg_t;
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 static int seg_fail(seg_t *g, int ret, media_err_class_t cls, const char *text, int rendition) {
+  pthread_mutex_lock(&g->err_mu);
   if (!g->res->error[0]) {
     snprintf(g->res->error, sizeof(g->res->error), "%s", text);
     g->res->error_class = cls;
     g->res->error_rendition = rendition;
   }
+  pthread_mutex_unlock(&g->err_mu);
+  atomic_store(&g->abort, 1);
   return ret;
 }
 
@@ -197,11 +230,14 @@ static void warm_clear(warm_enc_t *w) {
   avcodec_parameters_free(&w->par);
 }
 
+static void rw_stop(rworker_t *w);
+
 void media_session_free(media_session_t *s) {
   if (!s) return;
   avcodec_free_context(&s->vdec);
   free(s->vdec_extra);
   pl_free(&s->gop);
+  for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) rw_stop(&s->rw[i]);
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) warm_clear(&s->warm[i]);
   av_buffer_unref(&s->device);
   free(s);
@@ -515,7 +551,7 @@ static int out_encode(seg_t *g, out_t *o, AVFrame *f) {
   if (o->prof->fps && g->in_fps > 0)
     up = LP_MAX(1.0,
                 ceil(o->prof->fps / (double)(o->prof->fps_den ? o->prof->fps_den : 1) / g->in_fps));
-  if ((double)(o->frames + 1) > RUNAWAY_FACTOR * up * (double)LP_MAX(g->decoded, 1))
+  if ((double)(o->frames + 1) > RUNAWAY_FACTOR * up * (double)LP_MAX(o->decoded_seen, 1))
     return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "Encoded frames runaway", o->idx);
   /* The source's frame types mean nothing here: only our keyframe decisions count. */
   f->pict_type = AV_PICTURE_TYPE_NONE;
@@ -537,20 +573,20 @@ static int out_encode(seg_t *g, out_t *o, AVFrame *f) {
 
 static int out_pull(seg_t *g, out_t *o) {
   for (;;) {
-    int ret = av_buffersink_get_frame(o->sink, g->ff);
+    int ret = av_buffersink_get_frame(o->sink, o->ff);
     if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
     if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_FILTER, o->idx);
     /* A rebuilt graph (new input size) may emit a frame at the time the old one's EOF
      * already covered; keep output timestamps strictly increasing. */
-    int64_t t = av_rescale_q(g->ff->pts, av_buffersink_get_time_base(o->sink), TB_90K);
+    int64_t t = av_rescale_q(o->ff->pts, av_buffersink_get_time_base(o->sink), TB_90K);
     if (o->have_out && t <= o->last_out) {
-      av_frame_unref(g->ff);
+      av_frame_unref(o->ff);
       continue;
     }
     o->have_out = true;
     o->last_out = t;
-    ret = out_encode(g, o, g->ff);
-    av_frame_unref(g->ff);
+    ret = out_encode(g, o, o->ff);
+    av_frame_unref(o->ff);
     if (ret < 0) return ret;
   }
 }
@@ -579,6 +615,94 @@ static int out_push(seg_t *g, out_t *o, AVFrame *f, int64_t dur) {
   return out_pull(g, o);
 }
 
+/* ---- rendition threads ------------------------------------------------------------------------
+ */
+
+static int out_mux(seg_t *g, out_t *o);
+
+static void rw_process(rworker_t *w, rw_item_t *it) {
+  seg_t *g = w->g;
+  out_t *o = w->o;
+  if (it->f) {
+    if (!atomic_load(&g->abort)) {
+      o->decoded_seen = it->decoded;
+      out_push(g, o, it->f, it->dur);
+    }
+    av_frame_free(&it->f);
+    return;
+  }
+  /* End of segment: drain the graph and the encoder, then mux. On abort the caller frees
+   * what is left. */
+  if (atomic_load(&g->abort)) return;
+  if (out_flush_graph(g, o) < 0) return;
+  if (out_close_encoder(g, o, true) < 0) return;
+  out_mux(g, o);
+}
+
+static void *rw_main(void *arg) {
+  rworker_t *w = arg;
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (!w->n && !w->quit) pthread_cond_wait(&w->cv_in, &w->mu);
+    if (!w->n && w->quit) break;
+    rw_item_t it = w->q[w->head];
+    pthread_mutex_unlock(&w->mu);
+    rw_process(w, &it);
+    pthread_mutex_lock(&w->mu);
+    w->head = (w->head + 1) % RW_QUEUE;
+    w->n--;
+    pthread_cond_broadcast(&w->cv_out);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+static int rw_start(rworker_t *w) {
+  if (w->started) return 0;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv_in, NULL);
+  pthread_cond_init(&w->cv_out, NULL);
+  w->head = w->n = 0;
+  w->quit = false;
+  if (pthread_create(&w->th, NULL, rw_main, w) != 0) {
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv_in);
+    pthread_cond_destroy(&w->cv_out);
+    return LP_ENOMEM;
+  }
+  w->started = true;
+  return 0;
+}
+
+static void rw_stop(rworker_t *w) {
+  if (!w->started) return;
+  pthread_mutex_lock(&w->mu);
+  w->quit = true;
+  pthread_cond_broadcast(&w->cv_in);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->th, NULL);
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv_in);
+  pthread_cond_destroy(&w->cv_out);
+  w->started = false;
+}
+
+/* Queues an item (blocking while the queue is full); f is a reference the worker frees. */
+static void rw_push(rworker_t *w, AVFrame *f, int64_t dur, int64_t decoded) {
+  pthread_mutex_lock(&w->mu);
+  while (w->n == RW_QUEUE) pthread_cond_wait(&w->cv_out, &w->mu);
+  w->q[(w->head + w->n) % RW_QUEUE] = (rw_item_t){f, dur, decoded};
+  w->n++;
+  pthread_cond_signal(&w->cv_in);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void rw_wait_idle(rworker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  while (w->n) pthread_cond_wait(&w->cv_out, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+
 /* ---- decode loop ------------------------------------------------------------------------------
  */
 
@@ -604,10 +728,11 @@ static int handle_frame(seg_t *g, AVFrame *f) {
     g->res->in_height = f->height;
   }
   for (size_t i = 0; i < g->nout; i++) {
-    int ret = out_push(g, &g->outs[i], f, dur);
-    if (ret < 0) return ret;
+    AVFrame *ref = av_frame_clone(f);
+    if (!ref) return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+    rw_push(&g->s->rw[i], ref, dur, g->decoded);
   }
-  return 0;
+  return atomic_load(&g->abort) ? LP_EMEDIA : 0;
 }
 
 static int decode_packet(seg_t *g, const AVPacket *p) {
@@ -717,10 +842,6 @@ static int seg_video(seg_t *g) {
   if ((ret = decode_packet(g, NULL)) < 0) return ret;
   avcodec_flush_buffers(s->vdec);
   gop_cache_update(g, first_kf, has_kf);
-  for (size_t i = 0; i < g->nout; i++) {
-    if ((ret = out_flush_graph(g, &g->outs[i])) < 0) return ret;
-    if ((ret = out_close_encoder(g, &g->outs[i], true)) < 0) return ret;
-  }
   return 0;
 }
 
@@ -849,6 +970,7 @@ static void seg_free(seg_t *g) {
       avcodec_free_context(&o->enc);
     avcodec_parameters_free(&o->par);
     pl_free(&o->pkts);
+    av_frame_free(&o->ff);
   }
   free(g->outs);
   pl_free(&g->vpk);
@@ -856,8 +978,61 @@ static void seg_free(seg_t *g) {
   avformat_close_input(&g->ic);
   media_avio_free(&g->pb);
   av_frame_free(&g->frame);
-  av_frame_free(&g->ff);
-  av_packet_free(&g->pkt);
+}
+
+static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
+  media_session_t *s = g->s;
+  media_result_t *out = g->res;
+  size_t n = g->nout;
+  media_memin_t mi;
+  int ret;
+  for (size_t i = 0; i < n; i++) {
+    const char *why;
+    if (media_profile_validate(g->outs[i].prof, &why) < 0)
+      return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, why, (int)i);
+  }
+  if (!in || !len) return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  out->renditions = calloc(n, sizeof(*out->renditions));
+  g->frame = av_frame_alloc();
+  if (!out->renditions || !g->frame)
+    return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+  out->n = n;
+  for (size_t i = 0; i < n; i++) {
+    out_t *o = &g->outs[i];
+    o->res = &out->renditions[i];
+    if (!(o->ff = av_frame_alloc()))
+      return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+    if (s->be->limits(media_codec_avid(o->prof->encoder), &o->lim) < 0)
+      return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", (int)i);
+  }
+  if ((ret = seg_demux(g, in, len, &mi)) < 0) return ret;
+  bool audio = g->apk.n && s->opts.audio == MEDIA_AUDIO_COPY;
+  if (!g->vst || (!g->vpk.n && !audio))
+    return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  /* Impossible sizes fail before any decoder or encoder opens, when the source size is known. */
+  int sw = g->vst->codecpar->width, sh = g->vst->codecpar->height;
+  for (size_t i = 0; sw > 0 && sh > 0 && i < n; i++) {
+    int w, h;
+    if (media_fit_size(g->outs[i].prof, &g->outs[i].lim, sw, sh, &w, &h) < 0)
+      return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", (int)i);
+  }
+  audio_fix_ts(g);
+  for (size_t i = 0; i < n; i++) {
+    if (rw_start(&s->rw[i]) < 0)
+      return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+    s->rw[i].g = g;
+    s->rw[i].o = &g->outs[i];
+  }
+  ret = g->vpk.n ? seg_video(g) : 0;
+  if (ret == 0 && g->vpk.n && g->decoded == 0 && !audio)
+    ret = seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  /* End of segment for every rendition (they drain and mux in parallel), or the abort. */
+  for (size_t i = 0; i < n; i++) rw_push(&s->rw[i], NULL, 0, g->decoded);
+  for (size_t i = 0; i < n; i++) rw_wait_idle(&s->rw[i]);
+  if (ret == 0 && atomic_load(&g->abort)) ret = LP_EMEDIA;
+  if (ret < 0) return ret;
+  s->segments++;
+  return 0;
 }
 
 int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
@@ -866,65 +1041,25 @@ int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
   out->error_rendition = -1;
   uint64_t t0 = lp_now_ns();
   seg_t g = {.s = s, .res = out, .vi = -1, .ai = -1, .prime_max_pts = AV_NOPTS_VALUE};
-  media_memin_t mi;
-  int ret = 0;
-  if (!n) return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Invalid argument", -1);
-  if (n > (size_t)s->opts.max_outputs)
-    return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Too many outputs", -1);
-  for (size_t i = 0; i < n; i++) {
-    const char *why;
-    if (media_profile_validate(&profiles[i], &why) < 0)
-      return seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, why, (int)i);
-  }
-  if (!in || !len) return seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
-  g.outs = calloc(n, sizeof(*g.outs));
-  out->renditions = calloc(n, sizeof(*out->renditions));
-  g.frame = av_frame_alloc();
-  g.ff = av_frame_alloc();
-  if (!g.outs || !out->renditions || !g.frame || !g.ff) {
+  pthread_mutex_init(&g.err_mu, NULL);
+  atomic_init(&g.abort, 0);
+  int ret;
+  if (!n) {
+    ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Invalid argument", -1);
+  } else if (n > (size_t)s->opts.max_outputs) {
+    ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Too many outputs", -1);
+  } else if (!(g.outs = calloc(n, sizeof(*g.outs)))) {
     ret = seg_fail(&g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
-    goto done;
-  }
-  out->n = n;
-  g.nout = n;
-  for (size_t i = 0; i < n; i++) {
-    out_t *o = &g.outs[i];
-    o->prof = &profiles[i];
-    o->idx = (int)i;
-    o->res = &out->renditions[i];
-    if (s->be->limits(media_codec_avid(o->prof->encoder), &o->lim) < 0) {
-      ret = seg_fail(&g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", (int)i);
-      goto done;
+  } else {
+    g.nout = n;
+    for (size_t i = 0; i < n; i++) {
+      g.outs[i].prof = &profiles[i];
+      g.outs[i].idx = (int)i;
     }
+    ret = seg_run(&g, in, len);
   }
-  if ((ret = seg_demux(&g, in, len, &mi)) < 0) goto done;
-  if (!g.vst) {
-    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
-    goto done;
-  }
-  if (g.vpk.n == 0 && !(g.apk.n && s->opts.audio == MEDIA_AUDIO_COPY)) {
-    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
-    goto done;
-  }
-  /* Impossible sizes fail before any decoder or encoder opens, when the source size is known. */
-  int sw = g.vst->codecpar->width, sh = g.vst->codecpar->height;
-  for (size_t i = 0; sw > 0 && sh > 0 && i < n; i++) {
-    int w, h;
-    if (media_fit_size(&profiles[i], &g.outs[i].lim, sw, sh, &w, &h) < 0) {
-      ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", (int)i);
-      goto done;
-    }
-  }
-  if (g.vpk.n && (ret = seg_video(&g)) < 0) goto done;
-  if (g.vpk.n && g.decoded == 0 && !(g.apk.n && s->opts.audio == MEDIA_AUDIO_COPY)) {
-    ret = seg_fail(&g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
-    goto done;
-  }
-  audio_fix_ts(&g);
-  for (size_t i = 0; i < n; i++)
-    if ((ret = out_mux(&g, &g.outs[i])) < 0) goto done;
-  s->segments++;
-done:
+  /* A failed rendition may have found the error while the code that returned did not. */
+  if (ret == 0 && out->error[0]) ret = LP_EMEDIA;
   seg_free(&g);
   if (ret < 0 && s->vdec) {
     /* A segment abandoned half-way leaves frames in the decoder that belong to no one. */
@@ -936,6 +1071,7 @@ done:
     if (!out->error[0]) seg_fail(&g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);
     LOGW_C(&s->opts.log, "media: segment failed: %s", out->error);
   }
+  pthread_mutex_destroy(&g.err_mu);
   out->transcode_ns = lp_now_ns() - t0;
   return ret;
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Transcode-engine benchmark: the same ladder on the same segments with the ffmpeg CLI (one
+# process per segment, and one long-running process over the concatenated input) and with
+# `lpod bench` (one stream, then two concurrent streams), printing lpod's throughput ratios.
+#
+# usage: scripts/bench-ffmpeg.sh [LPOD_BINARY] [WORKDIR]
+# env:   SEGS (10), PRESET (medium), SIZE (1920x1080), FPS (30), SEG_S (2), KEEP=1 keeps WORKDIR
+set -euo pipefail
+
+LPOD=${1:-build/lpod}
+WORK=${2:-$(mktemp -d /tmp/lpod-bench.XXXXXX)}
+SEGS=${SEGS:-10}
+PRESET=${PRESET:-medium}
+SIZE=${SIZE:-1920x1080}
+FPS=${FPS:-30}
+SEG_S=${SEG_S:-2}
+DUR=$((SEGS * SEG_S))
+mkdir -p "$WORK"
+[ -x "$LPOD" ] || { echo "no lpod binary at $LPOD" >&2; exit 2; }
+command -v ffmpeg >/dev/null || { echo "ffmpeg not found" >&2; exit 2; }
+
+now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc -l; }
+
+# Source: moving test pattern with temporal noise (so the encoder works as on camera content),
+# a keyframe at every segment boundary, AAC audio; cut into an HLS playlist.
+if [ ! -f "$WORK/src/index.m3u8" ]; then
+  mkdir -p "$WORK/src"
+  echo "generating ${DUR}s of ${SIZE}@${FPS} source..." >&2
+  ffmpeg -nostdin -v error -y \
+    -f lavfi -i "testsrc2=size=${SIZE}:rate=${FPS},noise=alls=6:allf=t+u" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$DUR" \
+    -c:v libx264 -preset veryfast -b:v 6M -g $((FPS * SEG_S)) -keyint_min $((FPS * SEG_S)) \
+    -sc_threshold 0 -c:a aac -b:a 128k \
+    -f hls -hls_time "$SEG_S" -hls_list_size 0 -hls_segment_filename "$WORK/src/seg%03d.ts" \
+    "$WORK/src/index.m3u8"
+fi
+cat "$WORK"/src/seg*.ts > "$WORK/all.ts"
+
+# The reference ladder: P720p30fps16x9, P360p30fps16x9, P240p30fps16x9 with lpms's rate
+# control (min = avg = max, one-second buffer), forced IDRs, audio copied, x264 $PRESET.
+LADDER=(-filter_complex "[0:v]split=3[a][b][c];[a]scale=1280:720,fps=30[o1];[b]scale=640:360,fps=30[o2];[c]scale=426:240,fps=30[o3]")
+out() { # label map bitrate
+  echo -map "[$2]" -map "0:a?" -c:v libx264 -preset "$PRESET" -forced-idr 1 \
+    -b:v "$3" -minrate "$3" -maxrate "$3" -bufsize "$3" -c:a copy -f mpegts "$WORK/ff_$1.ts"
+}
+ffladder() { # input
+  # shellcheck disable=SC2046
+  ffmpeg -nostdin -v error -y -i "$1" "${LADDER[@]}" $(out 720 o1 4000k) $(out 360 o2 1200k) \
+    $(out 240 o3 600k)
+}
+
+echo "ffmpeg: one process per segment..." >&2
+t0=$(now)
+for s in "$WORK"/src/seg*.ts; do ffladder "$s"; done
+t_seg=$(elapsed "$t0" "$(now)")
+
+echo "ffmpeg: one long-running process over ${DUR}s..." >&2
+t0=$(now)
+ffladder "$WORK/all.ts"
+t_long=$(elapsed "$t0" "$(now)")
+
+PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
+echo "lpod bench: 1 stream..." >&2
+"$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 1 \
+  -csv "$WORK/lpod1.csv" -json "$WORK/lpod1.json" 2>"$WORK/lpod1.txt"
+echo "lpod bench: 2 concurrent streams..." >&2
+"$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 2 \
+  -csv "$WORK/lpod2.csv" -json "$WORK/lpod2.json" 2>"$WORK/lpod2.txt"
+
+jget() { grep -o "\"$2\":[0-9.e+-]*" "$1" | head -1 | cut -d: -f2; }
+l1_wall=$(jget "$WORK/lpod1.json" wall_s)
+l2_wall=$(jget "$WORK/lpod2.json" wall_s)
+l1_src=$(jget "$WORK/lpod1.json" source_s)
+l2_src=$(jget "$WORK/lpod2.json" source_s)
+
+# Quality: PSNR of the 720p rendition of the first segment against the scaled source, both sides.
+"$LPOD" transcode -in "$WORK/src/seg000.ts" -profiles "$PROFILES" -preset "$PRESET" \
+  -out "$WORK/q" >/dev/null
+ffladder "$WORK/src/seg000.ts"
+psnr() {
+  ffmpeg -nostdin -v info -i "$1" -i "$WORK/src/seg000.ts" \
+    -lavfi "[1:v]scale=1280:720[r];[0:v][r]psnr" -f null - 2>&1 |
+    grep -o 'average:[0-9.inf]*' | cut -d: -f2
+}
+p_lpod=$(psnr "$WORK/q/0_P720p30fps16x9.ts")
+p_ff=$(psnr "$WORK/ff_720.ts")
+
+r() { echo "scale=4; $1" | bc -l; }
+cat <<REPORT
+source                      : ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}
+ffmpeg per segment          : $(r "$t_seg") s for ${DUR}s  real-time ratio $(r "$t_seg / $DUR")
+ffmpeg long-running         : $(r "$t_long") s for ${DUR}s  real-time ratio $(r "$t_long / $DUR")
+lpod bench, 1 stream        : $(r "$l1_wall") s for ${l1_src}s  real-time ratio $(r "$l1_wall / $l1_src")
+lpod bench, 2 streams       : $(r "$l2_wall") s for ${l2_src}s  real-time ratio $(r "$l2_wall / $l2_src")
+1 stream vs ffmpeg/segment  : $(r "($l1_src / $l1_wall) / ($DUR / $t_seg)") x throughput
+2 streams vs ffmpeg long    : $(r "($l2_src / $l2_wall) / ($DUR / $t_long)") x throughput
+PSNR 720p seg0 lpod/ffmpeg  : ${p_lpod} / ${p_ff} dB
+REPORT
+[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
