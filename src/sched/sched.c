@@ -195,6 +195,21 @@ static double engine_load(const lp_sched_t *s, const sched_device_t *d, int e) {
   return load;
 }
 
+static int enc_used(const lp_sched_t *s, const sched_device_t *d) {
+  int used = d->enc;
+  const lp_sched_sample_t *t = fresh_sample(s, d);
+  if (t && (t->fields & LP_SCHED_TEL_ENC_SESSIONS)) used = LP_MAX(used, t->enc_sessions);
+  return used;
+}
+
+/* NVENC sessions open on every NVIDIA device, ours and others'. */
+static int nvenc_used(const lp_sched_t *s) {
+  int n = 0;
+  for (int i = 0; i < s->n_devs; i++)
+    if (s->devs[i].kind == LP_SCHED_DEV_NVIDIA) n += enc_used(s, &s->devs[i]);
+  return n;
+}
+
 /* ---- per-device caps
  * ------------------------------------------------------------------------------ */
 
@@ -275,6 +290,10 @@ void lp_sched_set_max_sessions(lp_sched_t *s, int n) {
   if (s) s->o.max_sessions = n > 0 ? n : 0;
 }
 
+void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n) {
+  if (s) s->nvenc_system_cap = n > 0 ? n : 0;
+}
+
 /* ---- admission
  * ------------------------------------------------------------------------------------- */
 
@@ -334,11 +353,18 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
   }
   const lp_sched_sample_t *t = fresh_sample(s, d);
   if (d->max_enc > 0 && c->enc_sessions > 0) {
-    int used = d->enc;
-    if (t && (t->fields & LP_SCHED_TEL_ENC_SESSIONS)) used = LP_MAX(used, t->enc_sessions);
+    int used = enc_used(s, d);
     if (used + c->enc_sessions > d->max_enc) {
       snprintf(why, wlen, "%s encoder sessions %d+%d > %d", d->name, used, c->enc_sessions,
                d->max_enc);
+      return LP_SCHED_R_ENC_SESSIONS;
+    }
+  }
+  if (d->kind == LP_SCHED_DEV_NVIDIA && s->nvenc_system_cap > 0 && c->enc_sessions > 0) {
+    int used = nvenc_used(s);
+    if (used + c->enc_sessions > s->nvenc_system_cap) {
+      snprintf(why, wlen, "%s NVENC sessions of the system %d+%d > %d", d->name, used,
+               c->enc_sessions, s->nvenc_system_cap);
       return LP_SCHED_R_ENC_SESSIONS;
     }
   }
@@ -660,7 +686,7 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
     job = &probe;
   }
   if (lp_sched_job_validate(job, NULL, 0)) return 0;
-  long total = 0;
+  long total = 0, nvidia = 0;
   for (int i = 0; i < s->n_devs; i++) {
     const sched_device_t *d = &s->devs[i];
     lp_sched_cost_t c;
@@ -674,8 +700,16 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
     if (d->mem_total && c.mem_bytes)
       n = fmin(n, floor((double)d->mem_total * (1 - s->o.mem_reserve) / (double)c.mem_bytes));
     if (d->cap_sessions > 0) n = fmin(n, d->cap_sessions);
-    if (isfinite(n) && n > 0) total += (long)n;
+    if (!(isfinite(n) && n > 0)) continue;
+    if (d->kind == LP_SCHED_DEV_NVIDIA)
+      nvidia += (long)n;
+    else
+      total += (long)n;
   }
+  /* a hardware job holds one encoder session per rendition */
+  if (s->nvenc_system_cap > 0 && nvidia > 0)
+    nvidia = LP_MIN(nvidia, (long)s->nvenc_system_cap / (long)job->n_renditions);
+  total += nvidia;
   if (s->o.max_sessions > 0 && total > s->o.max_sessions) total = s->o.max_sessions;
   return total > 1000000 ? 1000000 : (int)total;
 }
@@ -689,6 +723,7 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     return LP_ENOMEM;
   }
   if (!cJSON_AddNumberToObject(obj, "sessions", (double)s->n_sess)) return LP_ENOMEM;
+  if (!cJSON_AddNumberToObject(obj, "nvencSystemCap", s->nvenc_system_cap)) return LP_ENOMEM;
   cJSON *arr = cJSON_AddArrayToObject(obj, "devices");
   if (!arr) return LP_ENOMEM;
   for (int i = 0; i < s->n_devs; i++) {

@@ -44,6 +44,7 @@ struct lp_sched {
   int n_devs;
   sched_session_t *sess;
   size_t n_sess, cap_sess;
+  int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
 };
 
 /* The device's usable budget per engine: 1000 × target × correction. */

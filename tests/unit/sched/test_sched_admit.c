@@ -298,6 +298,36 @@ static void test_session_caps(void **state) {
   lp_sched_free(s);
 }
 
+static void test_nvenc_system_cap(void **state) {
+  (void)state;
+  /* a retail driver: 5 NVENC sessions for both cards together */
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 0, 0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 1, 0, 0);
+  lp_sched_set_nvenc_system_cap(s, 5);
+  lp_sched_job_t j = job(640, 360, 30, 2);
+  assert_int_equal(lp_sched_capacity_for(s, &j), 2);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  int first = v.device;
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  assert_int_not_equal(v.device, first); /* spread, yet the cap counts both */
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_ENC_SESSIONS);
+  assert_non_null(strstr(v.detail, "NVENC sessions of the system 4+2 > 5"));
+  /* a CPU device is not bound by it */
+  add_dev(s, LP_SCHED_DEV_CPU, "cpu", 1, 0, 0);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+  assert_int_equal(v.device, 2);
+  lp_sched_set_nvenc_system_cap(s, 0);
+  assert_int_equal(lp_sched_admit(s, "d", &j, &v), 0);
+  cJSON *o = cJSON_CreateObject();
+  lp_sched_fill_json(s, o);
+  assert_int_equal(cJSON_GetObjectItem(o, "nvencSystemCap")->valueint, 0);
+  cJSON_Delete(o);
+  lp_sched_free(s);
+}
+
 static void test_memory(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
@@ -662,21 +692,14 @@ static void test_target_ratio(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fill_and_refuse),
-      cmocka_unit_test(test_bad_input),
-      cmocka_unit_test(test_sticky),
-      cmocka_unit_test(test_placement),
-      cmocka_unit_test(test_fake_telemetry),
-      cmocka_unit_test(test_session_caps),
-      cmocka_unit_test(test_memory),
-      cmocka_unit_test(test_max_sessions),
-      cmocka_unit_test(test_device_caps),
-      cmocka_unit_test(test_unfit_jobs),
-      cmocka_unit_test(test_ewma),
-      cmocka_unit_test(test_overload),
-      cmocka_unit_test(test_stream_behind),
-      cmocka_unit_test(test_correction_grows),
-      cmocka_unit_test(test_json),
+      cmocka_unit_test(test_fill_and_refuse),  cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_sticky),           cmocka_unit_test(test_placement),
+      cmocka_unit_test(test_fake_telemetry),   cmocka_unit_test(test_session_caps),
+      cmocka_unit_test(test_nvenc_system_cap), cmocka_unit_test(test_memory),
+      cmocka_unit_test(test_max_sessions),     cmocka_unit_test(test_device_caps),
+      cmocka_unit_test(test_unfit_jobs),       cmocka_unit_test(test_ewma),
+      cmocka_unit_test(test_overload),         cmocka_unit_test(test_stream_behind),
+      cmocka_unit_test(test_correction_grows), cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
