@@ -299,7 +299,9 @@ typedef struct pm_validate_ctx {
   bool charging;
 } pm_validate_ctx_t;
 
-/* Outcome of one payment. Everything in it must be persisted before the segment is answered. */
+/* Outcome of one payment. Its winners and nonces must be persisted (pm_store_commit) before the
+ * segment is answered. It may be copied by value to a work request; free it with
+ * pm_payment_result_free in every case, accepted or not. */
 typedef struct pm_payment_result {
   size_t credited;      /* tickets whose EV went to the balance */
   bool fatal;           /* processing stopped at a fatal error */
@@ -321,8 +323,8 @@ int pm_recipient_process_payment(pm_recipient_t *r, pm_balances_t *balances,
                                  pm_payment_result_t *res);
 
 /* ---- durable store (SQLite in the data dir) --------------------------------------------------
- * Calls block on fsync: run them off the loop (uv_queue_work). One store must not be used from
- * two threads at once. */
+ * Calls block on fsync: run them off the loop (uv_queue_work). Calls from several threads are
+ * serialised inside. */
 typedef struct pm_store pm_store_t;
 
 int pm_store_open(const char *path, pm_store_t **out);

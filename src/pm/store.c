@@ -8,12 +8,16 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 struct pm_store {
+  /* uv_queue_work may run two commits at once on the thread pool; a transaction on the shared
+   * connection must not interleave with another. */
+  pthread_mutex_t lock;
   sqlite3 *db;
   sqlite3_stmt *ins_ticket;
   sqlite3_stmt *ins_nonce;
@@ -58,6 +62,7 @@ void pm_store_close(pm_store_t *s) {
   sqlite3_finalize(s->ins_ticket);
   sqlite3_finalize(s->ins_nonce);
   sqlite3_close(s->db);
+  pthread_mutex_destroy(&s->lock);
   free(s);
 }
 
@@ -72,6 +77,7 @@ int pm_store_open(const char *path, pm_store_t **out) {
   close(fd);
   pm_store_t *s = calloc(1, sizeof *s);
   if (!s) return LP_ENOMEM;
+  pthread_mutex_init(&s->lock, NULL);
   if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
       SQLITE_OK) {
     int rc = s->db ? db_err(s, "open") : LP_ENOMEM;
@@ -101,7 +107,7 @@ int pm_store_open(const char *path, pm_store_t **out) {
   return 0;
 }
 
-int pm_store_secret(pm_store_t *s, uint8_t secret[32]) {
+static int pm_store_secret_locked(pm_store_t *s, uint8_t secret[32]) {
   sqlite3_stmt *st = NULL;
   int rc = LP_EIO;
   if (sqlite3_prepare_v2(s->db, "SELECT value FROM kv WHERE key='recipientSecret'", -1, &st,
@@ -174,8 +180,8 @@ static int insert_nonce(pm_store_t *s, const pm_nonce_rec_t *n) {
   return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "store nonce");
 }
 
-int pm_store_commit(pm_store_t *s, const pm_winning_ticket_t *winners, size_t n_winners,
-                    const pm_nonce_rec_t *nonces, size_t n_nonces) {
+static int pm_store_commit_locked(pm_store_t *s, const pm_winning_ticket_t *winners,
+                                  size_t n_winners, const pm_nonce_rec_t *nonces, size_t n_nonces) {
   if (n_winners == 0 && n_nonces == 0) return 0;
   if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
     return db_err(s, "begin");
@@ -187,8 +193,8 @@ int pm_store_commit(pm_store_t *s, const pm_winning_ticket_t *winners, size_t n_
   return rc;
 }
 
-int pm_store_load_nonces(pm_store_t *s, uint64_t l1_block,
-                         void (*fn)(void *ud, const pm_nonce_rec_t *rec), void *ud) {
+static int pm_store_load_nonces_locked(pm_store_t *s, uint64_t l1_block,
+                                       void (*fn)(void *ud, const pm_nonce_rec_t *rec), void *ud) {
   sqlite3_stmt *st = NULL;
   if (sqlite3_prepare_v2(s->db,
                          "SELECT recipientRand, nonce, expirationBlock FROM senderNonces "
@@ -209,7 +215,7 @@ int pm_store_load_nonces(pm_store_t *s, uint64_t l1_block,
   return step == SQLITE_DONE ? 0 : db_err(s, "load nonces");
 }
 
-int pm_store_expire_nonces(pm_store_t *s, uint64_t l1_block) {
+static int pm_store_expire_nonces_locked(pm_store_t *s, uint64_t l1_block) {
   sqlite3_stmt *st = NULL;
   if (sqlite3_prepare_v2(s->db, "DELETE FROM senderNonces WHERE expirationBlock <= ?", -1, &st,
                          NULL) != SQLITE_OK)
@@ -231,7 +237,7 @@ static void column_hex(sqlite3_stmt *st, int col, uint8_t *out, size_t n) {
   if (!h || lp_hex_decode(h, out, n) != (int)n) memset(out, 0, n);
 }
 
-int pm_store_pending_winners(pm_store_t *s, pm_winning_ticket_t **out, size_t *n) {
+static int pm_store_pending_winners_locked(pm_store_t *s, pm_winning_ticket_t **out, size_t *n) {
   *out = NULL;
   *n = 0;
   sqlite3_stmt *st = NULL;
@@ -279,8 +285,8 @@ int pm_store_pending_winners(pm_store_t *s, pm_winning_ticket_t **out, size_t *n
   return rc;
 }
 
-int pm_store_mark_redeemed(pm_store_t *s, const uint8_t sig[PM_SIG_LEN],
-                           const uint8_t tx_hash[PM_HASH_LEN]) {
+static int pm_store_mark_redeemed_locked(pm_store_t *s, const uint8_t sig[PM_SIG_LEN],
+                                         const uint8_t tx_hash[PM_HASH_LEN]) {
   sqlite3_stmt *st = NULL;
   if (sqlite3_prepare_v2(s->db,
                          "UPDATE ticketQueue SET redeemedAt = strftime('%s','now'), txHash = ? "
@@ -294,5 +300,50 @@ int pm_store_mark_redeemed(pm_store_t *s, const uint8_t sig[PM_SIG_LEN],
   int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "mark redeemed");
   if (!rc && sqlite3_changes(s->db) == 0) rc = LP_ENOENT;
   sqlite3_finalize(st);
+  return rc;
+}
+
+int pm_store_secret(pm_store_t *s, uint8_t secret[32]) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_secret_locked(s, secret);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int pm_store_commit(pm_store_t *s, const pm_winning_ticket_t *winners, size_t n_winners,
+                    const pm_nonce_rec_t *nonces, size_t n_nonces) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_commit_locked(s, winners, n_winners, nonces, n_nonces);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int pm_store_load_nonces(pm_store_t *s, uint64_t l1_block,
+                         void (*fn)(void *ud, const pm_nonce_rec_t *rec), void *ud) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_load_nonces_locked(s, l1_block, fn, ud);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int pm_store_expire_nonces(pm_store_t *s, uint64_t l1_block) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_expire_nonces_locked(s, l1_block);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int pm_store_pending_winners(pm_store_t *s, pm_winning_ticket_t **out, size_t *n) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_pending_winners_locked(s, out, n);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int pm_store_mark_redeemed(pm_store_t *s, const uint8_t sig[PM_SIG_LEN],
+                           const uint8_t tx_hash[PM_HASH_LEN]) {
+  pthread_mutex_lock(&s->lock);
+  int rc = pm_store_mark_redeemed_locked(s, sig, tx_hash);
+  pthread_mutex_unlock(&s->lock);
   return rc;
 }

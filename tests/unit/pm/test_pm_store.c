@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -173,6 +174,52 @@ static void restore_cb(void *ud, const pm_nonce_rec_t *rec) {
   assert_int_equal(pm_recipient_restore_nonce(ud, rec), 0);
 }
 
+static void count_rec(void *ud, const pm_nonce_rec_t *rec) {
+  (void)rec;
+  (*(size_t *)ud)++;
+}
+
+typedef struct committer {
+  pm_store_t *s;
+  uint32_t base;
+  int rc;
+} committer_t;
+
+static void *commit_many(void *arg) {
+  committer_t *c = arg;
+  for (uint32_t i = 0; i < 40 && !c->rc; i++) {
+    pm_winning_ticket_t w;
+    winner(&w, 0);
+    w.sig[0] = (uint8_t)c->base;
+    w.sig[1] = (uint8_t)i;
+    pm_nonce_rec_t rec = {.nonce = c->base + i, .expiration_block = 500};
+    c->rc = pm_store_commit(c->s, &w, 1, &rec, 1);
+  }
+  return NULL;
+}
+
+/* The thread pool may run two commits at once: neither may be lost or fail. */
+static void concurrent_commits(void **state) {
+  fixture_t *f = *state;
+  pm_store_t *s;
+  assert_int_equal(pm_store_open(f->path, &s), 0);
+  committer_t c[2] = {{s, 1, 0}, {s, 2, 0}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, commit_many, &c[i]), 0);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  assert_int_equal(c[0].rc, 0);
+  assert_int_equal(c[1].rc, 0);
+  pm_winning_ticket_t *got;
+  size_t n;
+  assert_int_equal(pm_store_pending_winners(s, &got, &n), 0);
+  assert_int_equal(n, 80);
+  free(got);
+  size_t count = 0;
+  assert_int_equal(pm_store_load_nonces(s, 0, count_rec, &count), 0);
+  assert_int_equal(count, 80);
+  pm_store_close(s);
+}
+
 /* The whole restart path: params issued before a restart keep working after it, and the
  * nonces used before it stay used. */
 static void restart_keeps_params_and_replay_protection(void **state) {
@@ -266,6 +313,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(open_errors_are_reported, setup, teardown),
       cmocka_unit_test_setup_teardown(winners_persist_in_order, setup, teardown),
       cmocka_unit_test_setup_teardown(nonces_persist_and_expire, setup, teardown),
+      cmocka_unit_test_setup_teardown(concurrent_commits, setup, teardown),
       cmocka_unit_test_setup_teardown(restart_keeps_params_and_replay_protection, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
