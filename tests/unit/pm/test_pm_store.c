@@ -203,7 +203,7 @@ static void concurrent_commits(void **state) {
   fixture_t *f = *state;
   pm_store_t *s;
   assert_int_equal(pm_store_open(f->path, &s), 0);
-  committer_t c[2] = {{s, 1, 0}, {s, 2, 0}};
+  committer_t c[2] = {{s, 1000, 0}, {s, 2000, 0}};
   pthread_t th[2];
   for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, commit_many, &c[i]), 0);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
