@@ -20,7 +20,7 @@
 #include "lpod/config.h"
 #include "lpod/core.h"
 
-/* ---- vocabulary ------------------------------------------------------------------------------ */
+/* ---- vocabulary ---- */
 
 typedef enum {
   LP_SCHED_DEV_CPU = 0,
@@ -67,7 +67,7 @@ int lp_sched_codec_from_name(const char *name, lp_sched_codec_t *out);
  * (p1-p3 fast, p4-p5 medium, p6-p7 slow) and the tier names themselves; NULL or unknown: medium. */
 lp_sched_preset_t lp_sched_preset_from_name(const char *name);
 
-/* ---- jobs and the cost model ----------------------------------------------------------------- */
+/* ---- jobs and the cost model ---- */
 
 typedef struct lp_sched_rendition {
   int width, height;
@@ -120,7 +120,7 @@ const char *lp_sched_engine_name(lp_sched_dev_kind_t kind, int engine);
 void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
                        const lp_sched_job_t *job, lp_sched_cost_t *out);
 
-/* ---- telemetry sources -------------------------------------------------------------------------
+/* ---- telemetry sources ----
  * Each is optional; one that can't start is skipped with one log line and the scheduler runs on
  * its model and the real-time feedback alone. */
 
@@ -189,8 +189,7 @@ void lp_sched_fake_source_set(lp_sched_source_t *src, const lp_sched_sample_t *s
 /* Makes the next samples fail with err (0 restores). */
 void lp_sched_fake_source_fail(lp_sched_source_t *src, int err);
 
-/* ---- the scheduler -----------------------------------------------------------------------------
- */
+/* ---- the scheduler ---- */
 
 typedef struct lp_sched lp_sched_t;
 
@@ -245,8 +244,7 @@ void lp_sched_set_max_sessions(lp_sched_t *s, int n);
  * depending on the driver). n is that cap as the media engine detected it; 0 = none. */
 void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n);
 
-/* ---- admission ----------------------------------------------------------------------------------
- */
+/* ---- admission ---- */
 
 typedef enum {
   LP_SCHED_FIT = 0,
@@ -283,8 +281,7 @@ int lp_sched_session_device(const lp_sched_t *s, const char *session_id);
 /* Ends a session and frees what it held. LP_ENOENT if unknown. */
 int lp_sched_release(lp_sched_t *s, const char *session_id);
 
-/* ---- live correction
- * ----------------------------------------------------------------------------- */
+/* ---- live correction ---- */
 
 typedef enum {
   LP_SCHED_ON_TIME = 0,
@@ -295,8 +292,7 @@ typedef enum {
 lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
                                           uint64_t transcode_ms, uint64_t duration_ms);
 
-/* ---- numbers for logs and the admin API
- * ---------------------------------------------------------- */
+/* ---- numbers for logs and the admin API ---- */
 
 typedef struct lp_sched_device_info {
   char name[64];
@@ -324,8 +320,7 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj);
 /* One info line per device. */
 void lp_sched_log_summary(const lp_sched_t *s);
 
-/* ---- calibration
- * ----------------------------------------------------------------------------------- */
+/* ---- calibration ---- */
 
 typedef struct lp_sched_bench_req {
   lp_sched_stage_t stage;

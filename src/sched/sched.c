@@ -77,8 +77,7 @@ double sched_budget(const lp_sched_t *s, const sched_device_t *d) {
   return ENGINE_FULL * s->o.target_rt_ratio * d->corr;
 }
 
-/* ---- devices ------------------------------------------------------------------------------------
- */
+/* ---- devices ---- */
 
 int lp_sched_add_device(lp_sched_t *s, const lp_sched_device_desc_t *desc, int *index) {
   if (!s || !desc || (unsigned)desc->kind > LP_SCHED_DEV_NETINT || desc->max_enc_sessions < 0 ||
@@ -210,8 +209,7 @@ static int nvenc_used(const lp_sched_t *s) {
   return n;
 }
 
-/* ---- per-device caps
- * ------------------------------------------------------------------------------ */
+/* ---- per-device caps ---- */
 
 int lp_sched_parse_device_caps(const char *text, int **out, size_t *n, char *err, size_t errlen) {
   *out = NULL;
@@ -294,8 +292,7 @@ void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n) {
   if (s) s->nvenc_system_cap = n > 0 ? n : 0;
 }
 
-/* ---- admission
- * ------------------------------------------------------------------------------------- */
+/* ---- admission ---- */
 
 const char *lp_sched_reason_name(lp_sched_reason_t r) {
   switch (r) {
@@ -570,8 +567,7 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
   return 0;
 }
 
-/* ---- live correction
- * ------------------------------------------------------------------------------- */
+/* ---- live correction ---- */
 
 static double model_util(const lp_sched_t *s, const sched_device_t *d) {
   double budget = sched_budget(s, d), u = 0;
@@ -643,8 +639,7 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
   return d->behind ? LP_SCHED_DEVICE_BEHIND : LP_SCHED_ON_TIME;
 }
 
-/* ---- numbers
- * ------------------------------------------------------------------------------------------ */
+/* ---- numbers ---- */
 
 int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *out) {
   const sched_device_t *d = dev_at(s, dev);

@@ -246,8 +246,7 @@ int lp_sched_cpu_limits(const char *root, lp_sched_cpu_limits_t *out) {
   return out->online > 0 || out->affinity > 0 ? 0 : LP_ENOENT;
 }
 
-/* ---- the source
- * ------------------------------------------------------------------------------------ */
+/* ---- the source ---- */
 
 typedef struct cpu_src {
   lp_sched_source_t base;
