@@ -292,6 +292,18 @@ typedef enum {
 lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
                                           uint64_t transcode_ms, uint64_t duration_ms);
 
+typedef struct lp_sched_session_info {
+  int device;
+  double rt_ratio; /* EWMA of this stream's transcode time / segment duration */
+  int segments;
+  bool behind; /* flagged LP_SCHED_STREAM_BEHIND */
+  double cost; /* wu/s over all engines */
+} lp_sched_session_info_t;
+/* The numbers of one admitted session (for its error message and per-stream metrics).
+ * LP_ENOENT if unknown. */
+int lp_sched_session_info(const lp_sched_t *s, const char *session_id,
+                          lp_sched_session_info_t *out);
+
 /* ---- numbers for logs and the admin API ---- */
 
 typedef struct lp_sched_device_info {

@@ -538,6 +538,18 @@ int lp_sched_session_device(const lp_sched_t *s, const char *session_id) {
   return ss ? ss->dev : -1;
 }
 
+int lp_sched_session_info(const lp_sched_t *s, const char *session_id,
+                          lp_sched_session_info_t *out) {
+  const sched_session_t *ss = s ? find_session(s, session_id) : NULL;
+  if (!ss || !out) return LP_ENOENT;
+  out->device = ss->dev;
+  out->rt_ratio = ss->rt;
+  out->segments = ss->segments;
+  out->behind = ss->flagged;
+  out->cost = ss->cost.total;
+  return 0;
+}
+
 int lp_sched_sessions(const lp_sched_t *s) { return s ? (int)s->n_sess : 0; }
 
 int lp_sched_release(lp_sched_t *s, const char *session_id) {

@@ -576,6 +576,15 @@ static void test_stream_behind(void **state) {
   }
   assert_int_equal(hs, LP_SCHED_STREAM_BEHIND);
   assert_int_equal(n, 3); /* judged after min_segments, not before */
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_session_info(s, "slow", &si), 0);
+  assert_true(si.behind);
+  assert_int_equal(si.segments, 3);
+  assert_true(fabs(si.rt_ratio - 1.5) < 1e-9);
+  assert_true(si.cost > 0);
+  assert_int_equal(lp_sched_session_info(s, "ok", &si), 0);
+  assert_false(si.behind);
+  assert_int_equal(lp_sched_session_info(s, "nobody", &si), LP_ENOENT);
   assert_int_not_equal(ho, LP_SCHED_STREAM_BEHIND);
   /* it stays flagged until the orchestrator fails and releases it; the other one is fine */
   assert_int_equal(lp_sched_report_segment(s, "slow", 100, 2000), LP_SCHED_STREAM_BEHIND);
