@@ -233,7 +233,9 @@ void pm_recipient_free(pm_recipient_t *r);
 const uint8_t *pm_recipient_addr(const pm_recipient_t *r);
 
 /* Fresh params for sender: random seed, expirationBlock = l1_block + 40, winProb from face_value
- * (pass a zero face value for a price <= 0), recipientRandHash bound to price and exp. */
+ * (pass a zero face value for a price <= 0), recipientRandHash bound to price and exp.
+ * LP_EINVAL for round 0 with a zero block hash (unredeemable) or pixels_per_unit 0; LP_ERANGE
+ * for a face value below the EV. */
 int pm_recipient_ticket_params(pm_recipient_t *r, const uint8_t sender[PM_ADDR_LEN],
                                const pm_u256_t *face_value, const pm_price_t *price,
                                const pm_expiration_params_t *exp, uint64_t l1_block,

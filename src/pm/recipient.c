@@ -156,6 +156,9 @@ int pm_recipient_ticket_params(pm_recipient_t *r, const uint8_t sender[PM_ADDR_L
                                const pm_expiration_params_t *exp, uint64_t l1_block,
                                pm_ticket_params_t *out) {
   if (price->pixels_per_unit == 0) return LP_EINVAL;
+  /* Round 0 with a zero block hash gives empty auxData, which the TicketBroker cannot redeem. */
+  uint8_t aux[PM_AUX_DATA_MAX];
+  if (pm_aux_data(exp->creation_round, exp->creation_round_block_hash, aux) == 0) return LP_EINVAL;
   memset(out, 0, sizeof *out);
   memcpy(out->recipient, r->addr, PM_ADDR_LEN);
   out->face_value = *face_value;

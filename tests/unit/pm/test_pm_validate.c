@@ -175,6 +175,45 @@ static void valid_payment_credits_exact_ev(void **state) {
   assert_true(fixed.price_per_unit == 1 && fixed.pixels_per_unit == 3);
 }
 
+static void params_issuing_rules(void **state) {
+  fixture_t *f = *state;
+  pm_u256_t fv;
+  pm_ticket_params_t p1, p2;
+  pm_u256_from_u64(&fv, 100000000);
+  assert_int_equal(pm_recipient_ticket_params(f->r, f->sender, &fv, &f->price, &f->exp, 100, &p1),
+                   0);
+  assert_int_equal(pm_recipient_ticket_params(f->r, f->sender, &fv, &f->price, &f->exp, 100, &p2),
+                   0);
+  assert_memory_equal(p1.recipient, f->recipient, 20);
+  /* A fresh seed each time, hence a fresh recipientRandHash. */
+  assert_memory_not_equal(p1.seed.b, p2.seed.b, 32);
+  assert_memory_not_equal(p1.recipient_rand_hash, p2.recipient_rand_hash, 32);
+  uint64_t eb;
+  assert_int_equal(pm_u256_to_u64(&p1.expiration_block, &eb), 0);
+  assert_true(eb == 140);
+  assert_int_equal(p1.expiration.creation_round, 7);
+  char dec[79];
+  pm_u256_to_dec(&p1.win_prob, dec);
+  assert_string_equal(dec,
+                      "5789604461865809771178549250434395392663499233282028201972879200395660");
+  /* Free work: zero face value and probability. */
+  pm_u256_from_u64(&fv, 0);
+  assert_int_equal(pm_recipient_ticket_params(f->r, f->sender, &fv, &f->price, &f->exp, 100, &p1),
+                   0);
+  assert_true(pm_u256_is_zero(&p1.win_prob));
+  /* Params the contract could never redeem, or a face value below the EV, are not issued. */
+  pm_expiration_params_t none = {0};
+  assert_int_equal(pm_recipient_ticket_params(f->r, f->sender, &fv, &f->price, &none, 100, &p1),
+                   LP_EINVAL);
+  pm_u256_from_u64(&fv, 4);
+  assert_int_equal(pm_recipient_ticket_params(f->r, f->sender, &fv, &f->price, &f->exp, 100, &p1),
+                   LP_ERANGE);
+  pm_u256_from_u64(&fv, 100);
+  assert_int_equal(
+      pm_recipient_ticket_params(f->r, f->sender, &fv, &(pm_price_t){1, 0}, &f->exp, 100, &p1),
+      LP_EINVAL);
+}
+
 static void payment_level_checks(void **state) {
   fixture_t *f = *state;
   uint32_t nonces[] = {1};
@@ -616,6 +655,7 @@ static void balances_stay_exact_across_denominators(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(valid_payment_credits_exact_ev, setup, teardown),
+      cmocka_unit_test_setup_teardown(params_issuing_rules, setup, teardown),
       cmocka_unit_test_setup_teardown(payment_level_checks, setup, teardown),
       cmocka_unit_test_setup_teardown(ticket_checks_in_order, setup, teardown),
       cmocka_unit_test_setup_teardown(non_fatal_error_stops_later_credits, setup, teardown),
