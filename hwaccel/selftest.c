@@ -198,7 +198,11 @@ static bool decode_test(const hw_backend_t *be, AVBufferRef *device, const clip_
     snprintf(why, wlen, "decoded %d of %d frames", u.frames, ST_FRAMES);
     return false;
   }
-  if (be->device_type != AV_HWDEVICE_TYPE_NONE && !u.all_hw) {
+  /* A device backend whose decoder handed the stream to the CPU has not decoded it: with a
+   * device context the frames must be device frames. (Backends without one, like Netint,
+   * refuse codecs they cannot decode in decoder_setup.) */
+  bool on_cpu = be->device_type != AV_HWDEVICE_TYPE_NONE && !u.all_hw;
+  if (on_cpu) {
     snprintf(why, wlen, "decoded on the CPU, not the device");
     return false;
   }

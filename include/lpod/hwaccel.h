@@ -256,8 +256,9 @@ typedef enum {
   HW_WHY_ODD_SIZE,    /* not a multiple of the encoder's alignment */
   HW_WHY_SESSIONS,    /* the device's encoder sessions are all in use */
   HW_WHY_QUARANTINED, /* the device is quarantined */
+  HW_WHY_FORMAT,      /* the device does not decode this pixel format (H.264 4:2:2, 10-bit) */
 } hw_route_why_t;
-#define HW_WHY_COUNT 7
+#define HW_WHY_COUNT 8
 const char *hw_route_why_text(hw_route_why_t why);
 /* Where a rendition of codec at w x h is encoded when the session runs on dev: on the device,
  * on the CPU (why says what the device lacks), or nowhere (neither can). sessions_in_use
@@ -270,9 +271,10 @@ hw_route_t hw_route_decode(const hw_table_t *t, int dev, hw_codec_t codec, unsig
 
 /* Remembers which (rendition, reason) fallbacks a session has logged, so each is logged once. */
 typedef struct hw_fallback_log {
-  uint32_t seen[HW_WHY_COUNT]; /* bit r: rendition r */
+  uint32_t seen[HW_WHY_COUNT]; /* bit r: rendition r (0..30); bit 31: the decoder */
 } hw_fallback_log_t;
-/* Logs the fallback the first time this session sees it; returns whether it logged. */
+/* Logs a fallback the first time this session sees it (rendition -1: the decoder); returns
+ * whether it logged. */
 bool hw_fallback_note(hw_fallback_log_t *l, const lp_logctx_t *ctx, const hw_device_t *d,
                       int rendition, hw_codec_t codec, int w, int h, hw_route_why_t why);
 
