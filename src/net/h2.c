@@ -131,6 +131,10 @@ static int h2_global_init(void) {
 int net_h2_init(net_conn_t *c, const uint8_t *data, size_t len) {
   if (h2_global_init()) return LP_ENOMEM;
   const net_server_opts_t *o = &c->srv->opts;
+  /* nghttp2 caps CONTINUATION frames (8 by default, about 144 KiB of headers); allow enough
+   * for a header block well past our own limit so that an oversized one gets a 431, while
+   * on_header still drops the connection far beyond it */
+  nghttp2_option_set_max_continuations(g_opt, 4 * o->max_header_bytes / 16384 + 2);
   if (nghttp2_session_server_new2(&c->h2, g_cbs, c, g_opt)) return LP_ENOMEM;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_streams},

@@ -819,6 +819,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       }
       c->in_read--;
       if (!c->closing && c->proto == NET_PROTO_H2) net_h2_send(c);
+      /* new streams or body bytes change what the connection waits for */
+      if (!c->closing) net_conn_update_timer(c);
     }
   }
   if (shared)

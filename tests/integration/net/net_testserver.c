@@ -4,7 +4,7 @@
  *
  *   net_testserver --addr 127.0.0.1:0|http://127.0.0.1:0 --cert-dir DIR
  *                  [--max-conns N] [--idle-ms N] [--header-timeout-ms N] [--handshake-ms N]
- *                  [--max-streams N]
+ *                  [--max-streams N] [--v LEVEL]
  */
 #include <signal.h>
 #include <stdio.h>
@@ -190,6 +190,8 @@ int main(int argc, char **argv) {
       o.header_timeout_ms = (uint64_t)atoll(v);
     else if (!strcmp(k, "--handshake-ms"))
       o.handshake_timeout_ms = (uint64_t)atoll(v);
+    else if (!strcmp(k, "--v"))
+      lp_log_set_level(atoi(v));
     else {
       fprintf(stderr, "unknown option %s\n", k);
       return 2;
