@@ -151,6 +151,10 @@ int eth_keystore_encrypt(const eth_account_t *acct, const char *password,
 int eth_account_load(const char *keystore_path, const char *acct_addr, const char *password,
                      eth_account_t *out, char *err, size_t errlen);
 void eth_account_wipe(eth_account_t *acct);
+/* A new random key, written to dir (created 0700) as UTC--<time>--<address> with mode 0600, as
+ * go-livepeer does for a node without an account. kdf NULL: the standard scrypt parameters. */
+int eth_account_create(const char *dir, const char *password, const eth_keystore_kdf_t *kdf,
+                       eth_account_t *out, char *err, size_t errlen);
 
 /* ---- JSON-RPC -------------------------------------------------------------------------------- */
 typedef struct eth_rpc eth_rpc_t;
@@ -286,6 +290,10 @@ int eth_client_sender_info(eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN], 
 /* Drops a sender's cache entry (after a redemption or a funding event). */
 void eth_client_sender_forget(eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN]);
 
+/* Sum of the face values of this sender's redemptions in flight (the monitor's "pending"). */
+void eth_client_sender_pending(const eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN],
+                               pm_u256_t *out);
+
 /* Blocking reads for start-up, tools and tests. */
 int eth_client_call_sync(eth_client_t *c, const uint8_t to[ETH_ADDR_LEN], const lp_buf_t *data,
                          lp_buf_t *ret, char *err, size_t errlen);
@@ -307,7 +315,8 @@ int eth_client_redeem(eth_client_t *c, const pm_ticket_t *t, const uint8_t *sig,
 
 /* Everything an on-chain node needs from the flags: -network defaults, -ethController,
  * -ethUrl, -blockPollingInterval, and the account from -ethKeystorePath (default
- * <datadir>/keystore), -ethAcctAddr and -ethPassword. Creates the client and makes the blocking
+ * <datadir>/keystore), -ethAcctAddr and -ethPassword; a keystore directory without any key and
+ * no -ethAcctAddr gets a new account, as in go-livepeer. Creates the client and makes the blocking
  * start-up reads; the caller starts polling with eth_client_start. On failure err names the
  * flag or the endpoint at fault. */
 struct lp_config;

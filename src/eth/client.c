@@ -32,6 +32,7 @@ typedef struct sender {
   char err_text[256];
   bool fetching;
   waiter_t *waiters;
+  pm_u256_t pending; /* face values of this sender's redemptions in flight */
 } sender_t;
 
 typedef struct redeem redeem_t;
@@ -601,7 +602,7 @@ static sender_t *sender_add(eth_client_t *c, const uint8_t a[ETH_ADDR_LEN]) {
     /* Evict the least recently used entry that nobody waits on. */
     size_t victim = SIZE_MAX;
     for (size_t i = 0; i < c->nsenders; i++)
-      if (!c->senders[i].fetching &&
+      if (!c->senders[i].fetching && pm_u256_is_zero(&c->senders[i].pending) &&
           (victim == SIZE_MAX || c->senders[i].used_ms < c->senders[victim].used_ms))
         victim = i;
     if (victim == SIZE_MAX) return NULL;
@@ -774,6 +775,9 @@ struct redeem {
   eth_client_t *c;
   int step;
   bool started;
+  uint8_t sender[ETH_ADDR_LEN];
+  pm_u256_t face_value;
+  bool counted; /* face_value is in the sender's pending amount */
   lp_buf_t calldata;
   uint8_t ticket_hash[ETH_HASH_LEN];
   eth_tx_t tx;
@@ -807,6 +811,12 @@ static void redeem_finish(redeem_t *r, int status, const char *err) {
   eth_client_t *c = r->c;
   c->redeem_head = r->next;
   if (!c->redeem_head) c->redeem_tail = NULL;
+  sender_t *s = sender_find(c, r->sender);
+  if (s && r->counted) {
+    if (eth_u256_sub(&s->pending, &s->pending, &r->face_value)) pm_u256_from_u64(&s->pending, 0);
+    /* The deposit or reserve moved (or may have): read it again on next use. */
+    s->fetched_ms = 0;
+  }
   if (status) {
     LOGW("eth: ticket redemption failed: %s", err ? err : lp_strerror(status));
     r->cb(r->ud, status, NULL, err);
@@ -1087,6 +1097,11 @@ int eth_client_redeem(eth_client_t *c, const pm_ticket_t *t, const uint8_t *sig,
   r->cb = cb;
   r->ud = ud;
   r->step = RD_USED;
+  memcpy(r->sender, t->sender, ETH_ADDR_LEN);
+  r->face_value = t->face_value;
+  sender_t *s = sender_find(c, t->sender);
+  if (!s) s = sender_add(c, t->sender);
+  if (s && !eth_u256_add(&s->pending, &s->pending, &t->face_value)) r->counted = true;
   r->tx.has_to = true;
   memcpy(r->tx.to, c->contracts.ticket_broker, ETH_ADDR_LEN);
   uv_timer_init(c->loop, &r->timer);
@@ -1184,6 +1199,13 @@ int64_t eth_client_last_block(const eth_client_t *c) { return c->last_block; }
 int64_t eth_client_last_initialized_round(const eth_client_t *c) { return c->lir; }
 uint64_t eth_client_pool_size(const eth_client_t *c) { return c->pool_size; }
 bool eth_client_recipient_active(const eth_client_t *c) { return c->active; }
+
+void eth_client_sender_pending(const eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN],
+                               pm_u256_t *out) {
+  pm_u256_from_u64(out, 0);
+  for (size_t i = 0; i < c->nsenders; i++)
+    if (memcmp(c->senders[i].addr, sender, ETH_ADDR_LEN) == 0) *out = c->senders[i].pending;
+}
 
 int eth_client_gas_price(const eth_client_t *c, pm_u256_t *out) {
   if (!c->has_gas_price) return LP_EAGAIN;

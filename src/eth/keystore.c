@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -377,4 +378,41 @@ int eth_account_load(const char *keystore_path, const char *acct_addr, const cha
     return LP_EEXIST;
   }
   return decrypt_file(chosen, password, out, err, errlen);
+}
+
+int eth_account_create(const char *dir, const char *password, const eth_keystore_kdf_t *kdf,
+                       eth_account_t *out, char *err, size_t errlen) {
+  int rc = lp_mkdir_p(dir, 0700);
+  if (rc) {
+    seterr(err, errlen, "cannot create keystore directory %s", dir);
+    return rc;
+  }
+  /* A uniformly random 32-byte string is a valid key except with negligible probability;
+   * pm_priv_to_addr rejects the rest and we draw again. */
+  do {
+    if (RAND_bytes(out->priv, 32) != 1) {
+      seterr(err, errlen, "no randomness for a new key");
+      return LP_EIO;
+    }
+  } while (pm_priv_to_addr(out->priv, out->addr) != 0);
+  char *json = NULL;
+  if ((rc = eth_keystore_encrypt(out, password ? password : "", kdf, &json))) {
+    seterr(err, errlen, "cannot encrypt the new key: %s", lp_strerror(rc));
+    eth_account_wipe(out);
+    return rc;
+  }
+  char addr[2 * ETH_ADDR_LEN + 1], stamp[32], path[4096];
+  lp_hex_encode(out->addr, ETH_ADDR_LEN, addr);
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H-%M-%S.000000000Z", &tm);
+  snprintf(path, sizeof path, "%s/UTC--%s--%s", dir, stamp, addr);
+  rc = lp_file_write_atomic(path, json, strlen(json), 0600);
+  free(json);
+  if (rc) {
+    seterr(err, errlen, "cannot write %s", path);
+    eth_account_wipe(out);
+  }
+  return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -77,8 +78,19 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
     ks = path;
   }
   char inner[512];
-  int rc = eth_account_load(ks, cfg->eth_acct_addr, cfg->eth_password ? cfg->eth_password : "",
-                            account, inner, sizeof inner);
+  const char *password = cfg->eth_password ? cfg->eth_password : "";
+  bool want_addr = cfg->eth_acct_addr && *cfg->eth_acct_addr;
+  struct stat st;
+  bool is_file = stat(ks, &st) == 0 && S_ISREG(st.st_mode);
+  int rc = eth_account_load(ks, cfg->eth_acct_addr, password, account, inner, sizeof inner);
+  if (rc == LP_ENOENT && !want_addr && !is_file) {
+    rc = eth_account_create(ks, password, NULL, account, inner, sizeof inner);
+    if (!rc) {
+      char a[PM_ADDR_HEX_LEN];
+      pm_addr_to_hex(account->addr, a);
+      LOGW("eth: no account in %s; created %s (fund it and keep the keystore safe)", ks, a);
+    }
+  }
   if (rc) {
     seterr(err, errlen, "cannot load the node's Ethereum account: %s", inner);
     return rc;

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <openssl/rand.h>
 
+#include "lpod/config.h"
 #include "lpod/eth.h"
 #include "lpod/pm.h"
 
@@ -339,8 +340,15 @@ static void test_redeem_winning_ticket(void **state) {
   redeem_wait_t w3 = {0}, w4 = {0};
   assert_int_equal(eth_client_redeem(c, &t3, sig3, 65, &r3, on_redeem, &w3), 0);
   assert_int_equal(eth_client_redeem(c, &t4, sig4, 65, &r4, on_redeem, &w4), 0);
+  /* Both face values count as pending for the sender until their transactions are mined. */
+  pm_u256_t pending, both;
+  eth_client_sender_pending(c, gateway_addr, &pending);
+  assert_int_equal(eth_u256_add(&both, &t3.face_value, &t4.face_value), 0);
+  assert_int_equal(pm_u256_cmp(&pending, &both), 0);
   run_until(&loop, &w3.done);
   run_until(&loop, &w4.done);
+  eth_client_sender_pending(c, gateway_addr, &pending);
+  assert_true(pm_u256_is_zero(&pending));
   if (w3.status || w4.status) fail_msg("queued redemptions failed: %s / %s", w3.err, w4.err);
   assert_memory_not_equal(w3.txhash, w4.txhash, 32);
 
@@ -369,6 +377,45 @@ static void test_endpoint_down(void **state) {
   assert_int_not_equal(eth_client_connect(c, err, sizeof err), 0);
   assert_non_null(strstr(err, "-ethController"));
   eth_client_free(c);
+}
+
+static void test_node_open_from_flags(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  lp_config_t cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.network = "devenv";
+  cfg.eth_url = (char *)jstr("url");
+  cfg.eth_controller = (char *)jstr("addresses.Controller");
+  cfg.eth_keystore_path = (char *)jstr("keystore.dir");
+  cfg.eth_password = (char *)jstr("keystore.password");
+  cfg.block_polling_interval_ms = 1000;
+  eth_account_t acct;
+  eth_network_t net;
+  eth_client_t *c = NULL;
+  char err[512];
+  assert_int_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), 0);
+  assert_memory_equal(acct.addr, orch_addr, 20);
+  assert_int_equal(net.redeem_gas, 350000);
+  assert_int_equal(eth_client_chain_id(c), 1337);
+  close_client(&loop, c);
+  eth_account_wipe(&acct);
+
+  /* Each missing or wrong flag is named. */
+  cfg.eth_password = "wrong";
+  assert_int_not_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), 0);
+  assert_non_null(strstr(err, "could not decrypt key with given password"));
+  cfg.eth_password = (char *)jstr("keystore.password");
+  cfg.eth_controller = NULL;
+  assert_int_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), LP_EINVAL);
+  assert_non_null(strstr(err, "-ethController"));
+  cfg.eth_url = NULL;
+  assert_int_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), LP_EINVAL);
+  assert_non_null(strstr(err, "-ethUrl"));
+  cfg.network = "offchain";
+  assert_int_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), LP_EINVAL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
 }
 
 static int setup(void **state) {
@@ -400,6 +447,7 @@ int main(void) {
       cmocka_unit_test(test_ticket_hash_matches_contract),
       cmocka_unit_test(test_redeem_winning_ticket),
       cmocka_unit_test(test_endpoint_down),
+      cmocka_unit_test(test_node_open_from_flags),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -172,6 +172,28 @@ static void test_account_load(void **state) {
   rmdir(dir);
 }
 
+static void test_account_create(void **state) {
+  char dir[] = "/tmp/lpod-eth-new-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char sub[600];
+  snprintf(sub, sizeof sub, "%s/keystore", dir);
+  eth_account_t made, loaded;
+  char err[256];
+  eth_keystore_kdf_t fast = {false, 1024, 8, 1, 0};
+  assert_int_equal(eth_account_create(sub, "pw", &fast, &made, err, sizeof err), 0);
+  assert_int_equal(eth_account_load(sub, NULL, "pw", &loaded, err, sizeof err), 0);
+  assert_memory_equal(made.priv, loaded.priv, 32);
+  assert_memory_equal(made.addr, loaded.addr, 20);
+  char hex[PM_ADDR_HEX_LEN];
+  pm_addr_to_hex(made.addr, hex);
+  assert_int_equal(eth_account_load(sub, hex, "pw", &loaded, err, sizeof err), 0);
+  eth_account_wipe(&made);
+  eth_account_wipe(&loaded);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 static int setup(void **state) {
   V = vectors_load();
   return V ? 0 : -1;
@@ -184,10 +206,9 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_decrypt_ethers_files),
-      cmocka_unit_test(test_damaged_files),
-      cmocka_unit_test(test_encrypt_roundtrip),
-      cmocka_unit_test(test_account_load),
+      cmocka_unit_test(test_decrypt_ethers_files), cmocka_unit_test(test_damaged_files),
+      cmocka_unit_test(test_encrypt_roundtrip),    cmocka_unit_test(test_account_load),
+      cmocka_unit_test(test_account_create),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
