@@ -290,11 +290,11 @@ typedef struct pm_sender_info {
 
 /* Chain and session state the validation needs, all read by the caller beforehand. */
 typedef struct pm_validate_ctx {
-  const char *session;            /* ManifestID: the auth token's session id */
-  uint64_t last_seen_l1_block;    /* params with expirationBlock <= this have expired */
-  int64_t last_initialized_round; /* LIR */
-  bool recipient_inactive;        /* params.recipient is not active in LIR */
-  const pm_sender_info_t *sender_info;
+  const char *session;                 /* ManifestID: the auth token's session id */
+  uint64_t last_seen_l1_block;         /* params with expirationBlock <= this have expired */
+  int64_t last_initialized_round;      /* LIR */
+  bool recipient_inactive;             /* params.recipient is not active in LIR */
+  const pm_sender_info_t *sender_info; /* NULL: no sender monitor (no B checks) */
   /* Hardening beyond go-livepeer: the price this orchestrator quoted for the session (NULL
    * skips the check) and whether it charges at all (then prices <= 0 are refused). */
   const pm_price_t *quoted_price;
