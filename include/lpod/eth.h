@@ -305,9 +305,12 @@ int eth_client_ticket_hash_sync(eth_client_t *c, const pm_ticket_t *t, uint8_t h
 
 /* Redeems a winning ticket: checks usedTickets, estimates gas (a revert comes back as
  * "execution reverted: <reason>"), signs an EIP-1559 transaction with the account (legacy
- * EIP-155 when the chain has no base fee), sends it and waits for the receipt. status 0 with the
- * tx hash on success; "ticket already used" and "transaction failed txHash=0x…" are
- * LP_EEXIST / LP_EPROTO, which callers treat as final (spec §5.2). */
+ * EIP-155 when the chain has no base fee), sends it and waits for the receipt. Redemptions are
+ * sent one at a time so nonces stay in order. status 0 with the tx hash on success. Final
+ * outcomes: LP_EEXIST "ticket already used"; LP_EPROTO for "transaction failed txHash=0x…" and
+ * reverts that waiting cannot fix (used, expired, no block hash, wrong recipientRand, bad
+ * signature, not a winner). Anything else (endpoint errors, "insufficient ticket face value for
+ * redeem tx cost", other reverts) is LP_EAGAIN or a transport error: retry on a later block. */
 typedef void (*eth_redeem_cb)(void *ud, int status, const uint8_t txhash[ETH_HASH_LEN],
                               const char *err);
 int eth_client_redeem(eth_client_t *c, const pm_ticket_t *t, const uint8_t *sig, size_t sig_len,

@@ -778,6 +778,7 @@ struct redeem {
   uint8_t sender[ETH_ADDR_LEN];
   pm_u256_t face_value;
   bool counted; /* face_value is in the sender's pending amount */
+  uint64_t gas_estimate;
   lp_buf_t calldata;
   uint8_t ticket_hash[ETH_HASH_LEN];
   eth_tx_t tx;
@@ -1001,6 +1002,7 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
   switch (r->step) {
   case RD_ESTIMATE:
     if (eth_rpc_hex_u64(res, &v)) break;
+    r->gas_estimate = v;
     r->tx.gas_limit = v + v / 5; /* headroom: state can move between estimate and inclusion */
     r->step = RD_NONCE;
     redeem_step(r);
@@ -1034,6 +1036,15 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
       /* maxFee = 2*baseFee + tip keeps the transaction valid through several full blocks. */
       if (eth_u256_mul(&fee, &r->base_fee, &two) || eth_u256_add(&fee, &fee, &u)) break;
       r->tx.max_fee = fee;
+    }
+    /* A ticket worth less than the gas to redeem it loses money (go's pre-flight check); gas
+     * prices move, so this is retried later. */
+    pm_u256_t price = r->tx.gas_price, cost, gas;
+    if (r->has_base_fee && eth_u256_add(&price, &r->base_fee, &r->tx.max_priority_fee)) break;
+    pm_u256_from_u64(&gas, r->gas_estimate);
+    if (eth_u256_mul(&cost, &gas, &price) || pm_u256_cmp(&r->face_value, &cost) <= 0) {
+      redeem_finish(r, LP_EAGAIN, "insufficient ticket face value for redeem tx cost");
+      return;
     }
     r->step = RD_SEND;
     redeem_step(r);

@@ -331,6 +331,19 @@ static void test_redeem_winning_ticket(void **state) {
   assert_int_equal(w.status, LP_EPROTO);
   assert_non_null(strstr(w.err, "recipientRand does not match recipientRandHash"));
 
+  /* A ticket worth less than its gas is not sent (and may be retried when gas is cheaper). */
+  pm_ticket_t t5;
+  uint8_t sig5[65];
+  pm_u256_t r5;
+  winning_ticket(c, 5, &t5, sig5, &r5);
+  pm_u256_from_u64(&t5.face_value, 1);
+  uint8_t h5[32];
+  pm_ticket_hash(&t5, h5);
+  assert_int_equal(pm_sign_hash(gateway_priv, h5, sig5), 0);
+  redeem(&loop, c, &t5, sig5, &r5, &w);
+  assert_int_equal(w.status, LP_EAGAIN);
+  assert_string_equal(w.err, "insufficient ticket face value for redeem tx cost");
+
   /* Two queued redemptions go out one after the other with consecutive nonces. */
   pm_ticket_t t3, t4;
   uint8_t sig3[65], sig4[65];
