@@ -33,6 +33,10 @@
 /* Where the manager hosts task inputs: <prefix><taskId>-<random hex>.tempfile. The random part
  * keeps one transcoder from reading another's inputs by counting task ids. */
 #define POOL_INPUT_PREFIX "/transcodeInput/"
+/* The error a draining lpod transcoder answers new tasks with. An lpod orchestrator takes it as
+ * "send no more work here" and retries the segment elsewhere; a go-livepeer orchestrator passes
+ * it to the gateway, which retries on another orchestrator. */
+#define POOL_ERR_DRAINING "transcoder is shutting down"
 
 /* ---- orchestrator side ------------------------------------------------------------------------
  */
@@ -122,8 +126,9 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
  * once; the node should stop and exit non-zero. */
 void pool_worker_on_fatal(pool_worker_t *w, void (*fn)(void *arg), void *arg);
 bool pool_worker_failed(const pool_worker_t *w);
-/* Graceful stop (SIGTERM): closes the registrations so no new tasks come, lets running tasks
- * finish and upload, then calls drained(arg) on the loop. */
+/* Graceful stop (SIGTERM): running tasks finish and upload; tasks that arrive meanwhile are
+ * refused with POOL_ERR_DRAINING; then the registrations close and drained(arg) runs on the
+ * loop. */
 void pool_worker_stop(pool_worker_t *w, void (*drained)(void *arg), void *arg);
 /* Stops everything at once (tasks in flight are abandoned) and frees the worker once its
  * threads have joined and the loop has run its handle closes. */

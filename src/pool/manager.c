@@ -32,6 +32,7 @@ struct pool_tc {
   char version[32];
   char peer[64];    /* "ip:port" for logs */
   char peer_ip[64]; /* results must come from the same address */
+  bool draining;    /* said it is shutting down: no new work */
   pool_tc_t *next;
 };
 
@@ -203,6 +204,26 @@ static void tc_drop(pool_tc_t *tc, const char *why) {
   notify_change(m);
 }
 
+/* The transcoder finishes what it has and takes nothing new; its streams go elsewhere. */
+static void tc_set_draining(pool_tc_t *tc) {
+  if (tc->draining) return;
+  tc->draining = true;
+  pool_manager_t *m = tc->m;
+  for (pool_sess_t **pp = &m->sessions; *pp;) {
+    pool_sess_t *s = *pp;
+    if (s->tc == tc) {
+      *pp = s->next;
+      free(s->id);
+      free(s);
+    } else {
+      pp = &s->next;
+    }
+  }
+  tc->load = 0;
+  LOGI("Remote transcoder is draining peer=%s", tc->peer);
+  notify_change(m);
+}
+
 static void on_tc_abort(net_req_t *req, void *arg) {
   pool_tc_t *tc = arg;
   if (!tc || tc->req != req) return;
@@ -274,7 +295,7 @@ static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *ar
  * sessions); ties go to the lower load factor. */
 static int select_tc(pool_manager_t *m, pool_task_t *t, pool_tc_t **out) {
   pool_sess_t *s = sess_find(m, t->session_id);
-  if (s && s->tc) {
+  if (s && s->tc && !s->tc->draining) {
     *out = s->tc;
     return 0;
   }
@@ -282,7 +303,8 @@ static int select_tc(pool_manager_t *m, pool_task_t *t, pool_tc_t **out) {
   pool_tc_t *best = NULL;
   bool any_compatible = false;
   for (pool_tc_t *tc = m->tcs; tc; tc = tc->next) {
-    if (!tc->req || !pool_caps_compatible(job, tc->bits, tc->nbits, tc->version)) continue;
+    if (!tc->req || tc->draining || !pool_caps_compatible(job, tc->bits, tc->nbits, tc->version))
+      continue;
     any_compatible = true;
     int64_t free_slots = tc->capacity - tc->load;
     if (free_slots <= 0) continue;
@@ -650,9 +672,21 @@ static void on_upload_body(net_req_t *req, int err, void *arg) {
     memcpy(text, body, n);
     text[n] = 0;
     lp_strtrim(text);
+    net_resp_send(req, 200, NULL, 0, "OK", 2);
+    if (strcmp(text, POOL_ERR_DRAINING) == 0 && t->tc) {
+      tc_set_draining(t->tc);
+      t->tc = NULL;
+      uv_timer_stop(&t->timer);
+      LOGI("Transcoder is draining; retrying the segment elsewhere sessionID=%s", t->session_id);
+      if (t->attempts < POOL_MAX_ATTEMPTS)
+        task_dispatch(t);
+      else
+        task_fail(t, LP_ECAPACITY, "no transcoders available");
+      free(u);
+      return;
+    }
     LOGW("Transcoder reported an error taskId=%" PRId64 " sessionID=%s err=\"%s\"", t->id,
          t->session_id, text);
-    net_resp_send(req, 200, NULL, 0, "OK", 2);
     task_reported_error(t, LP_EMEDIA, text[0] ? text : "transcoding failed");
     free(u);
     return;
@@ -858,14 +892,14 @@ void pool_manager_free(pool_manager_t *m) {
 
 int pool_manager_transcoders(const pool_manager_t *m) {
   int n = 0;
-  for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next) n += tc->req != NULL;
+  for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next) n += tc->req && !tc->draining;
   return n;
 }
 
 int pool_manager_capacity(const pool_manager_t *m) {
   int64_t n = 0;
   for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next)
-    if (tc->req) n += tc->capacity;
+    if (tc->req && !tc->draining) n += tc->capacity;
   return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
@@ -878,7 +912,7 @@ int pool_manager_load(const pool_manager_t *m) {
 size_t pool_manager_caps(const pool_manager_t *m, uint64_t *bits, size_t nwords) {
   size_t used = 0;
   for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next) {
-    if (!tc->req) continue;
+    if (!tc->req || tc->draining) continue;
     for (size_t i = 0; i < tc->nbits; i++) {
       if (i < nwords) bits[i] |= tc->bits[i];
       if (tc->bits[i] && i + 1 > used) used = i + 1;
@@ -889,7 +923,7 @@ size_t pool_manager_caps(const pool_manager_t *m, uint64_t *bits, size_t nwords)
 
 bool pool_manager_can_take(const pool_manager_t *m, const Net__Capabilities *job) {
   for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next)
-    if (tc->req && tc->load < tc->capacity &&
+    if (tc->req && !tc->draining && tc->load < tc->capacity &&
         pool_caps_compatible(job, tc->bits, tc->nbits, tc->version))
       return true;
   return false;

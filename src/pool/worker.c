@@ -36,6 +36,14 @@ struct worker_orch {
   bool refused; /* invalid secret or zero capacity: never again */
 };
 
+/* A NotifySegment waiting to be handled outside the HTTP client's callback (the client can't
+ * start transfers from inside its own callbacks). */
+typedef struct worker_msg {
+  worker_orch_t *orch;
+  Net__NotifySegment *ns;
+  struct worker_msg *next;
+} worker_msg_t;
+
 struct worker_task {
   pool_worker_t *w;
   worker_orch_t *orch;
@@ -84,6 +92,8 @@ struct pool_worker {
   uv_async_t async;
   uv_timer_t sweep;
   uv_timer_t drain;
+  uv_timer_t kick; /* handles msgs */
+  worker_msg_t *msgs, *msgs_tail;
   int open_handles;
   bool stopping, freeing, fatal_called;
   void (*on_fatal)(void *);
@@ -120,9 +130,13 @@ static void task_unlink(pool_worker_t *w, worker_task_t *t) {
     }
 }
 
+static void close_registrations(pool_worker_t *w);
+
 static void on_drain_timer(uv_timer_t *h) {
   pool_worker_t *w = h->data;
   if (w->drained && w->running == 0) {
+    /* Only now: an orchestrator that sees us leave retries what it still waits for. */
+    close_registrations(w);
     void (*fn)(void *) = w->drained;
     w->drained = NULL;
     LOGI("Transcoder drained");
@@ -133,6 +147,17 @@ static void on_drain_timer(uv_timer_t *h) {
 static void maybe_drained(pool_worker_t *w) {
   if (w->stopping && !w->freeing && w->running == 0 && w->drained)
     uv_timer_start(&w->drain, on_drain_timer, 0, 0);
+}
+
+static void close_registrations(pool_worker_t *w) {
+  for (size_t i = 0; i < w->norchs; i++) {
+    worker_orch_t *o = &w->orchs[i];
+    uv_timer_stop(&o->retry);
+    if (o->call) {
+      net_fetch_cancel(o->call);
+      o->call = NULL;
+    }
+  }
 }
 
 static void task_done(worker_task_t *t) {
@@ -457,6 +482,10 @@ static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
     task_upload(t, "out of memory");
     return;
   }
+  if (w->stopping) {
+    task_upload(t, POOL_ERR_DRAINING);
+    return;
+  }
   uint64_t ours = pool_worker_caps_word0();
   if (!sd || !pool_caps_compatible(sd->capabilities, &ours, 1, WORKER_VERSION)) {
     task_upload(t, "incompatible segment capabilities");
@@ -497,26 +526,51 @@ static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
 /* ---- registration
  * --------------------------------------------------------------------------------- */
 
+static void on_kick(uv_timer_t *h) {
+  pool_worker_t *w = h->data;
+  while (w->msgs) {
+    worker_msg_t *m = w->msgs;
+    w->msgs = m->next;
+    if (!w->msgs) w->msgs_tail = NULL;
+    Net__NotifySegment *ns = m->ns;
+    if (!ns->url || !ns->url[0]) {
+      const Net__SegData *sd = ns->segdata;
+      if (sd && sd->auth_token && sd->auth_token->session_id)
+        handle_teardown(m->orch, sd->auth_token->session_id);
+    } else {
+      handle_segment(m->orch, ns);
+    }
+    net__notify_segment__free_unpacked(ns, NULL);
+    free(m);
+  }
+}
+
 static int on_notify(const uint8_t *msg, size_t len, void *arg) {
   worker_orch_t *o = arg;
+  pool_worker_t *w = o->w;
   if (!o->got_msg) {
     o->got_msg = true;
     o->backoff_ms = WORKER_BACKOFF_MIN_MS;
   }
-  if (o->w->stopping) return 0;
+  if (w->freeing) return 0;
   Net__NotifySegment *ns = net__notify_segment__unpack(NULL, len, msg);
   if (!ns) {
     LOGE("Malformed NotifySegment from orch=%s", o->addr);
     return 0;
   }
-  if (!ns->url || !ns->url[0]) {
-    const Net__SegData *sd = ns->segdata;
-    if (sd && sd->auth_token && sd->auth_token->session_id)
-      handle_teardown(o, sd->auth_token->session_id);
-  } else {
-    handle_segment(o, ns);
+  worker_msg_t *m = calloc(1, sizeof *m);
+  if (!m) {
+    net__notify_segment__free_unpacked(ns, NULL);
+    return 0;
   }
-  net__notify_segment__free_unpacked(ns, NULL);
+  m->orch = o;
+  m->ns = ns;
+  if (w->msgs_tail)
+    w->msgs_tail->next = m;
+  else
+    w->msgs = m;
+  w->msgs_tail = m;
+  uv_timer_start(&w->kick, on_kick, 0, 0);
   return 0;
 }
 
@@ -677,7 +731,9 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
   uv_timer_start(&w->sweep, on_sweep, WORKER_SWEEP_MS, WORKER_SWEEP_MS);
   uv_timer_init(loop, &w->drain);
   w->drain.data = w;
-  w->open_handles = 3;
+  uv_timer_init(loop, &w->kick);
+  w->kick.data = w;
+  w->open_handles = 4;
   for (size_t i = 0; i < w->norchs; i++) {
     uv_timer_init(loop, &w->orchs[i].retry);
     w->orchs[i].retry.data = &w->orchs[i];
@@ -699,14 +755,7 @@ void pool_worker_stop(pool_worker_t *w, void (*drained)(void *arg), void *arg) {
   w->stopping = true;
   w->drained = drained;
   w->drained_arg = arg;
-  for (size_t i = 0; i < w->norchs; i++) {
-    worker_orch_t *o = &w->orchs[i];
-    uv_timer_stop(&o->retry);
-    if (o->call) {
-      net_fetch_cancel(o->call);
-      o->call = NULL;
-    }
-  }
+  for (size_t i = 0; i < w->norchs; i++) uv_timer_stop(&w->orchs[i].retry);
   LOGI("Transcoder stopping: no new tasks, %d running", w->running);
   uv_timer_start(&w->drain, on_drain_timer, 0, 0);
 }
@@ -729,11 +778,7 @@ void pool_worker_free(pool_worker_t *w) {
   if (!w) return;
   w->freeing = true;
   w->stopping = true;
-  for (size_t i = 0; i < w->norchs; i++)
-    if (w->orchs[i].call) {
-      net_fetch_cancel(w->orchs[i].call);
-      w->orchs[i].call = NULL;
-    }
+  close_registrations(w);
   /* Threads finish their current segment and leave; queued segments are dropped. */
   while (w->sessions) sess_close(w, w->sessions);
   for (worker_sess_t *s = w->zombies; s; s = s->next) {
@@ -767,11 +812,19 @@ void pool_worker_free(pool_worker_t *w) {
     if (t->fetch) net_fetch_cancel(t->fetch);
     task_free(t);
   }
+  while (w->msgs) {
+    worker_msg_t *m = w->msgs;
+    w->msgs = m->next;
+    net__notify_segment__free_unpacked(m->ns, NULL);
+    free(m);
+  }
+  w->msgs_tail = NULL;
   net_client_free(w->client);
   w->client = NULL;
   uv_close((uv_handle_t *)&w->async, on_handle_closed);
   uv_close((uv_handle_t *)&w->sweep, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain, on_handle_closed);
+  uv_close((uv_handle_t *)&w->kick, on_handle_closed);
   for (size_t i = 0; i < w->norchs; i++)
     uv_close((uv_handle_t *)&w->orchs[i].retry, on_orch_timer_closed);
 }

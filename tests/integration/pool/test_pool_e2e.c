@@ -1,0 +1,665 @@
+/* Remote transcoders on real sockets and processes: an orchestrator-side pool manager in this
+ * process, an in-process fake transcoder for the protocol's edge cases, and real `lpod
+ * -transcoder` processes for end-to-end segments, a kill -9 mid-segment and a wrong secret.
+ *
+ * Environment: LPOD_BIN (the lpod executable). ffmpeg makes the input segments. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libavformat/avformat.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "lpod/core.h"
+#include "lpod/net.h"
+#include "lpod/pool.h"
+
+#define SECRET "pool-test-secret"
+
+static struct {
+  char dir[256];
+  char small_seg[300], big_seg[300];
+  uint8_t *small, *big;
+  size_t small_len, big_len;
+  uv_loop_t loop;
+  uv_timer_t tick;
+  net_server_t *srv;
+  net_client_t *client;
+  pool_manager_t *mgr;
+  int port;
+  pid_t t1, t2; /* lpod transcoders: capacity 1 and 3 */
+} g;
+
+/* ---- loop helpers ---------------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *h) { (void)h; }
+
+/* Runs the loop until *flag is set or timeout_ms passes; returns whether the flag got set. */
+static bool run_until(volatile bool *flag, uint64_t timeout_ms) {
+  uint64_t end = lp_now_ms() + timeout_ms;
+  while (!*flag && lp_now_ms() < end) uv_run(&g.loop, UV_RUN_ONCE);
+  return *flag;
+}
+
+static void run_for(uint64_t ms) {
+  bool never = false;
+  run_until(&never, ms);
+}
+
+static bool wait_transcoders(int n, uint64_t timeout_ms) {
+  uint64_t end = lp_now_ms() + timeout_ms;
+  while (pool_manager_transcoders(g.mgr) != n && lp_now_ms() < end) uv_run(&g.loop, UV_RUN_ONCE);
+  return pool_manager_transcoders(g.mgr) == n;
+}
+
+/* ---- segments and profiles ---------------------------------------------------------------------
+ */
+
+static int make_segment(const char *path, const char *size, int seconds) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=size=%s:rate=25 -t %d "
+           "-c:v libx264 -preset ultrafast -g 50 -pix_fmt yuv420p -f mpegts %s",
+           size, seconds, path);
+  return system(cmd);
+}
+
+/* Video frames in a muxed rendition, counted by libavformat. */
+static int64_t count_frames(const uint8_t *data, size_t len, int *w, int *h) {
+  char path[400];
+  snprintf(path, sizeof path, "%s/rendition.ts", g.dir);
+  if (lp_file_write_atomic(path, data, len, 0600)) return -1;
+  AVFormatContext *fc = NULL;
+  if (avformat_open_input(&fc, path, NULL, NULL) < 0) return -1;
+  avformat_find_stream_info(fc, NULL);
+  int vs = av_find_best_stream(fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+  int64_t n = -1;
+  if (vs >= 0) {
+    *w = fc->streams[vs]->codecpar->width;
+    *h = fc->streams[vs]->codecpar->height;
+    n = 0;
+    AVPacket *pkt = av_packet_alloc();
+    while (av_read_frame(fc, pkt) >= 0) {
+      if (pkt->stream_index == vs) n++;
+      av_packet_unref(pkt);
+    }
+    av_packet_free(&pkt);
+  }
+  avformat_close_input(&fc);
+  return n;
+}
+
+typedef struct seg_req {
+  Net__SegData sd;
+  Net__AuthToken tok;
+  Net__VideoProfile p[2];
+  Net__VideoProfile *pp[2];
+} seg_req_t;
+
+static void seg_req_init(seg_req_t *r, const char *session, int64_t seq, int nprof) {
+  net__seg_data__init(&r->sd);
+  net__auth_token__init(&r->tok);
+  r->tok.session_id = (char *)session;
+  r->sd.auth_token = &r->tok;
+  r->sd.manifestid.data = (uint8_t *)"manifest";
+  r->sd.manifestid.len = 8;
+  r->sd.seq = seq;
+  r->sd.duration = 2000;
+  static const int dims[2][2] = {{160, 120}, {240, 180}};
+  for (int i = 0; i < 2; i++) {
+    net__video_profile__init(&r->p[i]);
+    r->p[i].name = i ? "r180" : "r120";
+    r->p[i].width = dims[i][0];
+    r->p[i].height = dims[i][1];
+    r->p[i].bitrate = 200000;
+    r->pp[i] = &r->p[i];
+  }
+  r->sd.n_fullprofiles = (size_t)nprof;
+  r->sd.fullprofiles = r->pp;
+}
+
+typedef struct outcome {
+  bool done;
+  int err;
+  char error[256];
+  int attempts;
+  size_t n;
+  int64_t frames[2];
+  int w[2], h[2];
+  int64_t decoded_pixels;
+} outcome_t;
+
+static void on_done(pool_result_t *res, void *arg) {
+  outcome_t *o = arg;
+  o->done = true;
+  o->err = res->err;
+  o->attempts = res->attempts;
+  snprintf(o->error, sizeof o->error, "%s", res->error);
+  o->n = res->n;
+  o->decoded_pixels = res->decoded_pixels;
+  for (size_t i = 0; i < res->n && i < 2; i++)
+    o->frames[i] =
+        count_frames(res->renditions[i].data, res->renditions[i].len, &o->w[i], &o->h[i]);
+}
+
+static void submit(const char *session, int64_t seq, const uint8_t *in, size_t len, int nprof,
+                   outcome_t *o) {
+  seg_req_t r;
+  seg_req_init(&r, session, seq, nprof);
+  memset(o, 0, sizeof *o);
+  assert_int_equal(pool_manager_submit(g.mgr, &r.sd, NULL, in, len, on_done, o), 0);
+  assert_false(o->done); /* never from inside submit */
+}
+
+/* ---- transcoder processes -----------------------------------------------------------------------
+ */
+
+static pid_t spawn_transcoder(const char *name, const char *secret, int capacity) {
+  const char *bin = getenv("LPOD_BIN");
+  if (!bin) return -1;
+  char addr[64], datadir[400], cap[16], log[400];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  snprintf(datadir, sizeof datadir, "%s/%s", g.dir, name);
+  snprintf(cap, sizeof cap, "%d", capacity);
+  snprintf(log, sizeof log, "%s/%s.log", g.dir, name);
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE *f = freopen(log, "w", stderr);
+    (void)f;
+    dup2(2, 1);
+    execl(bin, bin, "-transcoder", "-orchAddr", addr, "-orchSecret", secret, "-maxSessions", cap,
+          "-dataDir", datadir, "-v", "5", (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Waits for a child; returns its exit status, or -1 if it is still running after timeout_ms. */
+static int wait_exit(pid_t pid, uint64_t timeout_ms) {
+  uint64_t end = lp_now_ms() + timeout_ms;
+  for (;;) {
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (lp_now_ms() >= end) return -1;
+    run_for(50);
+  }
+}
+
+/* CPU seconds a process has used (utime + stime), from /proc. */
+static double cpu_seconds(pid_t pid) {
+  char path[64], buf[2048];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p) return -1;
+  unsigned long ut = 0, st = 0;
+  /* fields after the command: state(3) ... utime(14) stime(15) */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- the in-process fake transcoder
+ * -------------------------------------------------------------- */
+
+typedef struct fake_t {
+  net_fetch_t *call;
+  bool ended;
+  int status;
+  char message[128];
+  int nmsg;
+  int64_t task_id;
+  char url[512];
+  char session[64];
+  bool teardown;
+} fake_t;
+
+static int fake_on_msg(const uint8_t *msg, size_t len, void *arg) {
+  fake_t *f = arg;
+  Net__NotifySegment *ns = net__notify_segment__unpack(NULL, len, msg);
+  if (!ns) return 0;
+  f->nmsg++;
+  f->task_id = ns->taskid;
+  snprintf(f->url, sizeof f->url, "%s", ns->url ? ns->url : "");
+  f->teardown = !ns->url || !ns->url[0];
+  if (ns->segdata && ns->segdata->auth_token && ns->segdata->auth_token->session_id)
+    snprintf(f->session, sizeof f->session, "%s", ns->segdata->auth_token->session_id);
+  net__notify_segment__free_unpacked(ns, NULL);
+  return 0;
+}
+
+static void fake_on_done(int status, const char *message, void *arg) {
+  fake_t *f = arg;
+  f->call = NULL;
+  f->ended = true;
+  f->status = status;
+  snprintf(f->message, sizeof f->message, "%s", message ? message : "");
+}
+
+static void fake_register(fake_t *f, net_client_t *client, const char *secret, int64_t capacity) {
+  memset(f, 0, sizeof *f);
+  Net__RegisterRequest rr = NET__REGISTER_REQUEST__INIT;
+  Net__Capabilities caps = NET__CAPABILITIES__INIT;
+  uint64_t word = pool_worker_caps_word0();
+  caps.n_bitstring = 1;
+  caps.bitstring = &word;
+  caps.version = "0.9.1";
+  rr.secret = (char *)secret;
+  rr.capacity = capacity;
+  rr.capabilities = &caps;
+  uint8_t buf[256];
+  size_t len = net__register_request__pack(&rr, buf);
+  char base[64];
+  snprintf(base, sizeof base, "https://127.0.0.1:%d", g.port);
+  net_grpc_call_opts_t co = {base, POOL_REGISTER_METHOD, buf, len, true, 0, 0};
+  assert_int_equal(net_client_grpc(client, &co, fake_on_msg, fake_on_done, f, &f->call), 0);
+}
+
+typedef struct http_res {
+  bool done;
+  int err;
+  long status;
+  lp_buf_t body;
+} http_res_t;
+
+static void on_http(const net_fetch_result_t *res, void *arg) {
+  http_res_t *h = arg;
+  h->done = true;
+  h->err = res->err;
+  h->status = res->status;
+  lp_buf_append(&h->body, res->body, res->body_len);
+}
+
+/* POSTs to /transcodeResults over HTTP/2; returns the status. */
+static long post_results(const net_header_t *hdrs, size_t n, const void *body, size_t len) {
+  char url[128];
+  snprintf(url, sizeof url, "https://127.0.0.1:%d%s", g.port, POOL_RESULTS_PATH);
+  net_fetch_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.method = "POST";
+  fo.url = url;
+  fo.headers = hdrs;
+  fo.nheaders = n;
+  fo.body = body;
+  fo.body_len = len;
+  fo.version = NET_HTTP_2;
+  fo.insecure = true;
+  fo.timeout_ms = 10000;
+  http_res_t h;
+  memset(&h, 0, sizeof h);
+  assert_int_equal(net_client_fetch(g.client, &fo, on_http, &h, NULL), 0);
+  assert_true(run_until(&h.done, 15000));
+  lp_buf_free(&h.body);
+  return h.err ? -1 : h.status;
+}
+
+static long get_url(const char *url, lp_buf_t *body) {
+  net_fetch_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.url = url;
+  fo.version = NET_HTTP_1;
+  fo.insecure = true;
+  fo.timeout_ms = 10000;
+  http_res_t h;
+  memset(&h, 0, sizeof h);
+  assert_int_equal(net_client_fetch(g.client, &fo, on_http, &h, NULL), 0);
+  assert_true(run_until(&h.done, 15000));
+  if (body)
+    *body = h.body;
+  else
+    lp_buf_free(&h.body);
+  return h.err ? -1 : h.status;
+}
+
+/* ---- tests
+ * ---------------------------------------------------------------------------------------- */
+
+static void test_register_refused(void **state) {
+  (void)state;
+  fake_t f;
+  fake_register(&f, g.client, "wrong-secret", 2);
+  assert_true(run_until(&f.ended, 10000));
+  assert_int_equal(f.status, NET_GRPC_UNKNOWN);
+  assert_string_equal(f.message, "invalid secret");
+  fake_register(&f, g.client, SECRET, 0);
+  assert_true(run_until(&f.ended, 10000));
+  assert_string_equal(f.message, "zero capacity");
+  assert_int_equal(pool_manager_transcoders(g.mgr), 0);
+  /* No transcoder: the segment fails at once with go's text. */
+  outcome_t o;
+  submit("nobody", 1, g.small, g.small_len, 1, &o);
+  assert_true(run_until(&o.done, 5000));
+  assert_int_equal(o.err, LP_EUNSUPP);
+  assert_string_equal(o.error, "no transcoders can provide requested capabilities");
+}
+
+static void test_results_malformed(void **state) {
+  (void)state;
+  fake_t f;
+  /* A client of its own, so that freeing it closes the connection like a dying process. */
+  net_client_t *fc = net_client_new(&g.loop);
+  assert_non_null(fc);
+  fake_register(&f, fc, SECRET, 1);
+  assert_true(wait_transcoders(1, 10000));
+  assert_int_equal(pool_manager_capacity(g.mgr), 1);
+  uint64_t caps[2] = {0, 0};
+  assert_int_equal(pool_manager_caps(g.mgr, caps, 2), 1);
+  assert_int_equal(caps[0], pool_worker_caps_word0());
+
+  outcome_t o;
+  submit("fake-s1", 1, g.small, g.small_len, 2, &o);
+  int nmsg = f.nmsg;
+  run_for(300);
+  assert_int_equal(f.nmsg, nmsg + 1);
+  assert_true(f.task_id > 0);
+  assert_string_equal(f.session, "fake-s1");
+
+  /* The input is hosted for the task, and only under its exact URL. */
+  lp_buf_t body = LP_BUF_INIT;
+  assert_int_equal(get_url(f.url, &body), 200);
+  assert_int_equal(body.len, g.small_len);
+  assert_memory_equal(body.data, g.small, g.small_len);
+  lp_buf_free(&body);
+  char bad[600];
+  snprintf(bad, sizeof bad, "%s", f.url);
+  bad[strlen(bad) - strlen(".tempfile") - 1] ^= 1;
+  assert_int_equal(get_url(bad, NULL), 404);
+
+  char tid[32];
+  snprintf(tid, sizeof tid, "%" PRId64, f.task_id);
+  const char *mp = "multipart/mixed; boundary=XYZ";
+  net_header_t h_noauth[] = {
+      {"Credentials", SECRET}, {"TaskId", tid}, {"Pixels", "1"}, {"Content-Type", mp}};
+  assert_int_equal(post_results(h_noauth, 4, "x", 1), 401);
+  net_header_t h_cred[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                           {"Credentials", "nope"},
+                           {"TaskId", tid},
+                           {"Pixels", "1"},
+                           {"Content-Type", mp}};
+  assert_int_equal(post_results(h_cred, 5, "x", 1), 401);
+  net_header_t h_ct[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                         {"Credentials", SECRET},
+                         {"TaskId", tid},
+                         {"Pixels", "1"},
+                         {"Content-Type", "garbage"}};
+  assert_int_equal(post_results(h_ct, 5, "x", 1), 415);
+  net_header_t h_tid[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                          {"Credentials", SECRET},
+                          {"TaskId", "12x"},
+                          {"Pixels", "1"},
+                          {"Content-Type", mp}};
+  assert_int_equal(post_results(h_tid, 5, "x", 1), 400);
+  net_header_t h_px[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                         {"Credentials", SECRET},
+                         {"TaskId", tid},
+                         {"Pixels", "many"},
+                         {"Content-Type", mp}};
+  assert_int_equal(post_results(h_px, 5, "x", 1), 400);
+  /* A task nobody knows is dropped quietly. */
+  net_header_t h_unknown[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                              {"Credentials", SECRET},
+                              {"TaskId", "5"},
+                              {"Pixels", "1"},
+                              {"Content-Type", mp}};
+  assert_int_equal(post_results(h_unknown, 5, "--XYZ--\r\n", 9), 200);
+  assert_false(o.done);
+  /* A broken multipart body for the real task: 500, and the task fails with the reason. */
+  net_header_t h_ok[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                         {"Credentials", SECRET},
+                         {"TaskId", tid},
+                         {"Pixels", "1"},
+                         {"Content-Type", mp}};
+  const char *broken = "--XYZ\r\nPixels: 10\r\n\r\nrendition bytes without an end";
+  assert_int_equal(post_results(h_ok, 5, broken, strlen(broken)), 500);
+  assert_true(run_until(&o.done, 2000));
+  assert_int_equal(o.err, LP_EPROTO);
+  /* A late duplicate for the finished task is dropped. */
+  assert_int_equal(post_results(h_ok, 5, broken, strlen(broken)), 200);
+
+  /* A transcoding error travels with its text. */
+  submit("fake-s2", 1, g.small, g.small_len, 2, &o);
+  run_for(300);
+  snprintf(tid, sizeof tid, "%" PRId64, f.task_id);
+  net_header_t h_err[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                          {"Credentials", SECRET},
+                          {"TaskId", tid},
+                          {"Pixels", "0"},
+                          {"Content-Type", POOL_ERROR_CONTENT_TYPE}};
+  assert_int_equal(post_results(h_err, 5, "No keyframes in input", 21), 200);
+  assert_true(run_until(&o.done, 2000));
+  assert_int_equal(o.err, LP_EMEDIA);
+  assert_string_equal(o.error, "No keyframes in input");
+
+  /* Fewer renditions than profiles. */
+  submit("fake-s3", 1, g.small, g.small_len, 2, &o);
+  run_for(300);
+  snprintf(tid, sizeof tid, "%" PRId64, f.task_id);
+  net_header_t h_one[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                          {"Credentials", SECRET},
+                          {"TaskId", tid},
+                          {"Pixels", "100"},
+                          {"Content-Type", mp}};
+  const char *one = "--XYZ\r\nContent-Type: video/mp2t\r\nPixels: 10\r\n\r\n"
+                    "0123456789012345678901234567890123456789\r\n--XYZ--\r\n";
+  assert_int_equal(post_results(h_one, 5, one, strlen(one)), 200);
+  assert_true(run_until(&o.done, 2000));
+  assert_int_equal(o.err, LP_EPROTO);
+  assert_string_equal(o.error, "segment / profile mismatch");
+
+  /* A good upload with one profile: renditions and pixels arrive as sent. */
+  submit("fake-s4", 1, g.small, g.small_len, 1, &o);
+  run_for(300);
+  snprintf(tid, sizeof tid, "%" PRId64, f.task_id);
+  h_one[2].value = tid;
+  assert_int_equal(post_results(h_one, 5, one, strlen(one)), 200);
+  assert_true(run_until(&o.done, 2000));
+  assert_int_equal(o.err, 0);
+  assert_int_equal(o.n, 1);
+  assert_int_equal(o.decoded_pixels, 100);
+
+  /* Session end sends the teardown to the transcoder that had it. */
+  assert_int_equal(pool_manager_end_session(g.mgr, "fake-s4"), 0);
+  run_for(300);
+  assert_true(f.teardown);
+  assert_string_equal(f.session, "fake-s4");
+  assert_int_equal(pool_manager_end_session(g.mgr, "fake-s4"), LP_ENOENT);
+
+  /* The fake goes away: its capacity with it. */
+  net_client_free(fc);
+  assert_true(wait_transcoders(0, 10000));
+  assert_int_equal(pool_manager_capacity(g.mgr), 0);
+}
+
+static void check_output(const outcome_t *o, int nprof) {
+  assert_int_equal(o->err, 0);
+  assert_int_equal((int)o->n, nprof);
+  assert_true(o->decoded_pixels > 0);
+  for (int i = 0; i < nprof; i++) {
+    /* 2 s of 25 fps in, frame rate passed through. */
+    assert_int_equal(o->frames[i], 50);
+    assert_int_equal(o->w[i], i ? 240 : 160);
+    assert_int_equal(o->h[i], i ? 180 : 120);
+  }
+}
+
+static void test_two_transcoders(void **state) {
+  (void)state;
+  g.t1 = spawn_transcoder("t1", SECRET, 1);
+  g.t2 = spawn_transcoder("t2", SECRET, 3);
+  assert_true(g.t1 > 0 && g.t2 > 0);
+  assert_true(wait_transcoders(2, 20000));
+  assert_int_equal(pool_manager_capacity(g.mgr), 4);
+
+  /* Free capacity decides: A and B go to t2 (3 slots), C to t1 (1 slot, less loaded). */
+  outcome_t a, b, c;
+  submit("sess-a", 1, g.small, g.small_len, 2, &a);
+  submit("sess-b", 1, g.small, g.small_len, 2, &b);
+  submit("sess-c", 1, g.small, g.small_len, 2, &c);
+  assert_true(run_until(&a.done, 60000));
+  assert_true(run_until(&b.done, 60000));
+  assert_true(run_until(&c.done, 60000));
+  check_output(&a, 2);
+  check_output(&b, 2);
+  check_output(&c, 2);
+  assert_int_equal(pool_manager_load(g.mgr), 3);
+  /* D takes t2's last slot; then the pool is full and E is refused with go's text. */
+  outcome_t d, e;
+  submit("sess-d", 1, g.small, g.small_len, 1, &d);
+  assert_true(run_until(&d.done, 60000));
+  check_output(&d, 1);
+  submit("sess-e", 1, g.small, g.small_len, 1, &e);
+  assert_true(run_until(&e.done, 5000));
+  assert_int_equal(e.err, LP_ECAPACITY);
+  assert_string_equal(e.error, "no transcoders available");
+  /* Sticky: the next segment of a stream goes where its first went and stays warm there. */
+  submit("sess-a", 2, g.small, g.small_len, 2, &a);
+  assert_true(run_until(&a.done, 60000));
+  check_output(&a, 2);
+  assert_int_equal(a.attempts, 1);
+  assert_int_equal(pool_manager_load(g.mgr), 4);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-d"), 0);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-a"), 0);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-b"), 0);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-c"), 0);
+  assert_int_equal(pool_manager_load(g.mgr), 0);
+}
+
+static void test_kill_mid_segment(void **state) {
+  (void)state;
+  assert_true(g.t1 > 0 && g.t2 > 0);
+  /* Empty pool: the new stream goes to t2 (3 free slots against 1). */
+  double before = cpu_seconds(g.t2);
+  outcome_t o;
+  submit("sess-kill", 1, g.big, g.big_len, 2, &o);
+  /* Wait until t2 is busy transcoding it, then kill it. */
+  uint64_t end = lp_now_ms() + 20000;
+  while (!o.done && cpu_seconds(g.t2) - before < 0.3 && lp_now_ms() < end) run_for(20);
+  assert_false(o.done);
+  kill(g.t2, SIGKILL);
+  assert_true(wait_exit(g.t2, 10000) >= 0);
+  g.t2 = 0;
+  assert_true(run_until(&o.done, 90000));
+  assert_int_equal(o.err, 0);
+  assert_int_equal(o.attempts, 2);
+  assert_int_equal((int)o.n, 2);
+  /* 4 s of 25 fps. */
+  assert_int_equal(o.frames[0], 100);
+  assert_int_equal(o.frames[1], 100);
+  assert_int_equal(pool_manager_transcoders(g.mgr), 1);
+  assert_int_equal(pool_manager_capacity(g.mgr), 1);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-kill"), 0);
+}
+
+static void test_wrong_secret_process(void **state) {
+  (void)state;
+  pid_t p = spawn_transcoder("t3", "not-the-secret", 2);
+  assert_true(p > 0);
+  int st = wait_exit(p, 20000);
+  if (st < 0) kill(p, SIGKILL);
+  assert_true(st > 0); /* exited on its own, non-zero */
+  assert_int_equal(pool_manager_transcoders(g.mgr), 1);
+}
+
+static void test_sigterm_drains(void **state) {
+  (void)state;
+  assert_true(g.t1 > 0);
+  double before = cpu_seconds(g.t1);
+  outcome_t o;
+  submit("sess-drain", 1, g.big, g.big_len, 2, &o);
+  uint64_t end = lp_now_ms() + 20000;
+  while (!o.done && cpu_seconds(g.t1) - before < 0.3 && lp_now_ms() < end) run_for(20);
+  kill(g.t1, SIGTERM);
+  /* The running task still finishes and uploads; then the process exits cleanly. */
+  assert_true(run_until(&o.done, 90000));
+  assert_int_equal(o.err, 0);
+  assert_int_equal(o.frames[0], 100);
+  assert_int_equal(wait_exit(g.t1, 20000), 0);
+  g.t1 = 0;
+}
+
+/* ---- setup
+ * --------------------------------------------------------------------------------------- */
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(g.dir, sizeof g.dir, "/tmp/lpod-pool-XXXXXX");
+  if (!mkdtemp(g.dir)) return -1;
+  snprintf(g.small_seg, sizeof g.small_seg, "%s/small.ts", g.dir);
+  snprintf(g.big_seg, sizeof g.big_seg, "%s/big.ts", g.dir);
+  if (make_segment(g.small_seg, "320x240", 2) || make_segment(g.big_seg, "1280x720", 4)) return -1;
+  char *p;
+  if (lp_file_read(g.small_seg, 64 << 20, &p, &g.small_len)) return -1;
+  g.small = (uint8_t *)p;
+  if (lp_file_read(g.big_seg, 64 << 20, &p, &g.big_len)) return -1;
+  g.big = (uint8_t *)p;
+  uv_loop_init(&g.loop);
+  uv_timer_init(&g.loop, &g.tick);
+  uv_timer_start(&g.tick, on_tick, 20, 20);
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  if (net_server_new(&g.loop, &so, &g.srv, err, sizeof err)) return -1;
+  pool_manager_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.secret = SECRET;
+  if (net_server_listen(g.srv, err, sizeof err)) return -1;
+  g.port = net_server_port(g.srv);
+  if (pool_manager_new(&g.loop, g.srv, &mo, &g.mgr)) return -1;
+  g.client = net_client_new(&g.loop);
+  return g.client ? 0 : -1;
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  if (g.t1 > 0) kill(g.t1, SIGKILL), waitpid(g.t1, NULL, 0);
+  if (g.t2 > 0) kill(g.t2, SIGKILL), waitpid(g.t2, NULL, 0);
+  pool_manager_free(g.mgr);
+  net_client_free(g.client);
+  net_server_free(g.srv);
+  uv_close((uv_handle_t *)&g.tick, NULL);
+  uv_run(&g.loop, UV_RUN_DEFAULT);
+  uv_walk(&g.loop, walk_close, NULL);
+  uv_run(&g.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&g.loop);
+  free(g.small);
+  free(g.big);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g.dir);
+  if (!getenv("LPOD_KEEP_TMP") && system(cmd)) return 0;
+  return 0;
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_register_refused),     cmocka_unit_test(test_results_malformed),
+      cmocka_unit_test(test_two_transcoders),      cmocka_unit_test(test_kill_mid_segment),
+      cmocka_unit_test(test_wrong_secret_process), cmocka_unit_test(test_sigterm_drains),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
