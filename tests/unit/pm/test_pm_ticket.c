@@ -304,6 +304,32 @@ static void ev_vectors(void **state) {
   BN_free(r);
   BN_free(half);
   BN_CTX_free(ctx);
+
+  /* WinProbRat: with faceValue 1 the EV is winProb / M; floor(M/2) prints "0.5" and floor(M/4)
+   * "0.25" at their precision, i.e. round(10^k * EV) is 5 and 25. */
+  struct {
+    uint8_t top;
+    unsigned scale, want;
+  } wr[] = {{0x7f, 10, 5}, {0x3f, 100, 25}};
+  for (size_t i = 0; i < LP_ARRAY_LEN(wr); i++) {
+    pm_u256_from_u64(&fv, 1);
+    memset(wp.b, 0xff, 32);
+    wp.b[0] = wr[i].top;
+    assert_int_equal(pm_ticket_ev_string(&fv, &wp, s, sizeof s), 0);
+    slash = strchr(s, '/');
+    *slash = '\0';
+    BN_CTX *c2 = BN_CTX_new();
+    BIGNUM *n2 = bn_dec(s), *d2 = bn_dec(slash + 1), *q = BN_new(), *d2x2 = BN_new();
+    /* floor((2 * scale * num + den) / (2 den)) */
+    assert_true(BN_mul_word(n2, 2 * wr[i].scale) && BN_add(n2, n2, d2) && BN_lshift1(d2x2, d2));
+    assert_true(BN_div(q, NULL, n2, d2x2, c2));
+    assert_true(BN_is_word(q, wr[i].want));
+    BN_free(n2);
+    BN_free(d2);
+    BN_free(q);
+    BN_free(d2x2);
+    BN_CTX_free(c2);
+  }
 }
 
 /* payments.md §6.8: the recipient HMAC and the tickets signed under it. */
