@@ -652,6 +652,62 @@ static void balances_stay_exact_across_denominators(void **state) {
   assert_int_equal(pm_balances_get(f->bal, f->sender, SESSION, got, 10), LP_ERANGE);
 }
 
+static uint64_t xorshift(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+/* Garbage in any field gets an error text or is accepted, never a crash (run under ASan/UBSan). */
+static void random_payments_never_crash(void **state) {
+  fixture_t *f = *state;
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+#define NEXT() xorshift(&x)
+  static uint8_t junk[8][100];
+  for (int round = 0; round < 400; round++) {
+    uint32_t nonces[8];
+    size_t n = NEXT() % 8;
+    for (size_t i = 0; i < n; i++) nonces[i] = (uint32_t)NEXT();
+    build_payment(f, nonces, n);
+    uint64_t what = NEXT();
+    if (what & 1) f->pay.params.face_value.b[NEXT() % 32] = (uint8_t)NEXT();
+    if (what & 2) f->pay.params.win_prob.b[NEXT() % 32] = (uint8_t)NEXT();
+    if (what & 4) memset(f->pay.params.expiration_block.b, 0xff, 32);
+    if (what & 8)
+      f->pay.expected_price =
+          (pm_price_t){(int64_t)NEXT(), (int64_t)NEXT() | (int64_t)(NEXT() & 1)};
+    if (what & 16) f->pay.expected_price = (pm_price_t){INT64_MIN, INT64_MIN};
+    if (what & 32) f->pay.expiration.creation_round = (int64_t)NEXT();
+    if (what & 64) f->pay.sender_len = NEXT() % 40;
+    if (what & 128) f->pay.has_expected_price = false;
+    if (what & 256) f->pay.has_expiration_params = false;
+    for (size_t i = 0; i < n; i++) {
+      if (!(NEXT() % 3)) {
+        size_t len = NEXT() % 100;
+        for (size_t k = 0; k < len; k++) junk[i][k] = (uint8_t)NEXT();
+        f->tsp[i].sig = (what & 512) ? NULL : junk[i];
+        f->tsp[i].sig_len = (what & 512) ? 0 : len;
+      }
+    }
+    f->ctx.last_seen_l1_block = NEXT() % 200;
+    f->ctx.quoted_price = (what & 1024) ? &f->price : NULL;
+    pm_payment_result_t res;
+    int rc = process(f, &res);
+    assert_true(rc == 0 || rc == LP_EINVAL);
+    if (rc)
+      assert_true(res.err[0] != '\0');
+    else
+      assert_true(res.err[0] == '\0');
+    assert_true(res.credited <= n);
+    pm_payment_result_free(&res);
+    char b[4000];
+    int g = pm_balances_get(f->bal, f->sender, SESSION, b, sizeof b);
+    assert_true(g == 0 || g == LP_ENOENT);
+  }
+#undef NEXT
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(valid_payment_credits_exact_ev, setup, teardown),
@@ -666,6 +722,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(balance_gate_and_debits, setup, teardown),
       cmocka_unit_test_setup_teardown(restored_nonces_keep_replay_protection, setup, teardown),
       cmocka_unit_test_setup_teardown(many_param_sets, setup, teardown),
+      cmocka_unit_test_setup_teardown(random_payments_never_crash, setup, teardown),
       cmocka_unit_test_setup_teardown(balances_stay_exact_across_denominators, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
