@@ -175,6 +175,25 @@ static void test_polling_and_cached_sender(void **state) {
   assert_int_equal(eth_client_gas_price(c, &gas), 0);
   assert_false(pm_u256_is_zero(&gas));
 
+  /* A new round on the chain reaches the client through the poller. */
+  const char *ctl = getenv("LPOD_CHAIN_CTL");
+  if (ctl) {
+    int64_t lir = eth_client_last_initialized_round(c);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "node '%s' '%s' next-round >/dev/null", ctl,
+             getenv("LPOD_CHAIN_JSON"));
+    assert_int_equal(system(cmd), 0);
+    uint64_t t0 = lp_now_ms();
+    while (eth_client_last_initialized_round(c) != lir + 1 && lp_now_ms() - t0 < 20000)
+      uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(eth_client_last_initialized_round(c), lir + 1);
+    int64_t round;
+    uint8_t hash[32], zero[32] = {0};
+    assert_int_equal(eth_client_params_round(c, &round, hash), 0);
+    assert_int_equal(round, lir + 1);
+    assert_memory_not_equal(hash, zero, 32);
+  }
+
   /* First ask goes to the chain; the second is answered from the cache before returning. */
   wait_t w = {0};
   assert_int_equal(eth_client_sender_info(c, gateway_addr, on_sender, &w), 0);
