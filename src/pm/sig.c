@@ -3,6 +3,8 @@
 
 #include "lpod/core.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <secp256k1.h>
 #include <secp256k1_recovery.h>
@@ -18,12 +20,20 @@ static const char personal_prefix[] = "\x19"
                                       "Ethereum Signed Message:\n32";
 
 /* Signing needs a context with built generator tables; the static context serves verification
- * and recovery. One signing context is shared: it is never re-randomised after creation, so
- * concurrent use from worker threads is safe. */
+ * and recovery. One signing context is shared: it is randomised once at creation and never
+ * after, so concurrent use from worker threads is safe. */
 static secp256k1_context *sign_ctx;
 static pthread_once_t sign_ctx_once = PTHREAD_ONCE_INIT;
 
-static void sign_ctx_create(void) { sign_ctx = secp256k1_context_create(SECP256K1_CONTEXT_NONE); }
+static void sign_ctx_create(void) {
+  sign_ctx = secp256k1_context_create(SECP256K1_CONTEXT_NONE);
+  /* Blinding against side channels on the node key; a context without it still signs correctly. */
+  uint8_t seed[32];
+  if (sign_ctx && RAND_bytes(seed, sizeof seed) == 1 &&
+      !secp256k1_context_randomize(sign_ctx, seed))
+    LOGW("pm: could not randomise the signing context");
+  OPENSSL_cleanse(seed, sizeof seed);
+}
 
 static const secp256k1_context *ctx_for_signing(void) {
   pthread_once(&sign_ctx_once, sign_ctx_create);
