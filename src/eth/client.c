@@ -63,7 +63,9 @@ struct eth_client {
   int ops; /* asynchronous operations and handles that point at this client */
 
   bool down; /* the endpoint failed its last request */
+  uint64_t last_fail_ms;
   char last_err[256];
+  char last_warn[320]; /* the last call-level warning, so a revert every block logs once */
 
   eth_block_cb block_cb;
   void *block_ud;
@@ -92,11 +94,23 @@ static void note_ok(eth_client_t *c) {
   c->down = false;
 }
 
+/* While the endpoint is down, lookups fail at once instead of queueing behind timeouts. The
+ * poller notices the recovery; without it, a lookup is let through every NEG_CACHE_MS. */
+static bool fail_fast(const eth_client_t *c) {
+  return c->down && (c->started || lp_now_ms() - c->last_fail_ms < NEG_CACHE_MS);
+}
+
 static void note_fail(eth_client_t *c, int status, const char *what, const char *err) {
   if (status == LP_ECANCELED) return;
   /* A revert or a bad answer is about that call, not the endpoint. */
   if (status != LP_EIO && status != LP_ETIMEDOUT) {
-    LOGW("eth: %s: %s", what, err ? err : lp_strerror(status));
+    char line[320];
+    snprintf(line, sizeof line, "%s: %s", what, err ? err : lp_strerror(status));
+    if (strcmp(line, c->last_warn) != 0)
+      LOGW("eth: %s", line);
+    else
+      LOGV(LP_V_DEBUG, "eth: %s", line);
+    snprintf(c->last_warn, sizeof c->last_warn, "%s", line);
     return;
   }
   if (!c->down)
@@ -105,6 +119,7 @@ static void note_fail(eth_client_t *c, int status, const char *what, const char 
   else
     LOGV(LP_V_DEBUG, "eth: RPC endpoint still failing: %s: %s", what, err ? err : "");
   c->down = true;
+  c->last_fail_ms = lp_now_ms();
   snprintf(c->last_err, sizeof c->last_err, "%s", err ? err : lp_strerror(status));
 }
 
@@ -455,6 +470,7 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
     /* Same round with a known non-zero hash: nothing to refresh. */
     if (!rc && c->round_known && (int64_t)r->lir == c->lir && memcmp(c->lir_hash, zero, 32) != 0) {
       note_ok(c);
+      c->last_warn[0] = 0;
       free(r);
       poll_done(c);
       return;
@@ -483,6 +499,7 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
     rc = eth_abi_get_bool(d, n, 0, &r->active);
     if (!rc) {
       note_ok(c);
+      c->last_warn[0] = 0;
       new_round(c, r);
       free(r);
       poll_done(c);
@@ -725,7 +742,8 @@ int eth_client_sender_info(eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN], 
   if (s->has_value) {
     eth_sender_info_t info = s->info;
     pm_u256_t claimed = s->claimed;
-    if ((s->fetched_ms == 0 || now - s->fetched_ms > c->sender_ttl_ms) && !s->fetching && !c->down)
+    if ((s->fetched_ms == 0 || now - s->fetched_ms > c->sender_ttl_ms) && !s->fetching &&
+        !fail_fast(c))
       sender_fetch(c, s); /* stale: refresh in the background, serve the last value now */
     cb(ud, 0, &info, &claimed, NULL);
     return 0;
@@ -737,7 +755,7 @@ int eth_client_sender_info(eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN], 
       cb(ud, s->err, NULL, NULL, text);
       return 0;
     }
-    if (c->down) {
+    if (fail_fast(c)) {
       char text[300];
       snprintf(text, sizeof text, "Ethereum RPC endpoint unavailable: %s", c->last_err);
       cb(ud, LP_EIO, NULL, NULL, text);

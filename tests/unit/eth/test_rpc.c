@@ -88,7 +88,9 @@ static char *answer(const char *body) {
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
     eth_abi_selector("lastInitializedRound()", sel);
-    if (n >= 4 && !memcmp(d, sel, 4)) {
+    if (n >= 4 && !memcmp(d, sel, 4) && atomic_load(&srv.round) < 0) {
+      snprintf(error, sizeof error, "{\"code\":3,\"message\":\"execution reverted: paused\"}");
+    } else if (n >= 4 && !memcmp(d, sel, 4)) {
       word_u64(w, (uint64_t)atomic_load(&srv.round));
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
@@ -126,7 +128,8 @@ static char *answer(const char *body) {
       word_u64(w, 7);
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
-    if (!result[0]) snprintf(error, sizeof error, "{\"code\":-32000,\"message\":\"unknown call\"}");
+    if (!result[0] && !error[0])
+      snprintf(error, sizeof error, "{\"code\":-32000,\"message\":\"unknown call\"}");
   } else {
     snprintf(error, sizeof error, "{\"code\":-32601,\"message\":\"method %s not found\"}", method);
   }
@@ -526,12 +529,42 @@ static void test_outage(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A call that reverts on every block is one warning, not one per block. */
+static void test_revert_logged_once(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  atomic_store(&srv.mode, MODE_ANSWER);
+  atomic_store(&srv.round, 8);
+  eth_client_t *c = connected_client(&loop);
+  FILE *log = tmpfile();
+  lp_log_set_fd(fileno(log));
+  atomic_store(&srv.round, -1);
+  assert_int_equal(eth_client_start(c), 0);
+  for (int i = 0; i < 5; i++) {
+    int before = atomic_load(&srv.requests);
+    atomic_fetch_add(&srv.l1_block, 1);
+    RUN_UNTIL(&loop, atomic_load(&srv.requests) >= before + 3);
+  }
+  run_ms(&loop, 50);
+  atomic_store(&srv.round, 8);
+  lp_log_set_fd(-1);
+  char *text = read_log(log);
+  fclose(log);
+  assert_int_equal(count(text, "execution reverted: paused"), 1);
+  free(text);
+  assert_int_equal(eth_client_last_initialized_round(c), 8); /* last good value kept */
+  eth_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rpc_errors),
       cmocka_unit_test(test_rpc_async),
       cmocka_unit_test(test_l1_block_and_backdating),
       cmocka_unit_test(test_outage),
+      cmocka_unit_test(test_revert_logged_once),
   };
   return cmocka_run_group_tests(tests, start_server, stop_server);
 }
