@@ -23,6 +23,7 @@
 #include "lp_rpc.pb-c.h"
 #include "lpod/config.h"
 #include "lpod/core.h"
+#include "lpod/media.h"
 #include "lpod/net.h"
 
 /* Wire constants of spec §6.4. */
@@ -62,7 +63,8 @@ typedef struct pool_manager_opts {
 int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts_t *opts,
                      pool_manager_t **out);
 /* Ends every registration stream (grpc-status 0) and fails the tasks in flight with
- * LP_ECANCELED (their callbacks run before this returns). */
+ * LP_ECANCELED (their callbacks, and the waits of pool_manager_transcode_wait, return before
+ * this does). The memory goes once the loop has run the handle closes. */
 void pool_manager_free(pool_manager_t *m);
 
 typedef struct pool_rendition {
@@ -97,6 +99,29 @@ typedef void (*pool_done_fn)(pool_result_t *res, void *arg);
  * transcoder being available is reported through done. */
 int pool_manager_submit(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
                         const uint8_t *input, size_t len, pool_done_fn done, void *arg);
+/* The same from the engine's view, for callers that hold profiles rather than a SegData. */
+typedef struct pool_job {
+  const char *session_id; /* required */
+  const char *manifest_id;
+  int64_t seq;
+  int32_t duration_ms; /* 0: 2000 */
+  const media_profile_t *profiles;
+  size_t n_profiles;
+  const Net__Capabilities *caps;     /* the job's capabilities (transcoder choice); NULL: any */
+  uint64_t clip_from_ms, clip_to_ms; /* 0: unset */
+  bool force_reinit;
+  const uint8_t *input;
+  size_t input_len;
+} pool_job_t;
+int pool_manager_submit_job(pool_manager_t *m, const pool_job_t *job, pool_done_fn done, void *arg);
+
+/* For engines that run on their own threads (the orchestrator's per-session workers): from any
+ * thread except the loop's, hands the job to the loop and blocks until its result is in *out
+ * (free it with pool_result_free). Returns out->err. The manager must outlive the call. */
+int pool_manager_transcode_wait(pool_manager_t *m, const pool_job_t *job, pool_result_t *out);
+/* pool_manager_end_session from any thread: it runs on the loop soon after. */
+void pool_manager_end_session_async(pool_manager_t *m, const char *session_id);
+
 /* The session ended at the orchestrator: tells its transcoder to close the stream's engine (the
  * teardown NotifySegment with an empty url) and frees its slot. LP_ENOENT if not assigned. */
 int pool_manager_end_session(pool_manager_t *m, const char *session_id);

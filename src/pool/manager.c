@@ -2,6 +2,7 @@
  * NotifySegment pushes, input hosting, result uploads, selection, timeouts and retries. */
 #include <inttypes.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,23 @@ struct pool_upload {
   pool_upload_t *next;
 };
 
+/* A request from another thread: a job to wait for, or a session to end. */
+typedef struct pool_call {
+  const pool_job_t *job; /* NULL: end session_id */
+  char *session_id;
+  pool_result_t *out;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  struct pool_call *next;
+} pool_call_t;
+
 struct pool_manager {
   uv_loop_t *loop;
+  uv_async_t async;
+  pthread_mutex_t calls_mu;
+  pool_call_t *calls;
+  bool closing; /* under calls_mu */
   net_server_t *srv;
   char *secret;
   char *service_uri;
@@ -805,6 +821,137 @@ static void on_results(net_req_t *req, void *arg) {
   }
 }
 
+/* ---- jobs from engine profiles, and from other threads ---- */
+
+int pool_manager_submit_job(pool_manager_t *m, const pool_job_t *job, pool_done_fn done,
+                            void *arg) {
+  if (!m || !job || !job->session_id || !job->n_profiles || !job->profiles) return LP_EINVAL;
+  Net__VideoProfile *vp = calloc(job->n_profiles, sizeof *vp);
+  Net__VideoProfile **pp = calloc(job->n_profiles, sizeof *pp);
+  if (!vp || !pp) {
+    free(vp);
+    free(pp);
+    return LP_ENOMEM;
+  }
+  for (size_t i = 0; i < job->n_profiles; i++) {
+    pool_profile_to_wire(&job->profiles[i], &vp[i]);
+    pp[i] = &vp[i];
+  }
+  Net__AuthToken tok = NET__AUTH_TOKEN__INIT;
+  tok.session_id = (char *)job->session_id;
+  Net__SegParameters clip = NET__SEG_PARAMETERS__INIT;
+  Net__SegData sd = NET__SEG_DATA__INIT;
+  if (job->manifest_id) {
+    sd.manifestid.data = (uint8_t *)job->manifest_id;
+    sd.manifestid.len = strlen(job->manifest_id);
+  }
+  sd.seq = job->seq;
+  sd.duration = job->duration_ms;
+  sd.capabilities = (Net__Capabilities *)job->caps;
+  sd.auth_token = &tok;
+  /* The list a transcoder reads first, and the one that carries every field. */
+  sd.n_fullprofiles3 = job->n_profiles;
+  sd.fullprofiles3 = pp;
+  if (job->clip_from_ms || job->clip_to_ms) {
+    clip.from = job->clip_from_ms;
+    clip.to = job->clip_to_ms;
+    sd.segment_parameters = &clip;
+  }
+  sd.forcesessionreinit = job->force_reinit;
+  int rc = pool_manager_submit(m, &sd, job->session_id, job->input, job->input_len, done, arg);
+  free(vp);
+  free(pp);
+  return rc;
+}
+
+static void call_complete(pool_call_t *c) {
+  pthread_mutex_lock(&c->mu);
+  c->done = true;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void on_call_done(pool_result_t *res, void *arg) {
+  pool_call_t *c = arg;
+  /* The renditions move to the waiting thread. */
+  *c->out = *res;
+  res->renditions = NULL;
+  res->n = 0;
+  call_complete(c);
+}
+
+static void call_fail(pool_call_t *c, int err, const char *text) {
+  memset(c->out, 0, sizeof *c->out);
+  c->out->err = err;
+  snprintf(c->out->error, sizeof c->out->error, "%s", text);
+  call_complete(c);
+}
+
+static void on_calls(uv_async_t *h) {
+  pool_manager_t *m = h->data;
+  pthread_mutex_lock(&m->calls_mu);
+  pool_call_t *list = m->calls;
+  m->calls = NULL;
+  pthread_mutex_unlock(&m->calls_mu);
+  while (list) {
+    pool_call_t *c = list;
+    list = c->next;
+    if (!c->job) {
+      pool_manager_end_session(m, c->session_id);
+      free(c->session_id);
+      free(c);
+      continue;
+    }
+    int rc = pool_manager_submit_job(m, c->job, on_call_done, c);
+    if (rc) call_fail(c, rc, lp_strerror(rc));
+  }
+}
+
+static bool call_queue(pool_manager_t *m, pool_call_t *c) {
+  pthread_mutex_lock(&m->calls_mu);
+  bool ok = !m->closing;
+  if (ok) {
+    c->next = m->calls;
+    m->calls = c;
+  }
+  pthread_mutex_unlock(&m->calls_mu);
+  if (ok) uv_async_send(&m->async);
+  return ok;
+}
+
+int pool_manager_transcode_wait(pool_manager_t *m, const pool_job_t *job, pool_result_t *out) {
+  pool_call_t c;
+  memset(&c, 0, sizeof c);
+  c.job = job;
+  c.out = out;
+  memset(out, 0, sizeof *out);
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  if (!call_queue(m, &c)) {
+    out->err = LP_ECANCELED;
+    snprintf(out->error, sizeof out->error, "orchestrator is shutting down");
+  } else {
+    pthread_mutex_lock(&c.mu);
+    while (!c.done) pthread_cond_wait(&c.cv, &c.mu);
+    pthread_mutex_unlock(&c.mu);
+  }
+  pthread_mutex_destroy(&c.mu);
+  pthread_cond_destroy(&c.cv);
+  return out->err;
+}
+
+void pool_manager_end_session_async(pool_manager_t *m, const char *session_id) {
+  pool_call_t *c = calloc(1, sizeof *c);
+  if (!c || !session_id || !(c->session_id = strdup(session_id))) {
+    free(c);
+    return;
+  }
+  if (!call_queue(m, c)) {
+    free(c->session_id);
+    free(c);
+  }
+}
+
 /* ---- manager ----------------------------------------------------------------------------------
  */
 
@@ -816,6 +963,9 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
   if (!m) return LP_ENOMEM;
   m->loop = loop;
   m->srv = srv;
+  pthread_mutex_init(&m->calls_mu, NULL);
+  uv_async_init(loop, &m->async, on_calls);
+  m->async.data = m;
   m->secret = strdup(opts->secret);
   if (opts->service_uri) {
     m->service_uri = strdup(opts->service_uri);
@@ -850,8 +1000,29 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
   return 0;
 }
 
+static void on_mgr_closed(uv_handle_t *h) {
+  pool_manager_t *m = h->data;
+  pthread_mutex_destroy(&m->calls_mu);
+  free(m);
+}
+
 void pool_manager_free(pool_manager_t *m) {
   if (!m) return;
+  pthread_mutex_lock(&m->calls_mu);
+  m->closing = true;
+  pool_call_t *calls = m->calls;
+  m->calls = NULL;
+  pthread_mutex_unlock(&m->calls_mu);
+  while (calls) {
+    pool_call_t *c = calls;
+    calls = c->next;
+    if (c->job) {
+      call_fail(c, LP_ECANCELED, "orchestrator is shutting down");
+    } else {
+      free(c->session_id);
+      free(c);
+    }
+  }
   /* The server outlives us: its routes now answer "shutting down". */
   if (m->srv) {
     net_server_grpc(m->srv, POOL_REGISTER_METHOD, 0, on_register, NULL);
@@ -887,7 +1058,7 @@ void pool_manager_free(pool_manager_t *m) {
   free(m->secret);
   free(m->service_uri);
   free(m->orch_id);
-  free(m);
+  uv_close((uv_handle_t *)&m->async, on_mgr_closed);
 }
 
 int pool_manager_transcoders(const pool_manager_t *m) {

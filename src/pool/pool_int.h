@@ -47,6 +47,9 @@ Net__VideoProfile **pool_segdata_profiles(const Net__SegData *sd, size_t *n);
 /* Wire profile to engine profile; LP_EINVAL with go's text in *why for unknown enums. */
 int pool_profile_from_wire(const Net__VideoProfile *vp, media_profile_t *out, const char **why);
 
+/* Engine profile to wire profile (strings borrowed from the engine profile). */
+void pool_profile_to_wire(const media_profile_t *p, Net__VideoProfile *out);
+
 /* Job capabilities against a peer's set (spec §7.3; no mandatories or constraints here beyond
  * minVersion). */
 bool pool_caps_compatible(const Net__Capabilities *job, const uint64_t *bits, size_t nbits,

@@ -342,3 +342,20 @@ bool pool_caps_compatible(const Net__Capabilities *job, const uint64_t *bits, si
     if ((job->bitstring[i] & bits[i]) != job->bitstring[i]) return false;
   return true;
 }
+
+void pool_profile_to_wire(const media_profile_t *p, Net__VideoProfile *v) {
+  net__video_profile__init(v);
+  v->name = (char *)p->name;
+  v->width = p->width;
+  v->height = p->height;
+  v->bitrate = p->bitrate;
+  v->fps = p->fps;
+  v->fpsden = p->fps_den;
+  v->format = (Net__VideoProfile__Format)p->format;
+  v->profile = (Net__VideoProfile__Profile)p->profile;
+  v->gop = p->gop_ms;
+  v->encoder = (Net__VideoProfile__VideoCodec)p->encoder;
+  v->colordepth = p->color_depth;
+  v->chromaformat = (Net__VideoProfile__ChromaSubsampling)p->chroma_format;
+  v->quality = p->quality;
+}

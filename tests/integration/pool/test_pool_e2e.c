@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <libavformat/avformat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -542,6 +543,55 @@ static void test_two_transcoders(void **state) {
   assert_int_equal(pool_manager_load(g.mgr), 0);
 }
 
+typedef struct thread_job {
+  volatile bool done;
+  int rc;
+  pool_result_t res;
+} thread_job_t;
+
+/* What the orchestrator's per-session worker threads do. */
+static void *wait_thread(void *arg) {
+  thread_job_t *tj = arg;
+  media_profile_t p;
+  memset(&p, 0, sizeof p);
+  snprintf(p.name, sizeof p.name, "r120");
+  p.width = 160;
+  p.height = 120;
+  p.bitrate = 200000;
+  pool_job_t job;
+  memset(&job, 0, sizeof job);
+  job.session_id = "sess-thread";
+  job.manifest_id = "manifest";
+  job.seq = 7;
+  job.duration_ms = 2000;
+  job.profiles = &p;
+  job.n_profiles = 1;
+  job.input = g.small;
+  job.input_len = g.small_len;
+  tj->rc = pool_manager_transcode_wait(g.mgr, &job, &tj->res);
+  pool_manager_end_session_async(g.mgr, "sess-thread");
+  tj->done = true;
+  return NULL;
+}
+
+static void test_wait_from_thread(void **state) {
+  (void)state;
+  thread_job_t tj;
+  memset(&tj, 0, sizeof tj);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, wait_thread, &tj), 0);
+  assert_true(run_until((volatile bool *)&tj.done, 60000));
+  pthread_join(th, NULL);
+  run_for(100);
+  assert_int_equal(tj.rc, 0);
+  assert_int_equal((int)tj.res.n, 1);
+  int w = 0, h = 0;
+  assert_int_equal(count_frames(tj.res.renditions[0].data, tj.res.renditions[0].len, &w, &h), 50);
+  assert_int_equal(w, 160);
+  pool_result_free(&tj.res);
+  assert_int_equal(pool_manager_load(g.mgr), 0);
+}
+
 static void test_kill_mid_segment(void **state) {
   (void)state;
   assert_true(g.t1 > 0 && g.t2 > 0);
@@ -657,9 +707,10 @@ static int teardown(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_register_refused),     cmocka_unit_test(test_results_malformed),
-      cmocka_unit_test(test_two_transcoders),      cmocka_unit_test(test_kill_mid_segment),
-      cmocka_unit_test(test_wrong_secret_process), cmocka_unit_test(test_sigterm_drains),
+      cmocka_unit_test(test_register_refused), cmocka_unit_test(test_results_malformed),
+      cmocka_unit_test(test_two_transcoders),  cmocka_unit_test(test_wait_from_thread),
+      cmocka_unit_test(test_kill_mid_segment), cmocka_unit_test(test_wrong_secret_process),
+      cmocka_unit_test(test_sigterm_drains),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
