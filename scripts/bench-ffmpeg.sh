@@ -21,6 +21,10 @@ command -v ffmpeg >/dev/null || { echo "ffmpeg not found" >&2; exit 2; }
 
 now() { date +%s.%N; }
 elapsed() { echo "$2 - $1" | bc -l; }
+# CPU seconds (user + sys) of the children a subshell ran, from bash's `times`.
+child_cpu() {
+  tail -1 | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%.3f", s }'
+}
 
 # Source: moving test pattern with temporal noise (so the encoder works as on camera content),
 # a keyframe at every segment boundary, AAC audio; cut into an HLS playlist.
@@ -52,12 +56,12 @@ ffladder() { # input
 
 echo "ffmpeg: one process per segment..." >&2
 t0=$(now)
-for s in "$WORK"/src/seg*.ts; do ffladder "$s"; done
+c_seg=$( (for s in "$WORK"/src/seg*.ts; do ffladder "$s"; done; times) | child_cpu)
 t_seg=$(elapsed "$t0" "$(now)")
 
 echo "ffmpeg: one long-running process over ${DUR}s..." >&2
 t0=$(now)
-ffladder "$WORK/all.ts"
+c_long=$( (ffladder "$WORK/all.ts"; times) | child_cpu)
 t_long=$(elapsed "$t0" "$(now)")
 
 PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
@@ -72,6 +76,8 @@ jget() { grep -o "\"$2\":[0-9.e+-]*" "$1" | head -1 | cut -d: -f2; }
 l1_wall=$(jget "$WORK/lpod1.json" wall_s)
 l2_wall=$(jget "$WORK/lpod2.json" wall_s)
 l1_src=$(jget "$WORK/lpod1.json" source_s)
+l1_cpu=$(jget "$WORK/lpod1.json" cpu_s)
+l2_cpu=$(jget "$WORK/lpod2.json" cpu_s)
 l2_src=$(jget "$WORK/lpod2.json" source_s)
 
 # Quality: PSNR of the 720p rendition of the first segment against the scaled source, both sides.
@@ -80,21 +86,25 @@ l2_src=$(jget "$WORK/lpod2.json" source_s)
 ffladder "$WORK/src/seg000.ts"
 psnr() {
   ffmpeg -nostdin -v info -i "$1" -i "$WORK/src/seg000.ts" \
-    -lavfi "[1:v]scale=1280:720[r];[0:v][r]psnr" -f null - 2>&1 |
+    -lavfi "[0:v]setpts=PTS-STARTPTS[d];[1:v]scale=1280:720,setpts=PTS-STARTPTS[r];[d][r]psnr" -f null - 2>&1 |
     grep -o 'average:[0-9.inf]*' | cut -d: -f2
 }
 p_lpod=$(psnr "$WORK/q/0_P720p30fps16x9.ts")
 p_ff=$(psnr "$WORK/ff_720.ts")
 
-r() { echo "scale=4; $1" | bc -l; }
+r() { printf "%.3f" "$(echo "$1" | bc -l)"; }
 cat <<REPORT
 source                      : ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}
-ffmpeg per segment          : $(r "$t_seg") s for ${DUR}s  real-time ratio $(r "$t_seg / $DUR")
-ffmpeg long-running         : $(r "$t_long") s for ${DUR}s  real-time ratio $(r "$t_long / $DUR")
-lpod bench, 1 stream        : $(r "$l1_wall") s for ${l1_src}s  real-time ratio $(r "$l1_wall / $l1_src")
-lpod bench, 2 streams       : $(r "$l2_wall") s for ${l2_src}s  real-time ratio $(r "$l2_wall / $l2_src")
-1 stream vs ffmpeg/segment  : $(r "($l1_src / $l1_wall) / ($DUR / $t_seg)") x throughput
-2 streams vs ffmpeg long    : $(r "($l2_src / $l2_wall) / ($DUR / $t_long)") x throughput
-PSNR 720p seg0 lpod/ffmpeg  : ${p_lpod} / ${p_ff} dB
+machine                     : $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)
+                              wall s    CPU s   real-time ratio (wall / source)
+ffmpeg per segment          : $(r "$t_seg")  $(r "$c_seg")  $(r "$t_seg / $DUR")   (${DUR}s)
+ffmpeg long-running         : $(r "$t_long")  $(r "$c_long")  $(r "$t_long / $DUR")   (${DUR}s)
+lpod bench, 1 stream        : $(r "$l1_wall")  $(r "$l1_cpu")  $(r "$l1_wall / $l1_src")   (${l1_src}s)
+lpod bench, 2 streams       : $(r "$l2_wall")  $(r "$l2_cpu")  $(r "$l2_wall / $l2_src")   (${l2_src}s)
+throughput, wall   1 stream vs ffmpeg per segment : $(r "($l1_src / $l1_wall) / ($DUR / $t_seg)") x
+throughput, wall  2 streams vs ffmpeg long-running: $(r "($l2_src / $l2_wall) / ($DUR / $t_long)") x
+CPU efficiency     1 stream vs ffmpeg per segment : $(r "($l1_src / $l1_cpu) / ($DUR / $c_seg)") x
+CPU efficiency    2 streams vs ffmpeg long-running: $(r "($l2_src / $l2_cpu) / ($DUR / $c_long)") x
+PSNR 720p seg0 lpod / ffmpeg: ${p_lpod} / ${p_ff} dB
 REPORT
 [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
