@@ -215,6 +215,7 @@ typedef struct eth_network {
   uint8_t controller[ETH_ADDR_LEN];
   uint64_t redeem_gas;    /* gas a redemption is budgeted at (faceValue sizing) */
   uint64_t min_gas_price; /* wei; polls below are ignored */
+  uint64_t chain_id;      /* the chain -ethUrl must serve; 0 for dev networks (any) */
 } eth_network_t;
 
 /* go-livepeer's per-network defaults for -network; any other name (devenv, devnet, ...) is a dev
@@ -257,7 +258,8 @@ int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **
 int eth_client_connect(eth_client_t *c, char *err, size_t errlen);
 /* Starts block polling on the loop. */
 int eth_client_start(eth_client_t *c);
-/* Stops timers, cancels requests (their callbacks get LP_ECANCELED) and frees. */
+/* Stops timers, cancels requests (their callbacks get LP_ECANCELED, before this returns) and
+ * frees; with a loop the memory goes once the loop has run the handle closes. */
 void eth_client_free(eth_client_t *c);
 
 eth_rpc_t *eth_client_rpc(eth_client_t *c);

@@ -30,9 +30,11 @@ int eth_network_defaults(const char *network, eth_network_t *out) {
   if (strcmp(network, "arbitrum-one-mainnet") == 0) {
     controller = "0xD8E8328501E9645d16Cf49539efC04f734606ee4";
     out->redeem_gas = REDEEM_GAS_L2;
+    out->chain_id = 42161;
   } else if (strcmp(network, "mainnet") == 0) {
     controller = "0xf96d54e490317c557a967abfa5d6e33006be69b3";
     out->min_gas_price = 1000000000; /* 1 gwei */
+    out->chain_id = 1;
   } else if (strncmp(network, "arbitrum-one-", 13) == 0) {
     out->redeem_gas = REDEEM_GAS_L2;
   }
@@ -113,6 +115,14 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
     eth_client_free(c);
     eth_account_wipe(account);
     return rc;
+  }
+  if (network->chain_id && eth_client_chain_id(c) != network->chain_id) {
+    seterr(err, errlen, "-ethUrl %s serves chain id %llu, but -network %s is chain id %llu",
+           cfg->eth_url, (unsigned long long)eth_client_chain_id(c), cfg->network,
+           (unsigned long long)network->chain_id);
+    eth_client_free(c);
+    eth_account_wipe(account);
+    return LP_EINVAL;
   }
   char a[PM_ADDR_HEX_LEN];
   pm_addr_to_hex(account->addr, a);

@@ -434,6 +434,11 @@ static void test_node_open_from_flags(void **state) {
   eth_account_wipe(&acct);
 
   /* Each missing or wrong flag is named. */
+  cfg.network = "arbitrum-one-mainnet";
+  assert_int_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), LP_EINVAL);
+  assert_non_null(
+      strstr(err, "serves chain id 1337, but -network arbitrum-one-mainnet is chain id 42161"));
+  cfg.network = "devenv";
   cfg.eth_password = "wrong";
   assert_int_not_equal(eth_node_open(&loop, &cfg, &acct, &net, &c, err, sizeof err), 0);
   assert_non_null(strstr(err, "could not decrypt key with given password"));

@@ -428,10 +428,12 @@ static void test_network_defaults(void **state) {
   pm_addr_to_hex(n.controller, a);
   assert_string_equal(a, "0xD8E8328501E9645d16Cf49539efC04f734606ee4");
   assert_int_equal(n.redeem_gas, 1200000);
+  assert_int_equal(n.chain_id, 42161);
   assert_int_equal(eth_network_defaults("devenv", &n), 0);
   assert_false(n.has_controller);
   assert_int_equal(n.redeem_gas, 350000);
   assert_int_equal(n.min_gas_price, 0);
+  assert_int_equal(n.chain_id, 0);
   assert_int_equal(eth_network_defaults("offchain", &n), LP_EINVAL);
 }
 
