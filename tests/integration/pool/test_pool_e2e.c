@@ -168,11 +168,11 @@ static void submit(const char *session, int64_t seq, const uint8_t *in, size_t l
 /* ---- transcoder processes -----------------------------------------------------------------------
  */
 
-static pid_t spawn_transcoder(const char *name, const char *secret, int capacity) {
+static pid_t spawn_transcoder_at(const char *name, const char *addr, const char *secret,
+                                 int capacity) {
   const char *bin = getenv("LPOD_BIN");
   if (!bin) return -1;
-  char addr[64], datadir[400], cap[16], log[400];
-  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  char datadir[400], cap[16], log[400];
   snprintf(datadir, sizeof datadir, "%s/%s", g.dir, name);
   snprintf(cap, sizeof cap, "%d", capacity);
   snprintf(log, sizeof log, "%s/%s.log", g.dir, name);
@@ -186,6 +186,12 @@ static pid_t spawn_transcoder(const char *name, const char *secret, int capacity
     _exit(127);
   }
   return pid;
+}
+
+static pid_t spawn_transcoder(const char *name, const char *secret, int capacity) {
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  return spawn_transcoder_at(name, addr, secret, capacity);
 }
 
 /* Waits for a child; returns its exit status, or -1 if it is still running after timeout_ms. */
@@ -645,6 +651,52 @@ static void test_sigterm_drains(void **state) {
   g.t1 = 0;
 }
 
+/* One transcoder process serves two orchestrators at once; a third address that refuses
+ * connections is retried in the background without holding the others up. */
+static void test_several_orchestrators(void **state) {
+  (void)state;
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  net_server_t *srv2 = NULL;
+  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
+  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
+  pool_manager_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.secret = SECRET;
+  pool_manager_t *m2 = NULL;
+  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  char addrs[128];
+  snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:1,127.0.0.1:%d", g.port,
+           net_server_port(srv2));
+  pid_t t = spawn_transcoder_at("t4", addrs, SECRET, 2);
+  assert_true(t > 0);
+  uint64_t end = lp_now_ms() + 20000;
+  while ((pool_manager_transcoders(g.mgr) != 1 || pool_manager_transcoders(m2) != 1) &&
+         lp_now_ms() < end)
+    run_for(20);
+  assert_int_equal(pool_manager_transcoders(g.mgr), 1);
+  assert_int_equal(pool_manager_transcoders(m2), 1);
+  /* The same session id at both orchestrators stays two separate streams at the transcoder. */
+  outcome_t a, b;
+  submit("same-id", 1, g.small, g.small_len, 2, &a);
+  seg_req_t r;
+  seg_req_init(&r, "same-id", 1, 1);
+  memset(&b, 0, sizeof b);
+  assert_int_equal(pool_manager_submit(m2, &r.sd, NULL, g.small, g.small_len, on_done, &b), 0);
+  assert_true(run_until(&a.done, 60000));
+  assert_true(run_until(&b.done, 60000));
+  check_output(&a, 2);
+  check_output(&b, 1);
+  kill(t, SIGTERM);
+  assert_int_equal(wait_exit(t, 20000), 0);
+  pool_manager_free(m2);
+  net_server_free(srv2);
+  run_for(100);
+}
+
 /* ---- setup
  * --------------------------------------------------------------------------------------- */
 
@@ -710,7 +762,7 @@ int main(void) {
       cmocka_unit_test(test_register_refused), cmocka_unit_test(test_results_malformed),
       cmocka_unit_test(test_two_transcoders),  cmocka_unit_test(test_wait_from_thread),
       cmocka_unit_test(test_kill_mid_segment), cmocka_unit_test(test_wrong_secret_process),
-      cmocka_unit_test(test_sigterm_drains),
+      cmocka_unit_test(test_sigterm_drains),   cmocka_unit_test(test_several_orchestrators),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
