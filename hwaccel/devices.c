@@ -310,8 +310,10 @@ static void quarantine(hw_device_t *d, uint64_t now_ms, const char *why) {
   d->state = HW_DEV_QUARANTINED;
   d->retry_at_ms = now_ms + ms;
   d->session_errors = 0;
-  snprintf(d->note, sizeof(d->note), "quarantined after %s (failure %d), retry in %" PRIu64 " s",
-           why, d->failures, ms / 1000);
+  /* The reason may quote an earlier note: keep the head of it. */
+  snprintf(d->note, sizeof(d->note),
+           "quarantined after %.120s (failure %d), retry in %" PRIu64 " s", why, d->failures,
+           ms / 1000);
   LOGW("%s: %s", d->name, d->note);
 }
 
@@ -356,7 +358,7 @@ int hw_table_recheck(hw_table_t *t, uint64_t now_ms) {
       LOGI("%s: passed its self-test again, back in service", d->name);
       back++;
     } else {
-      char why[sizeof(d->note)];
+      char why[sizeof(d->note) + 32];
       snprintf(why, sizeof(why), "a failed re-test (%s)", d->note[0] ? d->note : "error");
       d->dec = dec;
       d->enc = enc;

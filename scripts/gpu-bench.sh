@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Device benchmark for CI on GPU runners: the reference ladder (P720p30fps16x9, P360p30fps16x9,
+# P240p30fps16x9) through `lpod bench` on every device `lpod devices` lists, the same ladder and a
+# decode-only pass through the ffmpeg CLI with -hwaccel cuda on NVIDIA devices, then
+# scripts/bench-compare.py against the committed baseline. Exits non-zero on a regression or a
+# failed run. Results land in OUTDIR: devices.json, <device>.json (lpod bench -json),
+# ffmpeg-<device>.json and compare.txt.
+#
+# usage: scripts/gpu-bench.sh [LPOD_BINARY] [OUTDIR]
+# env:   DEVICES ("-nvidia all"; flags for `lpod devices`), BASELINE (bench/baseline.json),
+#        SEGS (6), SIZE (1280x720), FPS (30), SEG_S (2), PRESET (veryfast), SESSIONS (1),
+#        SCALE (1, multiplies every tolerance)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LPOD=${1:-build/lpod}
+OUT=${2:-bench-out}
+DEVICES=${DEVICES--nvidia all}
+BASELINE=${BASELINE:-bench/baseline.json}
+SEGS=${SEGS:-6}
+SIZE=${SIZE:-1280x720}
+FPS=${FPS:-30}
+SEG_S=${SEG_S:-2}
+PRESET=${PRESET:-veryfast}
+SESSIONS=${SESSIONS:-1}
+SCALE=${SCALE:-1}
+PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
+DUR=$((SEGS * SEG_S))
+[ -x "$LPOD" ] || { echo "gpu-bench: no lpod binary at $LPOD" >&2; exit 2; }
+command -v ffmpeg >/dev/null || { echo "gpu-bench: ffmpeg not found" >&2; exit 2; }
+mkdir -p "$OUT/src"
+
+# Source: moving test pattern with temporal noise, a keyframe at every segment boundary, AAC.
+if [ ! -f "$OUT/src/index.m3u8" ]; then
+  ffmpeg -nostdin -v error -y \
+    -f lavfi -i "testsrc2=size=${SIZE}:rate=${FPS},noise=alls=6:allf=t+u" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$DUR" \
+    -c:v libx264 -preset veryfast -b:v 6M -g $((FPS * SEG_S)) -keyint_min $((FPS * SEG_S)) \
+    -sc_threshold 0 -c:a aac -b:a 128k \
+    -f hls -hls_time "$SEG_S" -hls_list_size 0 -hls_segment_filename "$OUT/src/seg%03d.ts" \
+    "$OUT/src/index.m3u8"
+fi
+cat "$OUT"/src/seg*.ts > "$OUT/all.ts"
+
+# shellcheck disable=SC2086
+"$LPOD" devices $DEVICES -json > "$OUT/devices.json" || {
+  echo "gpu-bench: lpod devices failed (see above)" >&2
+  exit 1
+}
+mapfile -t devs < <(python3 -c '
+import json, sys
+for d in json.load(open(sys.argv[1]))["devices"]:
+    idx = d["name"].split(":", 1)[1] if ":" in d["name"] else "-1"
+    print(d["name"], d["backend"], idx, "1" if d["encode"] else "0")
+' "$OUT/devices.json")
+
+pairs=()
+failed=0
+for line in "${devs[@]}"; do
+  read -r name backend idx has_enc <<<"$line"
+  safe=${name//[^A-Za-z0-9_-]/_}
+  env_dev=()
+  # lpod bench opens the backend's first device; pick the GPU through CUDA's own variable.
+  [ "$backend" = nvidia ] && env_dev=(env "CUDA_VISIBLE_DEVICES=$idx")
+  if [ "$backend" = qsv ] && [ "$idx" != /dev/dri/renderD128 ]; then
+    echo "gpu-bench: $name: lpod bench runs on the first render node only, skipped" >&2
+    continue
+  fi
+  echo "gpu-bench: $name ($backend): lpod bench, $SESSIONS session(s)..." >&2
+  if "${env_dev[@]}" "$LPOD" bench -in "$OUT/src/index.m3u8" -profiles "$PROFILES" \
+    -preset "$PRESET" -sessions "$SESSIONS" -backend "$backend" -json "$OUT/$safe.json"; then
+    pairs+=("$name=$OUT/$safe.json")
+  else
+    echo "gpu-bench: $name: lpod bench failed" >&2
+    failed=1
+  fi
+  [ "$backend" = nvidia ] || continue
+
+  # The ffmpeg CLI on the same GPU: NVDEC decode alone, then the ladder with scale_cuda and
+  # NVENC, or, on GPUs without NVENC, downloaded frames into libx264 as lpod does.
+  echo "gpu-bench: $name: ffmpeg -hwaccel cuda..." >&2
+  t0=$(date +%s.%N)
+  ffmpeg -nostdin -v error -y -hwaccel cuda -hwaccel_device "$idx" -hwaccel_output_format cuda \
+    -i "$OUT/all.ts" -f null -
+  t_dec=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  if [ "$has_enc" = 1 ]; then
+    enc=(-c:v h264_nvenc -preset p4 -forced-idr 1)
+    tail=""
+  else
+    enc=(-c:v libx264 -preset "$PRESET" -forced-idr 1)
+    tail=",hwdownload,format=yuv420p"
+  fi
+  t0=$(date +%s.%N)
+  ffmpeg -nostdin -v error -y -hwaccel cuda -hwaccel_device "$idx" -hwaccel_output_format cuda \
+    -i "$OUT/all.ts" -filter_complex \
+    "[0:v]split=3[a][b][c];[a]scale_cuda=1280:720${tail}[o1];[b]scale_cuda=640:360${tail}[o2];[c]scale_cuda=426:240${tail}[o3]" \
+    -map "[o1]" "${enc[@]}" -b:v 4000k -maxrate 4000k -bufsize 4000k -f mpegts "$OUT/ff_720.ts" \
+    -map "[o2]" "${enc[@]}" -b:v 1200k -maxrate 1200k -bufsize 1200k -f mpegts "$OUT/ff_360.ts" \
+    -map "[o3]" "${enc[@]}" -b:v 600k -maxrate 600k -bufsize 600k -f mpegts "$OUT/ff_240.ts" ||
+    { echo "gpu-bench: $name: ffmpeg ladder failed" >&2; failed=1; }
+  t_lad=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  frames=$((DUR * FPS))
+  python3 - "$OUT/ffmpeg-$safe.json" "$t_dec" "$t_lad" "$DUR" "$frames" <<'EOF'
+import json, sys
+out, t_dec, t_lad, dur, frames = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+json.dump({"decode_s": t_dec, "decode_fps": frames / t_dec if t_dec else 0,
+           "ladder_s": t_lad, "realtime_ratio": t_lad / dur if dur else 0,
+           "source_s": dur, "frames": frames}, open(out, "w"), indent=2)
+EOF
+done
+
+if [ ${#pairs[@]} -eq 0 ]; then
+  echo "gpu-bench: no device produced results" >&2
+  exit 1
+fi
+set +e
+python3 scripts/bench-compare.py --scale "$SCALE" "$BASELINE" "${pairs[@]}" | tee "$OUT/compare.txt"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$failed" = 0 ] || exit 1
+exit "$rc"
