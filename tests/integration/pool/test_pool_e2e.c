@@ -697,6 +697,50 @@ static void test_several_orchestrators(void **state) {
   run_for(100);
 }
 
+/* A transcoder that never answers: the task ends after max(min timeout, 4 x duration) with go's
+ * text, the transcoder's stream is closed, and the segment is not retried. */
+static void test_task_timeout(void **state) {
+  (void)state;
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  net_server_t *srv2 = NULL;
+  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
+  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
+  pool_manager_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.secret = SECRET;
+  mo.min_timeout_ms = 300;
+  pool_manager_t *m2 = NULL;
+  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  int port = g.port;
+  g.port = net_server_port(srv2);
+  fake_t f;
+  fake_register(&f, g.client, SECRET, 1);
+  g.port = port;
+  uint64_t end = lp_now_ms() + 10000;
+  while (pool_manager_transcoders(m2) != 1 && lp_now_ms() < end) run_for(20);
+  assert_int_equal(pool_manager_transcoders(m2), 1);
+  seg_req_t r;
+  seg_req_init(&r, "slow", 1, 1);
+  r.sd.duration = 50;
+  outcome_t o;
+  memset(&o, 0, sizeof o);
+  assert_int_equal(pool_manager_submit(m2, &r.sd, NULL, g.small, g.small_len, on_done, &o), 0);
+  assert_true(run_until(&o.done, 10000));
+  assert_int_equal(o.err, LP_ETIMEDOUT);
+  assert_string_equal(o.error, "Remote transcoder took too long");
+  assert_int_equal(o.attempts, 1);
+  assert_int_equal(f.nmsg, 1);
+  assert_true(run_until(&f.ended, 10000));
+  assert_int_equal(pool_manager_transcoders(m2), 0);
+  pool_manager_free(m2);
+  net_server_free(srv2);
+  run_for(100);
+}
+
 /* ---- setup
  * --------------------------------------------------------------------------------------- */
 
@@ -759,10 +803,11 @@ static int teardown(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_register_refused), cmocka_unit_test(test_results_malformed),
-      cmocka_unit_test(test_two_transcoders),  cmocka_unit_test(test_wait_from_thread),
-      cmocka_unit_test(test_kill_mid_segment), cmocka_unit_test(test_wrong_secret_process),
-      cmocka_unit_test(test_sigterm_drains),   cmocka_unit_test(test_several_orchestrators),
+      cmocka_unit_test(test_register_refused),      cmocka_unit_test(test_results_malformed),
+      cmocka_unit_test(test_task_timeout),          cmocka_unit_test(test_two_transcoders),
+      cmocka_unit_test(test_wait_from_thread),      cmocka_unit_test(test_kill_mid_segment),
+      cmocka_unit_test(test_wrong_secret_process),  cmocka_unit_test(test_sigterm_drains),
+      cmocka_unit_test(test_several_orchestrators),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
