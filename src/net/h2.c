@@ -109,6 +109,9 @@ static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err,
   return 0;
 }
 
+static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud);
+
 static nghttp2_session_callbacks *g_cbs;
 static nghttp2_option *g_opt;
 
@@ -122,6 +125,7 @@ static int h2_global_init(void) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g_cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(g_cbs, on_invalid_frame);
+  nghttp2_session_callbacks_set_send_data_callback(g_cbs, on_send_data);
   if (nghttp2_option_new(&g_opt)) return LP_ENOMEM;
   /* grpc-go's BDP pings and window updates are legitimate; nghttp2's own flood checks stay on */
   nghttp2_option_set_max_outbound_ack(g_opt, 1000);
@@ -206,6 +210,8 @@ void net_h2_shutdown(net_conn_t *c) {
   if (!c->in_read) net_h2_send(c);
 }
 
+/* Body bytes are not copied here: NO_COPY makes nghttp2 call on_send_data, which moves them
+ * straight from the request's chunks into the connection's output. */
 static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
   net_req_t *r = stream_req(s, id);
@@ -213,17 +219,9 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     return 0;
   }
-  size_t n = 0;
-  while (n < length && r->out_head) {
-    net_chunk_t *ch = r->out_head;
-    size_t take = LP_MIN(length - n, ch->len - ch->off);
-    memcpy(buf + n, ch->data + ch->off, take);
-    ch->off += take;
-    n += take;
-    r->out_pending -= take;
-    if (ch->off == ch->len) net_chunk_free(net_req_pop_chunk(r));
-  }
-  if (!r->out_head && r->resp_ended) {
+  size_t n = LP_MIN(length, r->out_pending);
+  if (n) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (n == r->out_pending && r->resp_ended) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     r->h2_data_ended = true;
     if (r->ntrailers) {
@@ -246,6 +244,27 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     return NGHTTP2_ERR_DEFERRED;
   }
   return (ssize_t)n;
+}
+
+static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud) {
+  net_conn_t *c = ud;
+  if (c->closing) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (net_conn_write_backlog(c) >= NET_WRITE_HIGH_WATER) return NGHTTP2_ERR_WOULDBLOCK;
+  net_req_t *r = stream_req(s, f->hd.stream_id);
+  if (!r || r->out_pending < length) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  if (lp_buf_reserve(&c->out, 9 + length)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  lp_buf_append(&c->out, framehd, 9);
+  while (length) {
+    net_chunk_t *ch = r->out_head;
+    size_t take = LP_MIN(length, ch->len - ch->off);
+    lp_buf_append(&c->out, ch->data + ch->off, take);
+    ch->off += take;
+    length -= take;
+    r->out_pending -= take;
+    if (ch->off == ch->len) net_chunk_free(net_req_pop_chunk(r));
+  }
+  return 0;
 }
 
 static bool hop_header(const char *n) {

@@ -156,7 +156,10 @@ struct net_conn {
   char peer[64];
 
   SSL *ssl;
-  BIO *rbio, *wbio;
+  const uint8_t *tls_in; /* ciphertext being processed (the socket read buffer) */
+  size_t tls_in_len, tls_in_off;
+  lp_buf_t tls_left; /* ciphertext OpenSSL did not take yet */
+  lp_buf_t tls_wire; /* ciphertext waiting for uv_write */
   bool handshake_done;
 
   enum { NET_PROTO_DETECT, NET_PROTO_H1, NET_PROTO_H2 } proto;

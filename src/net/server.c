@@ -616,6 +616,8 @@ static void conn_free(net_conn_t *c) {
   net_h1_free(c);
   lp_buf_free(&c->detect);
   lp_buf_free(&c->out);
+  lp_buf_free(&c->tls_left);
+  lp_buf_free(&c->tls_wire);
   free(c);
   s->open_handles--;
   /* the done callback may free the server, so nothing touches s after it */

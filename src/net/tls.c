@@ -243,63 +243,105 @@ fail:
   return rc;
 }
 
-int net_tls_conn_init(net_conn_t *c) {
-  c->ssl = SSL_new(c->srv->ssl_ctx);
-  c->rbio = BIO_new(BIO_s_mem());
-  c->wbio = BIO_new(BIO_s_mem());
-  if (!c->ssl || !c->rbio || !c->wbio) {
-    BIO_free(c->rbio);
-    BIO_free(c->wbio);
-    c->rbio = c->wbio = NULL;
-    return LP_ENOMEM;
-  }
-  /* an empty read BIO means "wait for more", not EOF */
-  BIO_set_mem_eof_return(c->rbio, -1);
-  SSL_set_bio(c->ssl, c->rbio, c->wbio);
-  SSL_set_accept_state(c->ssl);
-  return 0;
+/* The connection's BIO: reads come straight from the socket read buffer being processed (what
+ * OpenSSL leaves is kept in tls_left), and writes append ciphertext to the buffer that the next
+ * uv_write takes. Nothing stays allocated on an idle connection, unlike BIO_s_mem, whose buffers
+ * keep their largest size. */
+static int cbio_write(BIO *b, const char *data, int len) {
+  net_conn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  return lp_buf_append(&c->tls_wire, data, (size_t)len) ? -1 : len;
 }
 
-static int tls_drain_wbio(net_conn_t *c, lp_buf_t *dst) {
-  size_t pend;
-  while ((pend = BIO_ctrl_pending(c->wbio)) > 0) {
-    if (lp_buf_reserve(dst, pend)) return LP_ENOMEM;
-    int n = BIO_read(c->wbio, dst->data + dst->len, (int)pend);
-    if (n <= 0) break;
-    dst->len += (size_t)n;
+static int cbio_read(BIO *b, char *out, int len) {
+  net_conn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  size_t avail = c->tls_in_len - c->tls_in_off;
+  if (avail == 0) {
+    BIO_set_retry_read(b);
+    return -1;
   }
+  size_t n = LP_MIN(avail, (size_t)len);
+  memcpy(out, c->tls_in + c->tls_in_off, n);
+  c->tls_in_off += n;
+  return (int)n;
+}
+
+static long cbio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  net_conn_t *c = BIO_get_data(b);
+  switch (cmd) {
+  case BIO_CTRL_FLUSH: return 1;
+  case BIO_CTRL_PENDING: return (long)(c->tls_in_len - c->tls_in_off);
+  case BIO_CTRL_WPENDING: return 0;
+  default: return 0;
+  }
+}
+
+static int cbio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static BIO_METHOD *g_bio_meth;
+
+static BIO_METHOD *conn_bio_method(void) {
+  if (g_bio_meth) return g_bio_meth;
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "lpod-conn");
+  if (!m) return NULL;
+  BIO_meth_set_write(m, cbio_write);
+  BIO_meth_set_read(m, cbio_read);
+  BIO_meth_set_ctrl(m, cbio_ctrl);
+  BIO_meth_set_create(m, cbio_create);
+  g_bio_meth = m;
+  return m;
+}
+
+int net_tls_conn_init(net_conn_t *c) {
+  BIO_METHOD *m = conn_bio_method();
+  c->ssl = SSL_new(c->srv->ssl_ctx);
+  BIO *b = m ? BIO_new(m) : NULL;
+  if (!c->ssl || !b) {
+    BIO_free(b);
+    return LP_ENOMEM;
+  }
+  BIO_set_data(b, c);
+  SSL_set_bio(c->ssl, b, b);
+  SSL_set_accept_state(c->ssl);
   return 0;
 }
 
 int net_tls_encrypt(net_conn_t *c, lp_buf_t *dst) {
   size_t off = 0;
+  int rc = 0;
   while (off < c->out.len) {
     size_t n = LP_MIN(c->out.len - off, (size_t)1 << 20);
     int w = SSL_write(c->ssl, c->out.data + off, (int)n);
     if (w <= 0) {
       ERR_clear_error();
-      c->out.len = 0;
-      return LP_EIO;
+      rc = LP_EIO;
+      break;
     }
     off += (size_t)w;
   }
-  c->out.len = 0;
-  return tls_drain_wbio(c, dst);
+  /* a big response leaves a big buffer behind; idle connections should not keep it */
+  if (c->out.cap > 64 * 1024)
+    lp_buf_free(&c->out);
+  else
+    c->out.len = 0;
+  *dst = c->tls_wire;
+  c->tls_wire = (lp_buf_t)LP_BUF_INIT;
+  return rc;
 }
 
-int net_tls_feed(net_conn_t *c, const uint8_t *data, size_t len) {
-  if (BIO_write(c->rbio, data, (int)len) != (int)len) return LP_ENOMEM;
+/* Runs the handshake and decrypts whatever tls_in holds. */
+static int tls_process(net_conn_t *c) {
   if (!c->handshake_done) {
     int r = SSL_do_handshake(c->ssl);
     if (r != 1) {
       int e = SSL_get_error(c->ssl, r);
-      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        net_conn_flush(c);
-        return 0;
-      }
       ERR_clear_error();
       net_conn_flush(c);
-      return LP_EPROTO;
+      return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : LP_EPROTO;
     }
     c->handshake_done = true;
     const unsigned char *alpn = NULL;
@@ -323,7 +365,32 @@ int net_tls_feed(net_conn_t *c, const uint8_t *data, size_t len) {
     if (e == SSL_ERROR_ZERO_RETURN) return LP_EIO; /* close_notify: the peer is done */
     return LP_EPROTO;
   }
-  /* reads can produce output (key updates, tickets) */
-  if (BIO_ctrl_pending(c->wbio)) net_conn_flush(c);
+  /* reads can produce output (alerts, key updates, tickets) */
+  if (c->tls_wire.len) net_conn_flush(c);
   return 0;
+}
+
+int net_tls_feed(net_conn_t *c, const uint8_t *data, size_t len) {
+  lp_buf_t held = c->tls_left;
+  c->tls_left = (lp_buf_t)LP_BUF_INIT;
+  if (held.len) {
+    /* bytes OpenSSL did not take last time go first */
+    if (lp_buf_append(&held, data, len)) {
+      lp_buf_free(&held);
+      return LP_ENOMEM;
+    }
+    data = held.data;
+    len = held.len;
+  }
+  c->tls_in = data;
+  c->tls_in_len = len;
+  c->tls_in_off = 0;
+  int rc = tls_process(c);
+  if (rc == 0 && !c->closing && c->tls_in_off < c->tls_in_len &&
+      lp_buf_append(&c->tls_left, c->tls_in + c->tls_in_off, c->tls_in_len - c->tls_in_off))
+    rc = LP_ENOMEM;
+  c->tls_in = NULL;
+  c->tls_in_len = c->tls_in_off = 0;
+  lp_buf_free(&held);
+  return rc;
 }

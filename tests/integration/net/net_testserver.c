@@ -4,7 +4,7 @@
  *
  *   net_testserver --addr 127.0.0.1:0|http://127.0.0.1:0 --cert-dir DIR
  *                  [--max-conns N] [--idle-ms N] [--header-timeout-ms N] [--handshake-ms N]
- *                  [--max-streams N] [--v LEVEL]
+ *                  [--max-streams N] [--v LEVEL] [--blob-mb N (largest /size/ body, 64)]
  */
 #include <signal.h>
 #include <stdio.h>
@@ -192,6 +192,8 @@ int main(int argc, char **argv) {
       o.handshake_timeout_ms = (uint64_t)atoll(v);
     else if (!strcmp(k, "--v"))
       lp_log_set_level(atoi(v));
+    else if (!strcmp(k, "--blob-mb"))
+      g_blob_len = (size_t)atoi(v) << 20;
     else {
       fprintf(stderr, "unknown option %s\n", k);
       return 2;
