@@ -174,9 +174,9 @@ int eth_rpc_call(eth_rpc_t *rpc, const char *method, cJSON *params, cJSON **resu
 
 /* The result is borrowed for the duration of the callback; err is NULL on success. */
 typedef void (*eth_rpc_cb)(void *ud, int status, const cJSON *result, const char *err);
-/* Asynchronous call on the loop given to eth_rpc_new (libcurl multi driven by uv_poll and a
- * uv_timer). params is consumed. cb runs later on the loop thread, never from inside this call;
- * when the call cannot be started an error is returned and cb is not called. */
+/* Asynchronous call on the loop given to eth_rpc_new, through net's HTTP client (libcurl multi
+ * on the loop). params is consumed. cb runs later on the loop thread, never from inside this
+ * call; when the call cannot be started an error is returned and cb is not called. */
 int eth_rpc_call_async(eth_rpc_t *rpc, const char *method, cJSON *params, eth_rpc_cb cb, void *ud);
 
 /* Builds eth_call params {to, data} at "latest". */

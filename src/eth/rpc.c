@@ -1,8 +1,7 @@
-/* JSON-RPC 2.0 over HTTP with libcurl: a blocking form for start-up and tools, and an
- * asynchronous form driven by the libuv loop through curl's multi-socket interface.
- * The net module's HTTP client had no implementation yet when this was written, so the small
- * uv/curl-multi glue lives here. */
+/* JSON-RPC 2.0 over HTTP: a blocking form on a libcurl easy handle for start-up and tools, and
+ * an asynchronous form on the loop through the net module's HTTP client. */
 #include "lpod/eth.h"
+#include "lpod/net.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,34 +12,12 @@
 
 #define RPC_MAX_BODY (16u << 20)
 
-typedef struct rpc_req {
-  struct rpc_req *next, *prev;
-  eth_rpc_t *rpc;
-  CURL *easy;
-  struct curl_slist *hdrs;
-  char *payload;
-  lp_buf_t body;
-  char errbuf[CURL_ERROR_SIZE];
-  eth_rpc_cb cb;
-  void *ud;
-} rpc_req_t;
-
-typedef struct rpc_sock {
-  uv_poll_t poll;
-  eth_rpc_t *rpc;
-} rpc_sock_t;
-
 struct eth_rpc {
   char *url;
   long timeout_ms;
   uint64_t next_id;
-  CURL *sync; /* reused between blocking calls so keep-alive connections stay open */
-  uv_loop_t *loop;
-  CURLM *multi;
-  uv_timer_t timer;
-  rpc_req_t pending; /* list head */
-  int open_handles;  /* timer and polls not yet closed; the struct goes when it reaches 0 */
-  bool closing;
+  CURL *sync;          /* reused between blocking calls so keep-alive connections stay open */
+  net_client_t *async; /* NULL without a loop */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -108,19 +85,11 @@ static const char *error_data(const cJSON *err) {
 
 /* Turns a finished transfer into (status, result, message). On success *out is detached from
  * the parsed document, which the caller frees through *doc. */
-static int finish(CURLcode cc, long http, const lp_buf_t *body, const char *curl_err, cJSON **doc,
-                  const cJSON **out, char *err, size_t errlen) {
+static int parse_answer(long http, const uint8_t *body, size_t len, cJSON **doc, const cJSON **out,
+                        char *err, size_t errlen) {
   *doc = NULL;
   *out = NULL;
-  if (cc == CURLE_OPERATION_TIMEDOUT) {
-    seterr(err, errlen, "timed out: %s", curl_err[0] ? curl_err : curl_easy_strerror(cc));
-    return LP_ETIMEDOUT;
-  }
-  if (cc != CURLE_OK) {
-    seterr(err, errlen, "%s", curl_err[0] ? curl_err : curl_easy_strerror(cc));
-    return LP_EIO;
-  }
-  cJSON *j = body->len ? cJSON_ParseWithLength((const char *)body->data, body->len) : NULL;
+  cJSON *j = len ? cJSON_ParseWithLength((const char *)body, len) : NULL;
   if (!cJSON_IsObject(j)) {
     if (http != 200)
       seterr(err, errlen, "HTTP %ld from the RPC endpoint", http);
@@ -171,9 +140,18 @@ int eth_rpc_call(eth_rpc_t *rpc, const char *method, cJSON *params, cJSON **resu
   CURLcode cc = curl_easy_perform(rpc->sync);
   long http = 0;
   curl_easy_getinfo(rpc->sync, CURLINFO_RESPONSE_CODE, &http);
-  cJSON *doc;
+  cJSON *doc = NULL;
   const cJSON *r;
-  int rc = finish(cc, http, &body, cerr, &doc, &r, err, errlen);
+  int rc;
+  if (cc == CURLE_OPERATION_TIMEDOUT) {
+    seterr(err, errlen, "timed out: %s", cerr[0] ? cerr : curl_easy_strerror(cc));
+    rc = LP_ETIMEDOUT;
+  } else if (cc != CURLE_OK) {
+    seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
+    rc = LP_EIO;
+  } else {
+    rc = parse_answer(http, body.data, body.len, &doc, &r, err, errlen);
+  }
   if (!rc) {
     *result = cJSON_DetachItemViaPointer(doc, (cJSON *)r);
     cJSON_Delete(doc);
@@ -187,155 +165,70 @@ int eth_rpc_call(eth_rpc_t *rpc, const char *method, cJSON *params, cJSON **resu
 /* ---- asynchronous calls ------------------------------------------------------------------------
  */
 
-static void req_free(rpc_req_t *q) {
-  if (q->easy) curl_easy_cleanup(q->easy);
-  curl_slist_free_all(q->hdrs);
-  lp_buf_free(&q->body);
-  free(q->payload);
+typedef struct rpc_req {
+  eth_rpc_cb cb;
+  void *ud;
+} rpc_req_t;
+
+static void on_fetch_done(const net_fetch_result_t *res, void *arg) {
+  rpc_req_t *q = arg;
+  char err[512];
+  cJSON *doc = NULL;
+  const cJSON *r = NULL;
+  int rc;
+  if (res->err == LP_ECANCELED || res->err == LP_ETIMEDOUT) {
+    rc = res->err;
+    seterr(err, sizeof err, "%s%s", rc == LP_ETIMEDOUT ? "timed out: " : "",
+           res->error ? res->error : lp_strerror(rc));
+  } else if (res->err) {
+    rc = LP_EIO;
+    seterr(err, sizeof err, "%s", res->error ? res->error : lp_strerror(res->err));
+  } else {
+    rc = parse_answer(res->status, res->body, res->body_len, &doc, &r, err, sizeof err);
+  }
+  q->cb(q->ud, rc, r, rc ? err : NULL);
+  cJSON_Delete(doc);
   free(q);
 }
 
-static void req_unlink(rpc_req_t *q) {
-  q->prev->next = q->next;
-  q->next->prev = q->prev;
-  q->next = q->prev = q;
-}
-
-static void check_done(eth_rpc_t *rpc) {
-  CURLMsg *m;
-  int left;
-  while ((m = curl_multi_info_read(rpc->multi, &left))) {
-    if (m->msg != CURLMSG_DONE) continue;
-    rpc_req_t *q = NULL;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-    CURLcode cc = m->data.result;
-    long http = 0;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &http);
-    curl_multi_remove_handle(rpc->multi, q->easy);
-    req_unlink(q);
-    char err[512];
-    cJSON *doc;
-    const cJSON *r;
-    int rc = finish(cc, http, &q->body, q->errbuf, &doc, &r, err, sizeof err);
-    q->cb(q->ud, rc, r, rc ? err : NULL);
-    cJSON_Delete(doc);
-    req_free(q);
-  }
-}
-
-static void rpc_release(eth_rpc_t *rpc) {
-  if (--rpc->open_handles > 0) return;
-  free(rpc->url);
-  free(rpc);
-}
-
-static void on_sock_closed(uv_handle_t *h) {
-  rpc_sock_t *s = h->data;
-  eth_rpc_t *rpc = s->rpc;
-  free(s);
-  rpc_release(rpc);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  rpc_sock_t *s = h->data;
-  eth_rpc_t *rpc = s->rpc;
-  int flags = 0, running;
-  if (status < 0) flags = CURL_CSELECT_ERR;
-  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)h, &fd) != 0) return;
-  curl_multi_socket_action(rpc->multi, (curl_socket_t)fd, flags, &running);
-  check_done(rpc);
-}
-
-static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp) {
-  eth_rpc_t *rpc = userp;
-  rpc_sock_t *s = sockp;
-  if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      if (!rpc->closing) curl_multi_assign(rpc->multi, fd, NULL);
-      uv_poll_stop(&s->poll);
-      uv_close((uv_handle_t *)&s->poll, on_sock_closed);
-    }
-    return 0;
-  }
-  if (!s) {
-    s = calloc(1, sizeof *s);
-    if (!s) return -1;
-    if (uv_poll_init_socket(rpc->loop, &s->poll, fd) != 0) {
-      free(s);
-      return -1;
-    }
-    s->rpc = rpc;
-    s->poll.data = s;
-    rpc->open_handles++;
-    curl_multi_assign(rpc->multi, fd, s);
-  }
-  int ev = 0;
-  if (what & CURL_POLL_IN) ev |= UV_READABLE;
-  if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  uv_poll_start(&s->poll, ev, on_poll);
-  return 0;
-}
-
-static void on_timeout(uv_timer_t *t) {
-  eth_rpc_t *rpc = t->data;
-  int running;
-  curl_multi_socket_action(rpc->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_done(rpc);
-}
-
-static int on_timer(CURLM *m, long timeout_ms, void *userp) {
-  eth_rpc_t *rpc = userp;
-  if (timeout_ms < 0)
-    uv_timer_stop(&rpc->timer);
-  else
-    uv_timer_start(&rpc->timer, on_timeout, (uint64_t)timeout_ms, 0);
-  return 0;
-}
-
 int eth_rpc_call_async(eth_rpc_t *rpc, const char *method, cJSON *params, eth_rpc_cb cb, void *ud) {
-  if (!rpc->multi || rpc->closing) {
+  if (!rpc->async) {
     cJSON_Delete(params);
     return LP_EINVAL;
   }
-  rpc_req_t *q = calloc(1, sizeof *q);
-  if (!q) {
-    cJSON_Delete(params);
+  char *payload = build_payload(rpc, method, params);
+  rpc_req_t *q = malloc(sizeof *q);
+  if (!payload || !q) {
+    free(payload);
+    free(q);
     return LP_ENOMEM;
   }
-  q->rpc = rpc;
   q->cb = cb;
   q->ud = ud;
-  q->payload = build_payload(rpc, method, params);
-  q->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-  q->easy = curl_easy_init();
-  if (!q->payload || !q->hdrs || !q->easy) {
-    req_free(q);
-    return LP_ENOMEM;
-  }
-  setup_easy(rpc, q->easy, q->payload, q->hdrs, &q->body, q->errbuf);
-  curl_easy_setopt(q->easy, CURLOPT_PRIVATE, q);
-  if (curl_multi_add_handle(rpc->multi, q->easy) != CURLM_OK) {
-    req_free(q);
-    return LP_ENOMEM;
-  }
-  q->next = rpc->pending.next;
-  q->prev = &rpc->pending;
-  rpc->pending.next->prev = q;
-  rpc->pending.next = q;
-  return 0;
+  static const net_header_t hdrs[] = {{"content-type", "application/json"}, {"user-agent", "lpod"}};
+  net_fetch_opts_t o = {.method = "POST",
+                        .url = rpc->url,
+                        .headers = hdrs,
+                        .nheaders = LP_ARRAY_LEN(hdrs),
+                        .body = payload,
+                        .body_len = strlen(payload),
+                        .version = NET_HTTP_ANY,
+                        .timeout_ms = (uint64_t)rpc->timeout_ms,
+                        .connect_timeout_ms = (uint64_t)LP_MIN(rpc->timeout_ms, 10000L),
+                        .max_body_bytes = RPC_MAX_BODY};
+  int rc = net_client_fetch(rpc->async, &o, on_fetch_done, q, NULL);
+  free(payload);
+  if (rc) free(q);
+  return rc;
 }
 
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-static void on_timer_closed(uv_handle_t *h) { rpc_release(h->data); }
-
 int eth_rpc_new(uv_loop_t *loop, const char *url, int timeout_ms, eth_rpc_t **out) {
   static uv_once_t once = UV_ONCE_INIT;
   *out = NULL;
-  if (!url || strncmp(url, "http", 4) != 0) return LP_EINVAL;
+  if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+    return LP_EINVAL;
   uv_once(&once, curl_init_once);
   eth_rpc_t *rpc = calloc(1, sizeof *rpc);
   if (!rpc || !(rpc->url = strdup(url))) {
@@ -343,21 +236,10 @@ int eth_rpc_new(uv_loop_t *loop, const char *url, int timeout_ms, eth_rpc_t **ou
     return LP_ENOMEM;
   }
   rpc->timeout_ms = timeout_ms > 0 ? timeout_ms : 20000;
-  rpc->pending.next = rpc->pending.prev = &rpc->pending;
-  rpc->loop = loop;
-  if (loop) {
-    if (!(rpc->multi = curl_multi_init())) {
-      free(rpc->url);
-      free(rpc);
-      return LP_ENOMEM;
-    }
-    uv_timer_init(loop, &rpc->timer);
-    rpc->timer.data = rpc;
-    rpc->open_handles = 1;
-    curl_multi_setopt(rpc->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(rpc->multi, CURLMOPT_SOCKETDATA, rpc);
-    curl_multi_setopt(rpc->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(rpc->multi, CURLMOPT_TIMERDATA, rpc);
+  if (loop && !(rpc->async = net_client_new(loop))) {
+    free(rpc->url);
+    free(rpc);
+    return LP_ENOMEM;
   }
   *out = rpc;
   return 0;
@@ -367,25 +249,11 @@ const char *eth_rpc_url(const eth_rpc_t *rpc) { return rpc->url; }
 
 void eth_rpc_free(eth_rpc_t *rpc) {
   if (!rpc) return;
-  rpc->closing = true;
   if (rpc->sync) curl_easy_cleanup(rpc->sync);
-  rpc->sync = NULL;
-  if (!rpc->multi) {
-    free(rpc->url);
-    free(rpc);
-    return;
-  }
-  while (rpc->pending.next != &rpc->pending) {
-    rpc_req_t *q = rpc->pending.next;
-    curl_multi_remove_handle(rpc->multi, q->easy);
-    req_unlink(q);
-    q->cb(q->ud, LP_ECANCELED, NULL, "cancelled");
-    req_free(q);
-  }
-  curl_multi_cleanup(rpc->multi);
-  rpc->multi = NULL;
-  uv_timer_stop(&rpc->timer);
-  uv_close((uv_handle_t *)&rpc->timer, on_timer_closed);
+  /* Runs the done callbacks of calls in flight with LP_ECANCELED before returning. */
+  net_client_free(rpc->async);
+  free(rpc->url);
+  free(rpc);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------------
