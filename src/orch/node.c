@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "lpod/net.h"
+#include "lpod/pm.h"
 #include "orch_int.h"
 
 /* go-livepeer's MaxSegSize: 300 s at 1 MB/s. */
@@ -37,6 +38,13 @@ typedef struct seg_ctx {
   net_req_t *req;
   orch_seg_req_t sr;
   orch_job_t job;
+  uint64_t t_start;   /* request headers in */
+  uint64_t t_body;    /* body in (or downloaded) */
+  uint64_t t_200;     /* early 200 sent */
+  lp_buf_t body;      /* the request body as it streams in */
+  pm_keccak_t keccak; /* of the body, updated chunk by chunk */
+  bool url_body;      /* the body is a URL to fetch the segment from */
+  bool too_big;
   uint8_t *input; /* a downloaded URL body; NULL when the request body is the input */
   size_t input_len;
   bool aborted;
@@ -53,6 +61,7 @@ static void seg_finish(seg_ctx_t *s) {
     free(s->job.out);
   }
   orch_seg_req_free(&s->sr);
+  lp_buf_free(&s->body);
   free(s->input);
   free(s);
   n->in_flight--;
@@ -100,8 +109,17 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
   if (!job->error[0]) {
     c->pay.debit_fees(c->pay.ctx, s->sr.sender, job->session_id, s->sr.payment->expected_price,
                       pixels);
-    LOGI_C(&lc, "Transcoded segment renditions=%zu pixels=%lld", job->n_profiles,
-           (long long)pixels);
+    /* overhead: everything the orchestrator adds around the engine (body, checks, queueing,
+     * storing, encoding the answer), what operators compare across nodes */
+    uint64_t total = lp_now_ns() - s->t_start;
+    LOGI_C(&lc,
+           "Transcoded segment renditions=%zu pixels=%lld took=%.1fms engine=%.1fms "
+           "overhead=%.2fms",
+           job->n_profiles, (long long)pixels, total / 1e6, job->engine_ns / 1e6,
+           (total - LP_MIN(total, job->engine_ns)) / 1e6);
+    LOGV_C(LP_V_DEBUG, &lc, "Segment timing body=%.2fms hash=%.2fms queued=%.2fms result=%.2fms",
+           (s->t_body - s->t_start) / 1e6, (s->t_200 - s->t_body) / 1e6, job->queued_ns / 1e6,
+           (lp_now_ns() - s->t_200 - job->queued_ns - job->engine_ns) / 1e6);
   } else {
     LOGW_C(&lc, "Segment failed err=%s", job->error);
   }
@@ -109,9 +127,13 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
   free(body);
 }
 
-static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len) {
+/* digest: keccak256(data) when already known, else NULL. */
+static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
+                                const uint8_t *digest) {
   orch_http_err_t e;
-  if (orch_seg_check_hash(&s->sr, data, len, &e)) {
+  s->t_body = lp_now_ns();
+  if (digest ? orch_seg_check_digest(&s->sr, digest, &e)
+             : orch_seg_check_hash(&s->sr, data, len, &e)) {
     seg_fail(s, e.status, e.text);
     return;
   }
@@ -121,6 +143,7 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len) {
     seg_finish(s);
     return;
   }
+  s->t_200 = lp_now_ns();
   orch_job_t *j = &s->job;
   const Net__SegData *sd = s->sr.sd;
   snprintf(j->session_id, sizeof j->session_id, "%s", s->sr.session_id);
@@ -162,49 +185,61 @@ static void seg_url_fetched(const net_fetch_result_t *res, void *arg) {
   }
   memcpy(s->input, res->body, res->body_len);
   s->input_len = res->body_len;
-  seg_start_transcode(s, s->input, s->input_len);
+  seg_start_transcode(s, s->input, s->input_len, NULL);
 }
 
-static void seg_body_read(net_req_t *r, int err, void *arg) {
+static void seg_fetch_url(seg_ctx_t *s, const uint8_t *body, size_t len) {
+  char *url = strndup((const char *)body, len);
+  if (!url) {
+    seg_fail(s, 500, "Internal Server Error");
+    return;
+  }
+  /* Only web URLs: anything else (file://, ...) would read what the node can reach. */
+  char *u = lp_strtrim(url);
+  if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0) {
+    free(url);
+    seg_fail(s, 400, "BadRequest");
+    return;
+  }
+  net_fetch_opts_t fo;
+  memset(&fo, 0, sizeof fo);
+  fo.url = u;
+  fo.insecure = true;
+  fo.timeout_ms = URL_FETCH_TIMEOUT_MS;
+  fo.max_body_bytes = MAX_SEG_BYTES;
+  int rc = net_client_fetch(s->node->cli, &fo, seg_url_fetched, s, NULL);
+  free(url);
+  if (rc) seg_fail(s, 400, "BadRequest");
+}
+
+/* The body is hashed as it arrives, so the 200 can follow its last byte at once. */
+static void seg_on_data(net_req_t *r, const uint8_t *data, size_t len, int err, void *arg) {
   seg_ctx_t *s = arg;
-  if (err == LP_ECANCELED) {
+  if (err) {
     s->aborted = true;
     net_resp_end(r, NULL, 0);
     seg_finish(s);
     return;
   }
-  if (err) {
-    seg_fail(s, 500, err == LP_ERANGE ? "input bigger than max buffer size" : lp_strerror(err));
-    return;
-  }
-  size_t len = 0;
-  const uint8_t *body = net_req_body(r, &len);
-  const char *ct = net_req_header(r, "content-type");
-  if (ct && strcmp(ct, "application/vnd+livepeer.uri") == 0) {
-    char *url = strndup((const char *)body, len);
-    if (!url) {
-      seg_fail(s, 500, "Internal Server Error");
+  if (len > 0) {
+    if (s->too_big) return;
+    if (s->body.len + len > MAX_SEG_BYTES || lp_buf_append(&s->body, data, len)) {
+      s->too_big = true;
+      lp_buf_free(&s->body);
       return;
     }
-    /* Only web URLs: anything else (file://, ...) would read what the node can reach. */
-    char *u = lp_strtrim(url);
-    if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0) {
-      free(url);
-      seg_fail(s, 400, "BadRequest");
-      return;
-    }
-    net_fetch_opts_t fo;
-    memset(&fo, 0, sizeof fo);
-    fo.url = u;
-    fo.insecure = true;
-    fo.timeout_ms = URL_FETCH_TIMEOUT_MS;
-    fo.max_body_bytes = MAX_SEG_BYTES;
-    int rc = net_client_fetch(s->node->cli, &fo, seg_url_fetched, s, NULL);
-    free(url);
-    if (rc) seg_fail(s, 400, "BadRequest");
+    if (!s->url_body) pm_keccak_update(&s->keccak, data, len);
     return;
   }
-  seg_start_transcode(s, body, len);
+  if (s->too_big) {
+    seg_fail(s, 500, "input bigger than max buffer size");
+  } else if (s->url_body) {
+    seg_fetch_url(s, s->body.data, s->body.len);
+  } else {
+    uint8_t digest[PM_HASH_LEN];
+    pm_keccak_final(&s->keccak, digest);
+    seg_start_transcode(s, s->body.data, s->body.len, digest);
+  }
 }
 
 static void seg_aborted(net_req_t *r, void *arg) {
@@ -221,6 +256,7 @@ static void handle_segment(net_req_t *r, void *arg) {
   }
   s->node = n;
   s->req = r;
+  s->t_start = lp_now_ns();
   n->in_flight++;
   net_req_on_abort(r, seg_aborted, s);
   const char *seg = net_req_header(r, "livepeer-segment");
@@ -231,8 +267,13 @@ static void handle_segment(net_req_t *r, void *arg) {
     seg_fail(s, e.status, e.text);
     return;
   }
-  if (net_req_read_body(r, MAX_SEG_BYTES, seg_body_read, s))
-    seg_fail(s, 500, "Internal Server Error");
+  const char *ct = net_req_header(r, "content-type");
+  s->url_body = ct && strcmp(ct, "application/vnd+livepeer.uri") == 0;
+  pm_keccak_init(&s->keccak);
+  const char *cl = net_req_header(r, "content-length");
+  long long hint = cl ? atoll(cl) : 0;
+  if (hint > 0 && hint <= (long long)MAX_SEG_BYTES) lp_buf_reserve(&s->body, (size_t)hint);
+  if (net_req_on_data(r, seg_on_data, s)) seg_fail(s, 500, "Internal Server Error");
 }
 
 /* ---- GET /stream ------------------------------------------------------------------------------

@@ -170,12 +170,15 @@ struct orch_job {
   /* outputs, written by the engine on the worker thread */
   orch_rendition_t *out; /* n_profiles entries, zeroed */
   char error[256];       /* non-empty: the transcode failed with this text */
+  uint64_t engine_ns;    /* time inside the engine's transcode call */
+  uint64_t queued_ns;    /* submitted -> picked up by the worker */
   /* owner bookkeeping */
   void (*done)(orch_job_t *job, void *arg); /* on the loop thread */
   void *done_arg;
   orch_job_t *next;
   struct orch_session *session;
   bool started;
+  uint64_t t_submit; /* lp_now_ns() at submit */
 };
 
 /* How segments get transcoded. open/transcode/close run on the session's worker thread, so a
@@ -260,6 +263,8 @@ int orch_seg_check(orch_core_t *c, const char *seg_hdr, size_t seg_len, const ch
 /* Step 8: keccak256(body) against SegData.hash (BytesToHash of it). */
 int orch_seg_check_hash(const orch_seg_req_t *req, const uint8_t *body, size_t len,
                         orch_http_err_t *e);
+/* The same with keccak256(body) already computed (hashed while the body streamed in). */
+int orch_seg_check_digest(const orch_seg_req_t *req, const uint8_t digest[32], orch_http_err_t *e);
 /* Packs the OrchestratorInfo for a sender (spec §3.3 step 5) carrying the given token. */
 int orch_info_pack(orch_core_t *c, const uint8_t sender[20], const Net__AuthToken *token,
                    uint8_t **out, size_t *out_len);

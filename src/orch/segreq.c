@@ -235,10 +235,15 @@ int orch_seg_check(orch_core_t *c, const char *seg_hdr, size_t seg_len, const ch
 
 int orch_seg_check_hash(const orch_seg_req_t *r, const uint8_t *body, size_t len,
                         orch_http_err_t *e) {
-  uint8_t want[32], got[32];
-  pm_bytes_to_fixed(r->sd->hash.data, r->sd->hash.len, want, sizeof want);
+  uint8_t got[32];
   pm_keccak256(body, len, got);
-  if (memcmp(want, got, sizeof got) != 0) {
+  return orch_seg_check_digest(r, got, e);
+}
+
+int orch_seg_check_digest(const orch_seg_req_t *r, const uint8_t digest[32], orch_http_err_t *e) {
+  uint8_t want[32];
+  pm_bytes_to_fixed(r->sd->hash.data, r->sd->hash.len, want, sizeof want);
+  if (memcmp(want, digest, sizeof want) != 0) {
     set_err(e, 403, "%s", "Forbidden");
     return LP_EPERM;
   }

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "orch_int.h"
 
@@ -56,11 +59,18 @@ static void post_done(orch_sessions_t *ss, orch_job_t *job) {
   uv_async_send(&ss->async);
 }
 
+/* Workers (and the codec threads they start, which inherit it) run a little nicer than the
+ * loop: the loop's work is short and latency-bound (the early 200 has a 2 s deadline at the
+ * gateway), transcoding is long and throughput-bound. */
+#define WORKER_NICE 5
+
 static void worker_main(void *arg) {
   orch_session_t *s = arg;
   orch_sessions_t *ss = s->owner;
   void *state = NULL;
   bool opened = false;
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE) != 0)
+    LOGV(LP_V_DEBUG, "could not lower the worker's priority sessionID=%s", s->id);
   for (;;) {
     uv_mutex_lock(&s->mu);
     while (!s->q_head && !s->quit) uv_cond_wait(&s->cv, &s->mu);
@@ -78,8 +88,11 @@ static void worker_main(void *arg) {
       else
         strcpy(job->error, "ErrTranscoderUnavailable");
     }
+    uint64_t t0 = lp_now_ns();
+    job->queued_ns = t0 - job->t_submit;
     if (opened && ss->engine.transcode(ss->engine.ctx, state, job) != 0 && !job->error[0])
       strcpy(job->error, "ErrTranscoderUnavailable");
+    job->engine_ns = lp_now_ns() - t0;
     post_done(ss, job);
   }
   if (opened) ss->engine.close(ss->engine.ctx, state);
@@ -256,6 +269,7 @@ int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
   ss->jobs++;
   job->session = s;
   job->started = false;
+  job->t_submit = lp_now_ns();
   job->next = NULL;
   uv_mutex_lock(&s->mu);
   if (s->q_tail)

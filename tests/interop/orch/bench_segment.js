@@ -1,0 +1,82 @@
+// Orchestrator overhead benchmark (not a test): N concurrent streams, each sending segments one
+// after another to a running lpod; prints client round trips and the node's own
+// took/engine/overhead figures from its log.
+//
+// usage: node bench_segment.js --port P --cert CERT.pem --log LPOD.log --in SEG.ts
+//        [--streams 4] [--segments 10] [--profiles P144p30fps16x9]
+'use strict';
+
+const fs = require('fs');
+const http2 = require('http2');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+const path = require('path');
+const { keccak256 } = require('js-sha3');
+
+const args = { streams: '4', segments: '10', profiles: 'P144p30fps16x9' };
+for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+const proto = args.proto || path.join(__dirname, '../../../src/proto/lp_rpc.proto');
+const root = protobuf.loadSync(proto);
+const SegData = root.lookupType('net.SegData');
+const TranscodeResult = root.lookupType('net.TranscodeResult');
+const def = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true, longs: Number, bytes: Buffer }));
+const PRESETS = {
+  P144p30fps16x9: [256, 144, 400000], P240p30fps16x9: [426, 240, 600000], P360p30fps16x9: [640, 360, 1200000],
+  P720p30fps16x9: [1280, 720, 4000000],
+};
+const profiles = args.profiles.split(',').map((n) => ({ name: n, width: PRESETS[n][0], height: PRESETS[n][1], bitrate: PRESETS[n][2], fps: 30 }));
+const body = fs.readFileSync(args.in);
+const hash = Buffer.from(keccak256.arrayBuffer(body));
+const creds = grpc.credentials.createSsl(fs.readFileSync(args.cert), null, null, { checkServerIdentity: () => undefined });
+const client = new def.net.Orchestrator(`127.0.0.1:${args.port}`, creds);
+
+const pct = (a, p) => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+
+async function stream(id) {
+  const info = await new Promise((res, rej) => client.GetOrchestrator({ address: Buffer.alloc(20), capabilities: { bitstring: [0x1003] } },
+    (e, r) => (e ? rej(e) : res(r))));
+  const h2 = http2.connect(info.transcoder, { rejectUnauthorized: false });
+  const times = [];
+  for (let seq = 0; seq < Number(args.segments); seq++) {
+    const sd = SegData.encode({ manifestId: Buffer.from(`bench${id}`), seq, hash, duration: 2000,
+      authToken: { token: info.auth_token.token, sessionId: info.auth_token.session_id, expiration: info.auth_token.expiration },
+      fullProfiles: profiles }).finish();
+    const t0 = process.hrtime.bigint();
+    let tHeaders = 0n;
+    const out = await new Promise((res, rej) => {
+      const r = h2.request({ ':method': 'POST', ':path': '/segment', 'livepeer-segment': Buffer.from(sd).toString('base64'),
+        'livepeer-payment': '', 'content-type': 'video/MP2T' });
+      const ch = [];
+      r.on('response', () => { tHeaders = process.hrtime.bigint(); });
+      r.on('data', (d) => ch.push(d));
+      r.on('end', () => res(Buffer.concat(ch)));
+      r.on('error', rej);
+      r.end(body);
+    });
+    const t1 = process.hrtime.bigint();
+    const tr = TranscodeResult.decode(out);
+    if (tr.error) throw new Error(`segment error: ${tr.error}`);
+    times.push({ total: Number(t1 - t0) / 1e6, headers: Number(tHeaders - t0) / 1e6 });
+  }
+  h2.close();
+  return times;
+}
+
+(async () => {
+  const t0 = Date.now();
+  const all = (await Promise.all([...Array(Number(args.streams)).keys()].map(stream))).flat();
+  const wall = (Date.now() - t0) / 1000;
+  client.close();
+  const log = fs.readFileSync(args.log, 'utf8');
+  const over = [...log.matchAll(/overhead=([\d.]+)ms/g)].map((m) => Number(m[1]));
+  const eng = [...log.matchAll(/engine=([\d.]+)ms/g)].map((m) => Number(m[1]));
+  const tot = all.map((x) => x.total);
+  const hdr = all.map((x) => x.headers);
+  const f = (a) => `p50 ${pct(a, 0.5).toFixed(2)} p90 ${pct(a, 0.9).toFixed(2)} max ${Math.max(...a).toFixed(2)}`;
+  console.log(`${args.streams} streams x ${args.segments} segments of ${body.length} bytes, ${wall.toFixed(1)} s`);
+  console.log(`client round trip ms:     ${f(tot)}`);
+  console.log(`client time to 200 ms:    ${f(hdr)}`);
+  console.log(`node engine ms:           ${f(eng)}`);
+  console.log(`node overhead ms:         ${f(over)}  (${over.length} segments)`);
+})().catch((e) => { console.error(e); process.exit(1); });
