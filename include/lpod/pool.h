@@ -164,4 +164,34 @@ void pool_worker_free(pool_worker_t *w);
  * signatures nor segment slicing, which the engine does not do. */
 uint64_t pool_worker_caps_word0(void);
 
+/* ---- worker processes (combined mode) --------------------------------------------------------
+ * `-orchestrator -transcoder` can run its transcoding in child `lpod -transcoder` processes that
+ * register with the node's own pool manager over loopback, so a codec or driver crash costs only
+ * that child's segments (the manager retries them on another transcoder); the supervisor
+ * restarts a child that died, with back-off. */
+
+typedef struct pool_supervisor pool_supervisor_t;
+
+typedef struct pool_supervisor_opts {
+  const char *exe;         /* lpod executable; NULL: /proc/self/exe */
+  const char *orch_addr;   /* the node's service port as the children dial it: "127.0.0.1:8935" */
+  const char *secret_file; /* file holding the pool secret (kept off the command line) */
+  const char *datadir;     /* children get <datadir>/worker-<i> (each locks its own) */
+  int workers;             /* processes; 0: 1 */
+  int capacity;            /* -maxSessions of each child; 0: 10 */
+  int verbosity;           /* -v of the children */
+  const char *const *extra_args; /* more flags for every child (devices), NULL-terminated */
+} pool_supervisor_opts_t;
+
+int pool_supervisor_start(uv_loop_t *loop, const pool_supervisor_opts_t *opts,
+                          pool_supervisor_t **out);
+/* Child i's pid (0 while it is down) and how often it was restarted. */
+int pool_supervisor_pid(const pool_supervisor_t *s, int i);
+int pool_supervisor_restarts(const pool_supervisor_t *s, int i);
+/* SIGTERM to every child (they drain their tasks), no more restarts; stopped(arg) runs once all
+ * have exited. */
+void pool_supervisor_stop(pool_supervisor_t *s, void (*stopped)(void *arg), void *arg);
+/* Kills what still runs and frees once the loop has run the handle closes. */
+void pool_supervisor_free(pool_supervisor_t *s);
+
 #endif

@@ -3,6 +3,9 @@
  * result upload. */
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -674,6 +677,16 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
   if (!cfg->orch_secret || !cfg->orch_secret[0]) {
     LOGE("-transcoder with -orchAddr needs -orchSecret");
     return LP_EINVAL;
+  }
+  /* A worker process of a combined node ends with its parent rather than linger as an orphan
+   * that keeps dialing a node that is gone. */
+  const char *parent = getenv("LPOD_WORKER_PARENT");
+  if (parent && *parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if ((long)getppid() != strtol(parent, NULL, 10)) {
+      LOGE("The node that started this worker is gone");
+      return LP_ECANCELED;
+    }
   }
   pool_worker_t *w = calloc(1, sizeof *w);
   if (!w) return LP_ENOMEM;

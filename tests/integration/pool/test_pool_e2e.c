@@ -741,6 +741,57 @@ static void test_task_timeout(void **state) {
   run_for(100);
 }
 
+/* Combined mode's worker processes: a supervised child registers over loopback and serves; after
+ * kill -9 it is restarted, registers again and serves the stream's next segment. */
+static bool sup_stopped;
+static void on_sup_stopped(void *arg) {
+  (void)arg;
+  sup_stopped = true;
+}
+
+static void test_supervised_workers(void **state) {
+  (void)state;
+  char secret_file[400], addr[64];
+  snprintf(secret_file, sizeof secret_file, "%s/pool.secret", g.dir);
+  assert_int_equal(lp_file_write_atomic(secret_file, SECRET "\n", strlen(SECRET) + 1, 0600), 0);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  pool_supervisor_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.exe = getenv("LPOD_BIN");
+  so.orch_addr = addr;
+  so.secret_file = secret_file;
+  so.datadir = g.dir;
+  so.workers = 1;
+  so.capacity = 2;
+  so.verbosity = 3;
+  pool_supervisor_t *sup = NULL;
+  assert_int_equal(pool_supervisor_start(&g.loop, &so, &sup), 0);
+  assert_true(wait_transcoders(1, 20000));
+  int pid = pool_supervisor_pid(sup, 0);
+  assert_true(pid > 0);
+  outcome_t o;
+  submit("sess-sup", 1, g.small, g.small_len, 2, &o);
+  assert_true(run_until(&o.done, 60000));
+  check_output(&o, 2);
+
+  kill(pid, SIGKILL);
+  assert_true(wait_transcoders(0, 10000));
+  assert_true(wait_transcoders(1, 20000));
+  assert_int_equal(pool_supervisor_restarts(sup, 0), 1);
+  assert_true(pool_supervisor_pid(sup, 0) > 0);
+  assert_int_not_equal(pool_supervisor_pid(sup, 0), pid);
+  submit("sess-sup", 2, g.small, g.small_len, 2, &o);
+  assert_true(run_until(&o.done, 60000));
+  check_output(&o, 2);
+
+  sup_stopped = false;
+  pool_supervisor_stop(sup, on_sup_stopped, NULL);
+  assert_true(run_until(&sup_stopped, 20000));
+  assert_true(wait_transcoders(0, 10000));
+  pool_supervisor_free(sup);
+  run_for(100);
+}
+
 /* ---- setup
  * --------------------------------------------------------------------------------------- */
 
@@ -807,7 +858,7 @@ int main(void) {
       cmocka_unit_test(test_task_timeout),          cmocka_unit_test(test_two_transcoders),
       cmocka_unit_test(test_wait_from_thread),      cmocka_unit_test(test_kill_mid_segment),
       cmocka_unit_test(test_wrong_secret_process),  cmocka_unit_test(test_sigterm_drains),
-      cmocka_unit_test(test_several_orchestrators),
+      cmocka_unit_test(test_several_orchestrators), cmocka_unit_test(test_supervised_workers),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
