@@ -11,7 +11,8 @@
 
 #define NEG_CACHE_MS 10000 /* an unknown or failing sender is asked again after this */
 #define MAX_SENDERS 10000  /* cache entries kept; the least recently used go first */
-#define RECEIPT_TIMEOUT_MS (10 * 60 * 1000)
+#define RECEIPT_TIMEOUT_MS (10 * 60 * 1000) /* from the first send, replacements included */
+#define MAX_SENDS 8
 #define RECEIPT_POLL_MIN_MS 200
 
 typedef struct waiter {
@@ -57,6 +58,8 @@ struct eth_client {
   pm_u256_t min_gas_price, gas_price;
   bool has_gas_price, gas_polling;
 
+  uint64_t tx_timeout_ms;
+  int tx_replacements;
   uv_timer_t poll_timer;
   bool polling; /* a block poll or round refresh is in flight */
   bool started, closing, poll_closed;
@@ -802,8 +805,10 @@ struct redeem {
   eth_tx_t tx;
   bool has_base_fee;
   pm_u256_t base_fee;
-  uint8_t txhash[ETH_HASH_LEN];
-  uint64_t sent_ms;
+  uint8_t txhash[ETH_HASH_LEN];          /* the mined one, once known */
+  uint8_t sent[MAX_SENDS][ETH_HASH_LEN]; /* the original and its replacements, same nonce */
+  int nsent, poll_idx, replacements;
+  uint64_t first_sent_ms, last_sent_ms;
   uv_timer_t timer; /* receipt polling */
   bool timer_live;
   eth_redeem_cb cb;
@@ -903,7 +908,9 @@ static void on_receipt_timer(uv_timer_t *t) {
   redeem_t *r = t->data;
   cJSON *p = cJSON_CreateArray();
   char h[2 * ETH_HASH_LEN + 3] = "0x";
-  lp_hex_encode(r->txhash, ETH_HASH_LEN, h + 2);
+  /* Any of the sent versions can be the one that is mined: ask for each in turn. */
+  r->poll_idx = (r->poll_idx + 1) % r->nsent;
+  lp_hex_encode(r->sent[r->poll_idx], ETH_HASH_LEN, h + 2);
   cJSON_AddItemToArray(p, cJSON_CreateString(h));
   if (redeem_rpc(r, "eth_getTransactionReceipt", p))
     uv_timer_start(&r->timer, on_receipt_timer, LP_MAX(r->c->poll_ms, RECEIPT_POLL_MIN_MS), 0);
@@ -964,7 +971,7 @@ static void redeem_step(redeem_t *r) {
     lp_buf_t raw = LP_BUF_INIT;
     r->tx.data = r->calldata.data;
     r->tx.data_len = r->calldata.len;
-    rc = eth_tx_sign(&r->tx, c->account.priv, &raw, r->txhash);
+    rc = eth_tx_sign(&r->tx, c->account.priv, &raw, r->sent[r->nsent]);
     char *hex = rc ? NULL : malloc(2 * raw.len + 3);
     if (hex) {
       hex[0] = '0';
@@ -987,6 +994,21 @@ static void redeem_step(redeem_t *r) {
   if (rc) redeem_finish(r, LP_EAGAIN, "cannot start a JSON-RPC call for the redemption");
 }
 
+/* Nodes take a replacement only when both the tip and the fee cap (or the gas price) rise by at
+ * least 10%; 1/8 more clears that. */
+static int bump(pm_u256_t *v) {
+  pm_u256_t eighth, eight, one;
+  pm_u256_from_u64(&eight, 8);
+  pm_u256_from_u64(&one, 1);
+  if (eth_u256_div(&eighth, v, &eight) || eth_u256_add(&eighth, &eighth, &one)) return LP_ERANGE;
+  return eth_u256_add(v, v, &eighth);
+}
+
+static int bump_fees(eth_tx_t *tx) {
+  if (tx->type == ETH_TX_LEGACY) return bump(&tx->gas_price);
+  return bump(&tx->max_priority_fee) || bump(&tx->max_fee) ? LP_ERANGE : 0;
+}
+
 static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *err) {
   redeem_t *r = ud;
   eth_client_t *c = r->c;
@@ -1006,6 +1028,15 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
     note_fail(c, status, "eth_getTransactionReceipt", err);
     status = 0;
     res = NULL; /* keep polling until the timeout */
+  }
+  if (status && r->step == RD_SEND && r->nsent > 0) {
+    /* A replacement was refused (often because the original was just mined): keep waiting for
+     * the versions already out. */
+    LOGW("eth: redemption transaction replacement refused: %s", err ? err : lp_strerror(status));
+    r->step = RD_RECEIPT;
+    r->last_sent_ms = lp_now_ms();
+    uv_timer_start(&r->timer, on_receipt_timer, LP_MAX(c->poll_ms / 4, RECEIPT_POLL_MIN_MS), 0);
+    return;
   }
   if (status) {
     if (status == LP_EIO || status == LP_ETIMEDOUT) note_fail(c, status, "redemption", err);
@@ -1070,13 +1101,16 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
   }
   case RD_SEND:
     r->step = RD_RECEIPT;
-    r->sent_ms = lp_now_ms();
+    r->last_sent_ms = lp_now_ms();
+    if (r->nsent++ == 0) r->first_sent_ms = r->last_sent_ms;
+    r->poll_idx = r->nsent - 2; /* the newest is asked first */
     uv_timer_start(&r->timer, on_receipt_timer, LP_MAX(c->poll_ms / 4, RECEIPT_POLL_MIN_MS), 0);
     return;
   case RD_RECEIPT:
     if (res && cJSON_IsObject(res)) {
       uint64_t st = 0;
       char h[2 * ETH_HASH_LEN + 1];
+      memcpy(r->txhash, r->sent[r->poll_idx], ETH_HASH_LEN);
       lp_hex_encode(r->txhash, ETH_HASH_LEN, h);
       if (eth_rpc_hex_u64(cJSON_GetObjectItemCaseSensitive(res, "status"), &st) || st != 1) {
         snprintf(msg, sizeof msg, "transaction failed txHash=0x%s", h);
@@ -1090,8 +1124,19 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
       redeem_finish(r, LP_ECANCELED, "cancelled while waiting for the receipt");
       return;
     }
-    if (lp_now_ms() - r->sent_ms > RECEIPT_TIMEOUT_MS) {
+    if (lp_now_ms() - r->first_sent_ms > RECEIPT_TIMEOUT_MS) {
       redeem_finish(r, LP_ETIMEDOUT, "no receipt for the redemption transaction in 10 minutes");
+      return;
+    }
+    if (lp_now_ms() - r->last_sent_ms > c->tx_timeout_ms && r->replacements < c->tx_replacements &&
+        r->nsent < MAX_SENDS && bump_fees(&r->tx) == 0) {
+      /* Stuck: send the same nonce again with higher fees (go's -transactionTimeout and
+       * -maxTransactionReplacements). */
+      r->replacements++;
+      LOGI("eth: redemption transaction pending for %llu ms; replacing it with higher fees",
+           (unsigned long long)(lp_now_ms() - r->last_sent_ms));
+      r->step = RD_SEND;
+      redeem_step(r);
       return;
     }
     uv_timer_start(&r->timer, on_receipt_timer, LP_MAX(c->poll_ms / 4, RECEIPT_POLL_MIN_MS), 0);
@@ -1160,6 +1205,10 @@ int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **
   }
   c->loop = loop;
   c->min_gas_price = cfg->min_gas_price;
+  c->tx_timeout_ms = cfg->tx_timeout_ms > 0 ? (uint64_t)cfg->tx_timeout_ms : 5 * 60 * 1000;
+  c->tx_replacements = cfg->tx_replacements < 0 ? 0
+                       : cfg->tx_replacements   ? cfg->tx_replacements
+                                                : 1;
   c->poll_ms = cfg->poll_interval_ms > 0 ? (uint64_t)cfg->poll_interval_ms : 5000;
   c->sender_ttl_ms = cfg->sender_ttl_ms > 0 ? (uint64_t)cfg->sender_ttl_ms : 60000;
   memcpy(c->contracts.controller, cfg->controller, ETH_ADDR_LEN);

@@ -33,7 +33,12 @@ static struct {
   atomic_int mode, stop;
   atomic_llong l1_block, round, zero_hash_round;
   atomic_int requests;
-} srv;
+  /* transactions: raw bytes as sent, and which one the chain "mines" (-1: none) */
+  pthread_mutex_t lock;
+  char *raw[8];
+  uint8_t hash[8][32];
+  atomic_int nsent, mined;
+} srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 typedef struct conn {
   int fd;
@@ -57,9 +62,45 @@ static char *answer(const char *body) {
   } else if (!strcmp(method, "eth_gasPrice")) {
     snprintf(result, sizeof result, "\"0x3b9aca00\"");
   } else if (!strcmp(method, "eth_getBlockByNumber")) {
-    snprintf(result, sizeof result, "{\"number\":\"0x%llx\",\"l1BlockNumber\":\"0x%llx\"}",
-             (unsigned long long)(atomic_load(&srv.l1_block) * 40),
-             (unsigned long long)atomic_load(&srv.l1_block));
+    snprintf(
+        result, sizeof result,
+        "{\"number\":\"0x%llx\",\"l1BlockNumber\":\"0x%llx\",\"baseFeePerGas\":\"0x3b9aca00\"}",
+        (unsigned long long)(atomic_load(&srv.l1_block) * 40),
+        (unsigned long long)atomic_load(&srv.l1_block));
+  } else if (!strcmp(method, "eth_estimateGas")) {
+    snprintf(result, sizeof result, "\"0x30d40\"");
+  } else if (!strcmp(method, "eth_getTransactionCount")) {
+    snprintf(result, sizeof result, "\"0x7\"");
+  } else if (!strcmp(method, "eth_maxPriorityFeePerGas")) {
+    snprintf(result, sizeof result, "\"0x77359400\"");
+  } else if (!strcmp(method, "eth_sendRawTransaction")) {
+    const char *raw =
+        cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(req, "params"), 0));
+    uint8_t b[2048];
+    int n = raw ? lp_hex_decode(raw, b, sizeof b) : -1;
+    pthread_mutex_lock(&srv.lock);
+    int i = atomic_load(&srv.nsent);
+    if (n > 0 && i < 8) {
+      srv.raw[i] = strdup(raw);
+      pm_keccak256(b, (size_t)n, srv.hash[i]);
+      char h[65];
+      lp_hex_encode(srv.hash[i], 32, h);
+      snprintf(result, sizeof result, "\"0x%s\"", h);
+      atomic_store(&srv.nsent, i + 1);
+    } else {
+      snprintf(error, sizeof error, "{\"code\":-32000,\"message\":\"bad transaction\"}");
+    }
+    pthread_mutex_unlock(&srv.lock);
+  } else if (!strcmp(method, "eth_getTransactionReceipt")) {
+    const char *h = cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(req, "params"), 0));
+    uint8_t want[32];
+    int m = atomic_load(&srv.mined);
+    snprintf(result, sizeof result, "null");
+    pthread_mutex_lock(&srv.lock);
+    if (h && m >= 0 && m < atomic_load(&srv.nsent) && lp_hex_decode(h, want, 32) == 32 &&
+        !memcmp(want, srv.hash[m], 32))
+      snprintf(result, sizeof result, "{\"status\":\"0x1\",\"transactionHash\":\"%s\"}", h);
+    pthread_mutex_unlock(&srv.lock);
   } else if (!strcmp(method, "revert_geth")) {
     /* Error(string) "ticket is expired" */
     snprintf(
@@ -122,6 +163,11 @@ static char *answer(const char *body) {
       word_u64(w3, 50);
       word_u64(w4, 0);
       snprintf(result, sizeof result, "\"0x%s%s%s%s\"", w, w2, w3, w4);
+    }
+    eth_abi_selector("usedTickets(bytes32)", sel);
+    if (n >= 4 && !memcmp(d, sel, 4)) {
+      word_u64(w, 0);
+      snprintf(result, sizeof result, "\"0x%s\"", w);
     }
     eth_abi_selector("claimedReserve(address,address)", sel);
     if (n >= 4 && !memcmp(d, sel, 4)) {
@@ -246,6 +292,7 @@ static int start_server(void **state) {
   atomic_store(&srv.l1_block, 1000);
   atomic_store(&srv.round, 5);
   atomic_store(&srv.zero_hash_round, -1);
+  atomic_store(&srv.mined, -1);
   return pthread_create(&srv.thread, NULL, server_main, NULL);
 }
 
@@ -253,6 +300,7 @@ static int stop_server(void **state) {
   atomic_store(&srv.stop, 1);
   pthread_join(srv.thread, NULL);
   close(srv.lfd);
+  for (int i = 0; i < 8; i++) free(srv.raw[i]);
   return 0;
 }
 
@@ -558,6 +606,116 @@ static void test_revert_logged_once(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+typedef struct {
+  bool done;
+  int status;
+  uint8_t txhash[32];
+  char err[256];
+} redeem_wait_t;
+
+static void on_redeem(void *ud, int status, const uint8_t txhash[32], const char *err) {
+  redeem_wait_t *w = ud;
+  w->done = true;
+  w->status = status;
+  if (txhash) memcpy(w->txhash, txhash, 32);
+  snprintf(w->err, sizeof w->err, "%s", err ? err : "");
+}
+
+/* Fields of a signed EIP-1559 transaction: nonce, tip and fee cap. */
+static void decode_1559(const char *hex, uint64_t *nonce, pm_u256_t *tip, pm_u256_t *cap) {
+  uint8_t b[2048];
+  int n = lp_hex_decode(hex, b, sizeof b);
+  assert_true(n > 1);
+  assert_int_equal(b[0], 2);
+  const uint8_t *p = b + 1;
+  size_t len = (size_t)n - 1;
+  eth_rlp_item_t list, it;
+  assert_int_equal(eth_rlp_next(&p, &len, &list), 0);
+  assert_true(list.is_list);
+  p = list.p;
+  len = list.len;
+  assert_int_equal(eth_rlp_next(&p, &len, &it), 0); /* chain id */
+  assert_int_equal(eth_rlp_next(&p, &len, &it), 0);
+  pm_u256_t v;
+  assert_int_equal(pm_u256_from_bytes(&v, it.p, it.len), 0);
+  assert_int_equal(pm_u256_to_u64(&v, nonce), 0);
+  assert_int_equal(eth_rlp_next(&p, &len, &it), 0);
+  assert_int_equal(pm_u256_from_bytes(tip, it.p, it.len), 0);
+  assert_int_equal(eth_rlp_next(&p, &len, &it), 0);
+  assert_int_equal(pm_u256_from_bytes(cap, it.p, it.len), 0);
+}
+
+/* A transaction that is not mined in time is sent again with the same nonce and higher fees;
+ * whichever version is mined completes the redemption. */
+static void test_stuck_transaction_replaced(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  atomic_store(&srv.mode, MODE_ANSWER);
+  atomic_store(&srv.round, 9);
+  eth_account_t acct;
+  memset(acct.priv, 0x22, 32);
+  assert_int_equal(pm_priv_to_addr(acct.priv, acct.addr), 0);
+  eth_client_cfg_t cfg = {0};
+  cfg.url = url;
+  memset(cfg.controller, 0x11, 20);
+  cfg.poll_interval_ms = 1000;
+  cfg.rpc_timeout_ms = 1000;
+  cfg.account = &acct;
+  cfg.tx_timeout_ms = 150;
+  eth_client_t *c;
+  assert_int_equal(eth_client_new(&loop, &cfg, &c), 0);
+  char err[256];
+  assert_int_equal(eth_client_connect(c, err, sizeof err), 0);
+
+  pm_ticket_t t;
+  memset(&t, 0, sizeof t);
+  memcpy(t.recipient, acct.addr, 20);
+  memset(t.sender, 0x33, 20);
+  assert_int_equal(pm_u256_from_dec(&t.face_value, "1000000000000000000"), 0);
+  memset(t.win_prob.b, 0xff, 32);
+  t.creation_round = 9;
+  memset(t.creation_round_block_hash, 9, 32);
+  uint8_t sig[65];
+  memset(sig, 0x5c, sizeof sig);
+  pm_u256_t rand;
+  pm_u256_from_u64(&rand, 12345);
+  redeem_wait_t w = {0};
+  assert_int_equal(eth_client_redeem(c, &t, sig, sizeof sig, &rand, on_redeem, &w), 0);
+  RUN_UNTIL(&loop, atomic_load(&srv.nsent) >= 2);
+  assert_false(w.done);
+  /* The original, not the replacement, makes it into a block. */
+  atomic_store(&srv.mined, 0);
+  RUN_UNTIL(&loop, w.done);
+  assert_int_equal(w.status, 0);
+  pthread_mutex_lock(&srv.lock);
+  assert_memory_equal(w.txhash, srv.hash[0], 32);
+  uint64_t n0, n1;
+  pm_u256_t tip0, cap0, tip1, cap1, t10, c10, ten;
+  decode_1559(srv.raw[0], &n0, &tip0, &cap0);
+  decode_1559(srv.raw[1], &n1, &tip1, &cap1);
+  pthread_mutex_unlock(&srv.lock);
+  assert_int_equal(n0, 7);
+  assert_int_equal(n1, 7);
+  /* At least 10% more on both, as nodes require for a replacement. */
+  pm_u256_from_u64(&ten, 10);
+  assert_int_equal(eth_u256_mul(&t10, &tip0, &ten), 0);
+  assert_int_equal(eth_u256_mul(&c10, &cap0, &ten), 0);
+  assert_int_equal(eth_u256_mul(&tip1, &tip1, &ten), 0);
+  assert_int_equal(eth_u256_mul(&cap1, &cap1, &ten), 0);
+  assert_int_equal(eth_u256_div(&t10, &t10, &ten), 0);
+  assert_int_equal(eth_u256_div(&c10, &c10, &ten), 0);
+  assert_int_equal(eth_u256_mul(&t10, &t10, &(pm_u256_t){{[31] = 11}}), 0);
+  assert_int_equal(eth_u256_mul(&c10, &c10, &(pm_u256_t){{[31] = 11}}), 0);
+  assert_true(pm_u256_cmp(&tip1, &t10) >= 0);
+  assert_true(pm_u256_cmp(&cap1, &c10) >= 0);
+  /* Only one replacement by default. */
+  assert_int_equal(atomic_load(&srv.nsent), 2);
+  eth_client_free(c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  eth_account_wipe(&acct);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rpc_errors),
@@ -565,6 +723,7 @@ int main(void) {
       cmocka_unit_test(test_l1_block_and_backdating),
       cmocka_unit_test(test_outage),
       cmocka_unit_test(test_revert_logged_once),
+      cmocka_unit_test(test_stuck_transaction_replaced),
   };
   return cmocka_run_group_tests(tests, start_server, stop_server);
 }
