@@ -98,4 +98,5 @@ static void media_close(void *ctx, void *state) {
   free(st);
 }
 
-const orch_engine_t orch_engine_media = {NULL, media_open, media_transcode, media_close};
+const orch_engine_t orch_engine_media = {NULL,        media_open, media_transcode,
+                                         media_close, NULL,       NULL};

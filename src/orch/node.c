@@ -25,7 +25,10 @@ struct orch_node {
   orch_core_t core;
   net_server_t *srv;
   net_client_t *cli;
-  int in_flight; /* /segment requests not yet finished */
+  pool_manager_t *pool;        /* standalone orchestrator: its remote transcoders */
+  orch_pool_engine_t pool_eng; /* the engine seam on it */
+  bool max_auto;               /* -maxSessions auto: the transcoders' capacity */
+  int in_flight;               /* /segment requests not yet finished */
   uv_timer_t drain_timer;
   void (*drained)(void *);
   void *drained_arg;
@@ -151,6 +154,7 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
            (const char *)sd->manifestid.data);
   j->seq = sd->seq;
   j->duration_ms = s->sr.duration_ms;
+  j->sd = sd;
   j->profiles = s->sr.profiles;
   j->n_profiles = s->sr.n_profiles;
   j->input = data;
@@ -449,6 +453,21 @@ static void sessions_closed(void *arg) {
   uv_close((uv_handle_t *)&n->drain_timer, node_timer_closed);
 }
 
+/* A standalone orchestrator does what its transcoders do: their bits, plus auth tokens. */
+static void pool_changed(pool_manager_t *m, void *arg) {
+  orch_node_t *n = arg;
+  orch_caps_t *c = &n->core.caps;
+  memset(c->bits, 0, sizeof c->bits);
+  orch_caps_set(c, ORCH_CAP_AUTH_TOKEN);
+  uint64_t bits[ORCH_CAP_WORDS] = {0};
+  pool_manager_caps(m, bits, ORCH_CAP_WORDS);
+  for (int i = 0; i < ORCH_CAP_WORDS; i++) c->bits[i] |= bits[i];
+  if (n->max_auto) orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
+  LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx",
+       pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
+       (unsigned long long)c->bits[0]);
+}
+
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
   if (cfg->network && strcmp(cfg->network, "offchain") != 0) {
     LOGE("Orchestrator: network %s needs on-chain payments, which are not wired in yet; use "
@@ -456,10 +475,11 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
          cfg->network);
     return LP_EUNSUPP;
   }
-  if (!cfg->transcoder) {
-    LOGE("Orchestrator: a standalone orchestrator (remote transcoders) is not supported yet; add "
-         "-transcoder");
-    return LP_EUNSUPP;
+  bool standalone = !cfg->transcoder;
+  if (standalone && (!cfg->orch_secret || !cfg->orch_secret[0])) {
+    LOGE("Orchestrator: without -transcoder, remote transcoders do the work and -orchSecret is "
+         "required");
+    return LP_EINVAL;
   }
   orch_node_t *n = calloc(1, sizeof *n);
   if (!n) return LP_ENOMEM;
@@ -480,13 +500,23 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   }
   orch_payments_offchain(&c->pay);
   node_caps(&c->caps);
+  orch_engine_t engine = orch_engine_media;
+  if (standalone) {
+    /* nothing is transcodable until a transcoder registers */
+    memset(c->caps.bits, 0, sizeof c->caps.bits);
+    orch_caps_set(&c->caps, ORCH_CAP_AUTH_TOKEN);
+    orch_engine_pool(&n->pool_eng, &engine);
+  }
   c->store = orch_store_new();
   if (!c->store) goto fail;
   uint64_t idle_ms = ORCH_SESSION_IDLE_MS_DEFAULT;
   const char *idle_env = getenv("LPOD_SESSION_IDLE_MS");
   if (idle_env && atoll(idle_env) > 0) idle_ms = (uint64_t)atoll(idle_env);
   int max_sessions = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
-  c->sessions = orch_sessions_new(loop, &orch_engine_media, c->store, max_sessions, idle_ms);
+  /* go-livepeer's -maxSessions auto: the sum of the registered transcoders' capacities */
+  n->max_auto = standalone && cfg->max_sessions_auto;
+  if (n->max_auto) max_sessions = 0;
+  c->sessions = orch_sessions_new(loop, &engine, c->store, max_sessions, idle_ms);
   if (!c->sessions) goto fail;
 
   /* -httpAddr defaults to the service URI's port on every interface. */
@@ -528,6 +558,20 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     rc = LP_ENOMEM;
     goto fail;
   }
+  if (standalone) {
+    pool_manager_opts_t po;
+    memset(&po, 0, sizeof po);
+    po.secret = cfg->orch_secret;
+    po.service_uri = c->service_uri;
+    po.on_change = pool_changed;
+    po.arg = n;
+    rc = pool_manager_new(loop, n->srv, &po, &n->pool);
+    if (rc) {
+      LOGE("Orchestrator: cannot start the transcoder pool: %s", lp_strerror(rc));
+      goto fail;
+    }
+    n->pool_eng.manager = n->pool;
+  }
   rc = net_server_listen(n->srv, err, sizeof err);
   if (rc) {
     LOGE("Orchestrator: %s", err);
@@ -546,6 +590,7 @@ fail:
   free(http_addr);
   free(host);
   free(port);
+  if (n->pool) pool_manager_free(n->pool);
   if (n->srv) net_server_free(n->srv);
   if (n->cli) net_client_free(n->cli);
   if (c->sessions) {
@@ -586,8 +631,15 @@ void orch_node_free(orch_node_t *n) {
   if (!n) return;
   n->freeing = true;
   uv_timer_stop(&n->drain_timer);
+  n->closing_handles = 1;
+  /* Sessions first, then the pool: freeing it fails its tasks, which releases the sessions
+   * that wait on them; the pool must go before the server it is registered on. */
+  orch_sessions_close(n->core.sessions, sessions_closed, n);
+  if (n->pool) {
+    n->pool_eng.manager = NULL;
+    pool_manager_free(n->pool);
+    n->pool = NULL;
+  }
   net_server_free(n->srv);
   net_client_free(n->cli);
-  n->closing_handles = 1;
-  orch_sessions_close(n->core.sessions, sessions_closed, n);
 }

@@ -12,6 +12,7 @@
 #include "lp_rpc.pb-c.h"
 #include "lpod/core.h"
 #include "lpod/orch.h"
+#include "lpod/pool.h"
 
 /* ---- base64 (Go's base64.StdEncoding rules, including its error positions) ---------------- */
 /* Decodes into a malloc'd buffer. On failure returns LP_EINVAL with Go's text
@@ -157,6 +158,7 @@ typedef struct orch_rendition {
 typedef struct orch_job orch_job_t;
 struct orch_job {
   /* inputs, read-only for the engine */
+  const Net__SegData *sd; /* the gateway's segment data (remote transcoders forward it) */
   char session_id[ORCH_SESSION_ID_LEN * 4 + 1];
   char manifest_id[128];
   int64_t seq;
@@ -189,10 +191,24 @@ typedef struct orch_engine {
   /* Fills job->out or job->error; returns 0 either way unless something unrecoverable broke. */
   int (*transcode)(void *ctx, void *state, orch_job_t *job);
   void (*close)(void *ctx, void *state);
+  /* Engines that live on the loop (remote transcoders) set start instead of the three above:
+   * sessions then have no worker thread; start runs on the loop with the session's next job
+   * and the engine calls orch_sessions_job_done(job) on the loop when it is transcoded (or
+   * failed, with job->error set). A nonzero return fails the job as ErrTranscoderUnavailable. */
+  int (*start)(void *ctx, orch_job_t *job);
+  /* Optional: the session ended (idle, EndTranscodingSession); runs on the loop. */
+  void (*session_ended)(void *ctx, const char *session_id);
 } orch_engine_t;
 
 /* The media module's transcode engine (engine_media.c). */
 extern const orch_engine_t orch_engine_media;
+
+/* Remote transcoders through the pool manager (engine_pool.c). The manager can be set after the
+ * sessions exist (it needs the server); until then segments fail as unavailable. */
+typedef struct orch_pool_engine {
+  pool_manager_t *manager;
+} orch_pool_engine_t;
+void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out);
 
 /* ---- sessions (spec §5.3) ------------------------------------------------------------------- */
 /* Segments a session may hold: one transcoding plus four waiting (go's buffered channel of 4). */
@@ -217,6 +233,8 @@ int orch_sessions_check_capacity(const orch_sessions_t *ss, const char *session_
  * would pass max; LP_EAGAIN: the queue is full. On success the job's done callback fires on
  * the loop once transcoded (or failed, or cancelled by a teardown). */
 int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job);
+/* A loop-side engine finished the job orch_engine_t.start was given. */
+void orch_sessions_job_done(orch_job_t *job);
 /* Tears a session down: the queued jobs end with an error, its results are dropped. */
 int orch_sessions_end(orch_sessions_t *ss, const char *session_id);
 /* Jobs not yet answered, across all sessions (queued, transcoding or finished but unseen). */

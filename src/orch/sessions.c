@@ -24,6 +24,7 @@ struct orch_session {
   uv_cond_t cv;
   orch_job_t *q_head, *q_tail; /* waiting, worker side */
   bool quit;
+  orch_job_t *running;       /* loop-side engines: the job the engine has now */
   orch_session_t *next;      /* in the table or the detached list */
   orch_session_t *exit_next; /* on the exited list */
 };
@@ -104,6 +105,7 @@ static void worker_main(void *arg) {
 }
 
 static void maybe_closed(orch_sessions_t *ss);
+static void pump(orch_session_t *s);
 
 static void session_unref(orch_session_t *s) {
   if (--s->refs > 0) return;
@@ -143,6 +145,7 @@ static void handle_done(orch_sessions_t *ss, orch_job_t *job) {
   if (s->in_table && s->jobs == 0) uv_timer_start(&s->idle, idle_fired, ss->idle_ms, 0);
   job->session = NULL;
   job->done(job, job->done_arg);
+  if (ss->engine.start && s->in_table) pump(s);
 }
 
 static void async_cb(uv_async_t *a) {
@@ -237,10 +240,12 @@ static orch_session_t *session_new(orch_sessions_t *ss, const char *id) {
   snprintf(s->id, sizeof s->id, "%s", id);
   if (uv_mutex_init(&s->mu)) goto fail_mu;
   if (uv_cond_init(&s->cv)) goto fail_cv;
-  if (uv_thread_create(&s->thread, worker_main, s)) goto fail_thread;
+  bool threaded = !ss->engine.start;
+  if (threaded && uv_thread_create(&s->thread, worker_main, s)) goto fail_thread;
   uv_timer_init(ss->loop, &s->idle);
   s->idle.data = s;
-  s->refs = 2;
+  /* the idle timer's handle, and the worker thread when there is one */
+  s->refs = threaded ? 2 : 1;
   s->in_table = true;
   s->next = ss->table;
   ss->table = s;
@@ -254,6 +259,25 @@ fail_cv:
 fail_mu:
   free(s);
   return NULL;
+}
+
+/* Loop-side engines: hands the session's next job to the engine when it has none. */
+static void pump(orch_session_t *s) {
+  orch_sessions_t *ss = s->owner;
+  if (s->running || !s->q_head) return;
+  orch_job_t *job = s->q_head;
+  s->q_head = job->next;
+  if (!s->q_head) s->q_tail = NULL;
+  job->started = true;
+  s->running = job;
+  uint64_t t0 = lp_now_ns();
+  job->queued_ns = t0 - job->t_submit;
+  if (ss->engine.start(ss->engine.ctx, job) != 0) {
+    /* answered through the loop, never from inside submit */
+    s->running = NULL;
+    if (!job->error[0]) strcpy(job->error, "ErrTranscoderUnavailable");
+    post_done(ss, job);
+  }
 }
 
 int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
@@ -279,7 +303,16 @@ int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
   s->q_tail = job;
   uv_cond_signal(&s->cv);
   uv_mutex_unlock(&s->mu);
+  if (ss->engine.start) pump(s);
   return 0;
+}
+
+void orch_sessions_job_done(orch_job_t *job) {
+  orch_session_t *s = job->session;
+  orch_sessions_t *ss = s->owner;
+  s->running = NULL;
+  handle_done(ss, job);
+  if (!s->in_table) session_unref(s);
 }
 
 int orch_sessions_end(orch_sessions_t *ss, const char *id) {
@@ -309,6 +342,9 @@ int orch_sessions_end(orch_sessions_t *ss, const char *id) {
     post_done(ss, waiting);
     waiting = next;
   }
+  /* a loop-side engine's job in progress holds the session until orch_sessions_job_done */
+  if (s->running) s->refs++;
+  if (ss->engine.session_ended) ss->engine.session_ended(ss->engine.ctx, s->id);
   uv_timer_stop(&s->idle);
   uv_close((uv_handle_t *)&s->idle, idle_closed);
   LOGI("Ended transcoding session sessionID=%s sessions=%d", id, ss->count);

@@ -53,10 +53,10 @@ function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // One lpod process, offchain, O+T on a free port.
-async function startNode(extraArgs = [], env = {}) {
+async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder']) {
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
-  const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
+  const argv = [...roles, '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
     '-datadir', datadir, '-v', '5', ...extraArgs];
   const child = spawn(args.lpod, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -475,6 +475,45 @@ test('lpod-gateway', async () => {
     assert.strictEqual(pr.codec_name, 'h264');
     assert.strictEqual(pr.width, 256);
   } finally {
+    await node.stop();
+  }
+});
+
+test('remote-transcoder', async () => {
+  // a standalone orchestrator does nothing until an lpod transcoder registers, then sends it
+  // the work; -maxSessions auto follows the transcoder's capacity
+  const node = await startNode(['-orchSecret', 's3cret', '-maxSessions', 'auto'], {}, ['-orchestrator']);
+  const tdir = fs.mkdtempSync(path.join(tmp, 't-'));
+  const t = spawn(args.lpod, ['-transcoder', '-orchAddr', `127.0.0.1:${node.port}`, '-orchSecret', 's3cret',
+    '-maxSessions', '1', '-datadir', tdir, '-v', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let tlog = '';
+  t.stdout.on('data', (d) => { tlog += d; });
+  t.stderr.on('data', (d) => { tlog += d; });
+  const texit = new Promise((r) => t.on('exit', (code) => r(code)));
+  try {
+    await assert.rejects(getOrch(node), (e) => e.details === 'Invalid orchestrator request: OrchestratorCapped');
+    let info = null;
+    for (let i = 0; i < 100 && !info; i++) {
+      await sleep(100);
+      info = await getOrch(node).catch(() => null);
+      if (info && (BigInt(info.capabilities.bitstring[0]) & 0x1003n) !== 0x1003n) info = null;
+    }
+    assert.ok(info, `transcoder did not register:\n${tlog.slice(-1500)}\n${node.log().slice(-1500)}`);
+    const body = seg360;
+    const r = await postSegment(node, { 'livepeer-segment': segHeader(info, body, 0, [P240]) }, body);
+    assert.strictEqual(r.status, 200);
+    const res = decodeResult(r.body);
+    assert.ok(res.data, res.error);
+    const dl = curlGet(res.data.segments[0].url, 'remote.ts');
+    assert.strictEqual(dl.status, 200);
+    const pr = ffprobe(dl.file);
+    assert.strictEqual(pr.width, 426);
+    assert.strictEqual(res.data.segments[0].pixels, Number(pr.nb_read_frames) * pr.width * pr.height);
+    // -maxSessions auto with one transcoder of capacity 1: the node is full now
+    await assert.rejects(getOrch(node), (e) => e.details === 'Invalid orchestrator request: OrchestratorCapped');
+  } finally {
+    t.kill('SIGTERM');
+    await Promise.race([texit, sleep(10000)]);
     await node.stop();
   }
 });

@@ -84,7 +84,7 @@ static int setup(void **st) {
   uv_mutex_init(&f->fake.mu);
   uv_cond_init(&f->fake.cv);
   f->fake.gate_open = true;
-  f->engine = (orch_engine_t){&f->fake, fake_open, fake_transcode, fake_close};
+  f->engine = (orch_engine_t){&f->fake, fake_open, fake_transcode, fake_close, NULL, NULL};
   th_core_init(&f->core, &f->loop, &f->engine, 1, 50);
   f->profiles[0].name = "P240p30fps16x9";
   f->profiles[1].name = "hi";
@@ -275,12 +275,79 @@ static void test_result_body(void **st) {
   free(outs[1].data);
 }
 
+/* ---- loop-side engines (remote transcoders) ---- */
+typedef struct async_fake {
+  orch_job_t *started[16];
+  int nstarted;
+  int ended;
+  bool refuse; /* start fails */
+} async_fake_t;
+
+static int async_start(void *ctx, orch_job_t *job) {
+  async_fake_t *a = ctx;
+  if (a->refuse) return LP_EIO;
+  a->started[a->nstarted++] = job;
+  return 0;
+}
+
+static void set_flag(void *arg) { *(int *)arg = 1; }
+
+static void async_ended(void *ctx, const char *sid) { ((async_fake_t *)ctx)->ended++; }
+
+static void async_finish(orch_job_t *job) {
+  job->out = calloc(job->n_profiles, sizeof *job->out);
+  for (size_t i = 0; i < job->n_profiles; i++) {
+    job->out[i].len = 40;
+    job->out[i].data = calloc(1, 40);
+    job->out[i].pixels = 5;
+  }
+  orch_sessions_job_done(job);
+}
+
+static void test_loop_engine(void **st) {
+  fixture_t *f = *st;
+  async_fake_t a;
+  memset(&a, 0, sizeof a);
+  orch_engine_t eng = {&a, NULL, NULL, NULL, async_start, async_ended};
+  orch_sessions_t *ss = orch_sessions_new(&f->loop, &eng, f->core.store, 1, 50);
+  for (int i = 0; i < 5; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), LP_EAGAIN);
+  /* one at a time, in order */
+  assert_int_equal(a.nstarted, 1);
+  assert_ptr_equal(a.started[0], &f->jobs[0]);
+  async_finish(&f->jobs[0]);
+  assert_int_equal(f->ndone, 1);
+  assert_int_equal(a.nstarted, 2);
+  assert_ptr_equal(a.started[1], &f->jobs[1]);
+  /* a start that fails answers through the loop and the queue moves on */
+  a.refuse = true;
+  async_finish(&f->jobs[1]);
+  run_until_done(f, 3);
+  assert_string_equal(f->jobs[2].error, "ErrTranscoderUnavailable");
+  a.refuse = false;
+  run_until_done(f, 4);
+  assert_string_equal(f->jobs[3].error, "ErrTranscoderUnavailable");
+  while (a.nstarted < 3) uv_run(&f->loop, UV_RUN_ONCE);
+  assert_ptr_equal(a.started[2], &f->jobs[4]);
+  /* teardown while the engine holds a job: the engine hears of it, the job ends as such */
+  assert_int_equal(orch_sessions_end(ss, "sess1"), 0);
+  assert_int_equal(a.ended, 1);
+  async_finish(&f->jobs[4]);
+  assert_int_equal(f->ndone, 5);
+  assert_string_equal(f->jobs[4].error, "session ended");
+  int closed = 0;
+  orch_sessions_close(ss, set_flag, &closed);
+  while (!closed) uv_run(&f->loop, UV_RUN_ONCE);
+  orch_sessions_free(ss);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_order_and_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_end_with_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_body, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_loop_engine, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,53 @@
+/* The engine seam on the pool manager: segments go to remote transcoders (spec §6), which
+ * keep a stream on one transcoder and answer on the loop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orch_int.h"
+
+static void pool_done(pool_result_t *res, void *arg) {
+  orch_job_t *job = arg;
+  if (res->err == 0 && res->n == job->n_profiles) {
+    job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
+    for (size_t i = 0; job->out && i < res->n; i++) {
+      job->out[i].data = res->renditions[i].data;
+      job->out[i].len = res->renditions[i].len;
+      job->out[i].pixels = res->renditions[i].pixels;
+      res->renditions[i].data = NULL;
+    }
+    if (!job->out) snprintf(job->error, sizeof job->error, "ErrTranscoderUnavailable");
+  } else if (res->err == 0) {
+    snprintf(job->error, sizeof job->error, "MismatchedSegments");
+  } else if (res->error[0]) {
+    snprintf(job->error, sizeof job->error, "%s", res->error);
+  } else {
+    /* go-livepeer's texts for what the gateway sees */
+    const char *t = "ErrTranscoderUnavailable";
+    if (res->err == LP_ECAPACITY) t = "no transcoders available";
+    if (res->err == LP_EUNSUPP) t = "no transcoders can provide requested capabilities";
+    if (res->err == LP_ETIMEDOUT) t = "Remote transcoder took too long";
+    if (res->err == LP_EPROTO) t = "MismatchedSegments";
+    snprintf(job->error, sizeof job->error, "%s", t);
+  }
+  orch_sessions_job_done(job);
+}
+
+static int pool_start(void *ctx, orch_job_t *job) {
+  orch_pool_engine_t *pe = ctx;
+  if (!pe->manager) return LP_EUNSUPP;
+  return pool_manager_submit(pe->manager, job->sd, job->session_id, job->input, job->input_len,
+                             pool_done, job);
+}
+
+static void pool_session_ended(void *ctx, const char *session_id) {
+  orch_pool_engine_t *pe = ctx;
+  if (pe->manager) pool_manager_end_session(pe->manager, session_id);
+}
+
+void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out) {
+  memset(out, 0, sizeof *out);
+  out->ctx = pe;
+  out->start = pool_start;
+  out->session_ended = pool_session_ended;
+}
