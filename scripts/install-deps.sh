@@ -15,7 +15,7 @@ pkgs=(build-essential cmake pkg-config git
   libswresample-dev libssl-dev libnghttp2-dev libhttp-parser-dev libprotobuf-c-dev
   protobuf-c-compiler libsecp256k1-dev libcurl4-openssl-dev libcjson-dev libsqlite3-dev
   ffmpeg ca-certificates)
-test_pkgs=(libcmocka-dev curl nghttp2-client procps)
+test_pkgs=(libcmocka-dev curl nghttp2-client procps python3)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
