@@ -251,6 +251,9 @@ typedef struct eth_client_cfg {
    * <= 0: 60 s. */
   int64_t sender_ttl_ms;
   pm_u256_t min_gas_price; /* eth_gasPrice polls below this are ignored (go's GasPriceMonitor) */
+  /* -maxGasPrice (zero: none): redemptions wait while gas costs more, and the fee cap of their
+   * transactions never goes above it. */
+  pm_u256_t max_gas_price;
   /* A redemption without a receipt after tx_timeout_ms (<= 0: 5 min) is sent again with the
    * same nonce and 1/8 higher fees, up to tx_replacements times (0: once; < 0: never). */
   int64_t tx_timeout_ms;

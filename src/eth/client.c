@@ -55,7 +55,7 @@ struct eth_client {
   bool round_known;
   uint64_t pool_size;
   bool active;
-  pm_u256_t min_gas_price, gas_price;
+  pm_u256_t min_gas_price, max_gas_price, gas_price;
   bool has_gas_price, gas_polling;
 
   uint64_t tx_timeout_ms;
@@ -994,6 +994,27 @@ static void redeem_step(redeem_t *r) {
   if (rc) redeem_finish(r, LP_EAGAIN, "cannot start a JSON-RPC call for the redemption");
 }
 
+/* Wei as a decimal number of gwei ("1.5", "30"). */
+static void gwei(const pm_u256_t *wei, char out[80]) {
+  pm_u256_t q, rem, g, t;
+  char qs[79], rs[79];
+  pm_u256_from_u64(&g, 1000000000);
+  eth_u256_div(&q, wei, &g);
+  eth_u256_mul(&t, &q, &g);
+  eth_u256_sub(&rem, wei, &t);
+  pm_u256_to_dec(&q, qs);
+  uint64_t r = 0;
+  pm_u256_to_u64(&rem, &r);
+  if (!r) {
+    snprintf(out, 80, "%s", qs);
+    return;
+  }
+  snprintf(rs, sizeof rs, "%09llu", (unsigned long long)r);
+  size_t n = strlen(rs);
+  while (n > 0 && rs[n - 1] == '0') rs[--n] = 0;
+  snprintf(out, 80, "%s.%s", qs, rs);
+}
+
 /* Nodes take a replacement only when both the tip and the fee cap (or the gas price) rise by at
  * least 10%; 1/8 more clears that. */
 static int bump(pm_u256_t *v) {
@@ -1004,9 +1025,17 @@ static int bump(pm_u256_t *v) {
   return eth_u256_add(v, v, &eighth);
 }
 
-static int bump_fees(eth_tx_t *tx) {
-  if (tx->type == ETH_TX_LEGACY) return bump(&tx->gas_price);
-  return bump(&tx->max_priority_fee) || bump(&tx->max_fee) ? LP_ERANGE : 0;
+/* Raises the fees of a stuck transaction; LP_ERANGE when that would pass -maxGasPrice. */
+static int bump_fees(const eth_client_t *c, eth_tx_t *tx) {
+  eth_tx_t t = *tx;
+  int rc = t.type == ETH_TX_LEGACY ? bump(&t.gas_price)
+                                   : (bump(&t.max_priority_fee) || bump(&t.max_fee));
+  if (rc) return LP_ERANGE;
+  const pm_u256_t *top = t.type == ETH_TX_LEGACY ? &t.gas_price : &t.max_fee;
+  if (!pm_u256_is_zero(&c->max_gas_price) && pm_u256_cmp(top, &c->max_gas_price) > 0)
+    return LP_ERANGE;
+  *tx = t;
+  return 0;
 }
 
 static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *err) {
@@ -1090,6 +1119,21 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
      * prices move, so this is retried later. */
     pm_u256_t price = r->tx.gas_price, cost, gas;
     if (r->has_base_fee && eth_u256_add(&price, &r->base_fee, &r->tx.max_priority_fee)) break;
+    if (!pm_u256_is_zero(&c->max_gas_price)) {
+      if (pm_u256_cmp(&price, &c->max_gas_price) > 0) {
+        char mx[80], cur[80];
+        gwei(&c->max_gas_price, mx);
+        gwei(&price, cur);
+        snprintf(msg, sizeof msg,
+                 "current gas price exceeds maximum gas price max=%s GWei current=%s GWei", mx,
+                 cur);
+        redeem_finish(r, LP_EAGAIN, msg);
+        return;
+      }
+      /* go: GasFeeCap = min(maxGasPrice, 2*baseFee + tip). */
+      if (r->has_base_fee && pm_u256_cmp(&r->tx.max_fee, &c->max_gas_price) > 0)
+        r->tx.max_fee = c->max_gas_price;
+    }
     pm_u256_from_u64(&gas, r->gas_estimate);
     if (eth_u256_mul(&cost, &gas, &price) || pm_u256_cmp(&r->face_value, &cost) <= 0) {
       redeem_finish(r, LP_EAGAIN, "insufficient ticket face value for redeem tx cost");
@@ -1129,7 +1173,7 @@ static void on_redeem_rpc(void *ud, int status, const cJSON *res, const char *er
       return;
     }
     if (lp_now_ms() - r->last_sent_ms > c->tx_timeout_ms && r->replacements < c->tx_replacements &&
-        r->nsent < MAX_SENDS && bump_fees(&r->tx) == 0) {
+        r->nsent < MAX_SENDS && bump_fees(c, &r->tx) == 0) {
       /* Stuck: send the same nonce again with higher fees (go's -transactionTimeout and
        * -maxTransactionReplacements). */
       r->replacements++;
@@ -1205,6 +1249,7 @@ int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **
   }
   c->loop = loop;
   c->min_gas_price = cfg->min_gas_price;
+  c->max_gas_price = cfg->max_gas_price;
   c->tx_timeout_ms = cfg->tx_timeout_ms > 0 ? (uint64_t)cfg->tx_timeout_ms : 5 * 60 * 1000;
   c->tx_replacements = cfg->tx_replacements < 0 ? 0
                        : cfg->tx_replacements   ? cfg->tx_replacements

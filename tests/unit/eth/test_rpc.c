@@ -716,6 +716,73 @@ static void test_stuck_transaction_replaced(void **state) {
   eth_account_wipe(&acct);
 }
 
+/* -maxGasPrice: redemptions wait while gas is dearer, and the fee cap never passes it. */
+static void test_max_gas_price(void **state) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  atomic_store(&srv.mode, MODE_ANSWER);
+  atomic_store(&srv.mined, -1);
+  eth_account_t acct;
+  memset(acct.priv, 0x23, 32);
+  assert_int_equal(pm_priv_to_addr(acct.priv, acct.addr), 0);
+  pm_ticket_t t;
+  memset(&t, 0, sizeof t);
+  memcpy(t.recipient, acct.addr, 20);
+  memset(t.sender, 0x34, 20);
+  assert_int_equal(pm_u256_from_dec(&t.face_value, "1000000000000000000"), 0);
+  memset(t.win_prob.b, 0xff, 32);
+  t.creation_round = 9;
+  memset(t.creation_round_block_hash, 9, 32);
+  uint8_t sig[65];
+  memset(sig, 0x5d, sizeof sig);
+  pm_u256_t rand;
+  pm_u256_from_u64(&rand, 777);
+  /* The endpoint quotes base fee 1 gwei + tip 2 gwei = 3 gwei. */
+  const char *maxes[] = {"2000000000", "3500000000"};
+  for (int i = 0; i < 2; i++) {
+    eth_client_cfg_t cfg = {0};
+    cfg.url = url;
+    memset(cfg.controller, 0x11, 20);
+    cfg.poll_interval_ms = 1000;
+    cfg.account = &acct;
+    cfg.tx_timeout_ms = 100;
+    assert_int_equal(pm_u256_from_dec(&cfg.max_gas_price, maxes[i]), 0);
+    eth_client_t *c;
+    assert_int_equal(eth_client_new(&loop, &cfg, &c), 0);
+    char err[256];
+    assert_int_equal(eth_client_connect(c, err, sizeof err), 0);
+    int before = atomic_load(&srv.nsent);
+    redeem_wait_t w = {0};
+    assert_int_equal(eth_client_redeem(c, &t, sig, sizeof sig, &rand, on_redeem, &w), 0);
+    if (i == 0) {
+      RUN_UNTIL(&loop, w.done);
+      assert_int_equal(w.status, LP_EAGAIN);
+      assert_string_equal(w.err,
+                          "current gas price exceeds maximum gas price max=2 GWei current=3 GWei");
+      assert_int_equal(atomic_load(&srv.nsent), before);
+    } else {
+      RUN_UNTIL(&loop, atomic_load(&srv.nsent) == before + 1);
+      run_ms(&loop, 400); /* past tx_timeout: a bumped fee cap would pass the maximum */
+      assert_int_equal(atomic_load(&srv.nsent), before + 1);
+      atomic_store(&srv.mined, before);
+      RUN_UNTIL(&loop, w.done);
+      assert_int_equal(w.status, 0);
+      uint64_t nonce;
+      pm_u256_t tip, cap;
+      pthread_mutex_lock(&srv.lock);
+      decode_1559(srv.raw[before], &nonce, &tip, &cap);
+      pthread_mutex_unlock(&srv.lock);
+      char d[79];
+      pm_u256_to_dec(&cap, d);
+      assert_string_equal(d, "3500000000"); /* min(max, 2*base + tip = 4 gwei) */
+    }
+    eth_client_free(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  assert_int_equal(uv_loop_close(&loop), 0);
+  eth_account_wipe(&acct);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rpc_errors),
@@ -724,6 +791,7 @@ int main(void) {
       cmocka_unit_test(test_outage),
       cmocka_unit_test(test_revert_logged_once),
       cmocka_unit_test(test_stuck_transaction_replaced),
+      cmocka_unit_test(test_max_gas_price),
   };
   return cmocka_run_group_tests(tests, start_server, stop_server);
 }
