@@ -18,7 +18,7 @@
 #define ETH_ADDR_LEN 20
 #define ETH_HASH_LEN 32
 
-/* ---- uint256 arithmetic and JSON-RPC quantities (on pm's pm_u256_t) ---------------------- */
+/* ---- uint256 arithmetic and JSON-RPC quantities (on pm's pm_u256_t) -------------------------- */
 /* JSON-RPC quantity or data: "0x" then 1..64 hex digits (leading zeros allowed). */
 int eth_u256_from_hex(const char *s, pm_u256_t *out);
 /* JSON-RPC quantity: "0x0", "0x1a", ...; out must hold 67 bytes. */
@@ -185,8 +185,7 @@ cJSON *eth_rpc_call_params(const uint8_t to[ETH_ADDR_LEN], const uint8_t *data, 
 int eth_rpc_hex_bytes(const cJSON *v, uint8_t **out, size_t *len);
 int eth_rpc_hex_u64(const cJSON *v, uint64_t *out);
 
-/* ---- TicketBroker calls ------------------------------------------------------------------------
- */
+/* ---- TicketBroker calls ---------------------------------------------------------------------- */
 /* Calldata of TicketBroker.getTicketHash(ticket) and of redeemWinningTicket(ticket, sig,
  * recipientRand) (selector 0xec8b3cb6, 548 bytes for a 65-byte sig). */
 int eth_tb_encode_get_ticket_hash(const pm_ticket_t *t, lp_buf_t *out);
@@ -208,8 +207,7 @@ int eth_sender_max_float(const eth_sender_info_t *info, const pm_u256_t *claimed
                          uint64_t pool_size, const pm_u256_t *pending, pm_u256_t *out,
                          bool *negative);
 
-/* ---- networks -----------------------------------------------------------------------------------
- */
+/* ---- networks -------------------------------------------------------------------------------- */
 typedef struct eth_network {
   bool has_controller; /* false for dev networks: -ethController is required */
   uint8_t controller[ETH_ADDR_LEN];

@@ -89,8 +89,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* ---- endpoint health: one line when it fails, one when it is back ------------------------------
- */
+/* ---- endpoint health: one line when it fails, one when it is back ---------------------------- */
 
 static void note_ok(eth_client_t *c) {
   if (c->down) LOGI("eth: RPC endpoint %s is answering again", eth_rpc_url(c->rpc));
@@ -126,8 +125,7 @@ static void note_fail(eth_client_t *c, int status, const char *what, const char 
   snprintf(c->last_err, sizeof c->last_err, "%s", err ? err : lp_strerror(status));
 }
 
-/* ---- small encoders ----------------------------------------------------------------------------
- */
+/* ---- small encoders -------------------------------------------------------------------------- */
 
 static int enc0(const char *sig, lp_buf_t *b) { return eth_abi_encode_call(sig, NULL, 0, b); }
 
@@ -152,8 +150,7 @@ static int decode_sender_info(const uint8_t *d, size_t n, eth_sender_info_t *inf
   return 0;
 }
 
-/* ---- blocking reads ----------------------------------------------------------------------------
- */
+/* ---- blocking reads -------------------------------------------------------------------------- */
 
 int eth_client_call_sync(eth_client_t *c, const uint8_t to[ETH_ADDR_LEN], const lp_buf_t *data,
                          lp_buf_t *ret, char *err, size_t errlen) {
@@ -371,8 +368,7 @@ int eth_client_ticket_hash_sync(eth_client_t *c, const pm_ticket_t *t, uint8_t h
   return rc;
 }
 
-/* ---- asynchronous eth_call ----------------------------------------------------------------------
- */
+/* ---- asynchronous eth_call ------------------------------------------------------------------- */
 
 typedef void (*call_fn)(eth_client_t *c, void *ctx, int status, const uint8_t *d, size_t n,
                         const char *err);
@@ -608,8 +604,7 @@ static void on_poll_timer(uv_timer_t *t) {
   }
 }
 
-/* ---- sender info cache -------------------------------------------------------------------------
- */
+/* ---- sender info cache ----------------------------------------------------------------------- */
 
 static sender_t *sender_find(eth_client_t *c, const uint8_t a[ETH_ADDR_LEN]) {
   for (size_t i = 0; i < c->nsenders; i++)
@@ -786,8 +781,7 @@ void eth_client_sender_forget(eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN
   if (s) s->fetched_ms = 0;
 }
 
-/* ---- redemption ---------------------------------------------------------------------------------
- */
+/* ---- redemption ------------------------------------------------------------------------------ */
 
 enum { RD_USED, RD_ESTIMATE, RD_NONCE, RD_BLOCK, RD_TIP, RD_GASPRICE, RD_SEND, RD_RECEIPT };
 

@@ -162,8 +162,7 @@ int eth_rpc_call(eth_rpc_t *rpc, const char *method, cJSON *params, cJSON **resu
   return rc;
 }
 
-/* ---- asynchronous calls ------------------------------------------------------------------------
- */
+/* ---- asynchronous calls ---------------------------------------------------------------------- */
 
 typedef struct rpc_req {
   eth_rpc_cb cb;
@@ -256,8 +255,7 @@ void eth_rpc_free(eth_rpc_t *rpc) {
   free(rpc);
 }
 
-/* ---- helpers ------------------------------------------------------------------------------------
- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 cJSON *eth_rpc_call_params(const uint8_t to[ETH_ADDR_LEN], const uint8_t *data, size_t len) {
   cJSON *params = cJSON_CreateArray(), *call = cJSON_CreateObject();

@@ -22,8 +22,7 @@
 
 #include "lpod/eth.h"
 
-/* ---- scripted endpoint ------------------------------------------------------------------------
- */
+/* ---- scripted endpoint ----------------------------------------------------------------------- */
 
 enum { MODE_ANSWER, MODE_SILENT, MODE_HTTP_503, MODE_HANGUP };
 
@@ -304,8 +303,7 @@ static int stop_server(void **state) {
   return 0;
 }
 
-/* ---- tests --------------------------------------------------------------------------------------
- */
+/* ---- tests ----------------------------------------------------------------------------------- */
 
 static int call(eth_rpc_t *rpc, const char *method, char *err, size_t errlen) {
   cJSON *res = NULL;
