@@ -33,6 +33,7 @@ typedef struct poll_ctx {
 struct net_fetch {
   net_client_t *c;
   net_fetch_t *prev, *next;
+  bool linked;
   CURL *easy;
   struct curl_slist *hdrs;
   lp_buf_t resp;
@@ -64,15 +65,23 @@ static void on_handle_closed(uv_handle_t *h) {
   client_maybe_free(c);
 }
 
-static void fetch_free(net_fetch_t *f) {
+static void fetch_unlink(net_fetch_t *f) {
   net_client_t *c = f->c;
+  if (!f->linked) return;
+  f->linked = false;
   if (f->prev)
     f->prev->next = f->next;
   else
     c->fetches = f->next;
   if (f->next) f->next->prev = f->prev;
+  f->prev = f->next = NULL;
+}
+
+static void fetch_free(net_fetch_t *f) {
+  net_client_t *c = f->c;
+  fetch_unlink(f);
   if (f->easy) {
-    curl_multi_remove_handle(c->multi, f->easy);
+    if (c->multi) curl_multi_remove_handle(c->multi, f->easy);
     curl_easy_cleanup(f->easy);
   }
   curl_slist_free_all(f->hdrs);
@@ -111,6 +120,8 @@ static void fetch_complete(net_fetch_t *f, CURLcode code) {
   net_fetch_done_fn done = f->done;
   void *arg = f->arg;
   f->done = NULL;
+  /* unlinked first: done may free the client, which must not see this fetch again */
+  fetch_unlink(f);
   if (done) done(&res, arg);
   fetch_free(f);
 }
@@ -118,7 +129,7 @@ static void fetch_complete(net_fetch_t *f, CURLcode code) {
 static void check_done(net_client_t *c) {
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(c->multi, &left))) {
+  while (c->multi && (m = curl_multi_info_read(c->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     net_fetch_t *f = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&f);
@@ -333,6 +344,7 @@ static int fetch_setup(net_client_t *c, const net_fetch_opts_t *o, net_fetch_t *
   f->next = c->fetches;
   if (c->fetches) c->fetches->prev = f;
   c->fetches = f;
+  f->linked = true;
   f->max = o->max_body_bytes ? o->max_body_bytes : 300u * 1000 * 1000;
   f->on_data = o->on_data;
   CURL *e = f->easy = curl_easy_init();

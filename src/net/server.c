@@ -105,6 +105,7 @@ void net_req_finished(net_req_t *r) { req_finish(r); }
 static void req_abort(net_req_t *r) {
   if (r->aborted) return;
   r->aborted = true;
+  if (r->finished) return; /* the handler is gone; its callbacks must not run */
   if (r->body_fn && !r->body_complete) {
     net_body_fn fn = r->body_fn;
     r->body_fn = NULL;
@@ -258,7 +259,7 @@ static void body_deliver_end(net_req_t *r) {
 }
 
 void net_req_body_data(net_req_t *r, const uint8_t *data, size_t len) {
-  if (len == 0) return;
+  if (len == 0 || r->finished) return;
   if (r->is_grpc) {
     net_grpc_body_data(r, data, len);
     return;
@@ -294,7 +295,7 @@ void net_req_body_end(net_req_t *r) {
     net_grpc_body_end(r);
     return;
   }
-  if (!r->route) return;
+  if (!r->route || r->finished) return;
   if (r->body_mode == NET_BODY_BUFFER) {
     if (!r->dispatched && r->method) {
       r->dispatched = true;
@@ -677,7 +678,12 @@ static void on_write(uv_write_t *w, int status) {
     return;
   }
   if (c->proto == NET_PROTO_H2 && c->write_queued < NET_WRITE_HIGH_WATER / 2) net_h2_send(c);
-  if (c->close_after_write && c->write_queued == 0 && c->out.len == 0) net_conn_close(c);
+  if (c->closing) return;
+  if (c->close_after_write && c->write_queued == 0 && c->out.len == 0) {
+    net_conn_close(c);
+    return;
+  }
+  if (c->write_queued == 0) net_conn_update_timer(c);
 }
 
 void net_conn_flush(net_conn_t *c) {
@@ -727,6 +733,8 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static bool conn_busy(const net_conn_t *c) {
+  /* a peer still taking in a response is not idle, even when every request is answered */
+  if (c->write_queued || c->out.len) return true;
   for (const net_req_t *r = c->reqs; r; r = r->next)
     if (!r->resp_ended || r->out_head) return true;
   return false;
@@ -1083,7 +1091,9 @@ void net_server_shutdown(net_server_t *s, uint64_t grace_ms, net_server_done_fn 
       continue;
     }
     if (c->proto == NET_PROTO_H1) c->h1_keep_alive = false;
-    net_conn_update_timer(c);
+    /* GOAWAY now, so clients stop opening streams while the ones in flight finish */
+    if (c->proto == NET_PROTO_H2) net_h2_shutdown(c);
+    if (!c->closing) net_conn_update_timer(c);
   }
   server_maybe_done(s);
 }

@@ -413,6 +413,37 @@ async function main() {
     });
   }
 
+  await check('h2c: streams beyond the concurrent limit are refused', async () => {
+    const frames = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2frame(4, 0, 0, Buffer.alloc(0))];
+    // POST /count without END_STREAM keeps each stream open waiting for its body
+    const block = Buffer.concat([Buffer.from([0x83, 0x86, 0x04, 6]), Buffer.from('/count')]);
+    for (let i = 0; i < 300; i++) frames.push(h2frame(1, 4, 2 * i + 1, block));
+    const counts = await new Promise((resolve) => {
+      const sock = net.connect({ host: H, port: plainPort });
+      let buf = Buffer.alloc(0);
+      const seen = { rst: 0, goaway: 0 };
+      const t = setTimeout(() => {
+        sock.destroy();
+        resolve(seen);
+      }, 2000);
+      sock.on('connect', () => sock.write(Buffer.concat(frames)));
+      sock.on('error', () => {});
+      sock.on('close', () => {
+        clearTimeout(t);
+        resolve(seen);
+      });
+      sock.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+          if (buf[3] === 3) seen.rst++;
+          if (buf[3] === 7) seen.goaway++;
+          buf = buf.subarray(9 + buf.readUIntBE(0, 3));
+        }
+      });
+    });
+    assert.ok(counts.rst >= 44 || counts.goaway > 0, JSON.stringify(counts));
+  });
+
   // ---- malformed input
   await check('garbage bytes on the plaintext port: 400 and close', async () => {
     const r = await raw([Buffer.from('\x16\x03\x01garbage\r\n\r\n\x00\xff')]);

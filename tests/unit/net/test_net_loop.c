@@ -465,6 +465,40 @@ static void test_shutdown(void **st) {
   server_stop(s);
 }
 
+/* A done callback may free the client it came from, with other transfers still running. */
+static net_client_t *g_cl;
+static int g_dones;
+static void free_in_done(const net_fetch_result_t *res, void *arg) {
+  g_dones++;
+  if (g_cl) {
+    net_client_t *c = g_cl;
+    g_cl = NULL;
+    net_client_free(c);
+  }
+}
+static void test_client_free_in_callback(void **st) {
+  net_server_t *s = server_start(false);
+  g_cl = net_client_new(&g_loop);
+  char url[256], slow[256];
+  url_of(s, "/p/x", url, sizeof url);
+  url_of(s, "/held", slow, sizeof slow);
+  net_fetch_opts_t a = {.url = url, .timeout_ms = 5000};
+  net_fetch_opts_t b = {.url = slow, .timeout_ms = 5000};
+  g_dones = 0;
+  g_held = NULL;
+  assert_int_equal(net_client_fetch(g_cl, &b, free_in_done, NULL, NULL), 0);
+  while (!g_held) uv_run(&g_loop, UV_RUN_ONCE);
+  assert_int_equal(net_client_fetch(g_cl, &a, free_in_done, NULL, NULL), 0);
+  uint64_t deadline = uv_now(&g_loop) + 5000;
+  while (g_dones < 2 && uv_now(&g_loop) < deadline) uv_run(&g_loop, UV_RUN_ONCE);
+  /* the quick one finished and freed the client, which cancelled the held one */
+  assert_int_equal(g_dones, 2);
+  assert_null(g_cl);
+  while (g_held && uv_now(&g_loop) < deadline) uv_run(&g_loop, UV_RUN_ONCE);
+  assert_null(g_held);
+  server_stop(s);
+}
+
 static void test_bad_opts(void **st) {
   net_server_t *s = NULL;
   char err[256];
@@ -498,11 +532,17 @@ static int teardown(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_h1_plain),  cmocka_unit_test(test_h2c),
-      cmocka_unit_test(test_tls_h2),    cmocka_unit_test(test_tls_h1),
-      cmocka_unit_test(test_cert_kept), cmocka_unit_test(test_held_h1),
-      cmocka_unit_test(test_held_h2),   cmocka_unit_test(test_grpc_tls),
-      cmocka_unit_test(test_grpc_h2c),  cmocka_unit_test(test_shutdown),
+      cmocka_unit_test(test_h1_plain),
+      cmocka_unit_test(test_h2c),
+      cmocka_unit_test(test_tls_h2),
+      cmocka_unit_test(test_tls_h1),
+      cmocka_unit_test(test_cert_kept),
+      cmocka_unit_test(test_held_h1),
+      cmocka_unit_test(test_held_h2),
+      cmocka_unit_test(test_grpc_tls),
+      cmocka_unit_test(test_grpc_h2c),
+      cmocka_unit_test(test_shutdown),
+      cmocka_unit_test(test_client_free_in_callback),
       cmocka_unit_test(test_bad_opts),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
