@@ -16,10 +16,14 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "lpod/admin.h"
 #include "lpod/config.h"
 #include "lpod/core.h"
+#include "lpod/hwaccel.h"
 #include "lpod/lifecycle.h"
+#include "lpod/orch.h"
 #include "lpod/media.h"
+#include "lpod/pool.h"
 #include "lpod_build_info.h"
 
 typedef struct {
@@ -33,6 +37,9 @@ static const lp_subcommand_t subcommands[] = {
     /* SUBCOMMANDS */
     {"transcode", media_cli_transcode, "transcode segments into renditions (one warm session)"},
     {"bench", media_cli_bench, "benchmark concurrent transcode sessions over HLS segments"},
+    {"gateway", orch_cli_gateway,
+     "send segments to an orchestrator as a gateway and fetch the renditions"},
+    {"devices", hw_cli_devices, "probe and test the transcoding devices; print the device table"},
     {NULL, NULL, NULL},
 };
 
@@ -59,15 +66,68 @@ typedef struct node {
   uv_loop_t *loop;
   lp_lifecycle_t *lc;
   int lock_fd;
+  orch_node_t *orch;
+  pool_worker_t *worker; /* -transcoder -orchAddr: remote transcoder */
+  admin_t *admin;
+  int exit_code;
 } node_t;
 
+/* ---- remote transcoder (pool) ---- */
+static void node_worker_drained(void *arg) {
+  node_t *n = arg;
+  lp_lifecycle_drained(n->lc);
+}
+
+/* Every orchestrator refused us (invalid secret, zero capacity): stop and exit non-zero. */
+static void node_worker_fatal(void *arg) {
+  node_t *n = arg;
+  n->exit_code = 1;
+  lp_lifecycle_request_stop(n->lc);
+}
+
+static void node_orch_drained(void *arg) {
+  node_t *n = arg;
+  lp_lifecycle_drained(n->lc);
+}
+
+static bool node_ready(void *arg, char *why, size_t whylen) {
+  node_t *n = arg;
+  if (lp_lifecycle_stopping(n->lc)) {
+    snprintf(why, whylen, "stopping");
+    return false;
+  }
+  if (n->worker && pool_worker_failed(n->worker)) {
+    snprintf(why, whylen, "no orchestrator accepted this transcoder");
+    return false;
+  }
+  return true;
+}
+
+static void node_status(void *arg, cJSON *st) {
+  node_t *n = arg;
+  cJSON_ReplaceItemInObject(st, "LocalTranscoding", cJSON_CreateBool(n->cfg.transcoder));
+  cJSON_AddStringToObject(st, "Network", n->cfg.network);
+  cJSON_AddBoolToObject(st, "Stopping", lp_lifecycle_stopping(n->lc));
+}
+
 static void node_stop(lp_lifecycle_t *lc, void *arg) {
-  (void)arg;
-  lp_lifecycle_drained(lc);
+  node_t *n = arg;
+  if (n->worker)
+    pool_worker_stop(n->worker, node_worker_drained, n);
+  else if (n->orch)
+    orch_node_stop(n->orch, node_orch_drained, n);
+  else
+    lp_lifecycle_drained(lc);
 }
 
 static void node_close(lp_lifecycle_t *lc, void *arg) {
-  (void)arg;
+  node_t *n = arg;
+  orch_node_free(n->orch);
+  n->orch = NULL;
+  pool_worker_free(n->worker);
+  n->worker = NULL;
+  admin_free(n->admin);
+  n->admin = NULL;
   lp_lifecycle_close(lc);
 }
 
@@ -106,15 +166,41 @@ static int run_node(int argc, char **argv) {
     LOGE("out of memory");
     return 1;
   }
-  lp_lifecycle_ready(n.lc, "serving");
-  LOGI("Node ready");
+  if (n.cfg.orchestrator && orch_node_start(n.loop, &n.cfg, &n.orch)) {
+    lp_lifecycle_close(n.lc);
+    uv_run(n.loop, UV_RUN_DEFAULT);
+    lp_lifecycle_free(n.lc);
+    uv_loop_close(n.loop);
+    close(n.lock_fd);
+    lp_config_free(&n.cfg);
+    return 1;
+  }
+  if (n.cfg.transcoder && !n.cfg.orchestrator) {
+    if (pool_worker_start(n.loop, &n.cfg, &n.worker)) {
+      n.exit_code = 2;
+      lp_lifecycle_request_stop(n.lc);
+    } else {
+      pool_worker_on_fatal(n.worker, node_worker_fatal, &n);
+    }
+  }
+  admin_hooks_t hooks = {.arg = &n, .status = node_status, .ready = node_ready};
+  if (admin_start(n.loop, &n.cfg, n.cfg.orchestrator ? "orch" : "trcr", &hooks, &n.admin, err,
+                  sizeof err)) {
+    LOGE("Admin API on %s: %s", n.cfg.cli_addr, err);
+    n.exit_code = 1;
+    lp_lifecycle_request_stop(n.lc);
+  }
+  if (!lp_lifecycle_stopping(n.lc)) {
+    lp_lifecycle_ready(n.lc, "serving");
+    LOGI("Node ready");
+  }
   uv_run(n.loop, UV_RUN_DEFAULT);
   lp_lifecycle_free(n.lc);
   uv_loop_close(n.loop);
   close(n.lock_fd);
   lp_config_free(&n.cfg);
   LOGI("Stopped");
-  return 0;
+  return n.exit_code;
 }
 
 int main(int argc, char **argv) {
