@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include <cjson/cJSON.h>
+
 #include "lp_rpc.pb-c.h"
 #include "lpod/config.h"
 
@@ -56,6 +58,15 @@ void orch_node_stop(orch_node_t *n, void (*drained)(void *), void *arg);
 /* Closes the listener and every handle; call after drained (or when giving up on it), then
  * run the loop until it has no more handles. */
 void orch_node_free(orch_node_t *n);
+
+/* For the admin API. /setMaxSessions: n > 0, or is_auto (a standalone orchestrator only: the
+ * registered transcoders' capacity). LP_EINVAL when not allowed. */
+int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto);
+/* Adds go-livepeer's /status fields (RegisteredTranscodersNumber, LocalTranscoding) and lpod's
+ * (Sessions, MaxSessions, SegmentsInFlight). */
+void orch_node_status(orch_node_t *n, cJSON *status);
+/* Able to take work: not stopping, and a standalone orchestrator has a transcoder. */
+bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
 
 /* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
 int orch_cli_gateway(int argc, char **argv);

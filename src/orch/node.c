@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lpod/metrics.h"
 #include "lpod/net.h"
 #include "lpod/pm.h"
 #include "orch_int.h"
@@ -54,6 +55,53 @@ typedef struct seg_ctx {
 } seg_ctx_t;
 
 static void check_drained(orch_node_t *n);
+
+/* ---- metrics (go-livepeer's names, spec/operators.md §2.2) ----------------------------------- */
+static const double transcode_time_buckets[] = {0,   .25, .5,  .75, 1,   1.25, 1.5, 2,
+                                                2.5, 3,   3.5, 4,   4.5, 5,    10};
+static const double score_buckets[] = {0, .5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 10, 15, 20, 40};
+static const double seg_duration_buckets[] = {.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30};
+
+static void metrics_sessions(orch_node_t *n) {
+  lp_metric_set(
+      lp_metric_gauge("livepeer_current_sessions_total", "Active transcoding sessions", NULL), NULL,
+      orch_sessions_count(n->core.sessions));
+  lp_metric_set(lp_metric_gauge("livepeer_max_sessions_total", "Session limit", NULL), NULL,
+                orch_sessions_max(n->core.sessions));
+}
+
+static void metrics_segment(orch_node_t *n, const orch_job_t *job, int64_t pixels) {
+  char profiles[16];
+  snprintf(profiles, sizeof profiles, "%zu", job->n_profiles);
+  char labels[64];
+  snprintf(labels, sizeof labels, "%s,true,unverified", profiles);
+  if (job->error[0]) {
+    lp_metric_add(lp_metric_counter("livepeer_segment_transcode_failed_total",
+                                    "Segments the node answered with an error", "error_code"),
+                  job->error, 1);
+    return;
+  }
+  double secs = job->engine_ns / 1e9;
+  lp_metric_add(lp_metric_counter("livepeer_segment_transcoded_total", "Segments transcoded",
+                                  "profiles,trusted,verified"),
+                labels, 1);
+  lp_metric_observe(lp_metric_histogram("livepeer_transcode_time_seconds",
+                                        "Transcoding time per segment", "profiles,trusted,verified",
+                                        transcode_time_buckets,
+                                        LP_ARRAY_LEN(transcode_time_buckets)),
+                    labels, secs);
+  if (secs > 0)
+    lp_metric_observe(lp_metric_histogram(
+                          "livepeer_transcode_score", "Source duration over transcoding time",
+                          "profiles,trusted,verified", score_buckets, LP_ARRAY_LEN(score_buckets)),
+                      labels, job->duration_ms / 1000.0 / secs);
+  lp_metric_observe(lp_metric_histogram("livepeer_source_segment_duration_seconds",
+                                        "Source segment duration", NULL, seg_duration_buckets,
+                                        LP_ARRAY_LEN(seg_duration_buckets)),
+                    NULL, job->duration_ms / 1000.0);
+  lp_metric_add(lp_metric_counter("livepeer_mil_pixels_processed", "Output megapixels", NULL), NULL,
+                pixels / 1e6);
+}
 
 /* ---- /segment ---------------------------------------------------------------------------------
  */
@@ -109,6 +157,8 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
     seg_write_error(s, "Internal Server Error");
     return;
   }
+  metrics_segment(s->node, job, pixels);
+  metrics_sessions(s->node);
   if (!job->error[0]) {
     c->pay.debit_fees(c->pay.ctx, s->sr.sender, job->session_id, s->sr.payment->expected_price,
                       pixels);
@@ -167,6 +217,7 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
   j->done = seg_transcoded;
   j->done_arg = s;
   int rc = s->node->core.stopping ? LP_ECAPACITY : orch_sessions_submit(s->node->core.sessions, j);
+  metrics_sessions(s->node);
   if (rc == LP_ECAPACITY)
     seg_write_error(s, "OrchestratorCapped");
   else if (rc == LP_EAGAIN)
@@ -463,6 +514,15 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   pool_manager_caps(m, bits, ORCH_CAP_WORDS);
   for (int i = 0; i < ORCH_CAP_WORDS; i++) c->bits[i] |= bits[i];
   if (n->max_auto) orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
+  lp_metric_set(lp_metric_gauge("livepeer_transcoders_number", "Registered transcoders", NULL),
+                NULL, pool_manager_transcoders(m));
+  lp_metric_set(lp_metric_gauge("livepeer_transcoders_capacity",
+                                "Summed capacity of registered transcoders", NULL),
+                NULL, pool_manager_capacity(m));
+  lp_metric_set(
+      lp_metric_gauge("livepeer_transcoders_load", "Sessions on remote transcoders", NULL), NULL,
+      pool_manager_load(m));
+  metrics_sessions(n);
   LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx",
        pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
        (unsigned long long)c->bits[0]);
@@ -579,6 +639,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   }
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
+  metrics_sessions(n);
   LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d", http_addr,
        net_server_port(n->srv), c->service_uri, max_sessions);
   free(http_addr);
@@ -642,4 +703,41 @@ void orch_node_free(orch_node_t *n) {
   }
   net_server_free(n->srv);
   net_client_free(n->cli);
+}
+
+int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
+  if (is_auto) {
+    /* go-livepeer allows auto only where remote transcoders set the capacity */
+    if (!n->pool) return LP_EINVAL;
+    n->max_auto = true;
+    orch_sessions_set_max(n->core.sessions, pool_manager_capacity(n->pool));
+  } else {
+    if (max_sessions <= 0) return LP_EINVAL;
+    n->max_auto = false;
+    orch_sessions_set_max(n->core.sessions, max_sessions);
+  }
+  LOGI("MaxSessions set to %d%s", orch_sessions_max(n->core.sessions), is_auto ? " (auto)" : "");
+  metrics_sessions(n);
+  return 0;
+}
+
+void orch_node_status(orch_node_t *n, cJSON *status) {
+  cJSON_AddNumberToObject(status, "RegisteredTranscodersNumber",
+                          n->pool ? pool_manager_transcoders(n->pool) : 0);
+  cJSON_AddBoolToObject(status, "LocalTranscoding", n->pool == NULL);
+  cJSON_AddNumberToObject(status, "Sessions", orch_sessions_count(n->core.sessions));
+  cJSON_AddNumberToObject(status, "MaxSessions", orch_sessions_max(n->core.sessions));
+  cJSON_AddNumberToObject(status, "SegmentsInFlight", n->in_flight);
+}
+
+bool orch_node_ready(orch_node_t *n, char *why, size_t whylen) {
+  if (n->core.stopping) {
+    snprintf(why, whylen, "stopping");
+    return false;
+  }
+  if (n->pool && pool_manager_transcoders(n->pool) == 0) {
+    snprintf(why, whylen, "no transcoders registered");
+    return false;
+  }
+  return true;
 }
