@@ -207,11 +207,58 @@ static void test_version_and_flag_errors(void **state) {
   free(out);
 }
 
+/* The admin API of a running node answers as an operator's tooling expects. */
+static void test_admin_api_on_running_node(void **state) {
+  (void)state;
+  char sock[256], log[256], data[256], addr[64], cli[64], cmd[512];
+  snprintf(sock, sizeof sock, "%s/n3.sock", tmpdir);
+  snprintf(log, sizeof log, "%s/admin.log", tmpdir);
+  snprintf(data, sizeof data, "%s/admindata", tmpdir);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+  int cport = free_port();
+  snprintf(cli, sizeof cli, "127.0.0.1:%d", cport);
+  int nfd = notify_socket(sock);
+  char *argv[] = {(char *)lpod_bin,
+                  "-orchestrator",
+                  "-transcoder",
+                  "-monitor",
+                  "-dataDir",
+                  data,
+                  "-serviceAddr",
+                  addr,
+                  "-httpAddr",
+                  addr,
+                  "-cliAddr",
+                  cli,
+                  "-testTranscoder=false",
+                  NULL};
+  pid_t pid = spawn(argv, sock, log);
+  assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/healthz >/dev/null", cport);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/readyz >/dev/null", cport);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics | grep -q '^livepeer_versions{'",
+           cport);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd,
+           "curl -sf http://127.0.0.1:%d/status | grep -q '\"LocalTranscoding\":true'", cport);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "curl -sf -F loglevel=5 http://127.0.0.1:%d/setLogLevel", cport);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "test \"$(curl -sf http://127.0.0.1:%d/getLogLevel)\" = 5", cport);
+  assert_int_equal(system(cmd), 0);
+  kill(pid, SIGTERM);
+  assert_int_equal(wait_exit(pid, 15000), 0);
+  close(nfd);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ready_then_graceful_stop),
       cmocka_unit_test(test_datadir_lock_refuses_second_node),
       cmocka_unit_test(test_version_and_flag_errors),
+      cmocka_unit_test(test_admin_api_on_running_node),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
