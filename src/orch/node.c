@@ -721,13 +721,22 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
   return 0;
 }
 
+/* Sets a field whether or not the caller put one there already. */
+static void status_set(cJSON *obj, const char *key, cJSON *v) {
+  if (!v) return;
+  if (cJSON_GetObjectItemCaseSensitive(obj, key))
+    cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v);
+  else
+    cJSON_AddItemToObject(obj, key, v);
+}
+
 void orch_node_status(orch_node_t *n, cJSON *status) {
-  cJSON_AddNumberToObject(status, "RegisteredTranscodersNumber",
-                          n->pool ? pool_manager_transcoders(n->pool) : 0);
-  cJSON_AddBoolToObject(status, "LocalTranscoding", n->pool == NULL);
-  cJSON_AddNumberToObject(status, "Sessions", orch_sessions_count(n->core.sessions));
-  cJSON_AddNumberToObject(status, "MaxSessions", orch_sessions_max(n->core.sessions));
-  cJSON_AddNumberToObject(status, "SegmentsInFlight", n->in_flight);
+  status_set(status, "RegisteredTranscodersNumber",
+             cJSON_CreateNumber(n->pool ? pool_manager_transcoders(n->pool) : 0));
+  status_set(status, "LocalTranscoding", cJSON_CreateBool(n->pool == NULL));
+  status_set(status, "Sessions", cJSON_CreateNumber(orch_sessions_count(n->core.sessions)));
+  status_set(status, "MaxSessions", cJSON_CreateNumber(orch_sessions_max(n->core.sessions)));
+  status_set(status, "SegmentsInFlight", cJSON_CreateNumber(n->in_flight));
 }
 
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen) {
