@@ -109,6 +109,10 @@ int lp_file_write_atomic(const char *path, const void *data, size_t len, int mod
 int lp_mkdir_p(const char *path, int mode);
 /* Constant-time comparison; returns true when equal (lengths included). */
 bool lp_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
+/* Formats a message into a caller's (err, errlen) buffer; does nothing when err is NULL or
+ * errlen 0. The usual way functions here explain a failure. */
+void lp_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Trims ASCII whitespace in place; returns s. */
 char *lp_strtrim(char *s);
 /* Lowercase hex encode (no 0x); out must hold 2*n+1 bytes. */

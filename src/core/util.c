@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,14 @@ bool lp_consttime_eq(const void *a, size_t alen, const void *b, size_t blen) {
     d |= (uint8_t)(cx ^ cy);
   }
   return d == 0;
+}
+
+void lp_seterr(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
 }
 
 char *lp_strtrim(char *s) {

@@ -79,16 +79,6 @@ struct eth_client {
   redeem_t *redeem_head, *redeem_tail; /* one transaction at a time keeps nonces in order */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- endpoint health: one line when it fails, one when it is back ---------------------------- */
 
 static void note_ok(eth_client_t *c) {
@@ -163,7 +153,7 @@ int eth_client_call_sync(eth_client_t *c, const uint8_t to[ETH_ADDR_LEN], const 
   rc = eth_rpc_hex_bytes(res, &bytes, &n);
   cJSON_Delete(res);
   if (rc) {
-    seterr(err, errlen, "eth_call answered with something that is not hex data");
+    lp_seterr(err, errlen, "eth_call answered with something that is not hex data");
     return rc;
   }
   lp_buf_reset(ret);
@@ -178,7 +168,7 @@ static int call_sync(eth_client_t *c, const uint8_t to[ETH_ADDR_LEN], lp_buf_t *
   char inner[256];
   int rc = eth_client_call_sync(c, to, calldata, ret, inner, sizeof inner);
   lp_buf_reset(calldata);
-  if (rc) seterr(err, errlen, "%s: %s", what, inner);
+  if (rc) lp_seterr(err, errlen, "%s: %s", what, inner);
   return rc;
 }
 
@@ -194,10 +184,10 @@ static int read_round_sync(eth_client_t *c, char *err, size_t errlen) {
   int rc = enc0("lastInitializedRound()", &cd);
   if (!rc) rc = call_sync(c, rm, &cd, &r, "RoundsManager.lastInitializedRound", err, errlen);
   if (!rc && (rc = eth_abi_get_u64(r.data, r.len, 0, &lir)))
-    seterr(err, errlen, "RoundsManager.lastInitializedRound: bad answer");
+    lp_seterr(err, errlen, "RoundsManager.lastInitializedRound: bad answer");
   if (!rc) rc = enc_u64("blockHashForRound(uint256)", lir, &cd);
   if (!rc) rc = call_sync(c, rm, &cd, &r, "RoundsManager.blockHashForRound", err, errlen);
-  if (!rc && r.len < 32) rc = LP_EPROTO, seterr(err, errlen, "blockHashForRound: short answer");
+  if (!rc && r.len < 32) rc = LP_EPROTO, lp_seterr(err, errlen, "blockHashForRound: short answer");
   if (!rc) memcpy(hash, r.data, 32);
   static const uint8_t zero[32];
   if (!rc && memcmp(hash, zero, 32) == 0 && lir > 0) {
@@ -208,11 +198,11 @@ static int read_round_sync(eth_client_t *c, char *err, size_t errlen) {
   if (!rc) rc = enc0("getTranscoderPoolSize()", &cd);
   if (!rc) rc = call_sync(c, bm, &cd, &r, "BondingManager.getTranscoderPoolSize", err, errlen);
   if (!rc && (rc = eth_abi_get_u64(r.data, r.len, 0, &pool)))
-    seterr(err, errlen, "BondingManager.getTranscoderPoolSize: bad answer");
+    lp_seterr(err, errlen, "BondingManager.getTranscoderPoolSize: bad answer");
   if (!rc) rc = enc_addr("isActiveTranscoder(address)", c->recipient, &cd);
   if (!rc) rc = call_sync(c, bm, &cd, &r, "BondingManager.isActiveTranscoder", err, errlen);
   if (!rc && (rc = eth_abi_get_bool(r.data, r.len, 0, &active)))
-    seterr(err, errlen, "BondingManager.isActiveTranscoder: bad answer");
+    lp_seterr(err, errlen, "BondingManager.isActiveTranscoder: bad answer");
   if (!rc) {
     c->lir = (int64_t)lir;
     memcpy(c->lir_hash, hash, 32);
@@ -252,14 +242,14 @@ static int read_block_sync(eth_client_t *c, char *err, size_t errlen) {
   int rc = eth_rpc_call(c->rpc, "eth_getBlockByNumber", latest_block_params(), &res, inner,
                         sizeof inner);
   if (rc) {
-    seterr(err, errlen, "eth_getBlockByNumber: %s", inner);
+    lp_seterr(err, errlen, "eth_getBlockByNumber: %s", inner);
     return rc;
   }
   int64_t n;
   rc = block_number(res, &n);
   cJSON_Delete(res);
   if (rc) {
-    seterr(err, errlen, "eth_getBlockByNumber: no block number in the answer");
+    lp_seterr(err, errlen, "eth_getBlockByNumber: no block number in the answer");
     return rc;
   }
   c->last_block = n;
@@ -279,12 +269,12 @@ static int lookup_contract(eth_client_t *c, const char *name, uint8_t out[ETH_AD
   if (!rc && eth_abi_get_addr(r.data, r.len, 0, out)) {
     char a[PM_ADDR_HEX_LEN];
     pm_addr_to_hex(c->contracts.controller, a);
-    seterr(err, errlen, "%s: no Controller contract at %s (check -ethController)", what, a);
+    lp_seterr(err, errlen, "%s: no Controller contract at %s (check -ethController)", what, a);
     rc = LP_ENOENT;
   }
   static const uint8_t zero[ETH_ADDR_LEN];
   if (!rc && memcmp(out, zero, ETH_ADDR_LEN) == 0) {
-    seterr(err, errlen, "the Controller has no %s registered (check -ethController)", name);
+    lp_seterr(err, errlen, "the Controller has no %s registered (check -ethController)", name);
     rc = LP_ENOENT;
   }
   lp_buf_free(&cd);
@@ -297,14 +287,14 @@ int eth_client_connect(eth_client_t *c, char *err, size_t errlen) {
   char inner[256];
   int rc = eth_rpc_call(c->rpc, "eth_chainId", NULL, &res, inner, sizeof inner);
   if (rc) {
-    seterr(err, errlen, "cannot reach the Ethereum RPC endpoint %s: %s", eth_rpc_url(c->rpc),
-           inner);
+    lp_seterr(err, errlen, "cannot reach the Ethereum RPC endpoint %s: %s", eth_rpc_url(c->rpc),
+              inner);
     return rc;
   }
   rc = eth_rpc_hex_u64(res, &c->chain_id);
   cJSON_Delete(res);
   if (rc) {
-    seterr(err, errlen, "eth_chainId: bad answer from %s", eth_rpc_url(c->rpc));
+    lp_seterr(err, errlen, "eth_chainId: bad answer from %s", eth_rpc_url(c->rpc));
     return rc;
   }
   struct {
@@ -336,7 +326,7 @@ int eth_client_sender_info_sync(eth_client_t *c, const uint8_t sender[ETH_ADDR_L
     rc = call_sync(c, c->contracts.ticket_broker, &cd, &r, "TicketBroker.getSenderInfo", err,
                    errlen);
   if (!rc && (rc = decode_sender_info(r.data, r.len, info)))
-    seterr(err, errlen, "TicketBroker.getSenderInfo: bad answer");
+    lp_seterr(err, errlen, "TicketBroker.getSenderInfo: bad answer");
   if (!rc && claimed) {
     eth_abi_arg_t args[2] = {eth_abi_addr(sender), eth_abi_addr(c->recipient)};
     rc = eth_abi_encode_call("claimedReserve(address,address)", args, 2, &cd);
@@ -344,7 +334,7 @@ int eth_client_sender_info_sync(eth_client_t *c, const uint8_t sender[ETH_ADDR_L
       rc = call_sync(c, c->contracts.ticket_broker, &cd, &r, "TicketBroker.claimedReserve", err,
                      errlen);
     if (!rc && (rc = eth_abi_get_word(r.data, r.len, 0, claimed)))
-      seterr(err, errlen, "TicketBroker.claimedReserve: bad answer");
+      lp_seterr(err, errlen, "TicketBroker.claimedReserve: bad answer");
   }
   lp_buf_free(&cd);
   lp_buf_free(&r);
@@ -359,7 +349,7 @@ int eth_client_ticket_hash_sync(eth_client_t *c, const pm_ticket_t *t, uint8_t h
     rc = call_sync(c, c->contracts.ticket_broker, &cd, &r, "TicketBroker.getTicketHash", err,
                    errlen);
   if (!rc && r.len < 32) {
-    seterr(err, errlen, "TicketBroker.getTicketHash: short answer");
+    lp_seterr(err, errlen, "TicketBroker.getTicketHash: short answer");
     rc = LP_EPROTO;
   }
   if (!rc) memcpy(hash, r.data, 32);

@@ -21,16 +21,6 @@
 #define PBKDF2_MAX_ROUNDS 10000000u
 #define KEYSTORE_MAX_FILE (1u << 20)
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void eth_account_wipe(eth_account_t *acct) { OPENSSL_cleanse(acct, sizeof *acct); }
 
 static const cJSON *member(const cJSON *o, const char *name) {
@@ -67,15 +57,15 @@ static int derive_key(const cJSON *crypto, const char *password, uint8_t dk[32],
   size_t salt_len;
   uint64_t dklen;
   if (!cJSON_IsString(kdf) || !cJSON_IsObject(kp)) {
-    seterr(err, errlen, "keystore: missing kdf or kdfparams");
+    lp_seterr(err, errlen, "keystore: missing kdf or kdfparams");
     return LP_EINVAL;
   }
   if (hex_member(kp, "salt", salt, sizeof salt, 0, &salt_len)) {
-    seterr(err, errlen, "keystore: bad kdfparams.salt");
+    lp_seterr(err, errlen, "keystore: bad kdfparams.salt");
     return LP_EINVAL;
   }
   if (!get_uint(kp, "dklen", 64, &dklen) || dklen != 32) {
-    seterr(err, errlen, "keystore: kdfparams.dklen must be 32");
+    lp_seterr(err, errlen, "keystore: kdfparams.dklen must be 32");
     return LP_EUNSUPP;
   }
   size_t pwlen = strlen(password);
@@ -83,17 +73,17 @@ static int derive_key(const cJSON *crypto, const char *password, uint8_t dk[32],
     uint64_t n, r, p;
     if (!get_uint(kp, "n", 1ull << 40, &n) || !get_uint(kp, "r", 1u << 16, &r) ||
         !get_uint(kp, "p", 1u << 16, &p) || (n & (n - 1)) != 0 || n < 2) {
-      seterr(err, errlen, "keystore: bad scrypt parameters");
+      lp_seterr(err, errlen, "keystore: bad scrypt parameters");
       return LP_EINVAL;
     }
     /* scrypt's working set is 128*r*(N+p) bytes; refuse files that would take the host down. */
     if ((double)128 * r * ((double)n + p) > (double)SCRYPT_MAX_MEM) {
-      seterr(err, errlen, "keystore: scrypt parameters need more than 1 GiB");
+      lp_seterr(err, errlen, "keystore: scrypt parameters need more than 1 GiB");
       return LP_ERANGE;
     }
     if (!EVP_PBE_scrypt(password, pwlen, salt, salt_len, n, r, p, SCRYPT_MAX_MEM + (1 << 20), dk,
                         32)) {
-      seterr(err, errlen, "keystore: scrypt failed");
+      lp_seterr(err, errlen, "keystore: scrypt failed");
       return LP_ENOMEM;
     }
     return 0;
@@ -102,21 +92,21 @@ static int derive_key(const cJSON *crypto, const char *password, uint8_t dk[32],
     uint64_t c;
     const cJSON *prf = member(kp, "prf");
     if (!cJSON_IsString(prf) || strcmp(prf->valuestring, "hmac-sha256") != 0) {
-      seterr(err, errlen, "keystore: pbkdf2 prf must be hmac-sha256");
+      lp_seterr(err, errlen, "keystore: pbkdf2 prf must be hmac-sha256");
       return LP_EUNSUPP;
     }
     if (!get_uint(kp, "c", PBKDF2_MAX_ROUNDS, &c)) {
-      seterr(err, errlen, "keystore: bad pbkdf2 round count");
+      lp_seterr(err, errlen, "keystore: bad pbkdf2 round count");
       return LP_EINVAL;
     }
     if (!PKCS5_PBKDF2_HMAC(password, (int)pwlen, salt, (int)salt_len, (int)c, EVP_sha256(), 32,
                            dk)) {
-      seterr(err, errlen, "keystore: pbkdf2 failed");
+      lp_seterr(err, errlen, "keystore: pbkdf2 failed");
       return LP_ENOMEM;
     }
     return 0;
   }
-  seterr(err, errlen, "keystore: unsupported kdf %s", kdf->valuestring);
+  lp_seterr(err, errlen, "keystore: unsupported kdf %s", kdf->valuestring);
   return LP_EUNSUPP;
 }
 
@@ -147,47 +137,47 @@ int eth_keystore_decrypt(const char *json, const char *password, eth_account_t *
   if (!json || !password || !out) return LP_EINVAL;
   cJSON *root = cJSON_Parse(json);
   if (!cJSON_IsObject(root)) {
-    seterr(err, errlen, "keystore: not a JSON object");
+    lp_seterr(err, errlen, "keystore: not a JSON object");
     goto out;
   }
   const cJSON *ver = member(root, "version");
   if (!cJSON_IsNumber(ver) || ver->valueint != 3) {
-    seterr(err, errlen, "keystore: only version 3 files are supported");
+    lp_seterr(err, errlen, "keystore: only version 3 files are supported");
     rc = LP_EUNSUPP;
     goto out;
   }
   const cJSON *crypto = member(root, "crypto");
   if (!crypto) crypto = member(root, "Crypto");
   if (!cJSON_IsObject(crypto)) {
-    seterr(err, errlen, "keystore: missing crypto section");
+    lp_seterr(err, errlen, "keystore: missing crypto section");
     goto out;
   }
   const cJSON *cipher = member(crypto, "cipher");
   if (!cJSON_IsString(cipher) || strcmp(cipher->valuestring, "aes-128-ctr") != 0) {
-    seterr(err, errlen, "keystore: unsupported cipher");
+    lp_seterr(err, errlen, "keystore: unsupported cipher");
     rc = LP_EUNSUPP;
     goto out;
   }
   if (hex_member(crypto, "ciphertext", ct, sizeof ct, 0, &ct_len) || ct_len != 32 ||
       hex_member(member(crypto, "cipherparams"), "iv", iv, sizeof iv, 16, NULL) ||
       hex_member(crypto, "mac", want, sizeof want, 32, NULL)) {
-    seterr(err, errlen, "keystore: bad ciphertext, iv or mac");
+    lp_seterr(err, errlen, "keystore: bad ciphertext, iv or mac");
     goto out;
   }
   if ((rc = derive_key(crypto, password, dk, err, errlen))) goto out;
   keystore_mac(dk, ct, ct_len, mac);
   if (!lp_consttime_eq(mac, 32, want, 32)) {
-    seterr(err, errlen, "could not decrypt key with given password");
+    lp_seterr(err, errlen, "could not decrypt key with given password");
     rc = LP_EPERM;
     goto out;
   }
   if ((rc = aes128ctr(dk, iv, ct, ct_len, priv))) {
-    seterr(err, errlen, "keystore: aes-128-ctr failed");
+    lp_seterr(err, errlen, "keystore: aes-128-ctr failed");
     goto out;
   }
   memcpy(out->priv, priv, 32);
   if (pm_priv_to_addr(out->priv, out->addr)) {
-    seterr(err, errlen, "keystore: the decrypted key is not a valid secp256k1 key");
+    lp_seterr(err, errlen, "keystore: the decrypted key is not a valid secp256k1 key");
     eth_account_wipe(out);
     rc = LP_EINVAL;
     goto out;
@@ -196,7 +186,8 @@ int eth_keystore_decrypt(const char *json, const char *password, eth_account_t *
   if (cJSON_IsString(addr) && addr->valuestring[0]) {
     uint8_t fa[ETH_ADDR_LEN];
     if (pm_addr_from_hex(addr->valuestring, fa) || memcmp(fa, out->addr, ETH_ADDR_LEN) != 0) {
-      seterr(err, errlen, "keystore: key does not match the file's address %s", addr->valuestring);
+      lp_seterr(err, errlen, "keystore: key does not match the file's address %s",
+                addr->valuestring);
       eth_account_wipe(out);
       rc = LP_EINVAL;
       goto out;
@@ -302,14 +293,14 @@ static int decrypt_file(const char *path, const char *password, eth_account_t *o
   char *buf = NULL;
   int rc = lp_file_read(path, KEYSTORE_MAX_FILE, &buf, NULL);
   if (rc) {
-    seterr(err, errlen, "cannot read keystore file %s: %s", path, lp_strerror(rc));
+    lp_seterr(err, errlen, "cannot read keystore file %s: %s", path, lp_strerror(rc));
     return rc;
   }
   char inner[256] = "";
   rc = eth_keystore_decrypt(buf, password, out, inner, sizeof inner);
   OPENSSL_cleanse(buf, strlen(buf));
   free(buf);
-  if (rc) seterr(err, errlen, "%s (keystore %s)", inner, path);
+  if (rc) lp_seterr(err, errlen, "%s (keystore %s)", inner, path);
   return rc;
 }
 
@@ -320,11 +311,11 @@ int eth_account_load(const char *keystore_path, const char *acct_addr, const cha
   struct stat st;
   if (!password) password = "";
   if (have_want && pm_addr_from_hex(acct_addr, want)) {
-    seterr(err, errlen, "-ethAcctAddr %s is not an Ethereum address", acct_addr);
+    lp_seterr(err, errlen, "-ethAcctAddr %s is not an Ethereum address", acct_addr);
     return LP_EINVAL;
   }
   if (!keystore_path || !*keystore_path || stat(keystore_path, &st) != 0) {
-    seterr(err, errlen, "keystore path %s does not exist", keystore_path ? keystore_path : "");
+    lp_seterr(err, errlen, "keystore path %s does not exist", keystore_path ? keystore_path : "");
     return LP_ENOENT;
   }
   if (S_ISREG(st.st_mode)) {
@@ -333,19 +324,20 @@ int eth_account_load(const char *keystore_path, const char *acct_addr, const cha
     if (have_want && memcmp(want, out->addr, ETH_ADDR_LEN) != 0) {
       char a[PM_ADDR_HEX_LEN];
       pm_addr_to_hex(out->addr, a);
-      seterr(err, errlen, "keystore %s holds %s, not -ethAcctAddr %s", keystore_path, a, acct_addr);
+      lp_seterr(err, errlen, "keystore %s holds %s, not -ethAcctAddr %s", keystore_path, a,
+                acct_addr);
       eth_account_wipe(out);
       return LP_ENOENT;
     }
     return 0;
   }
   if (!S_ISDIR(st.st_mode)) {
-    seterr(err, errlen, "keystore path %s is neither a file nor a directory", keystore_path);
+    lp_seterr(err, errlen, "keystore path %s is neither a file nor a directory", keystore_path);
     return LP_EINVAL;
   }
   DIR *d = opendir(keystore_path);
   if (!d) {
-    seterr(err, errlen, "cannot open keystore directory %s", keystore_path);
+    lp_seterr(err, errlen, "cannot open keystore directory %s", keystore_path);
     return LP_EIO;
   }
   char chosen[4096] = "";
@@ -367,14 +359,14 @@ int eth_account_load(const char *keystore_path, const char *acct_addr, const cha
   closedir(d);
   if (found == 0) {
     if (have_want)
-      seterr(err, errlen, "no keystore file for account %s in %s", acct_addr, keystore_path);
+      lp_seterr(err, errlen, "no keystore file for account %s in %s", acct_addr, keystore_path);
     else
-      seterr(err, errlen, "no keystore files in %s", keystore_path);
+      lp_seterr(err, errlen, "no keystore files in %s", keystore_path);
     return LP_ENOENT;
   }
   if (found > 1 && !have_want) {
-    seterr(err, errlen, "%d accounts in keystore %s: choose one with -ethAcctAddr", found,
-           keystore_path);
+    lp_seterr(err, errlen, "%d accounts in keystore %s: choose one with -ethAcctAddr", found,
+              keystore_path);
     return LP_EEXIST;
   }
   return decrypt_file(chosen, password, out, err, errlen);
@@ -384,20 +376,20 @@ int eth_account_create(const char *dir, const char *password, const eth_keystore
                        eth_account_t *out, char *err, size_t errlen) {
   int rc = lp_mkdir_p(dir, 0700);
   if (rc) {
-    seterr(err, errlen, "cannot create keystore directory %s", dir);
+    lp_seterr(err, errlen, "cannot create keystore directory %s", dir);
     return rc;
   }
   /* A uniformly random 32-byte string is a valid key except with negligible probability;
    * pm_priv_to_addr rejects the rest and we draw again. */
   do {
     if (RAND_bytes(out->priv, 32) != 1) {
-      seterr(err, errlen, "no randomness for a new key");
+      lp_seterr(err, errlen, "no randomness for a new key");
       return LP_EIO;
     }
   } while (pm_priv_to_addr(out->priv, out->addr) != 0);
   char *json = NULL;
   if ((rc = eth_keystore_encrypt(out, password ? password : "", kdf, &json))) {
-    seterr(err, errlen, "cannot encrypt the new key: %s", lp_strerror(rc));
+    lp_seterr(err, errlen, "cannot encrypt the new key: %s", lp_strerror(rc));
     eth_account_wipe(out);
     return rc;
   }
@@ -411,7 +403,7 @@ int eth_account_create(const char *dir, const char *password, const eth_keystore
   rc = lp_file_write_atomic(path, json, strlen(json), 0600);
   free(json);
   if (rc) {
-    seterr(err, errlen, "cannot write %s", path);
+    lp_seterr(err, errlen, "cannot write %s", path);
     eth_account_wipe(out);
   }
   return rc;

@@ -9,16 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 #define REDEEM_GAS_L1 350000
 #define REDEEM_GAS_L2 1200000
 
@@ -49,23 +39,23 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
                   eth_network_t *network, eth_client_t **out, char *err, size_t errlen) {
   *out = NULL;
   if (eth_network_defaults(cfg->network, network)) {
-    seterr(err, errlen, "-network %s has no chain", cfg->network ? cfg->network : "");
+    lp_seterr(err, errlen, "-network %s has no chain", cfg->network ? cfg->network : "");
     return LP_EINVAL;
   }
   if (!cfg->eth_url || !*cfg->eth_url) {
-    seterr(err, errlen, "-ethUrl is required with -network %s", cfg->network);
+    lp_seterr(err, errlen, "-ethUrl is required with -network %s", cfg->network);
     return LP_EINVAL;
   }
   uint8_t controller[ETH_ADDR_LEN];
   if (cfg->eth_controller && *cfg->eth_controller) {
     if (pm_addr_from_hex(cfg->eth_controller, controller)) {
-      seterr(err, errlen, "-ethController %s is not an Ethereum address", cfg->eth_controller);
+      lp_seterr(err, errlen, "-ethController %s is not an Ethereum address", cfg->eth_controller);
       return LP_EINVAL;
     }
   } else if (network->has_controller) {
     memcpy(controller, network->controller, ETH_ADDR_LEN);
   } else {
-    seterr(err, errlen, "-ethController is required with -network %s", cfg->network);
+    lp_seterr(err, errlen, "-ethController is required with -network %s", cfg->network);
     return LP_EINVAL;
   }
 
@@ -73,7 +63,7 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
   const char *ks = cfg->eth_keystore_path;
   if (!ks || !*ks) {
     if (!cfg->datadir || !*cfg->datadir) {
-      seterr(err, errlen, "-ethKeystorePath is required when there is no -datadir");
+      lp_seterr(err, errlen, "-ethKeystorePath is required when there is no -datadir");
       return LP_EINVAL;
     }
     snprintf(path, sizeof path, "%s/keystore", cfg->datadir);
@@ -94,7 +84,7 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
     }
   }
   if (rc) {
-    seterr(err, errlen, "cannot load the node's Ethereum account: %s", inner);
+    lp_seterr(err, errlen, "cannot load the node's Ethereum account: %s", inner);
     return rc;
   }
 
@@ -107,7 +97,7 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
   pm_u256_from_u64(&cc.min_gas_price, network->min_gas_price);
   eth_client_t *c;
   if ((rc = eth_client_new(loop, &cc, &c))) {
-    seterr(err, errlen, "-ethUrl %s: %s", cfg->eth_url, lp_strerror(rc));
+    lp_seterr(err, errlen, "-ethUrl %s: %s", cfg->eth_url, lp_strerror(rc));
     eth_account_wipe(account);
     return rc;
   }
@@ -117,9 +107,9 @@ int eth_node_open(uv_loop_t *loop, const struct lp_config *cfg, eth_account_t *a
     return rc;
   }
   if (network->chain_id && eth_client_chain_id(c) != network->chain_id) {
-    seterr(err, errlen, "-ethUrl %s serves chain id %llu, but -network %s is chain id %llu",
-           cfg->eth_url, (unsigned long long)eth_client_chain_id(c), cfg->network,
-           (unsigned long long)network->chain_id);
+    lp_seterr(err, errlen, "-ethUrl %s serves chain id %llu, but -network %s is chain id %llu",
+              cfg->eth_url, (unsigned long long)eth_client_chain_id(c), cfg->network,
+              (unsigned long long)network->chain_id);
     eth_client_free(c);
     eth_account_wipe(account);
     return LP_EINVAL;

@@ -20,16 +20,6 @@ struct eth_rpc {
   net_client_t *async; /* NULL without a loop */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   lp_buf_t *b = ud;
   size_t len = size * n;
@@ -92,9 +82,9 @@ static int parse_answer(long http, const uint8_t *body, size_t len, cJSON **doc,
   cJSON *j = len ? cJSON_ParseWithLength((const char *)body, len) : NULL;
   if (!cJSON_IsObject(j)) {
     if (http != 200)
-      seterr(err, errlen, "HTTP %ld from the RPC endpoint", http);
+      lp_seterr(err, errlen, "HTTP %ld from the RPC endpoint", http);
     else
-      seterr(err, errlen, "the RPC endpoint answered with something that is not JSON-RPC");
+      lp_seterr(err, errlen, "the RPC endpoint answered with something that is not JSON-RPC");
     cJSON_Delete(j);
     return http != 200 ? LP_EIO : LP_EPROTO;
   }
@@ -106,15 +96,15 @@ static int parse_answer(long http, const uint8_t *body, size_t len, cJSON **doc,
     uint8_t raw[512];
     int n = data ? lp_hex_decode(data, raw, sizeof raw) : -1;
     if (n > 0 && eth_abi_revert_reason(raw, (size_t)n, reason, sizeof reason) == 0)
-      seterr(err, errlen, "execution reverted: %s", reason);
+      lp_seterr(err, errlen, "execution reverted: %s", reason);
     else
-      seterr(err, errlen, "%s", msg ? msg : "JSON-RPC error");
+      lp_seterr(err, errlen, "%s", msg ? msg : "JSON-RPC error");
     cJSON_Delete(j);
     return LP_EPROTO;
   }
   const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "result");
   if (!r) {
-    seterr(err, errlen, "JSON-RPC answer without a result");
+    lp_seterr(err, errlen, "JSON-RPC answer without a result");
     cJSON_Delete(j);
     return LP_EPROTO;
   }
@@ -144,10 +134,10 @@ int eth_rpc_call(eth_rpc_t *rpc, const char *method, cJSON *params, cJSON **resu
   const cJSON *r;
   int rc;
   if (cc == CURLE_OPERATION_TIMEDOUT) {
-    seterr(err, errlen, "timed out: %s", cerr[0] ? cerr : curl_easy_strerror(cc));
+    lp_seterr(err, errlen, "timed out: %s", cerr[0] ? cerr : curl_easy_strerror(cc));
     rc = LP_ETIMEDOUT;
   } else if (cc != CURLE_OK) {
-    seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
+    lp_seterr(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
     rc = LP_EIO;
   } else {
     rc = parse_answer(http, body.data, body.len, &doc, &r, err, errlen);
@@ -177,11 +167,11 @@ static void on_fetch_done(const net_fetch_result_t *res, void *arg) {
   int rc;
   if (res->err == LP_ECANCELED || res->err == LP_ETIMEDOUT) {
     rc = res->err;
-    seterr(err, sizeof err, "%s%s", rc == LP_ETIMEDOUT ? "timed out: " : "",
-           res->error ? res->error : lp_strerror(rc));
+    lp_seterr(err, sizeof err, "%s%s", rc == LP_ETIMEDOUT ? "timed out: " : "",
+              res->error ? res->error : lp_strerror(rc));
   } else if (res->err) {
     rc = LP_EIO;
-    seterr(err, sizeof err, "%s", res->error ? res->error : lp_strerror(res->err));
+    lp_seterr(err, sizeof err, "%s", res->error ? res->error : lp_strerror(res->err));
   } else {
     rc = parse_answer(res->status, res->body, res->body_len, &doc, &r, err, sizeof err);
   }
