@@ -14,6 +14,8 @@
 
 /* go-livepeer's MaxSegSize: 300 s at 1 MB/s. */
 #define MAX_SEG_BYTES (300u * 1000 * 1000)
+/* Most a request's Content-Length may make us allocate before its bytes arrive. */
+#define PREALLOC_MAX_BYTES (16u * 1024 * 1024)
 /* How long a segment given by URL may take to download (go: 8 s). */
 #define URL_FETCH_TIMEOUT_MS 8000
 /* The go-livepeer version whose protocol lpod speaks; gateways compare it with their
@@ -327,7 +329,8 @@ static void handle_segment(net_req_t *r, void *arg) {
   pm_keccak_init(&s->keccak);
   const char *cl = net_req_header(r, "content-length");
   long long hint = cl ? atoll(cl) : 0;
-  if (hint > 0 && hint <= (long long)MAX_SEG_BYTES) lp_buf_reserve(&s->body, (size_t)hint);
+  /* Room for a typical segment up front; a claimed length is not trusted beyond that. */
+  if (hint > 0) lp_buf_reserve(&s->body, (size_t)LP_MIN(hint, (long long)PREALLOC_MAX_BYTES));
   if (net_req_on_data(r, seg_on_data, s)) seg_fail(s, 500, "Internal Server Error");
 }
 
