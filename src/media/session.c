@@ -623,20 +623,21 @@ static int out_mux(seg_t *g, out_t *o);
 static void rw_process(rworker_t *w, rw_item_t *it) {
   seg_t *g = w->g;
   out_t *o = w->o;
+  int ret = 0;
   if (it->f) {
     if (!atomic_load(&g->abort)) {
       o->decoded_seen = it->decoded;
-      out_push(g, o, it->f, it->dur);
+      ret = out_push(g, o, it->f, it->dur);
     }
     av_frame_free(&it->f);
-    return;
+  } else if (!atomic_load(&g->abort)) {
+    /* End of segment: drain the graph and the encoder, then mux. On abort the caller frees
+     * what is left. */
+    if ((ret = out_flush_graph(g, o)) >= 0 && (ret = out_close_encoder(g, o, true)) >= 0)
+      ret = out_mux(g, o);
   }
-  /* End of segment: drain the graph and the encoder, then mux. On abort the caller frees
-   * what is left. */
-  if (atomic_load(&g->abort)) return;
-  if (out_flush_graph(g, o) < 0) return;
-  if (out_close_encoder(g, o, true) < 0) return;
-  out_mux(g, o);
+  /* Failures not already described (allocation) still stop the segment. */
+  if (ret < 0) seg_fail(g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), o->idx);
 }
 
 static void *rw_main(void *arg) {
@@ -1026,6 +1027,7 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
   ret = g->vpk.n ? seg_video(g) : 0;
   if (ret == 0 && g->vpk.n && g->decoded == 0 && !audio)
     ret = seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
+  if (ret < 0) atomic_store(&g->abort, 1);
   /* End of segment for every rendition (they drain and mux in parallel), or the abort. */
   for (size_t i = 0; i < n; i++) rw_push(&s->rw[i], NULL, 0, g->decoded);
   for (size_t i = 0; i < n; i++) rw_wait_idle(&s->rw[i]);
