@@ -275,6 +275,14 @@ void net_client_free(net_client_t *c) {
   c->freeing = true;
   curl_multi_cleanup(c->multi);
   c->multi = NULL;
+  /* sockets libcurl closed during cleanup without telling the socket callback */
+  while (c->polls) {
+    poll_ctx_t *p = c->polls;
+    c->polls = p->next;
+    uv_poll_stop(&p->poll);
+    p->poll.data = c;
+    uv_close((uv_handle_t *)&p->poll, on_handle_closed);
+  }
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->kick, on_handle_closed);
 }
@@ -360,7 +368,6 @@ static int fetch_setup(net_client_t *c, const net_fetch_opts_t *o, net_fetch_t *
   curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   if (getenv("LPOD_CURL_VERBOSE")) curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -373,6 +380,9 @@ static int fetch_setup(net_client_t *c, const net_fetch_opts_t *o, net_fetch_t *
   if (o->version == NET_HTTP_2)
     ver = https ? CURL_HTTP_VERSION_2_0 : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ver);
+  /* concurrent requests to one TLS host share an HTTP/2 connection instead of each opening
+   * one; over HTTP/1.1 waiting would only queue them behind each other */
+  if (https && o->version != NET_HTTP_1) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   if (ver == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE) {
     /* libcurl 7.88 fails a second request on a reused h2c connection ("Error in the HTTP2
      * framing layer", with any server), so each h2c transfer gets its own connection */

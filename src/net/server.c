@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24
@@ -725,10 +726,40 @@ void net_conn_flush(net_conn_t *c) {
 
 size_t net_conn_write_backlog(const net_conn_t *c) { return c->write_queued + c->out.len; }
 
+static void on_close_timer(uv_timer_t *t) {
+  net_conn_t *c = t->data;
+  if (!c->closing) net_conn_close(c);
+}
+
+static bool conn_has_input(net_conn_t *c) {
+  uv_os_fd_t fd;
+  char b;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return false;
+  return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void on_timer(uv_timer_t *t) {
   net_conn_t *c = t->data;
   if (c->closing) return;
+  bool idle = c->proto != NET_PROTO_DETECT && (!c->ssl || c->handshake_done) && !c->phase_deadline;
+  /* a loop that was held up runs timers before reading: requests already waiting in the
+   * socket mean the connection is not idle */
+  if (idle && conn_has_input(c)) {
+    uv_timer_start(&c->timer, on_timer, c->srv->opts.idle_timeout_ms, 0);
+    return;
+  }
   LOGV(LP_V_DEBUG, "Closing connection from %s: timed out", c->peer);
+  if (idle && c->proto == NET_PROTO_H2) {
+    /* as go does: a GOAWAY first, so the client knows no request was lost */
+    net_h2_shutdown(c);
+    if (c->closing) return;
+    c->close_after_write = true;
+    net_conn_flush(c);
+    if (!c->closing && c->write_queued == 0) net_conn_close(c);
+    /* a peer that does not read its GOAWAY is not waited for long */
+    if (!c->closing) uv_timer_start(&c->timer, on_close_timer, 1000, 0);
+    return;
+  }
   net_conn_close(c);
 }
 
@@ -765,6 +796,8 @@ void net_conn_update_timer(net_conn_t *c) {
     }
     ms = s->opts.idle_timeout_ms;
   }
+  LOGV(LP_V_VERBOSE, "conn %s: timer %llu ms (proto %d, reqs %zu, header phase %d)", c->peer,
+       (unsigned long long)ms, (int)c->proto, c->nreqs, c->phase_deadline != 0);
   uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 

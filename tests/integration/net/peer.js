@@ -1,6 +1,6 @@
 // An independent peer for the net server: Node's own HTTP/2, HTTP/1.1, TLS and raw sockets.
 // Usage: node peer.js <tls_port> <plain_port> [<port of a server with --max-conns 4>]
-// The servers run with 1 s handshake/header timeouts and a 2 s idle timeout.
+// The servers run with a 3 s handshake timeout, 1 s header timeout and 2 s idle timeout.
 // Checks early headers, gRPC framing and status trailers, and that malformed input gets a
 // protocol error or the right status while the server keeps serving.
 'use strict';

@@ -39,7 +39,7 @@ expect() { # description, command...
   if "$@" >"$WORK/last.log" 2>&1; then ok "$d"; else fail "$d"; tail -20 "$WORK/last.log"; fi
 }
 
-T="--handshake-ms 1000 --header-timeout-ms 1000 --idle-ms 2000 --v 5"
+T="--handshake-ms 3000 --header-timeout-ms 1000 --idle-ms 2000 --v 5"
 start tls --addr 127.0.0.1:0 --cert-dir "$WORK/certs" $T
 start plain --addr http://127.0.0.1:0 $T
 start capped --addr http://127.0.0.1:0 --max-conns 4
