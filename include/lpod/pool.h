@@ -86,6 +86,10 @@ typedef struct pool_result {
   size_t n;
   int64_t decoded_pixels; /* the upload's Pixels header */
   int attempts;           /* transcoders tried */
+  /* Time of the last attempt spent in the protocol rather than at the transcoder: from the push
+   * to the input being served, plus from the upload's headers to its last byte (0 when it did
+   * not get that far). The transcoder's own fetch, transcode and multipart build are not in it. */
+  uint64_t hop_ns;
 } pool_result_t;
 
 /* Runs once per submitted segment, on the loop. The result is valid during the call only

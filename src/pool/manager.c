@@ -55,6 +55,7 @@ struct pool_task {
   size_t input_len;
   pool_tc_t *tc;
   bool receiving; /* an upload for it is being read: later ones are duplicates */
+  uint64_t sent_ns, served_ns, upload_ns; /* push, input served, upload headers (hop_ns) */
   bool finished;
   int attempts;
   pool_result_t pending; /* an outcome decided before dispatch, delivered from the timer */
@@ -136,6 +137,13 @@ static void peer_ip(const char *peer, char *out, size_t cap) {
   if (n >= cap) n = cap - 1;
   memcpy(out, p, n);
   out[n] = 0;
+}
+
+/* Error texts from transcoders may be longer than a result holds: cut, never overrun. */
+static void copy_text(char *dst, size_t cap, const char *src) {
+  size_t n = strnlen(src, cap - 1);
+  memcpy(dst, src, n);
+  dst[n] = 0;
 }
 
 static void notify_change(pool_manager_t *m) {
@@ -379,6 +387,8 @@ static void task_finish(pool_task_t *t, pool_result_t *res) {
   t->finished = true;
   uv_timer_stop(&t->timer);
   res->attempts = t->attempts;
+  if (t->served_ns && t->upload_ns)
+    res->hop_ns = (t->served_ns - t->sent_ns) + (lp_now_ns() - t->upload_ns);
   t->done(res, t->arg);
   pool_result_free(res);
   task_release(t);
@@ -388,7 +398,7 @@ static void task_fail(pool_task_t *t, int err, const char *text) {
   pool_result_t r;
   memset(&r, 0, sizeof r);
   r.err = err;
-  snprintf(r.error, sizeof r.error, "%s", text);
+  copy_text(r.error, sizeof r.error, text);
   task_finish(t, &r);
 }
 
@@ -414,7 +424,7 @@ static void on_task_timer(uv_timer_t *h) {
 static void task_defer(pool_task_t *t, int err, const char *text) {
   memset(&t->pending, 0, sizeof t->pending);
   t->pending.err = err;
-  snprintf(t->pending.error, sizeof t->pending.error, "%s", text);
+  copy_text(t->pending.error, sizeof t->pending.error, text);
   t->has_pending = true;
   uv_timer_start(&t->timer, on_task_timer, 0, 0);
 }
@@ -452,6 +462,8 @@ static void task_dispatch(pool_task_t *t) {
       return;
     }
     net__notify_segment__pack(&ns, buf);
+    t->sent_ns = lp_now_ns();
+    t->served_ns = t->upload_ns = 0;
     rc = net_grpc_send(tc->req, buf, len);
     free(buf);
     if (rc == 0) {
@@ -582,6 +594,7 @@ static void on_input(net_req_t *req, void *arg) {
     net_resp_error(req, 404, "404 page not found");
     return;
   }
+  if (!t->served_ns) t->served_ns = lp_now_ns();
   net_header_t h[] = {{"Content-Type", "video/mp2t"}};
   net_resp_send(req, 200, h, 1, t->input, t->input_len);
 }
@@ -812,6 +825,7 @@ static void on_results(net_req_t *req, void *arg) {
   u->next = m->uploads;
   m->uploads = u;
   t->receiving = true;
+  t->upload_ns = lp_now_ns();
   size_t max = is_error ? POOL_MAX_ERROR_BODY : m->max_result;
   if (net_req_read_body(req, max, on_upload_body, u)) {
     upload_unlink(u);
@@ -883,7 +897,7 @@ static void on_call_done(pool_result_t *res, void *arg) {
 static void call_fail(pool_call_t *c, int err, const char *text) {
   memset(c->out, 0, sizeof *c->out);
   c->out->err = err;
-  snprintf(c->out->error, sizeof c->out->error, "%s", text);
+  copy_text(c->out->error, sizeof c->out->error, text);
   call_complete(c);
 }
 

@@ -107,6 +107,9 @@ static void child_spawn(sup_child_t *c) {
   args[n++] = c->datadir;
   args[n++] = "-v";
   args[n++] = s->verbosity;
+  /* The node's own admin API speaks for the node; the children take any free port. */
+  args[n++] = "-cliAddr";
+  args[n++] = "127.0.0.1:0";
   for (size_t i = 0; i < s->nextra && n + 1 < SUP_MAX_ARGS; i++) args[n++] = s->extra[i];
   args[n] = NULL;
   /* The child ends itself when this process goes away (see pool_worker_start). */

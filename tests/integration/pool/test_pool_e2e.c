@@ -182,7 +182,7 @@ static pid_t spawn_transcoder_at(const char *name, const char *addr, const char 
     (void)f;
     dup2(2, 1);
     execl(bin, bin, "-transcoder", "-orchAddr", addr, "-orchSecret", secret, "-maxSessions", cap,
-          "-dataDir", datadir, "-v", "5", (char *)NULL);
+          "-dataDir", datadir, "-cliAddr", "127.0.0.1:0", "-v", "5", (char *)NULL);
     _exit(127);
   }
   return pid;
