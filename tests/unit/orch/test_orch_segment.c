@@ -215,6 +215,33 @@ static int fail_info(void *ctx, const uint8_t sender[20], const char *sid,
   return LP_EIO;
 }
 
+/* What the seam puts in the info is allocated as protobuf-c's unpack would, and freed by orch. */
+static int price_info(void *ctx, const uint8_t sender[20], const char *sid,
+                      Net__OrchestratorInfo *info) {
+  info->price_info = malloc(sizeof *info->price_info);
+  net__price_info__init(info->price_info);
+  info->price_info->priceperunit = 1200;
+  info->price_info->pixelsperunit = 1;
+  return 0;
+}
+
+static void test_seam_fills_info(void **st) {
+  fixture_t *f = *st;
+  f->core.pay.fill_info = price_info;
+  char *seg = th_seg_header(&f->sd);
+  orch_seg_req_t r;
+  orch_http_err_t e;
+  assert_int_equal(orch_seg_check(&f->core, seg, strlen(seg), "", 0, &r, &e), 0);
+  Net__OrchestratorInfo *info = net__orchestrator_info__unpack(NULL, r.info_len, r.info);
+  assert_non_null(info);
+  assert_non_null(info->price_info);
+  assert_int_equal(info->price_info->priceperunit, 1200);
+  assert_int_equal(info->price_info->pixelsperunit, 1);
+  net__orchestrator_info__free_unpacked(info, NULL);
+  orch_seg_req_free(&r);
+  free(seg);
+}
+
 static void test_payment_seam_order(void **st) {
   fixture_t *f = *st;
   orch_payments_t saved = f->core.pay;
@@ -375,6 +402,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_payment_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_segment_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_payment_seam_order, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_seam_fills_info, setup, teardown),
       cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
       cmocka_unit_test_setup_teardown(test_grpc_methods, setup, teardown),
   };

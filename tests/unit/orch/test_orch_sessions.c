@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "helpers.h"
+#include "lpod/pm.h"
 
 typedef struct fake {
   uv_mutex_t mu;
@@ -275,6 +276,35 @@ static void test_result_body(void **st) {
   free(outs[1].data);
 }
 
+/* The seam's signer gets keccak256(keccak256(r0) || keccak256(r1) ...), as go's Eth.Sign does. */
+static int echo_sign_hash(void *ctx, const uint8_t hash[32], uint8_t **sig, size_t *sig_len) {
+  *sig = malloc(32);
+  memcpy(*sig, hash, 32);
+  *sig_len = 32;
+  return 0;
+}
+
+static void test_result_signature(void **st) {
+  fixture_t *f = *st;
+  f->core.pay.sign_hash = echo_sign_hash;
+  assert_int_equal(orch_sessions_submit(f->core.sessions, &f->jobs[0]), 0);
+  run_until_done(f, 1);
+  uint8_t want[64], all[32];
+  for (size_t i = 0; i < 2; i++)
+    pm_keccak256(f->jobs[0].out[i].data, f->jobs[0].out[i].len, want + 32 * i);
+  pm_keccak256(want, sizeof want, all);
+  uint8_t *body;
+  size_t len;
+  int64_t pixels;
+  assert_int_equal(orch_result_encode(&f->core, &f->jobs[0], NULL, 0, &body, &len, &pixels), 0);
+  Net__TranscodeResult *r = net__transcode_result__unpack(NULL, len, body);
+  free(body);
+  assert_non_null(r);
+  assert_int_equal(r->data->sig.len, 32);
+  assert_memory_equal(r->data->sig.data, all, 32);
+  net__transcode_result__free_unpacked(r, NULL);
+}
+
 /* ---- loop-side engines (remote transcoders) ---- */
 typedef struct async_fake {
   orch_job_t *started[16];
@@ -348,6 +378,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_end_with_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_body, setup, teardown),
       cmocka_unit_test_setup_teardown(test_loop_engine, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_result_signature, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
