@@ -39,10 +39,12 @@ expect() { # description, command...
   if "$@" >"$WORK/last.log" 2>&1; then ok "$d"; else fail "$d"; tail -20 "$WORK/last.log"; fi
 }
 
-T="--handshake-ms 3000 --header-timeout-ms 1000 --idle-ms 2000 --v 5"
-start tls --addr 127.0.0.1:0 --cert-dir "$WORK/certs" $T
-start plain --addr http://127.0.0.1:0 $T
+T="--handshake-ms 1000 --header-timeout-ms 1000 --idle-ms 2000"
+start tls --addr 127.0.0.1:0 --cert-dir "$WORK/certs" --v 5
+start plain --addr http://127.0.0.1:0 --v 5
 start capped --addr http://127.0.0.1:0 --max-conns 4
+start stls --addr 127.0.0.1:0 --cert-dir "$WORK/certs" $T
+start splain --addr http://127.0.0.1:0 $T
 TU="https://127.0.0.1:$tls_PORT"
 PU="http://127.0.0.1:$plain_PORT"
 head -c 1500000 /dev/urandom >"$WORK/body"
@@ -91,7 +93,7 @@ h2load_h2c() {
 }
 expect "h2load: h2c prior knowledge" h2load_h2c
 
-if node "$SRC/peer.js" "$tls_PORT" "$plain_PORT" "$capped_PORT"; then ok "node peer checks"; else
+if node "$SRC/peer.js" "$tls_PORT" "$plain_PORT" "$capped_PORT" "$stls_PORT" "$splain_PORT"; then ok "node peer checks"; else
   fail "node peer checks"
   grep -v "Listening" "$WORK/tls.err" | tail -20
 fi
@@ -100,7 +102,7 @@ stats=$(curl -s "$PU/stats")
 echo "plain server stats: $stats"
 
 # graceful stop: every server exits 0, which under the sanitizers also means no leaks
-for name in tls plain capped; do
+for name in tls plain capped stls splain; do
   pid_var="${name}_PID"
   kill -TERM "${!pid_var}"
   if wait "${!pid_var}"; then ok "$name server stopped cleanly"; else

@@ -499,6 +499,31 @@ static void test_client_free_in_callback(void **st) {
   server_stop(s);
 }
 
+/* The operator's own certificate and key are used as given. */
+static void test_operator_cert(void **st) {
+  char cert[300], key[300], err[256];
+  snprintf(cert, sizeof cert, "%s/cert.pem", g_dir);
+  snprintf(key, sizeof key, "%s/key.pem", g_dir);
+  net_server_t *s = server_start(true); /* makes sure the pair exists */
+  server_stop(s);
+  net_server_opts_t o = {.addr = "127.0.0.1:0", .cert_file = cert, .key_file = key};
+  assert_int_equal(net_server_new(&g_loop, &o, &s, err, sizeof err), 0);
+  assert_int_equal(net_server_route(s, "/p/", true, NULL, h_echo, NULL), 0);
+  assert_int_equal(net_server_listen(s, err, sizeof err), 0);
+  assert_string_equal(net_server_cert_file(s), cert);
+  net_client_t *c = net_client_new(&g_loop);
+  result_t r;
+  fetch(c, s, "GET", "/p/x", NULL, 0, NET_HTTP_ANY, &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.hdr[2], "2");
+  lp_buf_free(&r.body);
+  net_client_free(c);
+  server_stop(s);
+  /* a key that does not match the certificate is refused */
+  o.key_file = cert;
+  assert_true(net_server_new(&g_loop, &o, &s, err, sizeof err) < 0);
+}
+
 static void test_bad_opts(void **st) {
   net_server_t *s = NULL;
   char err[256];
@@ -543,6 +568,7 @@ int main(void) {
       cmocka_unit_test(test_grpc_h2c),
       cmocka_unit_test(test_shutdown),
       cmocka_unit_test(test_client_free_in_callback),
+      cmocka_unit_test(test_operator_cert),
       cmocka_unit_test(test_bad_opts),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
