@@ -1,0 +1,80 @@
+#!/bin/sh
+# The real node end to end: `lpod -orchestrator` with two `lpod -transcoder` processes, fed by
+# `lpod gateway`; every rendition is checked with ffprobe (frame count and size). Then one
+# transcoder is killed with -9 and the stream goes on on the other.
+# Usage: test_pool_node.sh <lpod>
+set -eu
+LPOD=$1
+DIR=$(mktemp -d /tmp/lpod-pool-node-XXXXXX)
+PIDS=""
+cleanup() {
+  for p in $PIDS; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -z "${LPOD_KEEP_TMP:-}" ]; then rm -rf "$DIR"; fi
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$DIR"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done
+  exit 1
+}
+
+# A port nobody listens on: bind 0 and read what the kernel picked.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SECRET=pool-node-secret
+
+for i in 1 2 3; do
+  ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=size=640x360:rate=30 -t 2 \
+    -c:v libx264 -preset ultrafast -g 50 -pix_fmt yuv420p -f mpegts "$DIR/seg$i.ts"
+done
+
+"$LPOD" -orchestrator -orchSecret "$SECRET" -serviceAddr "127.0.0.1:$PORT" \
+  -httpAddr "127.0.0.1:$PORT" -maxSessions auto -dataDir "$DIR/o" -cliAddr 127.0.0.1:0 \
+  >"$DIR/o.log" 2>&1 &
+PIDS="$PIDS $!"
+"$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -maxSessions 2 \
+  -dataDir "$DIR/t1" -cliAddr 127.0.0.1:0 >"$DIR/t1.log" 2>&1 &
+T1=$!
+"$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -maxSessions 2 \
+  -dataDir "$DIR/t2" -cliAddr 127.0.0.1:0 >"$DIR/t2.log" 2>&1 &
+T2=$!
+PIDS="$PIDS $T1 $T2"
+
+# Both transcoders registered.
+n=0
+while [ "$(grep -c 'Got a RegisterTranscoder request' "$DIR/o.log" || true)" -lt 2 ]; do
+  n=$((n + 1))
+  [ $n -lt 200 ] || fail "transcoders did not register"
+  sleep 0.1
+done
+
+PROFILES=P144p30fps16x9,P240p30fps16x9
+check_out() { # dir segments
+  for s in $(seq 0 $(($2 - 1))); do
+    for p in P144p30fps16x9:256:144 P240p30fps16x9:426:240; do
+      name=${p%%:*}
+      f="$1/${s}_$name.ts"
+      [ -s "$f" ] || fail "missing rendition $f"
+      got=$(ffprobe -v error -select_streams v:0 -count_frames \
+        -show_entries stream=nb_read_frames,width,height -of csv=p=0 "$f" | head -n 1)
+      want="${p#*:}"
+      want="$(echo "$want" | tr : ,),60"
+      [ "$got" = "$want" ] || fail "$f: got $got, want $want (width,height,frames at 30 fps)"
+    done
+  done
+}
+
+"$LPOD" gateway -orchAddr "127.0.0.1:$PORT" -in "$DIR/seg1.ts,$DIR/seg2.ts,$DIR/seg3.ts" \
+  -transcodingOptions "$PROFILES" -out "$DIR/out1" -manifestID first >"$DIR/gw1.log" 2>&1 ||
+  fail "gateway failed"
+check_out "$DIR/out1" 3
+
+# Kill one transcoder: the next stream still gets
+# every segment through the other.
+kill -9 "$T1"
+"$LPOD" gateway -orchAddr "127.0.0.1:$PORT" -in "$DIR/seg1.ts,$DIR/seg2.ts" \
+  -transcodingOptions "$PROFILES" -out "$DIR/out2" -manifestID second >"$DIR/gw2.log" 2>&1 ||
+  fail "gateway failed after a transcoder died"
+check_out "$DIR/out2" 2
+grep -q 'Removing remote transcoder' "$DIR/o.log" || fail "the orchestrator did not notice"
+echo "PASS"
