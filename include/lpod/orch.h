@@ -43,12 +43,21 @@ typedef struct orch_payments {
   /* DebitFees after a transcode (step 12). */
   void (*debit_fees)(void *ctx, const uint8_t sender[20], const char *session_id,
                      const Net__PriceInfo *price, int64_t pixels);
+  /* Optional (NULL offchain). Chain state about a sender that fill_info and process_payment
+   * read may first have to be fetched: 0 when it is at hand, LP_EAGAIN when ready(arg) will run
+   * on the loop once it is (or once the fetch failed). Called after the request's signature
+   * checked out, so unauthenticated requests cause no chain reads. */
+  int (*prepare)(void *ctx, const uint8_t sender[20], void (*ready)(void *arg), void *arg);
+  /* Optional. What process_payment accepted (winning tickets, nonces) is written durably off
+   * the loop: 0 when everything accepted so far is stored, LP_EAGAIN when done(arg, status)
+   * will run on the loop once it is. A segment's response completes only after this. */
+  int (*flush)(void *ctx, void (*done)(void *arg, int status), void *arg);
 } orch_payments_t;
 
 typedef struct orch_node orch_node_t;
 
 /* Starts the orchestrator service on cfg->http_addr (default: the service URI's port),
- * advertising cfg->service_addr. Offchain only for now: cfg->network must be "offchain".
+ * advertising cfg->service_addr. A -network other than offchain takes payments on chain.
  * The environment variable LPOD_SESSION_IDLE_MS overrides the 70 s session idle timeout
  * (tests use it to see the timeout without waiting a minute). */
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out);

@@ -70,7 +70,7 @@ static const flagdef_t flags[] = {
      "Serve Prometheus metrics at <cliAddr>/metrics"},
     {"metricsPerStream", "MetricsPerStream", F_BOOL, OFF(metrics_per_stream), "false", 0,
      "Label metrics per stream (high cardinality)"},
-    {"pricePerUnit", "PricePerUnit", F_STR, OFF(price_per_unit), "0", 0,
+    {"pricePerUnit", "PricePerUnit", F_STR, OFF(price_per_unit), "", 0,
      "Price in wei per pixelsPerUnit pixels"},
     {"pixelsPerUnit", "PixelsPerUnit", F_STR, OFF(pixels_per_unit), "1", 0,
      "Pixels the price applies to"},

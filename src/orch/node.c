@@ -11,6 +11,7 @@
 #include "lpod/net.h"
 #include "lpod/pm.h"
 #include "orch_int.h"
+#include "pay_onchain.h"
 
 /* go-livepeer's MaxSegSize: 300 s at 1 MB/s. */
 #define MAX_SEG_BYTES (300u * 1000 * 1000)
@@ -37,6 +38,7 @@ struct orch_node {
   void *drained_arg;
   bool freeing;
   int closing_handles;
+  orch_onchain_t *onchain; /* on-chain payments; NULL offchain */
 };
 
 typedef struct seg_ctx {
@@ -54,6 +56,11 @@ typedef struct seg_ctx {
   uint8_t *input; /* a downloaded URL body; NULL when the request body is the input */
   size_t input_len;
   bool aborted;
+  /* the response, held until what the payment credited is stored */
+  int fail_status; /* 0: a TranscodeResult body */
+  char fail_text[256];
+  uint8_t *out;
+  size_t out_len;
 } seg_ctx_t;
 
 static void check_drained(orch_node_t *n);
@@ -116,9 +123,29 @@ static void seg_finish(seg_ctx_t *s) {
   orch_seg_req_free(&s->sr);
   lp_buf_free(&s->body);
   free(s->input);
+  free(s->out);
   free(s);
   n->in_flight--;
   check_drained(n);
+}
+
+static void seg_flushed(void *arg, int status) {
+  seg_ctx_t *s = arg;
+  (void)status; /* a failed store write is logged where it failed; the work is done anyway */
+  if (s->fail_status) {
+    net_resp_error(s->req, s->fail_status, s->fail_text);
+  } else {
+    if (!s->aborted && s->out) net_resp_write(s->req, s->out, s->out_len);
+    net_resp_end(s->req, NULL, 0);
+  }
+  seg_finish(s);
+}
+
+/* Winning tickets and nonces the payment brought are stored before the response completes. */
+static void seg_respond(seg_ctx_t *s) {
+  orch_payments_t *p = &s->node->core.pay;
+  if (p->flush && p->flush(p->ctx, seg_flushed, s) == LP_EAGAIN) return;
+  seg_flushed(s, 0);
 }
 
 static void seg_fail(seg_ctx_t *s, int status, const char *text) {
@@ -126,15 +153,19 @@ static void seg_fail(seg_ctx_t *s, int status, const char *text) {
   lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
   lc.orch_session_id = s->sr.session_id;
   LOGE_C(&lc, "Could not process segment status=%d err=%s", status, text);
-  net_resp_error(s->req, status, text);
-  seg_finish(s);
+  s->fail_status = status;
+  snprintf(s->fail_text, sizeof s->fail_text, "%s", text);
+  seg_respond(s);
 }
 
 /* After the early 200: the body is a TranscodeResult, whatever happened. */
 static void seg_write_body(seg_ctx_t *s, const uint8_t *body, size_t len) {
-  if (!s->aborted) net_resp_write(s->req, body, len);
-  net_resp_end(s->req, NULL, 0);
-  seg_finish(s);
+  s->out = malloc(len ? len : 1);
+  if (s->out) {
+    memcpy(s->out, body, len);
+    s->out_len = len;
+  }
+  seg_respond(s);
 }
 
 static void seg_write_error(seg_ctx_t *s, const char *error) {
@@ -392,13 +423,18 @@ static void handle_stream(net_req_t *r, void *arg) {
 #define GRPC_UNMARSHAL_ERR                                                                         \
   "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"
 
-static void grpc_get_orchestrator(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
-  orch_node_t *n = arg;
-  Net__OrchestratorRequest *req = net__orchestrator_request__unpack(NULL, len, msg);
-  if (!req) {
-    net_grpc_finish(r, NET_GRPC_INTERNAL, GRPC_UNMARSHAL_ERR);
-    return;
-  }
+typedef struct getorch_ctx {
+  orch_node_t *node;
+  net_req_t *req;
+  Net__OrchestratorRequest *msg;
+} getorch_ctx_t;
+
+static void getorch_answer(void *arg) {
+  getorch_ctx_t *g = arg;
+  orch_node_t *n = g->node;
+  net_req_t *r = g->req;
+  Net__OrchestratorRequest *req = g->msg;
+  free(g);
   uint8_t *out = NULL;
   size_t out_len = 0;
   char err[256];
@@ -411,6 +447,35 @@ static void grpc_get_orchestrator(net_req_t *r, const uint8_t *msg, size_t len, 
   }
   free(out);
   net__orchestrator_request__free_unpacked(req, NULL);
+}
+
+static void grpc_get_orchestrator(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
+  orch_node_t *n = arg;
+  Net__OrchestratorRequest *req = net__orchestrator_request__unpack(NULL, len, msg);
+  if (!req) {
+    net_grpc_finish(r, NET_GRPC_INTERNAL, GRPC_UNMARSHAL_ERR);
+    return;
+  }
+  getorch_ctx_t *g = malloc(sizeof *g);
+  if (!g) {
+    net__orchestrator_request__free_unpacked(req, NULL);
+    net_grpc_finish(r, NET_GRPC_INTERNAL, "out of memory");
+    return;
+  }
+  *g = (getorch_ctx_t){n, r, req};
+  /* On chain, a sender seen for the first time is looked up before its ticket params can be
+   * made; only a request whose signature checks out may cause that read. */
+  orch_payments_t *p = &n->core.pay;
+  if (p->prepare) {
+    uint8_t addr[20];
+    char hex[PM_ADDR_HEX_LEN];
+    pm_bytes_to_fixed(req->address.data, req->address.len, addr, sizeof addr);
+    pm_addr_to_hex(addr, hex);
+    if (p->verify_sig(p->ctx, addr, hex, strlen(hex), req->sig.data, req->sig.len) &&
+        p->prepare(p->ctx, addr, getorch_answer, g) == LP_EAGAIN)
+      return;
+  }
+  getorch_answer(g);
 }
 
 static void grpc_end_session(net_req_t *r, const uint8_t *msg, size_t len, void *arg) {
@@ -504,6 +569,7 @@ static void sessions_closed(void *arg) {
   orch_sessions_free(n->core.sessions);
   orch_store_free(n->core.store);
   free(n->core.service_uri);
+  orch_onchain_free(n->onchain);
   uv_close((uv_handle_t *)&n->drain_timer, node_timer_closed);
 }
 
@@ -532,12 +598,6 @@ static void pool_changed(pool_manager_t *m, void *arg) {
 }
 
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
-  if (cfg->network && strcmp(cfg->network, "offchain") != 0) {
-    LOGE("Orchestrator: network %s needs on-chain payments, which are not wired in yet; use "
-         "-network offchain",
-         cfg->network);
-    return LP_EUNSUPP;
-  }
   bool standalone = !cfg->transcoder;
   if (standalone && (!cfg->orch_secret || !cfg->orch_secret[0])) {
     LOGE("Orchestrator: without -transcoder, remote transcoders do the work and -orchSecret is "
@@ -561,7 +621,12 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     rc = LP_EIO;
     goto fail;
   }
-  orch_payments_offchain(&c->pay);
+  if (orch_onchain_wanted(cfg)) {
+    if ((rc = orch_onchain_open(loop, cfg, &c->pay, &n->onchain))) goto fail;
+    rc = LP_ENOMEM;
+  } else {
+    orch_payments_offchain(&c->pay);
+  }
   node_caps(&c->caps);
   orch_engine_t engine = orch_engine_media;
   if (standalone) {
@@ -665,6 +730,7 @@ fail:
   }
   orch_store_free(c->store);
   free(c->service_uri);
+  orch_onchain_free(n->onchain);
   free(n);
   return rc ? rc : LP_EIO;
 }
