@@ -78,6 +78,38 @@ static int enc_drain(AVCodecContext *c, clip_t *out) {
   }
 }
 
+/* Ends an encoder: SVT-AV1 (1.4) waits forever in its close unless it was told the stream
+ * ended, and forever in that end-of-stream unless it had a frame, so encoders opened only to
+ * see whether they open get one frame (enc_feed_one) and every encoder is drained here. */
+static void enc_close(AVCodecContext **c) {
+  if (!*c) return;
+  if (avcodec_send_frame(*c, NULL) >= 0) {
+    AVPacket *p = av_packet_alloc();
+    while (p && avcodec_receive_packet(*c, p) >= 0) av_packet_unref(p);
+    av_packet_free(&p);
+  }
+  avcodec_free_context(c);
+}
+
+static void enc_feed_one(AVCodecContext *c) {
+  if (hw_pix_fmt_is_hw(c->pix_fmt)) return;
+  AVFrame *f = av_frame_alloc();
+  if (!f) return;
+  f->format = c->pix_fmt;
+  f->width = c->width;
+  f->height = c->height;
+  if (av_frame_get_buffer(f, 0) >= 0 && av_frame_make_writable(f) >= 0) {
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(c->pix_fmt);
+    for (int p = 0; p < 4 && f->data[p]; p++) {
+      int h = p && d && p < 3 ? AV_CEIL_RSHIFT(f->height, d->log2_chroma_h) : f->height;
+      memset(f->data[p], 0x80, (size_t)f->linesize[p] * (size_t)h);
+    }
+    f->pts = 0;
+    avcodec_send_frame(c, f);
+  }
+  av_frame_free(&f);
+}
+
 /* Encodes ST_FRAMES synthetic frames of codec in pix_fmt with a CPU encoder. */
 static int clip_make(hw_codec_t codec, enum AVPixelFormat fmt, clip_t *out) {
   memset(out, 0, sizeof(*out));
@@ -375,7 +407,7 @@ static bool transcode_test(const hw_backend_t *dec_be, const hw_backend_t *enc_b
     snprintf(why, wlen, "%s", hw_averr(ret, e, sizeof(e)));
   }
   for (int i = 0; i < t.out.n; i++) av_packet_free(&t.out.pkts[i]);
-  avcodec_free_context(&t.enc);
+  enc_close(&t.enc);
   avfilter_graph_free(&t.graph);
   av_frame_free(&t.ff);
   return ok;
@@ -393,7 +425,8 @@ static bool encoder_opens(const hw_backend_t *be, AVBufferRef *device, hw_codec_
                        .threads = 1};
   AVCodecContext *c = NULL;
   int ret = be->encoder_open(device, &p, NULL, &c);
-  avcodec_free_context(&c);
+  if (c) enc_feed_one(c);
+  enc_close(&c);
   if (ret < 0) snprintf(why, wlen, "encoder open: %s", lp_strerror(ret));
   return ret >= 0;
 }
@@ -530,8 +563,8 @@ int hw_probe_enc_sessions(const hw_device_t *d, int max) {
                        .bitrate = 300000,
                        .threads = 1};
   int n = 0;
-  while (n < max && d->be->encoder_open(device, &p, NULL, &encs[n]) >= 0) n++;
-  for (int i = 0; i < n; i++) avcodec_free_context(&encs[i]);
+  while (n < max && d->be->encoder_open(device, &p, NULL, &encs[n]) >= 0) enc_feed_one(encs[n++]);
+  for (int i = 0; i < n; i++) enc_close(&encs[i]);
   free(encs);
   av_buffer_unref(&device);
   if (n == 0) return LP_EDEVICE;
