@@ -60,6 +60,7 @@ static int fake_decoder_setup(AVBufferRef *device, const AVCodecParameters *par,
   hw_codec_t c;
   if (cfg.broken || hw_codec_from_avid(par->codec_id, &c) < 0 || !(cfg.dec & HW_CODEC_BIT(c)))
     return LP_EUNSUPP;
+  if (cfg.only_420_8 && par->format != AV_PIX_FMT_YUV420P) return LP_EUNSUPP;
   return hw_backend_sw.decoder_setup(device, par, codec, ctx);
 }
 

@@ -125,6 +125,26 @@ static void test_gpu_without_encoder(void **state) {
   free(text);
 }
 
+/* A decoder limited to 8-bit 4:2:0 (NVDEC with H.264): the other H.264 formats are not the
+ * device's, and the node advertises capabilities 21 to 25 only because the CPU decodes them. */
+static void test_h264_formats(void **state) {
+  (void)state;
+  fake_config_t c = gpu;
+  c.devices = 1;
+  c.only_420_8 = true;
+  hw_table_t t;
+  table_with_fake(&t, &c, "0", true);
+  assert_true(t.dev[1].dec & HW_CODEC_BIT(HW_CODEC_H264));
+  assert_int_equal(t.dev[1].h264_fmts, 0);
+  assert_true(has_cap(&t, HW_CAP_H264_DECODE_422_8));
+  hw_route_why_t why;
+  assert_int_equal(hw_route_decode(&t, 1, HW_CODEC_H264, HW_H264_420_10, 0, &why), HW_ROUTE_CPU);
+  assert_int_equal(why, HW_WHY_FORMAT);
+  t.dev[HW_TABLE_CPU].h264_fmts = 0;
+  assert_false(has_cap(&t, HW_CAP_H264_DECODE_422_8));
+  assert_false(has_cap(&t, HW_CAP_H264_DECODE_420_10));
+}
+
 static void test_untested_opens_codecs(void **state) {
   (void)state;
   hw_table_t t;
@@ -425,12 +445,19 @@ int main(void) {
   lp_log_set_level(1);
   av_log_set_level(AV_LOG_FATAL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_cpu_always_present),   cmocka_unit_test(test_fake_gpu_tested),
-      cmocka_unit_test(test_gpu_without_encoder),  cmocka_unit_test(test_untested_opens_codecs),
-      cmocka_unit_test(test_selection_errors),     cmocka_unit_test(test_session_cap_and_cache),
-      cmocka_unit_test(test_capabilities),         cmocka_unit_test(test_quarantine),
-      cmocka_unit_test(test_route_encode),         cmocka_unit_test(test_route_decode),
-      cmocka_unit_test(test_fallback_logged_once), cmocka_unit_test(test_text_and_json),
+      cmocka_unit_test(test_cpu_always_present),
+      cmocka_unit_test(test_fake_gpu_tested),
+      cmocka_unit_test(test_gpu_without_encoder),
+      cmocka_unit_test(test_h264_formats),
+      cmocka_unit_test(test_untested_opens_codecs),
+      cmocka_unit_test(test_selection_errors),
+      cmocka_unit_test(test_session_cap_and_cache),
+      cmocka_unit_test(test_capabilities),
+      cmocka_unit_test(test_quarantine),
+      cmocka_unit_test(test_route_encode),
+      cmocka_unit_test(test_route_decode),
+      cmocka_unit_test(test_fallback_logged_once),
+      cmocka_unit_test(test_text_and_json),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
