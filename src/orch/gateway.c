@@ -1,6 +1,9 @@
-/* `lpod gateway`: an offchain gateway of our own, to check a node from outside. It discovers
- * the orchestrator over gRPC, sends segments the way go-livepeer's gateway does (spec §4.1),
- * downloads every rendition over HTTP/1.1 within the gateway's 4 s and ends the session. */
+/* `lpod gateway`: an offchain gateway of our own, to check a node from outside and to load it.
+ * Each stream discovers the orchestrator over gRPC (its own session), sends segments the way
+ * go-livepeer's gateway does (spec §4.1), downloads every rendition over HTTP/1.1 within the
+ * gateway's 4 s and ends its session. With -realtime a stream sends one segment per segment
+ * duration whether or not the previous one is back, as a live gateway does. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,40 +15,75 @@
 
 #define GW_DOWNLOAD_TIMEOUT_MS 4000
 #define MAX_GATEWAY_SEG_BYTES (300u * 1000 * 1000)
+#define GW_MAX_STREAMS 1000
 
-typedef struct gw {
+typedef struct gw gw_t;
+
+typedef struct gw_input {
+  char *path;
+  uint8_t *data;
+  size_t len;
+  char codec[32];
+} gw_input_t;
+
+typedef struct gw_stream {
+  gw_t *g;
+  int id;
+  char manifest_id[96];
+  Net__OrchestratorInfo *info;
+  size_t sent, in_flight;
+  uint64_t t0; /* ms, when the stream began sending */
+  uv_timer_t pace;
+  bool ended;
+} gw_stream_t;
+
+/* One segment on its way: upload, then the renditions' downloads. */
+typedef struct gw_seg {
+  gw_stream_t *st;
+  int64_t seq;
+  const gw_input_t *in;
+  uint64_t t_start;
+  Net__TranscodeResult *res;
+  size_t downloads;
+  bool failed;
+  char why[160];
+} gw_seg_t;
+
+struct gw {
   uv_loop_t *loop;
   net_client_t *cli;
   uv_timer_t end_timer;
   /* flags */
-  char *orch_addr;
-  char **inputs;
+  char *base; /* the orchestrator's gRPC base URL */
+  gw_input_t *inputs;
   size_t n_inputs;
   char *out_dir;
-  char *manifest_id;
+  const char *manifest_prefix;
   int32_t duration_ms;
   media_profile_t *profiles;
   size_t n_profiles;
-  bool end_session;
+  bool end_session, realtime, json, quiet;
+  int n_streams;
+  size_t segments; /* per stream */
   /* state */
-  char *base; /* the orchestrator's gRPC base URL */
-  Net__OrchestratorInfo *info;
-  size_t cur;   /* input being sent */
-  uint8_t *seg; /* its bytes */
-  size_t seg_len;
-  uint64_t t_start; /* ms, when its POST began */
-  Net__TranscodeResult *res;
-  size_t downloads; /* renditions still downloading */
-  int failures;
-} gw_t;
+  gw_stream_t *streams;
+  int streams_open;
+  /* results */
+  double *latency_ms; /* per successful segment: POST to last rendition downloaded */
+  size_t n_ok;
+  size_t n_failed;
+  cJSON *errors; /* text -> count */
+  int setup_failures;
+};
 
-static void gw_next(gw_t *g);
+static void stream_send(gw_stream_t *st);
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: lpod gateway -orchAddr HOST:PORT -in SEG.ts[,SEG2.ts...] [-transcodingOptions "
-          "P240p30fps16x9,P360p30fps16x9|ladder.json] [-out DIR] [-segmentDuration 2s] "
-          "[-manifestID ID] [-endSession=false]\n");
+          "usage: lpod gateway -orchAddr HOST:PORT -in SEG.ts[,SEG2.ts...]\n"
+          "  [-transcodingOptions P240p30fps16x9,P360p30fps16x9|ladder.json] [-out DIR]\n"
+          "  [-segmentDuration 2s] [-manifestID ID] [-streams N] [-segments M] [-realtime]\n"
+          "  [-json] [-quiet] [-endSession=false]\n");
   return 2;
 }
 
@@ -91,166 +129,185 @@ static uint64_t job_caps(const gw_t *g, const char *in_codec) {
   return b;
 }
 
+/* ---- the end ------------------------------------------------------------------------------ */
 static void end_timer_fired(uv_timer_t *t) {
   gw_t *g = t->data;
   net_client_free(g->cli);
   g->cli = NULL;
   uv_close((uv_handle_t *)t, NULL);
+  for (int i = 0; i < g->n_streams; i++) uv_close((uv_handle_t *)&g->streams[i].pace, NULL);
 }
 
-/* The client is freed from the loop, not from inside one of its own callbacks. */
-static void gw_end(gw_t *g) { uv_timer_start(&g->end_timer, end_timer_fired, 0, 0); }
+static void stream_closed(gw_stream_t *st) {
+  st->ended = true;
+  gw_t *g = st->g;
+  /* The client is freed from the loop, not from inside one of its own callbacks. */
+  if (--g->streams_open == 0) uv_timer_start(&g->end_timer, end_timer_fired, 0, 0);
+}
 
-/* ---- session end --------------------------------------------------------------------------- */
 static void end_done(int status, const char *message, void *arg) {
-  gw_t *g = arg;
+  gw_stream_t *st = arg;
   if (status != NET_GRPC_OK) {
-    fprintf(stderr, "EndTranscodingSession: grpc-status %d %s\n", status, message ? message : "");
-    g->failures++;
+    fprintf(stderr, "stream %d: EndTranscodingSession: grpc-status %d %s\n", st->id, status,
+            message ? message : "");
+    st->g->setup_failures++;
   }
-  gw_end(g);
+  stream_closed(st);
 }
 
 static int ignore_msg(const uint8_t *msg, size_t len, void *arg) { return 0; }
 
-static void gw_finish(gw_t *g) {
-  if (!g->end_session || !g->info) {
-    gw_end(g);
+static void stream_finish(gw_stream_t *st) {
+  gw_t *g = st->g;
+  if (!g->end_session || !st->info) {
+    stream_closed(st);
     return;
   }
   Net__EndTranscodingSessionRequest req = NET__END_TRANSCODING_SESSION_REQUEST__INIT;
-  req.auth_token = g->info->auth_token;
+  req.auth_token = st->info->auth_token;
   uint8_t buf[512];
   if (net__end_transcoding_session_request__get_packed_size(&req) > sizeof buf) {
-    gw_end(g);
+    stream_closed(st);
     return;
   }
   net_grpc_call_opts_t o = {g->base, "/net.Orchestrator/EndTranscodingSession",
                             buf,     net__end_transcoding_session_request__pack(&req, buf),
                             true,    5000,
                             0};
-  if (net_client_grpc(g->cli, &o, ignore_msg, end_done, g, NULL)) gw_end(g);
+  if (net_client_grpc(g->cli, &o, ignore_msg, end_done, st, NULL)) stream_closed(st);
 }
 
-/* ---- renditions ------------------------------------------------------------------------------ */
+/* ---- a segment's outcome ------------------------------------------------------------------- */
+static void seg_complete(gw_seg_t *s) {
+  gw_stream_t *st = s->st;
+  gw_t *g = st->g;
+  double ms = (double)(lp_now_ms() - s->t_start);
+  if (s->failed) {
+    g->n_failed++;
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(g->errors, s->why);
+    if (c)
+      cJSON_SetNumberValue(c, c->valuedouble + 1);
+    else
+      cJSON_AddNumberToObject(g->errors, s->why, 1);
+    if (!g->quiet)
+      printf("stream %d segment %lld: failed after %.0f ms: %s\n", st->id, (long long)s->seq, ms,
+             s->why);
+  } else {
+    g->latency_ms[g->n_ok++] = ms;
+    if (!g->quiet)
+      printf("stream %d segment %lld: %zu renditions in %.0f ms\n", st->id, (long long)s->seq,
+             g->n_profiles, ms);
+  }
+  if (s->res) net__transcode_result__free_unpacked(s->res, NULL);
+  free(s);
+  st->in_flight--;
+  if (!g->realtime) {
+    stream_send(st);
+  } else if (st->sent >= g->segments && st->in_flight == 0) {
+    stream_finish(st);
+  }
+}
+
+static void seg_failed(gw_seg_t *s, const char *why) {
+  s->failed = true;
+  snprintf(s->why, sizeof s->why, "%s", why);
+  seg_complete(s);
+}
+
 typedef struct dl {
-  gw_t *g;
+  gw_seg_t *s;
   size_t idx;
 } dl_t;
 
 static void download_done(const net_fetch_result_t *r, void *arg) {
   dl_t *d = arg;
-  gw_t *g = d->g;
-  const Net__TranscodedSegmentData *s = g->res->data->segments[d->idx];
+  gw_seg_t *s = d->s;
+  gw_t *g = s->st->g;
+  const Net__TranscodedSegmentData *seg = s->res->data->segments[d->idx];
   const media_profile_t *p = &g->profiles[d->idx];
   if (r->err || r->status != 200) {
-    printf("  %-20s download failed: %s (status %ld)\n", p->name, r->error ? r->error : "",
-           r->status);
-    g->failures++;
+    if (!s->failed) {
+      s->failed = true;
+      snprintf(s->why, sizeof s->why, "download %s: %s", r->status ? "status" : "failed",
+               r->status ? (r->status == 404 ? "404" : "not 200") : (r->error ? r->error : ""));
+    }
   } else {
-    printf("  %-20s %8zu bytes  pixels %lld  %s\n", p->name, r->body_len, (long long)s->pixels,
-           s->url);
+    if (!g->quiet)
+      printf("  stream %d %-20s %8zu bytes  pixels %lld  %s\n", s->st->id, p->name, r->body_len,
+             (long long)seg->pixels, seg->url);
     if (g->out_dir) {
       char path[1024];
-      snprintf(path, sizeof path, "%s/%lld_%s%s", g->out_dir, (long long)g->res->seq, p->name,
+      snprintf(path, sizeof path, "%s/%s%lld_%s%s", g->out_dir,
+               g->n_streams > 1 ? s->st->manifest_id : "", (long long)s->seq, p->name,
                p->format == MEDIA_FORMAT_MP4 ? ".mp4" : ".ts");
-      if (lp_file_write_atomic(path, r->body, r->body_len, 0644)) {
-        fprintf(stderr, "cannot write %s\n", path);
-        g->failures++;
+      if (lp_file_write_atomic(path, r->body, r->body_len, 0644) && !s->failed) {
+        s->failed = true;
+        snprintf(s->why, sizeof s->why, "cannot write output");
       }
     }
   }
   free(d);
-  if (--g->downloads == 0) {
-    net__transcode_result__free_unpacked(g->res, NULL);
-    g->res = NULL;
-    g->cur++;
-    gw_next(g);
-  }
+  if (--s->downloads == 0) seg_complete(s);
 }
 
-/* ---- segments ------------------------------------------------------------------------------ */
-static void segment_done(const net_fetch_result_t *r, void *arg) {
-  gw_t *g = arg;
-  uint64_t took = lp_now_ms() - g->t_start;
-  free(g->seg);
-  g->seg = NULL;
-  printf("segment %zu (%s): ", g->cur, g->inputs[g->cur]);
+static void upload_done(const net_fetch_result_t *r, void *arg) {
+  gw_seg_t *s = arg;
+  gw_stream_t *st = s->st;
+  gw_t *g = st->g;
+  char why[160];
   if (r->err || r->status != 200) {
-    printf("failed: status %ld %.*s%s\n", r->status, (int)LP_MIN(r->body_len, 200),
-           r->body ? (const char *)r->body : "", r->error ? r->error : "");
-    g->failures++;
-    g->cur++;
-    gw_next(g);
+    if (r->status)
+      snprintf(why, sizeof why, "status %ld %.*s", r->status, (int)LP_MIN(r->body_len, 100),
+               r->body ? (const char *)r->body : "");
+    else
+      snprintf(why, sizeof why, "%s", r->error ? r->error : "upload failed");
+    seg_failed(s, lp_strtrim(why));
     return;
   }
-  g->res = net__transcode_result__unpack(NULL, r->body_len, r->body);
-  if (!g->res) {
-    printf("unparseable TranscodeResult (%zu bytes)\n", r->body_len);
-  } else if (g->res->result_case == NET__TRANSCODE_RESULT__RESULT_ERROR) {
-    printf("error \"%s\" after %llu ms\n", g->res->error, (unsigned long long)took);
-  } else if (g->res->result_case != NET__TRANSCODE_RESULT__RESULT_DATA ||
-             g->res->data->n_segments != g->n_profiles) {
-    printf("%zu renditions for %zu profiles\n",
-           g->res->result_case == NET__TRANSCODE_RESULT__RESULT_DATA ? g->res->data->n_segments : 0,
-           g->n_profiles);
-  } else {
-    printf("transcoded in %llu ms\n", (unsigned long long)took);
-    if (g->res->info && g->res->info->auth_token) {
-      /* go's gateway takes the refreshed info as its session's new info */
-      net__orchestrator_info__free_unpacked(g->info, NULL);
-      g->info = g->res->info;
-      g->res->info = NULL;
-    }
-    g->downloads = g->n_profiles;
-    for (size_t i = 0; i < g->n_profiles; i++) {
-      dl_t *d = calloc(1, sizeof *d);
-      net_fetch_opts_t o;
-      memset(&o, 0, sizeof o);
-      o.url = g->res->data->segments[i]->url;
-      o.version = NET_HTTP_1;
-      o.insecure = true;
-      o.timeout_ms = GW_DOWNLOAD_TIMEOUT_MS;
-      if (!d) abort();
-      d->g = g;
-      d->idx = i;
-      if (net_client_fetch(g->cli, &o, download_done, d, NULL)) {
-        net_fetch_result_t fail = {LP_EIO, "could not start the download", 0, NULL, 0, NULL, 0};
-        download_done(&fail, d);
-      }
-    }
+  s->res = net__transcode_result__unpack(NULL, r->body_len, r->body);
+  if (!s->res) {
+    seg_failed(s, "unparseable TranscodeResult");
     return;
   }
-  g->failures++;
-  if (g->res) net__transcode_result__free_unpacked(g->res, NULL);
-  g->res = NULL;
-  g->cur++;
-  gw_next(g);
+  if (s->res->result_case == NET__TRANSCODE_RESULT__RESULT_ERROR) {
+    seg_failed(s, s->res->error);
+    return;
+  }
+  if (s->res->result_case != NET__TRANSCODE_RESULT__RESULT_DATA ||
+      s->res->data->n_segments != g->n_profiles) {
+    seg_failed(s, "renditions do not match the profiles");
+    return;
+  }
+  if (s->res->info && s->res->info->auth_token) {
+    /* go's gateway takes the refreshed info as its session's new info */
+    net__orchestrator_info__free_unpacked(st->info, NULL);
+    st->info = s->res->info;
+    s->res->info = NULL;
+  }
+  s->downloads = g->n_profiles;
+  for (size_t i = 0; i < g->n_profiles; i++) {
+    dl_t *d = calloc(1, sizeof *d);
+    if (!d) abort();
+    d->s = s;
+    d->idx = i;
+    net_fetch_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.url = s->res->data->segments[i]->url;
+    o.version = NET_HTTP_1;
+    o.insecure = true;
+    o.timeout_ms = GW_DOWNLOAD_TIMEOUT_MS;
+    if (net_client_fetch(g->cli, &o, download_done, d, NULL)) {
+      net_fetch_result_t fail = {LP_EIO, "could not start the download", 0, NULL, 0, NULL, 0};
+      download_done(&fail, d);
+    }
+  }
 }
 
-static void gw_next(gw_t *g) {
-  if (g->cur >= g->n_inputs) {
-    gw_finish(g);
-    return;
-  }
-  char *data = NULL;
-  size_t len = 0;
-  const char *file = g->inputs[g->cur];
-  if (lp_file_read(file, MAX_GATEWAY_SEG_BYTES, &data, &len)) {
-    fprintf(stderr, "cannot read %s\n", file);
-    g->failures++;
-    g->cur++;
-    gw_next(g);
-    return;
-  }
-  g->seg = (uint8_t *)data;
-  g->seg_len = len;
-  media_probe_t probe;
-  memset(&probe, 0, sizeof probe);
-  media_probe(g->seg, len, &probe);
-
+/* ---- sending ------------------------------------------------------------------------------- */
+static char *seg_header(gw_stream_t *st, const gw_input_t *in, int64_t seq) {
+  gw_t *g = st->g;
   uint8_t hash[PM_HASH_LEN];
-  pm_keccak256(g->seg, len, hash);
+  pm_keccak256(in->data, in->len, hash);
   Net__VideoProfile *vps = calloc(g->n_profiles, sizeof *vps);
   Net__VideoProfile **vpp = calloc(g->n_profiles, sizeof *vpp);
   if (!vps || !vpp) abort();
@@ -264,21 +321,21 @@ static void gw_next(gw_t *g) {
         g->profiles[i].gop_ms != 0)
       plain = false;
   }
-  uint64_t bits = job_caps(g, probe.video_codec);
+  uint64_t bits = job_caps(g, in->codec);
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
   caps.n_bitstring = 1;
   caps.bitstring = &bits;
   Net__SegData sd = NET__SEG_DATA__INIT;
-  sd.manifestid.data = (uint8_t *)g->manifest_id;
-  sd.manifestid.len = strlen(g->manifest_id);
-  sd.seq = (int64_t)g->cur;
+  sd.manifestid.data = (uint8_t *)st->manifest_id;
+  sd.manifestid.len = strlen(st->manifest_id);
+  sd.seq = seq;
   sd.hash.data = hash;
   sd.hash.len = sizeof hash;
   sd.profiles.data = (uint8_t *)"invalid";
   sd.profiles.len = 7;
   sd.duration = g->duration_ms;
   sd.capabilities = &caps;
-  sd.auth_token = g->info->auth_token;
+  sd.auth_token = st->info->auth_token;
   if (!plain) {
     sd.n_fullprofiles3 = g->n_profiles;
     sd.fullprofiles3 = vpp;
@@ -297,71 +354,110 @@ static void gw_next(gw_t *g) {
   free(packed);
   free(vps);
   free(vpp);
-  char *url = NULL;
+  return b64;
+}
+
+static void send_one(gw_stream_t *st) {
+  gw_t *g = st->g;
+  gw_seg_t *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->st = st;
+  s->seq = (int64_t)st->sent;
+  s->in = &g->inputs[st->sent % g->n_inputs];
+  st->sent++;
+  st->in_flight++;
+  s->t_start = lp_now_ms();
+  char *b64 = seg_header(st, s->in, s->seq);
   lp_buf_t ub = LP_BUF_INIT;
-  if (!lp_buf_appendf(&ub, "%s/segment", g->info->transcoder) && !lp_buf_append(&ub, "", 1))
+  char *url = NULL;
+  if (b64 && !lp_buf_appendf(&ub, "%s/segment", st->info->transcoder) && !lp_buf_append(&ub, "", 1))
     url = (char *)ub.data;
-  net_header_t hdrs[] = {
-      {"Livepeer-Segment", b64}, {"Livepeer-Payment", ""}, {"Content-Type", "video/MP2T"}};
+  net_header_t hdrs[] = {{"Livepeer-Segment", b64 ? b64 : ""},
+                         {"Livepeer-Payment", ""},
+                         {"Content-Type", "video/MP2T"}};
   net_fetch_opts_t o;
   memset(&o, 0, sizeof o);
   o.method = "POST";
   o.url = url;
   o.headers = hdrs;
   o.nheaders = LP_ARRAY_LEN(hdrs);
-  o.body = g->seg;
-  o.body_len = len;
+  o.body = s->in->data;
+  o.body_len = s->in->len;
   o.insecure = true;
   /* the gateway's whole-exchange deadline: max(8 s, 4 x duration) */
   o.timeout_ms = (uint64_t)LP_MAX(8000, 4 * (int64_t)g->duration_ms);
-  g->t_start = lp_now_ms();
-  int rc = url && b64 ? net_client_fetch(g->cli, &o, segment_done, g, NULL) : LP_ENOMEM;
+  int rc = url ? net_client_fetch(g->cli, &o, upload_done, s, NULL) : LP_ENOMEM;
   free(url);
   free(b64);
   if (rc) {
     net_fetch_result_t fail = {rc, "could not start the upload", 0, NULL, 0, NULL, 0};
-    segment_done(&fail, g);
+    upload_done(&fail, s);
   }
+}
+
+static void pace_fired(uv_timer_t *t) { stream_send(t->data); }
+
+static void stream_send(gw_stream_t *st) {
+  gw_t *g = st->g;
+  if (st->sent >= g->segments) {
+    if (st->in_flight == 0 && !st->ended) stream_finish(st);
+    return;
+  }
+  if (!g->realtime) {
+    send_one(st);
+    return;
+  }
+  /* live pacing: segment k leaves at t0 + k x duration */
+  uint64_t due = st->t0 + st->sent * (uint64_t)g->duration_ms;
+  uint64_t now = lp_now_ms();
+  if (now < due) {
+    uv_timer_start(&st->pace, pace_fired, due - now, 0);
+    return;
+  }
+  send_one(st);
+  stream_send(st);
 }
 
 /* ---- discovery ------------------------------------------------------------------------------- */
 static int info_msg(const uint8_t *msg, size_t len, void *arg) {
-  gw_t *g = arg;
-  if (g->info) net__orchestrator_info__free_unpacked(g->info, NULL);
-  g->info = net__orchestrator_info__unpack(NULL, len, msg);
-  return g->info ? 0 : LP_EPROTO;
+  gw_stream_t *st = arg;
+  if (st->info) net__orchestrator_info__free_unpacked(st->info, NULL);
+  st->info = net__orchestrator_info__unpack(NULL, len, msg);
+  return st->info ? 0 : LP_EPROTO;
 }
 
 static void info_done(int status, const char *message, void *arg) {
-  gw_t *g = arg;
-  if (status != NET_GRPC_OK || !g->info) {
-    fprintf(stderr, "GetOrchestrator %s: grpc-status %d %s\n", g->base, status,
-            message ? message : "");
-    g->failures++;
-    gw_end(g);
+  gw_stream_t *st = arg;
+  gw_t *g = st->g;
+  const Net__OrchestratorInfo *i = st->info;
+  const char *bad = NULL;
+  if (status != NET_GRPC_OK || !i)
+    bad = message && message[0] ? message : "no answer";
+  else if (!i->transcoder || !i->transcoder[0] || !i->auth_token)
+    bad = "no service URI or auth token: not usable"; /* go's gateway drops such an O */
+  if (bad) {
+    fprintf(stderr, "stream %d: GetOrchestrator %s: grpc-status %d %s\n", st->id, g->base, status,
+            bad);
+    g->setup_failures++;
+    if (st->info) net__orchestrator_info__free_unpacked(st->info, NULL);
+    st->info = NULL;
+    stream_closed(st);
     return;
   }
-  const Net__OrchestratorInfo *i = g->info;
-  /* go's gateway drops an orchestrator without these */
-  if (!i->transcoder || !i->transcoder[0] || !i->auth_token) {
-    fprintf(stderr, "GetOrchestrator %s: no service URI or auth token: not usable\n", g->base);
-    g->failures++;
-    net__orchestrator_info__free_unpacked(g->info, NULL);
-    g->info = NULL;
-    gw_end(g);
-    return;
-  }
-  printf("orchestrator %s session %s version %s caps 0x%llx\n", i->transcoder,
-         i->auth_token->session_id, i->capabilities ? i->capabilities->version : "",
-         i->capabilities && i->capabilities->n_bitstring
-             ? (unsigned long long)i->capabilities->bitstring[0]
-             : 0ull);
-  gw_next(g);
+  if (!g->quiet)
+    printf("stream %d: orchestrator %s session %s version %s caps 0x%llx\n", st->id, i->transcoder,
+           i->auth_token->session_id, i->capabilities ? i->capabilities->version : "",
+           i->capabilities && i->capabilities->n_bitstring
+               ? (unsigned long long)i->capabilities->bitstring[0]
+               : 0ull);
+  st->t0 = lp_now_ms();
+  stream_send(st);
 }
 
-static void gw_discover(gw_t *g) {
+static void stream_discover(gw_stream_t *st) {
+  gw_t *g = st->g;
   uint8_t zero[20] = {0};
-  uint64_t bits = job_caps(g, "h264");
+  uint64_t bits = job_caps(g, g->inputs[0].codec);
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
   caps.n_bitstring = 1;
   caps.bitstring = &bits;
@@ -372,26 +468,111 @@ static void gw_discover(gw_t *g) {
   uint8_t buf[256];
   size_t n = net__orchestrator_request__pack(&req, buf);
   net_grpc_call_opts_t o = {g->base, "/net.Orchestrator/GetOrchestrator", buf, n, true, 5000, 0};
-  if (net_client_grpc(g->cli, &o, info_msg, info_done, g, NULL)) {
-    fprintf(stderr, "cannot start GetOrchestrator to %s\n", g->base);
-    g->failures++;
-    gw_end(g);
+  if (net_client_grpc(g->cli, &o, info_msg, info_done, st, NULL))
+    info_done(NET_GRPC_UNAVAILABLE, "cannot start the call", st);
+}
+
+/* ---- report -----------------------------------------------------------------------------------
+ */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(const double *sorted, size_t n, double p) {
+  if (!n) return 0;
+  size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+  return sorted[LP_MIN(i, n - 1)];
+}
+
+static void report(gw_t *g, double wall_s) {
+  qsort(g->latency_ms, g->n_ok, sizeof *g->latency_ms, cmp_double);
+  double p50 = pct(g->latency_ms, g->n_ok, .5), p90 = pct(g->latency_ms, g->n_ok, .9);
+  double p99 = pct(g->latency_ms, g->n_ok, .99);
+  double max = g->n_ok ? g->latency_ms[g->n_ok - 1] : 0;
+  /* real-time ratio as go-livepeer's transcode score: segment duration over round trip */
+  double rt50 = p50 > 0 ? g->duration_ms / p50 : 0;
+  if (g->json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "orchestrator", g->base);
+    cJSON_AddNumberToObject(o, "streams", g->n_streams);
+    cJSON_AddNumberToObject(o, "segments_per_stream", (double)g->segments);
+    cJSON_AddBoolToObject(o, "realtime", g->realtime);
+    cJSON_AddNumberToObject(o, "segment_duration_ms", g->duration_ms);
+    cJSON_AddNumberToObject(o, "ok", (double)g->n_ok);
+    cJSON_AddNumberToObject(o, "failed", (double)g->n_failed);
+    cJSON_AddNumberToObject(o, "setup_failures", g->setup_failures);
+    cJSON *l = cJSON_AddObjectToObject(o, "latency_ms");
+    cJSON_AddNumberToObject(l, "p50", p50);
+    cJSON_AddNumberToObject(l, "p90", p90);
+    cJSON_AddNumberToObject(l, "p99", p99);
+    cJSON_AddNumberToObject(l, "max", max);
+    cJSON_AddNumberToObject(o, "realtime_ratio_p50", rt50);
+    cJSON_AddNumberToObject(o, "wall_s", wall_s);
+    cJSON_AddItemReferenceToObject(o, "errors", g->errors);
+    char *text = cJSON_Print(o);
+    if (text) puts(text);
+    free(text);
+    cJSON_Delete(o);
+    return;
   }
+  printf("%d stream(s), %zu segment(s) ok, %zu failed, %d setup failure(s), %.1f s\n", g->n_streams,
+         g->n_ok, g->n_failed, g->setup_failures, wall_s);
+  if (g->n_ok)
+    printf("latency ms: p50 %.0f  p90 %.0f  p99 %.0f  max %.0f; real-time ratio at p50 %.2f\n", p50,
+           p90, p99, max, rt50);
+  for (cJSON *e = g->errors->child; e; e = e->next)
+    printf("  %4.0f x %s\n", e->valuedouble, e->string);
 }
 
 /* ---- flags -------------------------------------------------------------------------------------
  */
-static char **split_list(const char *s, size_t *n) {
-  char *copy = strdup(s);
+static int load_inputs(gw_t *g, const char *list) {
+  char *copy = strdup(list);
   size_t cap = 1;
-  for (const char *p = s; *p; p++) cap += *p == ',';
-  char **out = calloc(cap + 1, sizeof *out);
-  *n = 0;
-  if (!copy || !out) abort();
-  for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
-    if (*lp_strtrim(t)) out[(*n)++] = strdup(lp_strtrim(t));
+  for (const char *p = list; *p; p++) cap += *p == ',';
+  g->inputs = calloc(cap, sizeof *g->inputs);
+  if (!copy || !g->inputs) abort();
+  int rc = 0;
+  for (char *save = NULL, *t = strtok_r(copy, ",", &save); t && !rc;
+       t = strtok_r(NULL, ",", &save)) {
+    t = lp_strtrim(t);
+    if (!*t) continue;
+    gw_input_t *in = &g->inputs[g->n_inputs++];
+    in->path = strdup(t);
+    char *data = NULL;
+    if (lp_file_read(t, MAX_GATEWAY_SEG_BYTES, &data, &in->len)) {
+      fprintf(stderr, "cannot read %s\n", t);
+      rc = LP_EIO;
+      continue;
+    }
+    in->data = (uint8_t *)data;
+    media_probe_t probe;
+    memset(&probe, 0, sizeof probe);
+    media_probe(in->data, in->len, &probe);
+    snprintf(in->codec, sizeof in->codec, "%s", probe.video_codec[0] ? probe.video_codec : "h264");
+  }
   free(copy);
-  return out;
+  if (!rc && !g->n_inputs) rc = LP_EINVAL;
+  return rc;
+}
+
+static char *gateway_base(const char *addr) {
+  /* go's gateway: https:// and port 8935 unless given */
+  bool has_scheme = strstr(addr, "://") != NULL;
+  const char *host = has_scheme ? strstr(addr, "://") + 3 : addr;
+  const char *rb = host[0] == '[' ? strchr(host, ']') : NULL;
+  bool has_port = rb ? rb[1] == ':' : strchr(host, ':') != NULL;
+  lp_buf_t b = LP_BUF_INIT;
+  if (lp_buf_appendf(&b, "%s%s%s", has_scheme ? "" : "https://", addr, has_port ? "" : ":8935") ||
+      lp_buf_append(&b, "", 1)) {
+    lp_buf_free(&b);
+    return NULL;
+  }
+  char *s = (char *)b.data;
+  size_t n = strlen(s);
+  while (n && s[n - 1] == '/') s[--n] = 0;
+  return s;
 }
 
 int orch_cli_gateway(int argc, char **argv) {
@@ -399,23 +580,30 @@ int orch_cli_gateway(int argc, char **argv) {
   memset(&g, 0, sizeof g);
   g.duration_ms = 2000;
   g.end_session = true;
-  const char *in = NULL, *ladder = "P240p30fps16x9,P360p30fps16x9", *manifest = "lpod-gateway";
+  g.n_streams = 1;
+  const char *in = NULL, *orch_addr = NULL, *ladder = "P240p30fps16x9,P360p30fps16x9";
+  long long segments = 0;
+  g.manifest_prefix = "lpod-gateway";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     while (*a == '-') a++;
     const char *eq = strchr(a, '=');
     size_t klen = eq ? (size_t)(eq - a) : strlen(a);
-    const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
 #define FLAG(name) (klen == strlen(name) && strncmp(a, name, klen) == 0)
-    if (FLAG("endSession")) {
-      g.end_session = !(eq && (strcmp(v, "false") == 0 || strcmp(v, "0") == 0));
+    bool *boolean = FLAG("endSession") ? &g.end_session
+                    : FLAG("realtime") ? &g.realtime
+                    : FLAG("json")     ? &g.json
+                    : FLAG("quiet")    ? &g.quiet
+                                       : NULL;
+    if (boolean) {
+      *boolean = !(eq && (strcmp(eq + 1, "false") == 0 || strcmp(eq + 1, "0") == 0));
       continue;
     }
     if (FLAG("help") || FLAG("h")) return usage();
+    const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
     if (!v) return usage();
-    if (!eq) i++;
     if (FLAG("orchAddr"))
-      g.orch_addr = (char *)v;
+      orch_addr = v;
     else if (FLAG("in"))
       in = v;
     else if (FLAG("transcodingOptions"))
@@ -423,7 +611,11 @@ int orch_cli_gateway(int argc, char **argv) {
     else if (FLAG("out"))
       g.out_dir = (char *)v;
     else if (FLAG("manifestID"))
-      manifest = v;
+      g.manifest_prefix = v;
+    else if (FLAG("streams"))
+      g.n_streams = atoi(v);
+    else if (FLAG("segments"))
+      segments = atoll(v);
     else if (FLAG("segmentDuration")) {
       int64_t ms;
       if (lp_parse_duration_ms(v, &ms) || ms < 0 || ms > 300000) {
@@ -439,32 +631,29 @@ int orch_cli_gateway(int argc, char **argv) {
     }
 #undef FLAG
   }
-  if (!g.orch_addr || !in) return usage();
+  if (!orch_addr || !in) return usage();
+  if (g.json) g.quiet = true; /* stdout is the JSON document alone */
+  if (g.n_streams < 1 || g.n_streams > GW_MAX_STREAMS || segments < 0) {
+    fprintf(stderr, "-streams must be 1..%d and -segments >= 0\n", GW_MAX_STREAMS);
+    return 2;
+  }
   char err[256];
   if (media_profiles_parse(ladder, &g.profiles, &g.n_profiles, err, sizeof err)) {
     fprintf(stderr, "-transcodingOptions: %s\n", err);
     return 2;
   }
+  int rc = 1;
   if (g.out_dir && lp_mkdir_p(g.out_dir, 0755)) {
     fprintf(stderr, "cannot create %s\n", g.out_dir);
-    free(g.profiles);
-    return 1;
+    goto out;
   }
-  g.manifest_id = (char *)manifest;
-  g.inputs = split_list(in, &g.n_inputs);
-  /* go's gateway: https:// and port 8935 unless given */
-  lp_buf_t b = LP_BUF_INIT;
-  const char *addr = g.orch_addr;
-  bool has_scheme = strstr(addr, "://") != NULL;
-  const char *host = has_scheme ? strstr(addr, "://") + 3 : addr;
-  const char *rb = host[0] == '[' ? strchr(host, ']') : NULL;
-  bool has_port = rb ? rb[1] == ':' : strchr(host, ':') != NULL;
-  if (lp_buf_appendf(&b, "%s%s%s", has_scheme ? "" : "https://", addr, has_port ? "" : ":8935") ||
-      lp_buf_append(&b, "", 1))
-    abort();
-  g.base = (char *)b.data;
-  size_t bl = strlen(g.base);
-  while (bl && g.base[bl - 1] == '/') g.base[--bl] = 0;
+  if (load_inputs(&g, in)) goto out;
+  g.segments = segments ? (size_t)segments : g.n_inputs;
+  g.base = gateway_base(orch_addr);
+  g.latency_ms = calloc(g.segments * (size_t)g.n_streams + 1, sizeof *g.latency_ms);
+  g.errors = cJSON_CreateObject();
+  g.streams = calloc((size_t)g.n_streams, sizeof *g.streams);
+  if (!g.base || !g.latency_ms || !g.errors || !g.streams) abort();
 
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -473,15 +662,36 @@ int orch_cli_gateway(int argc, char **argv) {
   if (!g.cli) abort();
   uv_timer_init(&loop, &g.end_timer);
   g.end_timer.data = &g;
-  gw_discover(&g);
+  uint64_t t0 = lp_now_ms();
+  g.streams_open = g.n_streams;
+  for (int i = 0; i < g.n_streams; i++) {
+    gw_stream_t *st = &g.streams[i];
+    st->g = &g;
+    st->id = i;
+    if (g.n_streams > 1)
+      snprintf(st->manifest_id, sizeof st->manifest_id, "%s-%d", g.manifest_prefix, i);
+    else
+      snprintf(st->manifest_id, sizeof st->manifest_id, "%s", g.manifest_prefix);
+    uv_timer_init(&loop, &st->pace);
+    st->pace.data = st;
+    stream_discover(st);
+  }
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
-
-  if (g.info) net__orchestrator_info__free_unpacked(g.info, NULL);
-  for (size_t i = 0; i < g.n_inputs; i++) free(g.inputs[i]);
+  report(&g, (lp_now_ms() - t0) / 1000.0);
+  rc = g.n_failed || g.setup_failures ? 1 : 0;
+  for (int i = 0; i < g.n_streams; i++)
+    if (g.streams[i].info) net__orchestrator_info__free_unpacked(g.streams[i].info, NULL);
+out:
+  for (size_t i = 0; i < g.n_inputs; i++) {
+    free(g.inputs[i].path);
+    free(g.inputs[i].data);
+  }
   free(g.inputs);
   free(g.profiles);
   free(g.base);
-  printf("%zu segment(s), %d failure(s)\n", g.n_inputs, g.failures);
-  return g.failures ? 1 : 0;
+  free(g.latency_ms);
+  free(g.streams);
+  cJSON_Delete(g.errors);
+  return rc;
 }

@@ -57,7 +57,7 @@ async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-t
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = [...roles, '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
-    '-datadir', datadir, '-v', '5', ...extraArgs];
+    '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-v', '5', ...extraArgs];
   const child = spawn(args.lpod, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => { log += d; });
@@ -470,10 +470,22 @@ test('lpod-gateway', async () => {
       '-in', path.join(args.media, 'transmux.ts'), '-transcodingOptions', 'P144p30fps16x9', '-out', out],
     { encoding: 'utf8', timeout: 60000 });
     assert.strictEqual(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /1 segment\(s\), 0 failure\(s\)/);
+    assert.match(r.stdout, /1 stream\(s\), 1 segment\(s\) ok, 0 failed/);
     const pr = ffprobe(path.join(out, '0_P144p30fps16x9.ts'));
     assert.strictEqual(pr.codec_name, 'h264');
     assert.strictEqual(pr.width, 256);
+    // several streams paced in real time, with a JSON report
+    const seg = path.join(tmp, 'gw360.ts');
+    fs.writeFileSync(seg, seg360);
+    const j = require('child_process').spawnSync(args.lpod, ['gateway', '-orchAddr', `127.0.0.1:${node.port}`,
+      '-in', seg, '-transcodingOptions', 'P144p30fps16x9', '-streams', '2', '-segments', '2', '-realtime',
+      '-segmentDuration', '1s', '-json'], { encoding: 'utf8', timeout: 60000 });
+    assert.strictEqual(j.status, 0, j.stdout + j.stderr);
+    const rep = JSON.parse(j.stdout);
+    assert.strictEqual(rep.streams, 2);
+    assert.strictEqual(rep.ok, 4);
+    assert.strictEqual(rep.failed, 0);
+    assert.ok(rep.latency_ms.p50 > 0 && rep.latency_ms.max >= rep.latency_ms.p50);
   } finally {
     await node.stop();
   }
@@ -485,7 +497,7 @@ test('remote-transcoder', async () => {
   const node = await startNode(['-orchSecret', 's3cret', '-maxSessions', 'auto'], {}, ['-orchestrator']);
   const tdir = fs.mkdtempSync(path.join(tmp, 't-'));
   const t = spawn(args.lpod, ['-transcoder', '-orchAddr', `127.0.0.1:${node.port}`, '-orchSecret', 's3cret',
-    '-maxSessions', '1', '-datadir', tdir, '-v', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '-maxSessions', '1', '-datadir', tdir, '-cliAddr', '127.0.0.1:0', '-v', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let tlog = '';
   t.stdout.on('data', (d) => { tlog += d; });
   t.stderr.on('data', (d) => { tlog += d; });
