@@ -210,7 +210,8 @@ typedef struct hw_probe_opts {
 
 /* Builds the table: the CPU, then the devices each flag selects. A flag that selects nothing
  * usable (no driver, no device, an FFmpeg without the codecs) fails with a one-line reason in
- * err, as the node must not start without hardware it was told to use. */
+ * err, as the node must not start without hardware it was told to use. It blocks for the
+ * self-tests (a few seconds per device). The table is plain data: its users serialise access. */
 int hw_table_probe(const hw_probe_opts_t *o, hw_table_t *t, char *err, size_t errlen);
 /* The pieces hw_table_probe is made of, for tests with other backends. */
 void hw_table_init(hw_table_t *t);
@@ -240,7 +241,8 @@ hw_dev_state_t hw_table_report(hw_table_t *t, int i, hw_err_class_t cls, uint64_
 void hw_table_report_ok(hw_table_t *t, int i);
 bool hw_table_usable(const hw_table_t *t, int i, uint64_t now_ms);
 /* Re-tests every device whose quarantine is over: back to OK when its self-test passes, else
- * quarantined for longer. Returns how many came back. */
+ * quarantined for longer. Returns how many came back. Blocks for the self-tests: call it off
+ * the event loop (uv_queue_work) on a copy or under the caller's lock. */
 int hw_table_recheck(hw_table_t *t, uint64_t now_ms);
 /* Where the sessions of a failed device go: another usable device of the same backend that
  * decodes in, else the CPU. */
