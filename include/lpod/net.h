@@ -243,7 +243,8 @@ typedef struct net_fetch_result {
 } net_fetch_result_t;
 
 typedef void (*net_fetch_done_fn)(const net_fetch_result_t *res, void *arg);
-/* Streamed body piece; return nonzero to abort the transfer (done gets LP_ECANCELED). */
+/* Streamed body piece; return nonzero to abort the transfer (done gets LP_ECANCELED). Don't
+ * cancel or free from inside it: return nonzero instead. */
 typedef int (*net_fetch_data_fn)(const uint8_t *data, size_t len, void *arg);
 
 typedef struct net_fetch_opts {
@@ -262,10 +263,12 @@ typedef struct net_fetch_opts {
 } net_fetch_opts_t;
 
 /* Starts a transfer; done runs exactly once on the loop (never before this returns) unless
- * net_fetch_cancel is called first. *out (may be NULL) is valid until done runs. */
+ * net_fetch_cancel is called first. On an error return nothing was started and done never
+ * runs. *out (may be NULL) is valid until done runs. on_data and done get arg. Plain http://
+ * with NET_HTTP_2 (h2c) opens a connection per transfer: libcurl 7.88 cannot reuse them. */
 int net_client_fetch(net_client_t *c, const net_fetch_opts_t *opts, net_fetch_done_fn done,
                      void *arg, net_fetch_t **out);
-/* Stops a transfer; its done callback will not run. */
+/* Stops a transfer; its done callback will not run. Not from inside its own callbacks. */
 void net_fetch_cancel(net_fetch_t *f);
 /* First header (or trailer) with that name in a result, or NULL. */
 const char *net_fetch_header(const net_fetch_result_t *res, const char *name);

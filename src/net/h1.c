@@ -268,6 +268,11 @@ void net_h1_resp_headers(net_req_t *r, const net_header_t *hdrs, size_t n) {
   lp_buf_t *o = &c->out;
   char date[64];
   date_header(date, sizeof date);
+  bool no_body = r->status == 204 || r->status == 304 || (r->status >= 100 && r->status < 200);
+  /* HTTP/1.0 has no chunked encoding: a body of unknown length ends with the connection */
+  bool close_delimited = r->content_length < 0 && !no_body && !r->head_only &&
+                         c->parser.http_major == 1 && c->parser.http_minor == 0;
+  if (close_delimited) c->h1_keep_alive = false;
   lp_buf_appendf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\n", r->status, text, date);
   for (size_t i = 0; i < n; i++) {
     if (strcasecmp(hdrs[i].name, "content-length") == 0 ||
@@ -279,10 +284,9 @@ void net_h1_resp_headers(net_req_t *r, const net_header_t *hdrs, size_t n) {
     lp_buf_appendf(o, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
   }
   if (!c->h1_keep_alive) lp_buf_appendf(o, "Connection: close\r\n");
-  bool no_body = r->status == 204 || r->status == 304 || (r->status >= 100 && r->status < 200);
   if (r->content_length >= 0) {
     if (!no_body) lp_buf_appendf(o, "Content-Length: %lld\r\n", (long long)r->content_length);
-  } else if (!no_body && !r->head_only) {
+  } else if (!no_body && !r->head_only && !close_delimited) {
     r->chunked = true;
     lp_buf_appendf(o, "Transfer-Encoding: chunked\r\n");
   }

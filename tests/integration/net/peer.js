@@ -389,6 +389,13 @@ async function main() {
     const r = await p;
     assert.equal(r.body.toString(), 'released\n');
   });
+  await check('HTTP/1.0: streamed body ends with the connection, not chunked', async () => {
+    const r = await raw(['GET /chunks HTTP/1.0\r\n\r\n']);
+    const text = r.data.toString('latin1');
+    assert.ok(r.closed);
+    assert.doesNotMatch(text, /Transfer-Encoding/i);
+    assert.ok(text.endsWith('\r\n\r\npart0\npart1\npart2\npart3\npart4\n'), text);
+  });
   await check('HTTP/1.1: keep-alive and pipelining on one socket', async () => {
     const req = 'GET /size/3 HTTP/1.1\r\nHost: x\r\n\r\n';
     const r = await raw([req + req + 'GET /size/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'], {

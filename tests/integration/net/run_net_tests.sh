@@ -22,7 +22,7 @@ start() { # name args...
   PIDS+=($!)
   eval "${name}_PID=$!"
   for _ in $(seq 1 300); do
-    if grep -q '^PORT ' "$WORK/$name.out"; then
+    if grep -qs '^PORT ' "$WORK/$name.out"; then
       eval "${name}_PORT=$(awk '/^PORT/{print $2}' "$WORK/$name.out")"
       return 0
     fi
