@@ -184,11 +184,24 @@ int hw_table_add(hw_table_t *t, const hw_backend_t *be, const char *select, bool
     return LP_ENOENT;
   }
   if (strcmp(select, "all") == 0) {
+    /* "all" is every device that works (Netint cards are found by index, so some indexes may
+     * have no card); a device named explicitly must work. */
+    int added = 0, ret = LP_ENOENT;
+    char last[512] = "";
     for (int i = 0; i < n; i++) {
-      int ret = add_one(t, be, &found[i], test, datadir, err, errlen);
-      if (ret < 0) return ret;
+      char one[512] = "";
+      int r = add_one(t, be, &found[i], test, datadir, one, sizeof(one));
+      if (r == 0) {
+        added++;
+        continue;
+      }
+      ret = r;
+      snprintf(last, sizeof(last), "%s", one);
+      LOGW("-%s all: skipping %s", be->name, one);
     }
-    return 0;
+    if (added) return 0;
+    errf(err, errlen, "-%s all: no device passed its self-test (last: %s)", be->name, last);
+    return ret;
   }
   char *copy = strdup(select), *save = NULL;
   if (!copy) return LP_ENOMEM;

@@ -43,9 +43,8 @@ static int fake_describe(int index, char *model, size_t ml, char *driver, size_t
 }
 
 static int fake_device_open(int index, AVBufferRef **out) {
-  (void)index;
   *out = NULL;
-  return cfg.broken ? LP_EDEVICE : 0;
+  return cfg.broken || index + 1 == cfg.dead_device ? LP_EDEVICE : 0;
 }
 
 static int fake_limits(enum AVCodecID codec, hw_limits_t *out) {

@@ -11,6 +11,7 @@ typedef struct fake_config {
   unsigned enc;        /* HW_CODEC_BIT: codecs its encoder takes */
   int max_sessions;    /* encoders that may be open at once; 0 = no cap */
   bool broken;         /* the device no longer opens */
+  int dead_device;     /* 1 + the index of a device that does not open; 0 = none */
   bool only_420_8;     /* its decoder takes 8-bit 4:2:0 only (NVDEC and H.264) */
   const char *missing; /* non-NULL: check() fails with this text */
   hw_limits_t limits;  /* for every codec it encodes */

@@ -191,6 +191,31 @@ static void test_selection_errors(void **state) {
   assert_int_equal(t.n, 2);
 }
 
+/* "all" takes every device that works; a device named explicitly must work. */
+static void test_all_skips_dead_devices(void **state) {
+  (void)state;
+  fake_config_t c = gpu;
+  c.dead_device = 2;
+  fake_configure(&c);
+  hw_table_t t;
+  hw_table_init(&t);
+  char err[512] = "";
+  assert_int_equal(hw_table_add(&t, &fake_backend, "all", false, NULL, err, sizeof(err)), 0);
+  assert_int_equal(t.n, 2);
+  assert_string_equal(t.dev[1].name, "fake:0");
+  assert_string_equal(err, "");
+  assert_true(hw_table_add(&t, &fake_backend, "1", false, NULL, err, sizeof(err)) < 0);
+  assert_non_null(strstr(err, "fake:1 (Fake GPU 1) failed its self-test: device does not open"));
+  c.devices = 1;
+  c.dead_device = 1;
+  fake_configure(&c);
+  hw_table_init(&t);
+  err[0] = 0;
+  assert_true(hw_table_add(&t, &fake_backend, "all", false, NULL, err, sizeof(err)) < 0);
+  assert_non_null(strstr(err, "-fake all: no device passed its self-test (last: fake:0"));
+  assert_int_equal(t.n, 1);
+}
+
 static void test_session_cap_and_cache(void **state) {
   (void)state;
   char dir[] = "/tmp/lpod-hw-XXXXXX";
@@ -445,19 +470,13 @@ int main(void) {
   lp_log_set_level(1);
   av_log_set_level(AV_LOG_FATAL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_cpu_always_present),
-      cmocka_unit_test(test_fake_gpu_tested),
-      cmocka_unit_test(test_gpu_without_encoder),
-      cmocka_unit_test(test_h264_formats),
-      cmocka_unit_test(test_untested_opens_codecs),
-      cmocka_unit_test(test_selection_errors),
-      cmocka_unit_test(test_session_cap_and_cache),
-      cmocka_unit_test(test_capabilities),
-      cmocka_unit_test(test_quarantine),
-      cmocka_unit_test(test_route_encode),
-      cmocka_unit_test(test_route_decode),
-      cmocka_unit_test(test_fallback_logged_once),
-      cmocka_unit_test(test_text_and_json),
+      cmocka_unit_test(test_cpu_always_present),     cmocka_unit_test(test_fake_gpu_tested),
+      cmocka_unit_test(test_gpu_without_encoder),    cmocka_unit_test(test_h264_formats),
+      cmocka_unit_test(test_untested_opens_codecs),  cmocka_unit_test(test_selection_errors),
+      cmocka_unit_test(test_all_skips_dead_devices), cmocka_unit_test(test_session_cap_and_cache),
+      cmocka_unit_test(test_capabilities),           cmocka_unit_test(test_quarantine),
+      cmocka_unit_test(test_route_encode),           cmocka_unit_test(test_route_decode),
+      cmocka_unit_test(test_fallback_logged_once),   cmocka_unit_test(test_text_and_json),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
