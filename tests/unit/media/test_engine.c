@@ -397,6 +397,32 @@ static void test_sessions_in_parallel(void **st) {
   media_session_free(s2);
 }
 
+static void test_bframes_mp4(void **st) {
+  (void)st;
+  /* With B-frames (x264 veryfast) MP4's edit list and reordering must still leave exactly the
+   * frames that were counted (lpms #155: 61 muxed, 60 decodable). */
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = "veryfast";
+  media_session_t *s = media_session_new(&o);
+  assert_non_null(s);
+  const char *in = gen("src30.ts", SRC(320, 180, 30) " " AUDIO " -t 2 " X264 " -g 60");
+  media_profile_t ps[4] = {prof(160, 90, 0, 0), prof(160, 90, 30, 0), prof(160, 90, 0, 0),
+                           prof(160, 90, 24, 0)};
+  ps[0].format = MEDIA_FORMAT_MP4;
+  ps[1].format = MEDIA_FORMAT_MP4;
+  ps[2].profile = MEDIA_H264_HIGH;
+  ps[3].profile = MEDIA_H264_MAIN;
+  media_result_t r;
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(ok(s, in, ps, 4, &r), 60);
+    assert_int_equal(r.renditions[1].frames, 60);
+    assert_int_equal(r.renditions[2].frames, 60);
+    assert_int_equal(r.renditions[3].frames, 48);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_short_segments),
@@ -410,7 +436,7 @@ int main(void) {
       cmocka_unit_test(test_guards),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_formats_codecs),
-      cmocka_unit_test(test_sessions_in_parallel),
+      cmocka_unit_test(test_sessions_in_parallel), cmocka_unit_test(test_bframes_mp4),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
