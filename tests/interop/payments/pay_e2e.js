@@ -54,10 +54,12 @@ const grpcDef = grpc.loadPackageDefinition(
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-pay-e2e-'));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 const M = (1n << 256n) - 1n; // maxWinProb
 const PRICE_PER_UNIT = 250000000n;
-const TICKET_EV = 100000000000000n; // 1e14: with -maxFaceValue 1e15 about one ticket in ten wins
-const MAX_FACE_VALUE = 1000000000000000n;
+const TICKET_EV = 100000000000000n; // 1e14: with -maxFaceValue 2e15 one ticket in twenty wins
+const MAX_FACE_VALUE = 2000000000000000n;
 // The gateway's -maxTicketEV: go's default (3e12) is below what this test's node asks for, so
 // the test gateway is configured as an operator would be for such an orchestrator.
 const MAX_TICKET_EV = 2n * TICKET_EV;
@@ -104,8 +106,9 @@ const datadir = path.join(tmp, 'data');
 fs.mkdirSync(datadir);
 const dbFile = path.join(datadir, 'lpod_payments.sqlite3');
 
+let cliPort = 0; // the admin API's port, kept across the restart
 function lpodArgs(port, extra) {
-  return ['-orchestrator', '-transcoder', '-network', 'devenv', '-ethUrl', chain.url,
+  return ['-cliAddr', `127.0.0.1:${cliPort}`, '-orchestrator', '-transcoder', '-network', 'devenv', '-ethUrl', chain.url,
     '-ethController', chain.addresses.Controller, '-ethKeystorePath', chain.keystore.dir,
     '-ethPassword', chain.keystore.password, '-ticketEV', String(TICKET_EV),
     '-maxFaceValue', String(MAX_FACE_VALUE), '-blockPollingInterval', '200ms',
@@ -258,11 +261,12 @@ async function expectReject(node, info, seq, pay, body, status, text, what) {
   assert.strictEqual(r.status, status, `${what}: status ${r.status} ${got}`);
   if (text instanceof RegExp) assert.match(got, text, what);
   else assert.strictEqual(got, text, what);
-  console.log(`ok   rejection: ${what} -> ${r.status} ${got}`);
+  say(`ok   rejection: ${what} -> ${r.status} ${got}`);
 }
 
 async function main() {
   const body = makeSegment();
+  cliPort = await freePort();
   // Ticket params live 40 blocks; rounds of 100 blocks keep them redeemable (validity 2 rounds).
   await (await rounds.setRoundLength(100)).wait();
   await initRoundIfNeeded();
@@ -277,7 +281,7 @@ async function main() {
     const code = await new Promise((r) => child.on('exit', (c) => r(c)));
     assert.notStrictEqual(code, 0, 'exits with an error');
     assert.match(log, /-pricePerUnit must be set/);
-    console.log('ok   no -pricePerUnit: refused');
+    say('ok   no -pricePerUnit: refused');
   }
 
   const port = await freePort();
@@ -315,7 +319,7 @@ async function main() {
   const debits = [...node.log().matchAll(new RegExp(`Debited fees .* manifestID=${session} .* balance=(-?\\d+/\\d+)`, 'g'))];
   assert.strictEqual(debits.length, 20, 'one debit per segment');
   assert.strictEqual(debits[19][1], rstr(balance), 'final balance is exact');
-  console.log(`ok   20 segments paid; balance ${rstr(balance)}`);
+  say(`ok   20 segments paid; balance ${rstr(balance)}`);
 
   // ---- rejections (spec/payments.md §3) ----
   const other = await getOrchestrator(node);
@@ -358,7 +362,7 @@ async function main() {
   const stored = storedSigs();
   assert(won.length > 0, 'some tickets won');
   for (const w of won) assert(stored.has(w), `winning ticket ${w.slice(0, 16)}… stored`);
-  console.log(`ok   kill -9: all ${won.length} winning tickets stored`);
+  say(`ok   kill -9: all ${won.length} winning tickets stored`);
 
   node = await startNode(port);
   assert.match(node.log(), /nonceSets=[1-9]/, 'nonce sets restored');
@@ -367,7 +371,7 @@ async function main() {
   r = await postSegment(node, segHeader(s4, body, 300), payment(s4, 12, { params: kept }).header, body);
   assert.strictEqual(r.status, 200, `params from before the restart: ${r.status} ${r.body}`);
   assert(TranscodeResult.decode(r.body).data, 'transcoded with old params');
-  console.log(`ok   restart: params issued before it still pay (nonces up to ${nonces.get(oldKey)})`);
+  say(`ok   restart: params issued before it still pay (nonces up to ${nonces.get(oldKey)})`);
   await expectReject(node, s4, 301, payment(s4, 1, { params: kept, nonces: [1] }).header, body, 400,
     `invalid ticket senderNonce: already seen sender=${addr} nonce=1`, 'nonce replayed across a restart');
 
@@ -376,7 +380,7 @@ async function main() {
   await initRoundIfNeeded();
   const all = storedSigs().size;
   let left = all;
-  for (let i = 0; i < 600 && left > 0; i++) {
+  for (let i = 0; i < 900 && left > 0; i++) {
     await sleep(100);
     left = Number(sql('SELECT count(*) FROM ticketQueue WHERE redeemedAt IS NULL;'));
   }
@@ -384,7 +388,7 @@ async function main() {
   assert.strictEqual(left, 0, `${left} of ${all} winning tickets still unredeemed:\n${node.log().split('\n').filter((l) => /edeem/.test(l)).slice(-5).join('\n')}`);
   const deposit1 = (await broker.getSenderInfo(wallet.address)).sender.deposit;
   assert(deposit1 < deposit0, 'the gateway deposit went down');
-  console.log(`ok   ${redeemed} of ${all} winning tickets redeemed on chain; deposit ${deposit0} -> ${deposit1}`);
+  say(`ok   ${redeemed} of ${all} winning tickets redeemed on chain; deposit ${deposit0} -> ${deposit1}`);
   node.child.kill('SIGTERM');
   await Promise.race([node.exited, sleep(10000)]);
   node.close();
