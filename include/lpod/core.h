@@ -115,6 +115,9 @@ void lp_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Trims ASCII whitespace in place; returns s. */
 char *lp_strtrim(char *s);
+/* strndup for buffers that need not be NUL-terminated: reads at most n bytes of p (never past
+ * them, unlike the libc interceptors' view of strndup) and stops at a NUL. NULL on ENOMEM. */
+char *lp_strndup(const void *p, size_t n);
 /* Lowercase hex encode (no 0x); out must hold 2*n+1 bytes. */
 void lp_hex_encode(const uint8_t *in, size_t n, char *out);
 /* Decodes hex with optional 0x prefix; returns bytes written or a negative error. */

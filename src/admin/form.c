@@ -81,7 +81,7 @@ static char *multipart_value(const char *ct, const uint8_t *body, size_t len, co
     char want[300];
     snprintf(want, sizeof want, "name=\"%s\"", key);
     const char *nm = memmem_str(part, (size_t)((const uint8_t *)hend - part), want);
-    if (nm) return strndup((const char *)val, vlen);
+    if (nm) return lp_strndup((const char *)val, vlen);
     p = (const uint8_t *)next;
   }
 }

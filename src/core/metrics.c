@@ -45,7 +45,7 @@ static size_t split(const char *s, char ***out) {
   for (size_t i = 0; i < n; i++) {
     const char *end = strchr(start, ',');
     size_t len = end ? (size_t)(end - start) : strlen(start);
-    v[i] = strndup(start, len);
+    v[i] = lp_strndup(start, len);
     start = end ? end + 1 : start + len;
   }
   *out = v;

@@ -130,6 +130,16 @@ char *lp_strtrim(char *s) {
   return s;
 }
 
+char *lp_strndup(const void *p, size_t n) {
+  const char *nul = memchr(p, 0, n);
+  size_t len = nul ? (size_t)(nul - (const char *)p) : n;
+  char *out = malloc(len + 1);
+  if (!out) return NULL;
+  memcpy(out, p, len);
+  out[len] = 0;
+  return out;
+}
+
 void lp_hex_encode(const uint8_t *in, size_t n, char *out) {
   static const char d[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {

@@ -313,7 +313,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
     f->rh = h;
     f->rh_cap = cap;
   }
-  char *name = strndup(buf, nl), *val = strndup(v, (size_t)(end - v));
+  char *name = lp_strndup(buf, nl), *val = lp_strndup(v, (size_t)(end - v));
   if (!name || !val) {
     free(name);
     free(val);

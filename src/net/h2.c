@@ -56,7 +56,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     }
     if (dst) {
       free(*dst);
-      *dst = strndup((const char *)value, vlen);
+      *dst = lp_strndup((const char *)value, vlen);
       if (!*dst) return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;

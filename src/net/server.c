@@ -170,8 +170,8 @@ int net_req_set_target(net_req_t *r, const char *target, size_t len) {
   size_t plen = q ? (size_t)(q - target) : len;
   free(r->path);
   free(r->query);
-  r->path = strndup(target, plen);
-  r->query = q ? strndup(q + 1, len - plen - 1) : strdup("");
+  r->path = lp_strndup(target, plen);
+  r->query = q ? lp_strndup(q + 1, len - plen - 1) : strdup("");
   return r->path && r->query ? 0 : LP_ENOMEM;
 }
 
@@ -949,7 +949,7 @@ static int parse_addr(net_server_t *s, const char *addr, char *err, size_t errle
     h++;
     hl -= 2;
   }
-  s->host = hl ? strndup(h, hl) : strdup("0.0.0.0");
+  s->host = hl ? lp_strndup(h, hl) : strdup("0.0.0.0");
   s->port_req = (int)port;
   return s->host ? 0 : LP_ENOMEM;
 }

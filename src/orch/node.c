@@ -277,7 +277,7 @@ static void seg_url_fetched(const net_fetch_result_t *res, void *arg) {
 }
 
 static void seg_fetch_url(seg_ctx_t *s, const uint8_t *body, size_t len) {
-  char *url = strndup((const char *)body, len);
+  char *url = lp_strndup((const char *)body, len);
   if (!url) {
     seg_fail(s, 500, "Internal Server Error");
     return;
@@ -546,7 +546,7 @@ static char *uri_port(const char *uri) {
   } else {
     colon = memchr(host, ':', (size_t)(end - host));
   }
-  return colon ? strndup(colon + 1, (size_t)(end - colon - 1)) : NULL;
+  return colon ? lp_strndup(colon + 1, (size_t)(end - colon - 1)) : NULL;
 }
 
 static char *uri_host(const char *uri) {
@@ -554,9 +554,9 @@ static char *uri_host(const char *uri) {
   host = host ? host + 3 : uri;
   if (*host == '[') {
     const char *rb = strchr(host, ']');
-    return rb ? strndup(host + 1, (size_t)(rb - host - 1)) : NULL;
+    return rb ? lp_strndup(host + 1, (size_t)(rb - host - 1)) : NULL;
   }
-  return strndup(host, strcspn(host, ":/?#"));
+  return lp_strndup(host, strcspn(host, ":/?#"));
 }
 
 static void node_timer_closed(uv_handle_t *h) {

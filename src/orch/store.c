@@ -98,7 +98,7 @@ int orch_store_put(orch_store_t *st, const char *session_id, const char *name, u
   store_dir_t *d = dir_find(s, name, dir_len);
   if (!d) {
     d = calloc(1, sizeof *d);
-    if (!d || !(d->name = strndup(name, dir_len))) {
+    if (!d || !(d->name = lp_strndup(name, dir_len))) {
       free(d);
       free(data);
       return LP_ENOMEM;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lpod/admin.h"
+#include "lpod/core.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
@@ -11,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                 "multipart/form-data; boundary=XyZ",
                                 "multipart/form-data; boundary=\"q\"", "text/plain"};
   const char *ct = types[data[0] % 4];
-  char *q = strndup((const char *)data + 1, size - 1 > 64 ? 64 : size - 1);
+  char *q = lp_strndup((const char *)data + 1, size - 1 > 64 ? 64 : size - 1);
   free(admin_form_value(q, ct, data + 1, size - 1, "loglevel"));
   free(admin_form_value("", ct, data + 1, size - 1, "maxSessions"));
   free(q);

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     free(p);
   }
-  char *spec = strndup((const char *)data, size);
+  char *spec = lp_strndup((const char *)data, size);
   p = NULL;
   if (spec && media_profiles_parse(spec, &p, &n, err, sizeof err) == 0) free(p);
   free(spec);

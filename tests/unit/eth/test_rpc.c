@@ -213,7 +213,7 @@ static bool serve(conn_t *c) {
       c->len = 0;
       return true;
     }
-    char *body = strndup(c->buf + head, body_len);
+    char *body = lp_strndup(c->buf + head, body_len);
     char msg[8192];
     /* One write per response: split writes meet delayed ACKs and add 40 ms per request. */
     if (mode == MODE_HTTP_503) {
