@@ -383,6 +383,11 @@ static int fetch_setup(net_client_t *c, const net_fetch_opts_t *o, net_fetch_t *
   /* concurrent requests to one TLS host share an HTTP/2 connection instead of each opening
    * one; over HTTP/1.1 waiting would only queue them behind each other */
   if (https && o->version != NET_HTTP_1) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  /* libcurl reuses a pooled HTTP/1.1 connection for a request that wants HTTP/2 (it only avoids
+   * reusing a newer version than the one asked for), and a gRPC call sent over HTTP/1.1 fails.
+   * Connections whose TLS settings differ are never shared, so HTTP/1.1-only transfers name the
+   * default cipher list explicitly: the same ciphers, a pool of their own. */
+  if (https && o->version == NET_HTTP_1) curl_easy_setopt(e, CURLOPT_SSL_CIPHER_LIST, "DEFAULT");
   if (ver == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE) {
     /* libcurl 7.88 fails a second request on a reused h2c connection ("Error in the HTTP2
      * framing layer", with any server), so each h2c transfer gets its own connection */
