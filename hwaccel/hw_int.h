@@ -3,6 +3,7 @@
 #define LPOD_HW_INT_H
 
 #include <libavcodec/avcodec.h>
+#include <libavfilter/avfilter.h>
 #include <libavutil/dict.h>
 
 #include "lpod/core.h"
@@ -33,5 +34,77 @@ const char *hw_averr(int averror, char *buf, size_t len);
 
 /* Whether a frame of this format lives in device memory. */
 bool hw_pix_fmt_is_hw(int pix_fmt);
+
+/* ---- synthetic clips and a decode -> scale -> encode pipeline (hwaccel/clip.c), for the
+ * self-test and the calibration benchmark ---- */
+
+typedef struct hw_clip {
+  AVCodecParameters *par;
+  AVPacket **pkts;
+  int n, cap;
+  AVRational tb;
+} hw_clip_t;
+
+/* What hw_clip_make encodes. */
+typedef struct hw_clip_spec {
+  hw_codec_t codec;
+  enum AVPixelFormat fmt;
+  int w, h, frames;
+  int threads; /* the encoder's thread_count, 0 = auto */
+  /* Grain on the frames, and for H.264 CABAC and the deblocking filter as broadcasters' x264
+   * uses them: decoding the clip then costs about what decoding a real stream of its bit rate
+   * costs. Without it, the encoder's fastest setting on a clean gradient. */
+  bool realistic;
+} hw_clip_spec_t;
+
+/* Encodes a clip of synthetic frames with a CPU encoder at its fastest setting, 0.1 bit per
+ * pixel at 30 frames/s (at least 400 kb/s), keyframes at most 60 frames apart. LP_EUNSUPP when
+ * this FFmpeg has no such encoder. */
+int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out);
+void hw_clip_free(hw_clip_t *c);
+/* Frame k of a moving gradient into f (allocated, any planar YUV format), with noise of +/- grain
+ * levels (8-bit scale) that differs in every frame. */
+void hw_fill_frame(AVFrame *f, int k, int grain);
+/* Receives the packets an encoder has ready, into keep or dropped (keep NULL). Returns how many,
+ * or a negative AVERROR. */
+int hw_enc_drain(AVCodecContext *c, hw_clip_t *keep);
+/* Ends the stream, drops what is left and frees the encoder. */
+void hw_enc_close(AVCodecContext **c);
+
+typedef int (*hw_frame_fn)(void *ud, AVFrame *f);
+/* Decodes a clip through be on device with threads decoder threads (0 = auto), sending packets
+ * packets (the clip over and over; 0 = each once); every frame goes to fn. On failure why says
+ * where. */
+int hw_clip_decode(const hw_backend_t *be, AVBufferRef *device, const hw_clip_t *clip, int threads,
+                   int packets, hw_frame_fn fn, void *ud, char *why, size_t wlen);
+
+/* Frames of a decoder through be's scaler to out_w x out_h, then an encoder of enc_be. */
+typedef struct hw_pipe {
+  const hw_backend_t *be;     /* the scaler's: the decoder's backend */
+  const hw_backend_t *enc_be; /* the encoder's: be, or sw on the CPU route; NULL: no encoder */
+  AVBufferRef *device;
+  bool host; /* frames go to a CPU encoder: be's scale_filter_host where it has one */
+  int out_w, out_h;
+  hw_enc_params_t ep; /* the encoder's settings; size and time base come from the frames */
+  hw_clip_t *keep;    /* where packets go; NULL: dropped */
+  char *why;
+  size_t wlen;
+  /* state */
+  AVFilterGraph *graph;
+  AVFilterContext *src, *sink;
+  AVCodecContext *enc;
+  AVFrame *ff;
+  int64_t outputs; /* frames out of the last stage: packets, or scaled frames without encoder */
+  int open_err;    /* what encoder_open returned when the encoder did not open (LP_E*) */
+} hw_pipe_t;
+
+/* A hw_frame_fn: scales f (the scaler is made at the first frame), encodes what comes out. */
+int hw_pipe_frame(void *ud, AVFrame *f);
+/* Encodes f as it is (the encoder opens at the first frame, with ep's time base when the pipe
+ * has no scaler). */
+int hw_pipe_encode(hw_pipe_t *p, AVFrame *f);
+/* Ends the scaler's stream and drains the encoder. */
+int hw_pipe_finish(hw_pipe_t *p);
+void hw_pipe_free(hw_pipe_t *p);
 
 #endif

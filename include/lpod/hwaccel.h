@@ -280,6 +280,34 @@ typedef struct hw_fallback_log {
 bool hw_fallback_note(hw_fallback_log_t *l, const lp_logctx_t *ctx, const hw_device_t *d,
                       int rendition, hw_codec_t codec, int w, int h, hw_route_why_t why);
 
+/* ---- calibration (hwaccel/bench.c) ---- */
+/* Calibration: sustained frames per second of one stage on a device of the table. */
+typedef enum { HW_BENCH_DECODE, HW_BENCH_SCALE, HW_BENCH_ENCODE } hw_bench_stage_t;
+typedef struct hw_bench_req {
+  hw_bench_stage_t stage;
+  /* decode: the source codec; encode: the output codec; scale: ignored (H.264 source) */
+  hw_codec_t codec;
+  const char *preset; /* encoder preset name for the device's backend, NULL = backend default */
+  int in_w, in_h, out_w, out_h;
+  /* frames to time, 0 = a default that keeps one call around a second on a 2-core CPU at 1080p */
+  int frames;
+} hw_bench_req_t;
+/* Decodes, scales or encodes synthetic frames the way the media engine does (decoders and CPU
+ * encoders with automatic threads) and returns in fps the frames per second of that stage alone
+ * once warmed up. LP_EUNSUPP when the device cannot run the stage (a codec it neither decodes
+ * nor encodes, a size outside its encoder's limits, an encoder this FFmpeg lacks), LP_EINVAL
+ * for a request that makes no sense, another LP_E* when the stage fails; why says what, in one
+ * line. Blocks for about a second with H.264 at the reference sizes on a 2-core CPU (longer for
+ * the other codecs, whose sources take longer to make). */
+int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
+                   size_t wlen);
+/* The preset name (for hw_bench_req_t.preset) of a scheduler tier (0 fast, 1 medium, 2 slow)
+ * for the encoder that encodes codec from device d: x264, x265 and QSV "veryfast"/"medium"/
+ * "slow", NVENC "p2"/"p4"/"p6", libvpx "ultrafast" (its realtime deadline) for fast. NULL where
+ * the backend's default is the tier's setting or there is no preset to set (libvpx medium and
+ * slow, Netint, AV1 on the CPU, which has no AV1 encoder). */
+const char *hw_bench_preset_name(const hw_device_t *d, hw_codec_t codec, int tier);
+
 /* ---- output ---- */
 /* The table as text (one block per device) and as JSON; malloc'd, caller frees. */
 char *hw_table_text(const hw_table_t *t);

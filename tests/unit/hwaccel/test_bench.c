@@ -1,0 +1,175 @@
+/* Calibration benchmark: every H.264 stage of the real CPU device gives a finite positive rate
+ * at each preset tier, a fake GPU's device and CPU encoder routes do too, codecs a device lacks
+ * and nonsense requests are refused, and tiers map to each backend's preset names. Sizes are
+ * tiny: rates are not compared here (that is for benchmarks). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <libavutil/log.h>
+
+#include "fake_backend.h"
+#include "lpod/core.h"
+#include "lpod/hwaccel.h"
+
+static hw_table_t table;
+
+static int probe_cpu(void **state) {
+  (void)state;
+  hw_probe_opts_t o = {"", "", "", false, NULL};
+  char err[512] = "";
+  int ret = hw_table_probe(&o, &table, err, sizeof(err));
+  if (ret != 0) fprintf(stderr, "hw_table_probe: %s\n", err);
+  return ret;
+}
+
+static hw_bench_req_t small(hw_bench_stage_t stage, hw_codec_t codec, const char *preset) {
+  return (hw_bench_req_t){stage, codec, preset, 320, 180, 160, 90, 8};
+}
+
+/* Runs req on d and checks the rate. */
+static void bench_ok(const hw_device_t *d, hw_bench_req_t req) {
+  double fps = -1;
+  char why[256] = "";
+  int ret = hw_bench_stage(d, &req, &fps, why, sizeof(why));
+  if (ret != 0)
+    fail_msg("%s stage %d codec %s: %s (%s)", d->name, (int)req.stage, hw_codec_name(req.codec),
+             lp_strerror(ret), why);
+  assert_true(fps > 0 && isfinite(fps));
+}
+
+static void bench_fails(const hw_device_t *d, hw_bench_req_t req, int want) {
+  double fps = -1;
+  char why[256] = "";
+  assert_int_equal(hw_bench_stage(d, &req, &fps, why, sizeof(why)), want);
+  assert_true(why[0] != 0);
+  assert_true(fps == 0);
+}
+
+static void test_cpu_h264_stages(void **state) {
+  (void)state;
+  const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
+  bench_ok(cpu, small(HW_BENCH_DECODE, HW_CODEC_H264, NULL));
+  bench_ok(cpu, small(HW_BENCH_SCALE, HW_CODEC_H264, NULL));
+  /* The scaler ignores the codec. */
+  bench_ok(cpu, small(HW_BENCH_SCALE, (hw_codec_t)99, NULL));
+}
+
+static void test_cpu_h264_encode_tiers(void **state) {
+  (void)state;
+  const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
+  static const char *const names[3] = {"veryfast", "medium", "slow"};
+  for (int tier = 0; tier < 3; tier++) {
+    const char *preset = hw_bench_preset_name(cpu, HW_CODEC_H264, tier);
+    assert_string_equal(preset, names[tier]);
+    bench_ok(cpu, small(HW_BENCH_ENCODE, HW_CODEC_H264, preset));
+  }
+}
+
+/* A fake GPU: decode and scale on the device, H.264 encoded on it, then the same codec on its
+ * CPU route once its encoder is gone. */
+static void test_fake_gpu_routes(void **state) {
+  (void)state;
+  fake_config_t c = {.devices = 1,
+                     .dec = HW_CODEC_BIT(HW_CODEC_H264),
+                     .enc = HW_CODEC_BIT(HW_CODEC_H264),
+                     .limits = {146, 50, 1920, 1920, 2, true}};
+  for (int route = 0; route < 2; route++) {
+    fake_configure(&c);
+    hw_table_t t = table;
+    char err[512] = "";
+    if (hw_table_add(&t, &fake_backend, "0", false, NULL, err, sizeof(err)) != 0)
+      fail_msg("hw_table_add: %s", err);
+    const hw_device_t *d = &t.dev[1];
+    assert_int_equal(!!(d->enc & HW_CODEC_BIT(HW_CODEC_H264)), route == 0);
+    assert_int_equal(!!(d->enc_cpu & HW_CODEC_BIT(HW_CODEC_H264)), route == 1);
+    bench_ok(d, small(HW_BENCH_DECODE, HW_CODEC_H264, NULL));
+    bench_ok(d, small(HW_BENCH_SCALE, HW_CODEC_H264, NULL));
+    bench_ok(d, small(HW_BENCH_ENCODE, HW_CODEC_H264, hw_bench_preset_name(d, HW_CODEC_H264, 0)));
+    assert_int_equal(fake_open_encoders(), 0);
+    c.enc = 0;
+  }
+}
+
+static void test_missing_codec(void **state) {
+  (void)state;
+  hw_device_t d = table.dev[HW_TABLE_CPU];
+  d.dec &= ~HW_CODEC_BIT(HW_CODEC_H264);
+  d.enc &= ~HW_CODEC_BIT(HW_CODEC_H264);
+  bench_fails(&d, small(HW_BENCH_DECODE, HW_CODEC_H264, NULL), LP_EUNSUPP);
+  bench_fails(&d, small(HW_BENCH_SCALE, HW_CODEC_H264, NULL), LP_EUNSUPP);
+  bench_fails(&d, small(HW_BENCH_ENCODE, HW_CODEC_H264, NULL), LP_EUNSUPP);
+  /* The software backend has no AV1 encoder. */
+  bench_fails(&table.dev[HW_TABLE_CPU], small(HW_BENCH_ENCODE, HW_CODEC_AV1, NULL), LP_EUNSUPP);
+  /* Below the encoder's minimum size. */
+  d = table.dev[HW_TABLE_CPU];
+  d.limits[HW_CODEC_H264].min_w = 200;
+  bench_fails(&d, small(HW_BENCH_ENCODE, HW_CODEC_H264, NULL), LP_EUNSUPP);
+}
+
+static void test_invalid_requests(void **state) {
+  (void)state;
+  const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
+  hw_bench_req_t zero = {HW_BENCH_ENCODE, HW_CODEC_H264, NULL, 0, 0, 0, 0, 0};
+  bench_fails(cpu, zero, LP_EINVAL);
+  hw_bench_req_t r = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
+  r.out_w = 161;
+  bench_fails(cpu, r, LP_EINVAL);
+  r = small(HW_BENCH_DECODE, (hw_codec_t)HW_CODECS, NULL);
+  bench_fails(cpu, r, LP_EINVAL);
+  r = small((hw_bench_stage_t)7, HW_CODEC_H264, NULL);
+  bench_fails(cpu, r, LP_EINVAL);
+  r = small(HW_BENCH_DECODE, HW_CODEC_H264, NULL);
+  r.frames = -1;
+  bench_fails(cpu, r, LP_EINVAL);
+  double fps;
+  char why[64];
+  assert_int_equal(hw_bench_stage(NULL, &r, &fps, why, sizeof(why)), LP_EINVAL);
+  assert_int_equal(hw_bench_stage(cpu, NULL, &fps, NULL, 0), LP_EINVAL);
+}
+
+static void test_preset_names(void **state) {
+  (void)state;
+  hw_device_t d = table.dev[HW_TABLE_CPU];
+  d.enc |= HW_CODEC_BIT(HW_CODEC_VP9); /* whether or not this FFmpeg has libvpx */
+  assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_HEVC, 2), "slow");
+  assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_VP9, 0), "ultrafast");
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_VP9, 1));
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_VP9, 2));
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_AV1, 1));
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_H264, 3));
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_H264, -1));
+  assert_null(hw_bench_preset_name(NULL, HW_CODEC_H264, 0));
+  /* Backends are told apart by name; a codec the device does not encode is the CPU's. */
+  hw_backend_t be = *d.be;
+  d.be = &be;
+  d.enc = HW_CODEC_BIT(HW_CODEC_H264) | HW_CODEC_BIT(HW_CODEC_AV1);
+  be.name = "nvidia";
+  static const char *const nv[3] = {"p2", "p4", "p6"};
+  for (int tier = 0; tier < 3; tier++) {
+    assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_H264, tier), nv[tier]);
+    assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_AV1, tier), nv[tier]);
+  }
+  assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_HEVC, 0), "veryfast");
+  be.name = "qsv";
+  assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_H264, 0), "veryfast");
+  assert_string_equal(hw_bench_preset_name(&d, HW_CODEC_AV1, 2), "slow");
+  be.name = "netint";
+  assert_null(hw_bench_preset_name(&d, HW_CODEC_H264, 1));
+}
+
+int main(void) {
+  lp_log_set_level(1);
+  av_log_set_level(AV_LOG_FATAL);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cpu_h264_stages),  cmocka_unit_test(test_cpu_h264_encode_tiers),
+      cmocka_unit_test(test_fake_gpu_routes),  cmocka_unit_test(test_missing_codec),
+      cmocka_unit_test(test_invalid_requests), cmocka_unit_test(test_preset_names),
+  };
+  return cmocka_run_group_tests(tests, probe_cpu, NULL);
+}
