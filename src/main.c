@@ -100,7 +100,13 @@ static bool node_ready(void *arg, char *why, size_t whylen) {
     snprintf(why, whylen, "no orchestrator accepted this transcoder");
     return false;
   }
+  if (n->orch) return orch_node_ready(n->orch, why, whylen);
   return true;
+}
+
+static int node_set_max_sessions(void *arg, int max, bool is_auto) {
+  node_t *n = arg;
+  return n->orch ? orch_node_set_max_sessions(n->orch, max, is_auto) : LP_EINVAL;
 }
 
 static void node_status(void *arg, cJSON *st) {
@@ -108,6 +114,7 @@ static void node_status(void *arg, cJSON *st) {
   cJSON_ReplaceItemInObject(st, "LocalTranscoding", cJSON_CreateBool(n->cfg.transcoder));
   cJSON_AddStringToObject(st, "Network", n->cfg.network);
   cJSON_AddBoolToObject(st, "Stopping", lp_lifecycle_stopping(n->lc));
+  if (n->orch) orch_node_status(n->orch, st);
 }
 
 static void node_stop(lp_lifecycle_t *lc, void *arg) {
@@ -183,7 +190,10 @@ static int run_node(int argc, char **argv) {
       pool_worker_on_fatal(n.worker, node_worker_fatal, &n);
     }
   }
-  admin_hooks_t hooks = {.arg = &n, .status = node_status, .ready = node_ready};
+  admin_hooks_t hooks = {.arg = &n,
+                         .status = node_status,
+                         .set_max_sessions = node_set_max_sessions,
+                         .ready = node_ready};
   if (admin_start(n.loop, &n.cfg, n.cfg.orchestrator ? "orch" : "trcr", &hooks, &n.admin, err,
                   sizeof err)) {
     LOGE("Admin API on %s: %s", n.cfg.cli_addr, err);

@@ -30,6 +30,8 @@ typedef struct lp_config {
   double target_rt_ratio; /* -targetRealtimeRatio, default 0.8 */
   char *per_device_max;   /* -perGpuMax style list */
   bool calibrate;
+  char *cpu_preset;    /* x264/x265 speed preset of CPU encoders */
+  bool cost_admission; /* admission by cost (sched); false: the session count alone */
   /* metrics */
   bool monitor;
   bool metrics_per_stream;

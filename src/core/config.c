@@ -66,6 +66,10 @@ static const flagdef_t flags[] = {
      "Per-device session caps, in the order of the device list (e.g. 18,15,22)"},
     {"calibrate", "Calibrate", F_BOOL, OFF(calibrate), "false", 0,
      "Re-run the device calibration benchmark at start"},
+    {"costAdmission", "CostAdmission", F_BOOL, OFF(cost_admission), "true", 0,
+     "Admit new streams by their cost on the devices; false: -maxSessions alone"},
+    {"cpuPreset", "CpuPreset", F_STR, OFF(cpu_preset), "medium", 0,
+     "Speed preset of CPU encoders (x264/x265: ultrafast .. veryslow)"},
     {"monitor", "Monitor", F_BOOL, OFF(monitor), "false", 0,
      "Serve Prometheus metrics at <cliAddr>/metrics"},
     {"metricsPerStream", "MetricsPerStream", F_BOOL, OFF(metrics_per_stream), "false", 0,
@@ -665,6 +669,18 @@ lp_cfg_status_t lp_config_load(lp_config_t *cfg, int argc, char **argv, char **e
   }
   if (!(cfg->target_rt_ratio > 0 && cfg->target_rt_ratio <= 1.0)) {
     seterr(&p, "-targetRealtimeRatio must be in (0, 1], got %g", cfg->target_rt_ratio);
+    goto out;
+  }
+  static const char *const presets[] = {"ultrafast", "superfast", "veryfast", "faster",  "fast",
+                                        "medium",    "slow",      "slower",   "veryslow"};
+  bool preset_ok = false;
+  for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+    preset_ok = preset_ok || strcmp(cfg->cpu_preset, presets[i]) == 0;
+  if (!preset_ok) {
+    seterr(&p,
+           "-cpuPreset must be one of ultrafast, superfast, veryfast, faster, fast, medium, "
+           "slow, slower, veryslow; got '%s'",
+           cfg->cpu_preset);
     goto out;
   }
   if (cfg->nvidia[0] && cfg->netint[0]) {

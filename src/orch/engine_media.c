@@ -9,26 +9,38 @@
 
 typedef struct media_state {
   media_session_t *ms;
+  const orch_media_ctx_t *ctx; /* the engine's ctx; NULL = the CPU */
+  int device;                  /* the table entry ms runs on */
   char session_id[sizeof(((orch_job_t *)0)->session_id)];
 } media_state_t;
 
-static media_session_t *state_session(media_state_t *st) {
-  if (!st->ms) {
-    media_session_opts_t opts = MEDIA_SESSION_OPTS_INIT;
-    opts.log.session_id = st->session_id;
-    st->ms = media_session_new(&opts);
+/* The media session on the device the job was placed on, made on first use and again after a
+ * failure that broke the previous one. */
+static media_session_t *state_session(media_state_t *st, int device) {
+  if (st->ms && st->device == device) return st->ms;
+  if (st->ms) media_session_free(st->ms);
+  st->ms = NULL;
+  media_session_opts_t opts = MEDIA_SESSION_OPTS_INIT;
+  opts.log.session_id = st->session_id;
+  if (st->ctx) opts.preset = st->ctx->cpu_preset;
+  const hw_table_t *t = st->ctx ? st->ctx->table : NULL;
+  if (t && device > 0 && device < t->n) {
+    const hw_device_t *d = &t->dev[device];
+    opts.backend = d->be->name;
+    opts.device = d->index;
+  } else {
+    device = 0;
   }
+  st->device = device;
+  st->ms = media_session_new(&opts);
   return st->ms;
 }
 
 static int media_open(void *ctx, const char *session_id, void **state) {
   media_state_t *st = calloc(1, sizeof *st);
   if (!st) return LP_ENOMEM;
+  st->ctx = ctx;
   snprintf(st->session_id, sizeof st->session_id, "%s", session_id);
-  if (!state_session(st)) {
-    free(st);
-    return LP_EDEVICE;
-  }
   *state = st;
   return 0;
 }
@@ -52,7 +64,7 @@ static void to_media_profile(const orch_profile_t *p, media_profile_t *m) {
 
 static int media_transcode(void *ctx, void *state, orch_job_t *job) {
   media_state_t *st = state;
-  media_session_t *ms = state_session(st);
+  media_session_t *ms = state_session(st, job->device);
   if (!ms) {
     snprintf(job->error, sizeof job->error, "ErrTranscoderUnavailable");
     return 0;

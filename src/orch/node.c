@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
@@ -31,7 +32,9 @@ struct orch_node {
   net_client_t *cli;
   pool_manager_t *pool;        /* standalone orchestrator: its remote transcoders */
   orch_pool_engine_t pool_eng; /* the engine seam on it */
-  bool max_auto;               /* -maxSessions auto: the transcoders' capacity */
+  bool max_auto;               /* -maxSessions auto: the transcoders' capacity, or the work */
+  hw_table_t *table;           /* local transcoding: the devices */
+  orch_media_ctx_t media;      /* the media engine's view of them */
   int in_flight;               /* /segment requests not yet finished */
   uv_timer_t drain_timer;
   void (*drained)(void *);
@@ -71,12 +74,20 @@ static const double transcode_time_buckets[] = {0,   .25, .5,  .75, 1,   1.25, 1
 static const double score_buckets[] = {0, .5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 10, 15, 20, 40};
 static const double seg_duration_buckets[] = {.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30};
 
+/* The session limit as operators read it: with local -maxSessions auto, what the capacity
+ * model fits of the probe shape. */
+static int max_sessions_shown(orch_node_t *n) {
+  int max = orch_sessions_max(n->core.sessions);
+  if (n->core.admit && max == INT_MAX) return orch_admit_capacity(n->core.admit);
+  return max;
+}
+
 static void metrics_sessions(orch_node_t *n) {
   lp_metric_set(
       lp_metric_gauge("livepeer_current_sessions_total", "Active transcoding sessions", NULL), NULL,
       orch_sessions_count(n->core.sessions));
   lp_metric_set(lp_metric_gauge("livepeer_max_sessions_total", "Session limit", NULL), NULL,
-                orch_sessions_max(n->core.sessions));
+                max_sessions_shown(n));
 }
 
 static void metrics_segment(orch_node_t *n, const orch_job_t *job, int64_t pixels) {
@@ -192,6 +203,8 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
   }
   metrics_segment(s->node, job, pixels);
   metrics_sessions(s->node);
+  if (c->admit && orch_admit_segment_done(c->admit, job))
+    LOGW_C(&lc, "Stream cannot keep real time; its next segments will be refused");
   if (!job->error[0]) {
     c->pay.debit_fees(c->pay.ctx, s->sr.sender, job->session_id, s->sr.payment->expected_price,
                       pixels);
@@ -211,6 +224,16 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
   }
   seg_write_body(s, body, len);
   free(body);
+}
+
+/* Without the capacity model (-costAdmission=false) a session still needs a device: the
+ * hardware devices share the sessions by a hash of their id (sticky without any state), and the
+ * CPU takes them when there is no hardware. */
+static int count_placement(const orch_node_t *n, const char *session_id) {
+  if (!n->table || n->table->n <= 1) return 0;
+  uint32_t h = 2166136261u;
+  for (const char *p = session_id; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  return 1 + (int)(h % (uint32_t)(n->table->n - 1));
 }
 
 /* digest: keccak256(data) when already known, else NULL. */
@@ -249,7 +272,23 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
   j->force_reinit = sd->forcesessionreinit;
   j->done = seg_transcoded;
   j->done_arg = s;
-  int rc = s->node->core.stopping ? LP_ECAPACITY : orch_sessions_submit(s->node->core.sessions, j);
+  orch_core_t *c = &s->node->core;
+  if (c->stopping) {
+    seg_write_error(s, "OrchestratorCapped");
+    return;
+  }
+  bool is_new = !orch_sessions_exists(c->sessions, j->session_id);
+  if (!c->admit) j->device = count_placement(s->node, j->session_id);
+  if (c->admit) {
+    char why[160];
+    int arc = orch_admit_session(c->admit, j, is_new, why, sizeof why);
+    if (arc) {
+      seg_write_error(s, why);
+      return;
+    }
+  }
+  int rc = orch_sessions_submit(c->sessions, j);
+  if (rc && is_new && c->admit) orch_admit_release(c->admit, j->session_id);
   metrics_sessions(s->node);
   if (rc == LP_ECAPACITY)
     seg_write_error(s, "OrchestratorCapped");
@@ -566,6 +605,10 @@ static void node_timer_closed(uv_handle_t *h) {
 
 static void sessions_closed(void *arg) {
   orch_node_t *n = arg;
+  orch_admit_free(n->core.admit);
+  n->core.admit = NULL;
+  free(n->table);
+  n->table = NULL;
   orch_sessions_free(n->core.sessions);
   orch_store_free(n->core.store);
   free(n->core.service_uri);
@@ -595,6 +638,67 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx",
        pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
        (unsigned long long)c->bits[0]);
+}
+
+/* The codec capabilities become what the device table's self-tests passed. */
+static void caps_from_table(orch_caps_t *c, const hw_table_t *t) {
+  static const int codec_caps[] = {ORCH_CAP_H264,
+                                   ORCH_CAP_HEVC_DECODE,
+                                   ORCH_CAP_HEVC_ENCODE,
+                                   ORCH_CAP_VP8_DECODE,
+                                   ORCH_CAP_VP9_DECODE,
+                                   ORCH_CAP_VP8_ENCODE,
+                                   ORCH_CAP_VP9_ENCODE,
+                                   HW_CAP_H264_DECODE_444_8,
+                                   HW_CAP_H264_DECODE_422_8,
+                                   HW_CAP_H264_DECODE_444_10,
+                                   HW_CAP_H264_DECODE_422_10,
+                                   HW_CAP_H264_DECODE_420_10};
+  for (size_t i = 0; i < LP_ARRAY_LEN(codec_caps); i++)
+    c->bits[codec_caps[i] / 64] &= ~(1ull << (codec_caps[i] % 64));
+  int caps[32];
+  size_t n = hw_table_capabilities(t, caps, LP_ARRAY_LEN(caps));
+  for (size_t i = 0; i < n; i++)
+    if (caps[i] < 64 * ORCH_CAP_WORDS) orch_caps_set(c, caps[i]);
+}
+
+/* Local transcoding: the device table (CPU, then -nvidia/-netint/-qsv devices, self-tested
+ * unless -testTranscoder=false) and the capacity model over it. */
+static void session_ended(void *arg, const char *session_id) {
+  orch_node_t *n = arg;
+  if (n->core.admit) orch_admit_release(n->core.admit, session_id);
+}
+
+static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *engine) {
+  n->table = calloc(1, sizeof *n->table);
+  if (!n->table) return LP_ENOMEM;
+  hw_probe_opts_t po = {cfg->nvidia, cfg->netint, cfg->qsv, cfg->test_transcoder, cfg->datadir};
+  char err[512] = "";
+  int rc = hw_table_probe(&po, n->table, err, sizeof err);
+  if (rc) {
+    LOGE("Devices: %s", err[0] ? err : lp_strerror(rc));
+    return rc;
+  }
+  char *text = hw_table_text(n->table);
+  if (text) {
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+      LOGI("%s", line);
+    free(text);
+  }
+  caps_from_table(&n->core.caps, n->table);
+  n->media.table = n->table;
+  n->media.cpu_preset = cfg->cpu_preset;
+  engine->ctx = &n->media;
+  if (!cfg->cost_admission) {
+    LOGI("Capacity: -costAdmission=false: new streams are counted against -maxSessions only");
+    return 0;
+  }
+  if ((rc = orch_admit_new(n->loop, cfg, n->table, &n->core.admit))) {
+    LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
+    return rc;
+  }
+  return 0;
 }
 
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
@@ -634,7 +738,10 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     memset(c->caps.bits, 0, sizeof c->caps.bits);
     orch_caps_set(&c->caps, ORCH_CAP_AUTH_TOKEN);
     orch_engine_pool(&n->pool_eng, &engine);
+  } else if ((rc = start_devices(n, cfg, &engine))) {
+    goto fail;
   }
+  rc = LP_ENOMEM;
   c->store = orch_store_new();
   if (!c->store) goto fail;
   uint64_t idle_ms = ORCH_SESSION_IDLE_MS_DEFAULT;
@@ -642,10 +749,12 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   if (idle_env && atoll(idle_env) > 0) idle_ms = (uint64_t)atoll(idle_env);
   int max_sessions = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
   /* go-livepeer's -maxSessions auto: the sum of the registered transcoders' capacities */
-  n->max_auto = standalone && cfg->max_sessions_auto;
-  if (n->max_auto) max_sessions = 0;
+  /* with local transcoding, auto leaves the capacity model alone to decide */
+  n->max_auto = cfg->max_sessions_auto && (standalone || c->admit);
+  if (n->max_auto) max_sessions = standalone ? 0 : INT_MAX;
   c->sessions = orch_sessions_new(loop, &engine, c->store, max_sessions, idle_ms);
   if (!c->sessions) goto fail;
+  orch_sessions_on_end(c->sessions, session_ended, n);
 
   /* -httpAddr defaults to the service URI's port on every interface. */
   port = uri_port(c->service_uri);
@@ -708,8 +817,9 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
   metrics_sessions(n);
-  LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d", http_addr,
-       net_server_port(n->srv), c->service_uri, max_sessions);
+  LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d%s", http_addr,
+       net_server_port(n->srv), c->service_uri, max_sessions_shown(n),
+       n->max_auto ? " (auto)" : "");
   free(http_addr);
   free(host);
   free(port);
@@ -731,6 +841,11 @@ fail:
   orch_store_free(c->store);
   free(c->service_uri);
   orch_onchain_free(n->onchain);
+  if (c->admit) {
+    orch_admit_free(c->admit);
+    uv_run(loop, UV_RUN_NOWAIT);
+  }
+  free(n->table);
   free(n);
   return rc ? rc : LP_EIO;
 }
@@ -776,16 +891,17 @@ void orch_node_free(orch_node_t *n) {
 
 int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
   if (is_auto) {
-    /* go-livepeer allows auto only where remote transcoders set the capacity */
-    if (!n->pool) return LP_EINVAL;
+    /* remote transcoders set the capacity; with local transcoding the capacity model does */
+    if (!n->pool && !n->core.admit) return LP_EINVAL;
     n->max_auto = true;
-    orch_sessions_set_max(n->core.sessions, pool_manager_capacity(n->pool));
+    orch_sessions_set_max(n->core.sessions, n->pool ? pool_manager_capacity(n->pool) : INT_MAX);
   } else {
     if (max_sessions <= 0) return LP_EINVAL;
     n->max_auto = false;
     orch_sessions_set_max(n->core.sessions, max_sessions);
   }
-  LOGI("MaxSessions set to %d%s", orch_sessions_max(n->core.sessions), is_auto ? " (auto)" : "");
+  if (n->core.admit) orch_admit_set_max(n->core.admit, is_auto ? 0 : max_sessions);
+  LOGI("MaxSessions set to %d%s", max_sessions_shown(n), is_auto ? " (auto)" : "");
   metrics_sessions(n);
   return 0;
 }
@@ -804,8 +920,9 @@ void orch_node_status(orch_node_t *n, cJSON *status) {
              cJSON_CreateNumber(n->pool ? pool_manager_transcoders(n->pool) : 0));
   status_set(status, "LocalTranscoding", cJSON_CreateBool(n->pool == NULL));
   status_set(status, "Sessions", cJSON_CreateNumber(orch_sessions_count(n->core.sessions)));
-  status_set(status, "MaxSessions", cJSON_CreateNumber(orch_sessions_max(n->core.sessions)));
+  status_set(status, "MaxSessions", cJSON_CreateNumber(max_sessions_shown(n)));
   status_set(status, "SegmentsInFlight", cJSON_CreateNumber(n->in_flight));
+  if (n->core.admit) orch_admit_status(n->core.admit, status);
 }
 
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen) {

@@ -11,8 +11,10 @@
 
 #include "lp_rpc.pb-c.h"
 #include "lpod/core.h"
+#include "lpod/hwaccel.h"
 #include "lpod/orch.h"
 #include "lpod/pool.h"
+#include "lpod/sched.h"
 
 /* ---- base64 (Go's base64.StdEncoding rules, including its error positions) ---------------- */
 /* Decodes into a malloc'd buffer. On failure returns LP_EINVAL with Go's text
@@ -169,6 +171,7 @@ struct orch_job {
   size_t input_len;
   uint64_t clip_from_ms, clip_to_ms; /* 0 = unset */
   bool force_reinit;
+  int device; /* the device-table entry the session was placed on (0: the CPU) */
   /* outputs, written by the engine on the worker thread */
   orch_rendition_t *out; /* n_profiles entries, zeroed */
   char error[256];       /* non-empty: the transcode failed with this text */
@@ -200,8 +203,13 @@ typedef struct orch_engine {
   void (*session_ended)(void *ctx, const char *session_id);
 } orch_engine_t;
 
-/* The media module's transcode engine (engine_media.c). */
+/* The media module's transcode engine (engine_media.c). Its ctx, when set, is an
+ * orch_media_ctx_t; NULL means the CPU with the default preset. */
 extern const orch_engine_t orch_engine_media;
+typedef struct orch_media_ctx {
+  const hw_table_t *table; /* job->device indexes it */
+  const char *cpu_preset;  /* -cpuPreset; NULL = the backend default */
+} orch_media_ctx_t;
 
 /* Remote transcoders through the pool manager (engine_pool.c). The manager can be set after the
  * sessions exist (it needs the server); until then segments fail as unavailable. */
@@ -235,10 +243,42 @@ int orch_sessions_check_capacity(const orch_sessions_t *ss, const char *session_
 int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job);
 /* A loop-side engine finished the job orch_engine_t.start was given. */
 void orch_sessions_job_done(orch_job_t *job);
+/* Called on the loop whenever a session leaves the table (idle, ended, stopped). */
+void orch_sessions_on_end(orch_sessions_t *ss, void (*ended)(void *arg, const char *session_id),
+                          void *arg);
 /* Tears a session down: the queued jobs end with an error, its results are dropped. */
 int orch_sessions_end(orch_sessions_t *ss, const char *session_id);
 /* Jobs not yet answered, across all sessions (queued, transcoding or finished but unseen). */
 int orch_sessions_jobs(const orch_sessions_t *ss);
+
+/* ---- admission by the cost of the work (admit.c, docs/capacity.md) ------------------------
+ * For a node that transcodes itself. Loop thread only. */
+typedef struct orch_admit orch_admit_t;
+/* The table's devices in the scheduler (device i = table entry i), telemetry, -perGpuMax, and
+ * calibration when -testTranscoder is on (cached in the data dir). The table must outlive it. */
+int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+                   orch_admit_t **out);
+/* Closes its timer: run the loop afterwards. */
+void orch_admit_free(orch_admit_t *a);
+/* Room for one more stream: of the probe shape when profiles is NULL (GetOrchestrator), else of
+ * these renditions from the smallest source they allow (a new session's credentials, before
+ * its body is known). 0 or LP_ECAPACITY. */
+int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n);
+/* Every segment: sets job->device to its session's placement. A new session's first segment
+ * is weighed (demuxed, not decoded) with its profiles and placed; LP_ECAPACITY
+ * ("OrchestratorCapped" in err) when it does not fit, LP_ERANGE with the reason in err for a
+ * session already failed as too slow. An existing session is never refused. */
+int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err, size_t errlen);
+/* Feeds a transcoded segment back; true when its stream alone cannot keep real time: its
+ * capacity is released and its later segments are refused with the reason. */
+bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job);
+void orch_admit_release(orch_admit_t *a, const char *session_id);
+/* -maxSessions changed at run time (0: auto, no count cap). */
+void orch_admit_set_max(orch_admit_t *a, int max_sessions);
+/* Streams of the probe shape that fit on the empty node. */
+int orch_admit_capacity(const orch_admit_t *a);
+/* Adds "Capacity": the scheduler's numbers per device and engine. */
+void orch_admit_status(const orch_admit_t *a, cJSON *obj);
 
 /* ---- the orchestrator core: state that the wire handlers share ---------------------------- */
 typedef struct orch_core {
@@ -250,6 +290,7 @@ typedef struct orch_core {
   orch_payments_t pay;
   orch_store_t *store;
   orch_sessions_t *sessions;
+  orch_admit_t *admit; /* NULL: sessions are counted only (remote transcoders, tests) */
   bool stopping;
 } orch_core_t;
 

@@ -44,6 +44,8 @@ struct orch_sessions {
   orch_job_t *done_head, *done_tail;
   orch_session_t *exited;
   bool closing;
+  void (*ended)(void *arg, const char *session_id);
+  void *ended_arg;
   void (*closed)(void *);
   void *closed_arg;
 };
@@ -215,6 +217,12 @@ void orch_sessions_free(orch_sessions_t *ss) {
   free(ss);
 }
 
+void orch_sessions_on_end(orch_sessions_t *ss, void (*ended)(void *arg, const char *session_id),
+                          void *arg) {
+  ss->ended = ended;
+  ss->ended_arg = arg;
+}
+
 int orch_sessions_count(const orch_sessions_t *ss) { return ss->count; }
 int orch_sessions_jobs(const orch_sessions_t *ss) { return ss->jobs; }
 void orch_sessions_set_max(orch_sessions_t *ss, int max_sessions) { ss->max = max_sessions; }
@@ -345,6 +353,7 @@ int orch_sessions_end(orch_sessions_t *ss, const char *id) {
   /* a loop-side engine's job in progress holds the session until orch_sessions_job_done */
   if (s->running) s->refs++;
   if (ss->engine.session_ended) ss->engine.session_ended(ss->engine.ctx, s->id);
+  if (ss->ended) ss->ended(ss->ended_arg, s->id);
   uv_timer_stop(&s->idle);
   uv_close((uv_handle_t *)&s->idle, idle_closed);
   LOGI("Ended transcoding session sessionID=%s sessions=%d", id, ss->count);

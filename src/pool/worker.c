@@ -261,6 +261,7 @@ static void *sess_thread(void *arg) {
     if (!ms) {
       media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
       o.log = t->log;
+      if (w->cfg && w->cfg->cpu_preset && w->cfg->cpu_preset[0]) o.preset = w->cfg->cpu_preset;
       ms = media_session_new(&o);
     }
     if (!ms) {

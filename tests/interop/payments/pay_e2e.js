@@ -108,7 +108,7 @@ const dbFile = path.join(datadir, 'lpod_payments.sqlite3');
 
 let cliPort = 0; // the admin API's port, kept across the restart
 function lpodArgs(port, extra) {
-  return ['-cliAddr', `127.0.0.1:${cliPort}`, '-orchestrator', '-transcoder', '-network', 'devenv', '-ethUrl', chain.url,
+  return ['-cliAddr', `127.0.0.1:${cliPort}`, '-orchestrator', '-transcoder', '-testTranscoder=false', '-costAdmission=false', '-network', 'devenv', '-ethUrl', chain.url,
     '-ethController', chain.addresses.Controller, '-ethKeystorePath', chain.keystore.dir,
     '-ethPassword', chain.keystore.password, '-ticketEV', String(TICKET_EV),
     '-maxFaceValue', String(MAX_FACE_VALUE), '-blockPollingInterval', '200ms',

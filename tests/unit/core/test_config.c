@@ -182,6 +182,12 @@ static void test_flag_forms(void **state) {
   assert_int_equal(LOAD(&c, empty_env, err, "-maxSessions", "0", NULL), LP_CFG_ERROR);
   assert_int_equal(LOAD(&c, empty_env, err, "-targetRealtimeRatio", "1.5", NULL), LP_CFG_ERROR);
   assert_int_equal(LOAD(&c, empty_env, err, "-nvidia", "0", "-netint", "all", NULL), LP_CFG_ERROR);
+  assert_int_equal(LOAD(&c, empty_env, err, "-cpuPreset", "fastest", NULL), LP_CFG_ERROR);
+  assert_non_null(strstr(err, "-cpuPreset must be one of ultrafast"));
+  assert_non_null(strstr(err, "got 'fastest'"));
+  assert_int_equal(LOAD(&c, empty_env, err, "-cpuPreset", "veryfast", NULL), LP_CFG_OK);
+  assert_string_equal(c.cpu_preset, "veryfast");
+  lp_config_free(&c);
 
   /* Accepted go-livepeer flags that lpod does not implement: value consumed, no error. */
   assert_int_equal(LOAD(&c, empty_env, err, "-gateway", "-transcodingOptions", "P240p30fps16x9",

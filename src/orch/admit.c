@@ -1,0 +1,340 @@
+/* Admission by the cost of the work (docs/capacity.md) for a node that transcodes itself: the
+ * device table's devices in the scheduler, calibration at start, a check at GetOrchestrator and
+ * at a new session's first segment, placement on a device, the real-time feedback of every
+ * segment, and a stream that cannot keep up failed on its own. Everything here runs on the loop
+ * thread, except orch_admit_new, which runs before the loop does. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libavutil/avutil.h>
+
+#include "lpod/media.h"
+#include "lpod/metrics.h"
+#include "orch_int.h"
+
+/* Telemetry sampling period. */
+#define POLL_MS 2000
+/* Sessions remembered as failed for falling behind, so their later segments get the error. */
+#define BEHIND_KEEP 64
+
+struct orch_admit {
+  lp_sched_t *sched;
+  lp_sched_preset_t cpu_preset; /* the tier of -cpuPreset */
+  const hw_table_t *table;      /* scheduler device i is table device i */
+  uv_timer_t poll;
+  bool timer;
+  char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
+  double behind_ratio[BEHIND_KEEP];
+  int behind_next;
+};
+
+static lp_sched_dev_kind_t kind_of(const hw_device_t *d) {
+  const char *n = d->be ? d->be->name : "sw";
+  if (strcmp(n, "nvidia") == 0) return LP_SCHED_DEV_NVIDIA;
+  if (strcmp(n, "qsv") == 0) return LP_SCHED_DEV_QSV;
+  if (strcmp(n, "netint") == 0) return LP_SCHED_DEV_NETINT;
+  return LP_SCHED_DEV_CPU;
+}
+
+/* The calibration benchmark: one stage on one device, through the device's own backend. */
+static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
+                 double *fps) {
+  orch_admit_t *a = ud;
+  const hw_device_t *d = NULL;
+  for (int i = 0; i < a->table->n && !d; i++)
+    if (strcmp(a->table->dev[i].name, dev->name) == 0) d = &a->table->dev[i];
+  if (!d) return LP_ENOENT;
+  static const hw_bench_stage_t stages[] = {HW_BENCH_DECODE, HW_BENCH_SCALE, HW_BENCH_ENCODE};
+  hw_bench_req_t r;
+  memset(&r, 0, sizeof r);
+  r.stage = stages[req->stage];
+  r.codec = (hw_codec_t)req->codec;
+  r.preset = req->stage == LP_SCHED_STAGE_ENCODE
+                 ? hw_bench_preset_name(d, (hw_codec_t)req->codec, (int)req->preset)
+                 : NULL;
+  r.in_w = req->in_width;
+  r.in_h = req->in_height;
+  r.out_w = req->out_width;
+  r.out_h = req->out_height;
+  char why[192] = "";
+  int rc = hw_bench_stage(d, &r, fps, why, sizeof why);
+  if (rc == 0 && req->stage == LP_SCHED_STAGE_ENCODE)
+    LOGV(LP_V_DEBUG, "capacity: %s encode %s %s (%s): %.1f fps", d->name,
+         lp_sched_codec_name(req->codec), lp_sched_preset_name(req->preset),
+         r.preset ? r.preset : "default", *fps);
+  else if (rc == 0)
+    LOGV(LP_V_DEBUG, "capacity: %s %s %s: %.1f fps", d->name,
+         req->stage == LP_SCHED_STAGE_DECODE ? "decode" : "scale", lp_sched_codec_name(req->codec),
+         *fps);
+  else if (rc != LP_EUNSUPP)
+    LOGW("capacity: calibration of %s failed: %s", d->name, why[0] ? why : lp_strerror(rc));
+  return rc;
+}
+
+/* What a device cannot do costs nothing in the model but must not be placed there: its
+ * coefficient becomes 0, which the scheduler reads as unsupported. */
+static void mask_coefs(lp_sched_t *s, int i, const hw_device_t *d) {
+  lp_sched_coefs_t c;
+  if (lp_sched_get_coefs(s, i, &c)) return;
+  for (int k = 0; k < LP_SCHED_CODECS && k < HW_CODECS; k++) {
+    if (!(d->dec & HW_CODEC_BIT(k))) c.decode[k] = 0;
+    if (!((d->enc | d->enc_cpu) & HW_CODEC_BIT(k)))
+      for (int q = 0; q < LP_SCHED_PRESETS; q++) c.encode[k][q] = 0;
+  }
+  lp_sched_set_coefs(s, i, &c);
+}
+
+static void poll_fire(uv_timer_t *t) {
+  orch_admit_t *a = t->data;
+  lp_sched_poll(a->sched);
+}
+
+int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+                   orch_admit_t **out) {
+  *out = NULL;
+  orch_admit_t *a = calloc(1, sizeof *a);
+  if (!a) return LP_ENOMEM;
+  a->table = table;
+  a->cpu_preset = lp_sched_preset_from_name(cfg->cpu_preset);
+  lp_sched_opts_t o;
+  lp_sched_opts_from_config(cfg, &o);
+  /* -maxSessions (the session table's count cap) is also the scheduler's, so its refusals and
+   * numbers name it; auto is 0 there: no count cap. */
+  int rc = lp_sched_new(&o, &a->sched);
+  if (rc) goto fail;
+  lp_sched_cpu_limits_t lim;
+  double cpus = lp_sched_cpu_limits(NULL, &lim) == 0 ? lim.effective : 1;
+  for (int i = 0; i < table->n; i++) {
+    const hw_device_t *d = &table->dev[i];
+    lp_sched_device_desc_t desc;
+    memset(&desc, 0, sizeof desc);
+    desc.kind = kind_of(d);
+    desc.name = d->name;
+    desc.id = d->id[0] ? d->id : d->model;
+    desc.driver = d->driver;
+    desc.cpus = cpus;
+    desc.max_enc_sessions = d->max_enc_sessions;
+    desc.mem_total = d->mem_total;
+    int idx;
+    if ((rc = lp_sched_add_device(a->sched, &desc, &idx))) goto fail;
+    lp_sched_source_t *src = NULL;
+    int src_rc = LP_EUNSUPP;
+    if (desc.kind == LP_SCHED_DEV_CPU)
+      src_rc = lp_sched_source_cpu_new(NULL, &src);
+    else if (desc.kind == LP_SCHED_DEV_NVIDIA)
+      src_rc = lp_sched_source_nvml_new((unsigned)d->index, &src);
+    else if (desc.kind == LP_SCHED_DEV_QSV)
+      src_rc = lp_sched_source_intel_new(NULL, NULL, &src);
+    if (src_rc == 0) lp_sched_attach_source(a->sched, idx, src);
+  }
+  char err[256] = "";
+  if (cfg->per_device_max && cfg->per_device_max[0]) {
+    int *caps = NULL;
+    size_t n = 0;
+    rc = lp_sched_parse_device_caps(cfg->per_device_max, &caps, &n, err, sizeof err);
+    if (!rc) rc = lp_sched_apply_device_caps(a->sched, caps, n, err, sizeof err);
+    free(caps);
+    if (rc) {
+      LOGE("%s", err);
+      goto fail;
+    }
+  }
+  /* -testTranscoder=false skips every start-up measurement: a valid cached calibration is
+   * still used, other devices run on the built-in coefficients. */
+  if (cfg->test_transcoder)
+    LOGI("capacity: calibrating devices whose cached measurements are missing or stale%s",
+         cfg->calibrate ? " (-calibrate: all of them)" : "");
+  lp_sched_calibrate(a->sched, cfg->datadir, av_version_info(),
+                     cfg->test_transcoder && cfg->calibrate, cfg->test_transcoder ? bench : NULL,
+                     a);
+  for (int i = 0; i < table->n; i++) mask_coefs(a->sched, i, &table->dev[i]);
+  lp_sched_log_summary(a->sched);
+  LOGI("capacity: room for %d streams of 720p30 -> 360p30 H.264 at target real-time ratio %.2f",
+       lp_sched_capacity_for(a->sched, NULL), o.target_rt_ratio);
+  uv_timer_init(loop, &a->poll);
+  a->poll.data = a;
+  a->timer = true;
+  uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
+  *out = a;
+  return 0;
+fail:
+  lp_sched_free(a->sched);
+  free(a);
+  return rc ? rc : LP_ENOMEM;
+}
+
+static void poll_closed(uv_handle_t *h) { free(h->data); }
+
+void orch_admit_free(orch_admit_t *a) {
+  if (!a) return;
+  lp_sched_free(a->sched);
+  a->sched = NULL;
+  if (a->timer) {
+    uv_timer_stop(&a->poll);
+    uv_close((uv_handle_t *)&a->poll, poll_closed);
+  } else {
+    free(a);
+  }
+}
+
+static void count_refusal(const lp_sched_verdict_t *v) {
+  lp_metric_add(lp_metric_counter("lpod_admission_refused_total",
+                                  "Work refused by the capacity model, by reason", "reason"),
+                lp_sched_reason_name(v->reason), 1);
+}
+
+static const char *behind_find(const orch_admit_t *a, const char *session_id, double *ratio) {
+  for (int i = 0; i < BEHIND_KEEP; i++)
+    if (a->behind[i][0] && strcmp(a->behind[i], session_id) == 0) {
+      *ratio = a->behind_ratio[i];
+      return a->behind[i];
+    }
+  return NULL;
+}
+
+/* Renditions of the wire profiles for a source of in_w x in_h (the engine's aspect fit). */
+static void renditions_from(const orch_profile_t *profiles, size_t n, int in_w, int in_h,
+                            lp_sched_preset_t preset, lp_sched_job_t *sj) {
+  for (size_t i = 0; i < n && sj->n_renditions < LP_SCHED_MAX_RENDITIONS; i++) {
+    const orch_profile_t *op = &profiles[i];
+    media_profile_t mp;
+    memset(&mp, 0, sizeof mp);
+    mp.width = op->width;
+    mp.height = op->height;
+    mp.fps = op->fps;
+    mp.fps_den = op->fps_den;
+    int w = op->width, h = op->height;
+    if (media_profile_fit(&mp, in_w, in_h, "sw", &w, &h) != 0) continue;
+    lp_sched_rendition_t *r = &sj->renditions[sj->n_renditions++];
+    r->width = w;
+    r->height = h;
+    r->fps = op->fps ? (double)op->fps / (op->fps_den ? op->fps_den : 1) : 0;
+    r->codec =
+        (lp_sched_codec_t)(op->encoder >= 0 && op->encoder < LP_SCHED_CODECS ? op->encoder : 0);
+    r->preset = preset;
+  }
+}
+
+/* The job a segment describes: its source as the demuxer sees it, its renditions as the
+ * engine will size them. */
+static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t *sj, char *why,
+                    size_t wlen) {
+  memset(sj, 0, sizeof *sj);
+  media_probe_t p;
+  if (media_probe(job->input, job->input_len, &p) != 0 || !p.has_video || p.width <= 0 ||
+      p.height <= 0) {
+    /* Audio-only or unreadable: the engine answers it; it costs next to nothing here. */
+    snprintf(why, wlen, "no video to weigh");
+    return LP_EMEDIA;
+  }
+  sj->in_width = p.width;
+  sj->in_height = p.height;
+  sj->in_fps = p.fps;
+  lp_sched_codec_t c;
+  sj->in_codec = lp_sched_codec_from_name(p.video_codec, &c) == 0 ? c : LP_SCHED_CODEC_H264;
+  renditions_from(job->profiles, job->n_profiles, p.width, p.height, a->cpu_preset, sj);
+  return 0;
+}
+
+int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n) {
+  lp_sched_job_t sj, *job = NULL;
+  if (profiles && n > 0) {
+    /* The source is not known before the body: the smallest it can be is the largest
+     * rendition, so a refusal here is certain, and the body's weighing decides the rest. */
+    memset(&sj, 0, sizeof sj);
+    for (size_t i = 0; i < n; i++) {
+      sj.in_width = LP_MAX(sj.in_width, profiles[i].width);
+      sj.in_height = LP_MAX(sj.in_height, profiles[i].height);
+    }
+    sj.in_codec = LP_SCHED_CODEC_H264;
+    renditions_from(profiles, n, sj.in_width, sj.in_height, a->cpu_preset, &sj);
+    if (sj.in_width > 0 && sj.in_height > 0 && sj.n_renditions > 0) job = &sj;
+  }
+  lp_sched_verdict_t v;
+  int rc = lp_sched_check(a->sched, job, &v);
+  if (rc == LP_ECAPACITY) {
+    LOGV(LP_V_VERBOSE, "capacity: no room for a new stream: %s: %s", lp_sched_reason_name(v.reason),
+         v.detail);
+    count_refusal(&v);
+  }
+  return rc == LP_ECAPACITY ? rc : 0;
+}
+
+int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err, size_t errlen) {
+  double ratio;
+  if (behind_find(a, job->session_id, &ratio)) {
+    snprintf(err, errlen,
+             "stream cannot keep up in real time (transcoding took %.2fx the segment duration)",
+             ratio);
+    return LP_ERANGE;
+  }
+  int placed = lp_sched_session_device(a->sched, job->session_id);
+  if (placed >= 0 || !is_new) {
+    /* admitted already, or a stream that began without video to weigh: never refused now */
+    job->device = placed >= 0 ? placed : 0;
+    return 0;
+  }
+  lp_sched_job_t sj;
+  char why[64];
+  if (job_from(a, job, &sj, why, sizeof why) != 0) {
+    job->device = 0; /* the CPU: the engine finds out what the segment holds */
+    return 0;
+  }
+  lp_sched_verdict_t v;
+  int rc = lp_sched_admit(a->sched, job->session_id, &sj, &v);
+  lp_logctx_t lc = LP_LOGCTX_INIT;
+  lc.orch_session_id = job->session_id;
+  lc.manifest_id = job->manifest_id;
+  if (rc == 0) {
+    job->device = v.device;
+    lp_sched_session_info_t si;
+    lp_sched_session_info(a->sched, job->session_id, &si);
+    LOGI_C(&lc, "capacity: admitted %dx%d@%.2f -> %zu renditions on %s cost=%.0fwu/s sessions=%d",
+           sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, v.detail, si.cost,
+           lp_sched_sessions(a->sched));
+    return 0;
+  }
+  count_refusal(&v);
+  LOGW_C(&lc, "capacity: refused %dx%d@%.2f -> %zu renditions: %s: %s", sj.in_width, sj.in_height,
+         sj.in_fps, sj.n_renditions, lp_sched_reason_name(v.reason), v.detail);
+  snprintf(err, errlen, "OrchestratorCapped");
+  return LP_ECAPACITY;
+}
+
+bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
+  if (job->error[0] || job->duration_ms <= 0) return false;
+  lp_sched_health_t h = lp_sched_report_segment(a->sched, job->session_id, job->engine_ns / 1000000,
+                                                (uint64_t)job->duration_ms);
+  if (h != LP_SCHED_STREAM_BEHIND) return false;
+  lp_sched_session_info_t si;
+  double ratio = lp_sched_session_info(a->sched, job->session_id, &si) == 0 ? si.rt_ratio : 0;
+  snprintf(a->behind[a->behind_next], sizeof a->behind[0], "%s", job->session_id);
+  a->behind_ratio[a->behind_next] = ratio;
+  a->behind_next = (a->behind_next + 1) % BEHIND_KEEP;
+  /* Its capacity goes back to the others now; its session runs out on the idle timer, so the
+   * renditions already answered stay downloadable. */
+  lp_sched_release(a->sched, job->session_id);
+  lp_metric_add(lp_metric_counter("lpod_streams_behind_total",
+                                  "Streams failed for not keeping real time", NULL),
+                NULL, 1);
+  return true;
+}
+
+void orch_admit_release(orch_admit_t *a, const char *session_id) {
+  lp_sched_release(a->sched, session_id);
+}
+
+void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
+  lp_sched_set_max_sessions(a->sched, max_sessions);
+}
+
+int orch_admit_capacity(const orch_admit_t *a) { return lp_sched_capacity_for(a->sched, NULL); }
+
+void orch_admit_status(const orch_admit_t *a, cJSON *obj) {
+  cJSON *cap = cJSON_CreateObject();
+  if (!cap) return;
+  lp_sched_fill_json(a->sched, cap);
+  cJSON_AddNumberToObject(cap, "probeJobCapacity", lp_sched_capacity_for(a->sched, NULL));
+  cJSON_AddItemToObject(obj, "Capacity", cap);
+}
