@@ -436,7 +436,8 @@ int main(void) {
       cmocka_unit_test(test_guards),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_formats_codecs),
-      cmocka_unit_test(test_sessions_in_parallel), cmocka_unit_test(test_bframes_mp4),
+      cmocka_unit_test(test_sessions_in_parallel),
+      cmocka_unit_test(test_bframes_mp4),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
