@@ -200,6 +200,63 @@ static void test_watchdog_feeds(void **state) {
   unsetenv("NOTIFY_SOCKET");
 }
 
+/* The child of test_second_signal_exits_at_once: a lifecycle whose work never drains, with a
+ * long grace period; it writes one byte to ready_fd once it is stopping. */
+static void on_stop_report(lp_lifecycle_t *lc, void *arg) {
+  (void)lc;
+  int fd = *(int *)arg;
+  ssize_t w = write(fd, "s", 1);
+  (void)w;
+}
+
+static void never_close(lp_lifecycle_t *lc, void *arg) {
+  (void)arg;
+  lp_lifecycle_close(lc);
+}
+
+static void test_second_signal_exits_at_once(void **state) {
+  (void)state;
+  int fds[2], errp[2];
+  assert_int_equal(pipe(fds), 0);
+  assert_int_equal(pipe(errp), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    close(errp[0]);
+    dup2(errp[1], STDERR_FILENO);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lp_lifecycle_t *lc = lp_lifecycle_new(&loop, 60000, on_stop_report, never_close, &fds[1]);
+    ssize_t w = write(fds[1], "r", 1);
+    (void)w;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lp_lifecycle_free(lc);
+    _exit(0); /* not reached: the grace period outlasts the test */
+  }
+  close(fds[1]);
+  close(errp[1]);
+  char c = 0;
+  assert_int_equal(read(fds[0], &c, 1), 1); /* its signal handlers are installed */
+  assert_int_equal(c, 'r');
+  assert_int_equal(kill(pid, SIGTERM), 0);
+  assert_int_equal(read(fds[0], &c, 1), 1); /* the graceful stop began and waits for work */
+  assert_int_equal(c, 's');
+  assert_int_equal(kill(pid, SIGTERM), 0);
+  int status = 0;
+  for (int i = 0; i < 500 && waitpid(pid, &status, WNOHANG) == 0; i++) usleep(10000);
+  if (!WIFEXITED(status)) kill(pid, SIGKILL);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 1);
+  char err[512] = "";
+  ssize_t n = read(errp[0], err, sizeof err - 1);
+  assert_true(n > 0);
+  err[n] = 0;
+  assert_non_null(strstr(err, "Second signal received: exiting immediately"));
+  close(fds[0]);
+  close(errp[0]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notify),
@@ -207,6 +264,7 @@ int main(void) {
       cmocka_unit_test(test_signal_drains_then_closes),
       cmocka_unit_test(test_grace_period_expires),
       cmocka_unit_test(test_watchdog_feeds),
+      cmocka_unit_test(test_second_signal_exits_at_once),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
