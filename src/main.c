@@ -65,6 +65,8 @@ typedef struct node {
   lp_config_t cfg;
   uv_loop_t *loop;
   lp_lifecycle_t *lc;
+  uv_timer_t status_timer; /* systemd STATUS= lines while the state changes */
+  char status_last[160];
   int lock_fd;
   orch_node_t *orch;
   pool_worker_t *worker; /* -transcoder -orchAddr: remote transcoder */
@@ -127,8 +129,24 @@ static void node_stop(lp_lifecycle_t *lc, void *arg) {
     lp_lifecycle_drained(lc);
 }
 
+/* systemd shows the last STATUS= line in `systemctl status`: sent when it changes. */
+#define STATUS_PERIOD_MS 5000
+static void status_tick(uv_timer_t *t) {
+  node_t *n = t->data;
+  char line[sizeof n->status_last];
+  if (n->orch)
+    orch_node_summary(n->orch, line, sizeof line);
+  else
+    snprintf(line, sizeof line, "%s", lp_lifecycle_stopping(n->lc) ? "stopping" : "transcoding");
+  if (strcmp(line, n->status_last) == 0) return;
+  snprintf(n->status_last, sizeof n->status_last, "%s", line);
+  lp_lifecycle_status(n->lc, line);
+}
+
 static void node_close(lp_lifecycle_t *lc, void *arg) {
   node_t *n = arg;
+  uv_timer_stop(&n->status_timer);
+  uv_close((uv_handle_t *)&n->status_timer, NULL);
   orch_node_free(n->orch);
   n->orch = NULL;
   pool_worker_free(n->worker);
@@ -200,9 +218,12 @@ static int run_node(int argc, char **argv) {
     n.exit_code = 1;
     lp_lifecycle_request_stop(n.lc);
   }
+  uv_timer_init(n.loop, &n.status_timer);
+  n.status_timer.data = &n;
   if (!lp_lifecycle_stopping(n.lc)) {
     lp_lifecycle_ready(n.lc, "serving");
     LOGI("Node ready");
+    uv_timer_start(&n.status_timer, status_tick, STATUS_PERIOD_MS, STATUS_PERIOD_MS);
   }
   uv_run(n.loop, UV_RUN_DEFAULT);
   lp_lifecycle_free(n.lc);

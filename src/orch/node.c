@@ -925,6 +925,15 @@ void orch_node_status(orch_node_t *n, cJSON *status) {
   if (n->core.admit) orch_admit_status(n->core.admit, status);
 }
 
+void orch_node_summary(orch_node_t *n, char *out, size_t len) {
+  int sessions = orch_sessions_count(n->core.sessions);
+  int w = snprintf(out, len, "%s: %d session%s (max %d), %d segment%s in flight",
+                   n->core.stopping ? "stopping" : "serving", sessions, sessions == 1 ? "" : "s",
+                   max_sessions_shown(n), n->in_flight, n->in_flight == 1 ? "" : "s");
+  if (n->pool && w > 0 && (size_t)w < len)
+    snprintf(out + w, len - (size_t)w, ", %d transcoders", pool_manager_transcoders(n->pool));
+}
+
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen) {
   if (n->core.stopping) {
     snprintf(why, whylen, "stopping");

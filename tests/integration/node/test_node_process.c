@@ -1,4 +1,4 @@
-/* The real lpod binary as an operator runs it: readiness over the systemd notify socket,
+/* The real lpod binary as an operator runs it: readiness and status over the systemd notify socket,
  * graceful stop on SIGTERM with exit code 0, the data-dir lock, -version and flag errors. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,6 +131,9 @@ static void test_ready_then_graceful_stop(void **state) {
                   NULL};
   pid_t pid = spawn(argv, sock, log);
   assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  /* what `systemctl status` shows while it serves */
+  assert_int_equal(
+      wait_notify(nfd, "STATUS=serving: 0 sessions (max 10), 0 segments in flight", 10000), 0);
   assert_int_equal(kill(pid, SIGTERM), 0);
   assert_int_equal(wait_notify(nfd, "STOPPING=1", 10000), 0);
   assert_int_equal(wait_exit(pid, 15000), 0);
