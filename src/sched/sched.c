@@ -14,6 +14,8 @@
 #define GROW_BELOW 0.75    /* budget grows when the ratio stays below this share of the target */
 #define GROW_UTIL 0.9      /* ... and the model says the device is at least this full, */
 #define PRESSURE_MS 10000  /* ... or it turned work away for its budget this recently */
+#define MODEL_RT_MIN 0.03  /* below this predicted ratio, measured ratios are too noisy to judge */
+#define MODEL_SLACK 1.15   /* measured over predicted beyond this: the model underestimates */
 
 static char *dupstr(const char *s) {
   s = s ? s : "";
@@ -587,6 +589,15 @@ static double model_util(const lp_sched_t *s, const sched_device_t *d) {
   return u;
 }
 
+/* The real-time ratio the model predicts for the device: its fullest engine's committed work as
+ * a share of that engine's time (the sessions on it run side by side). */
+static double model_rt(const sched_device_t *d) {
+  double u = 0;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+    u = LP_MAX(u, d->committed[e] / ENGINE_FULL);
+  return u;
+}
+
 /* Work was refused for lack of budget lately: there is demand to test a larger budget with. */
 static bool pressed(const lp_sched_t *s, const sched_device_t *d) {
   uint64_t now = s->o.clock_ms();
@@ -620,10 +631,20 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
     /* One step per round of segments, whatever the number of streams feeding it. */
     double step = s->o.gain / LP_MAX(1, d->sessions);
     double before = d->corr;
-    if (d->rt > target)
+    /* measured over predicted: above 1 the work costs more than the model says (pipeline
+     * overheads, small renditions, other load), below 1 less */
+    double pred = model_rt(d);
+    double q = pred >= MODEL_RT_MIN ? d->rt / pred : 1;
+    if (d->rt > target) {
       d->corr *= 1 - step * (d->rt - target) / d->rt;
-    else if (d->rt < target * GROW_BELOW && (model_util(s, d) >= GROW_UTIL || pressed(s, d)))
-      d->corr *= 1 + step * (1 - d->rt / target);
+    } else if (q > MODEL_SLACK && 1 / q < d->corr) {
+      /* within target now, but the streams cost more than they were admitted for: the budget
+       * moves towards what the measurements say before more work is admitted on the model */
+      d->corr += step * (1 / q - d->corr);
+    } else if (q < 1 && d->rt < target * GROW_BELOW &&
+               (model_util(s, d) >= GROW_UTIL || pressed(s, d))) {
+      d->corr = LP_MIN(d->corr * (1 + step * (1 - d->rt / target)), LP_MAX(d->corr, 1 / q));
+    }
     d->corr = LP_MIN(s->o.corr_max, LP_MAX(s->o.corr_min, d->corr));
     if (fabs(d->corr - before) > 1e-12)
       LOGV(LP_V_DEBUG, "capacity: %s correction %.3f -> %.3f (ratio %.2f)", d->name, before,

@@ -645,6 +645,40 @@ static void test_correction_grows(void **state) {
   lp_sched_free(s);
 }
 
+/* The model says a stream costs 100 wu/s (ratio 0.1) but it runs at 0.2: within the target, yet
+ * twice what it was admitted for. The budget follows the measurements before a big job is
+ * placed on the model's word; measurements that match the model leave it alone. */
+static void test_correction_follows_the_measured_cost(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_job_t small = job(1000, 1000, 10, 1); /* 10 decode + 100 encode: 110 wu/s */
+  lp_sched_job_t big = job(1000, 1000, 10, 6);   /* 610 wu/s: fits 800 by the model alone */
+  assert_true(fabs(job_total(s, d, LP_SCHED_DEV_CPU, &small) - 110) < 1e-6);
+  assert_int_equal(lp_sched_check(s, &big, NULL), 0);
+  assert_int_equal(lp_sched_admit(s, "small", &small, NULL), 0);
+  for (int i = 0; i < 30; i++) lp_sched_report_segment(s, "small", 440, 2000); /* 0.22 */
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_false(in.behind);
+  assert_true(in.correction < 0.6); /* heading for 0.11 / 0.22 = 0.5 */
+  assert_true(in.correction >= 0.5 - 1e-9);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "big", &big, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_TOO_LARGE);
+
+  /* a model that is right: no correction either way */
+  lp_sched_t *s2 = sched_with(0);
+  int d2 = add_dev(s2, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  assert_int_equal(lp_sched_admit(s2, "small", &small, NULL), 0);
+  for (int i = 0; i < 30; i++) lp_sched_report_segment(s2, "small", 220, 2000); /* 0.11 */
+  lp_sched_device_info(s2, d2, &in);
+  assert_true(fabs(in.correction - 1.0) < 1e-9);
+  assert_int_equal(lp_sched_admit(s2, "big", &big, NULL), 0);
+  lp_sched_free(s2);
+  lp_sched_free(s);
+}
+
 static void test_json(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
@@ -701,14 +735,23 @@ static void test_target_ratio(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fill_and_refuse),  cmocka_unit_test(test_bad_input),
-      cmocka_unit_test(test_sticky),           cmocka_unit_test(test_placement),
-      cmocka_unit_test(test_fake_telemetry),   cmocka_unit_test(test_session_caps),
-      cmocka_unit_test(test_nvenc_system_cap), cmocka_unit_test(test_memory),
-      cmocka_unit_test(test_max_sessions),     cmocka_unit_test(test_device_caps),
-      cmocka_unit_test(test_unfit_jobs),       cmocka_unit_test(test_ewma),
-      cmocka_unit_test(test_overload),         cmocka_unit_test(test_stream_behind),
-      cmocka_unit_test(test_correction_grows), cmocka_unit_test(test_json),
+      cmocka_unit_test(test_fill_and_refuse),
+      cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_sticky),
+      cmocka_unit_test(test_placement),
+      cmocka_unit_test(test_fake_telemetry),
+      cmocka_unit_test(test_session_caps),
+      cmocka_unit_test(test_nvenc_system_cap),
+      cmocka_unit_test(test_memory),
+      cmocka_unit_test(test_max_sessions),
+      cmocka_unit_test(test_device_caps),
+      cmocka_unit_test(test_unfit_jobs),
+      cmocka_unit_test(test_ewma),
+      cmocka_unit_test(test_overload),
+      cmocka_unit_test(test_stream_behind),
+      cmocka_unit_test(test_correction_grows),
+      cmocka_unit_test(test_correction_follows_the_measured_cost),
+      cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
