@@ -86,13 +86,13 @@ const rounds = new ethers.Contract(chain.addresses.RoundsManager, [
 ], deployer);
 const broker = new ethers.Contract(chain.addresses.TicketBroker, [
   'function getSenderInfo(address) view returns (tuple(uint256 deposit, uint256 withdrawRound) sender, tuple(uint256 fundsRemaining, uint256 claimedInCurrentRound) reserve)',
+  'function setUnlockPeriod(uint256)', 'function unlock()',
 ], provider);
 const mine = async (n) => { for (let i = 0; i < n; i++) await provider.send('evm_mine', []); };
 async function initRoundIfNeeded() {
   if ((await rounds.currentRound()) > (await rounds.lastInitializedRound()))
     await (await rounds.initializeRound()).wait();
 }
-
 // ---- lpod ---------------------------------------------------------------------------------------
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -204,7 +204,8 @@ function payment(info, n, over = {}) {
       creation_round: exp.creation_round, creation_round_block_hash: exp.creation_round_block_hash,
     },
     ticket_sender_params: tickets,
-    expected_price: over.price || { pricePerUnit: info.price_info.pricePerUnit, pixelsPerUnit: info.price_info.pixelsPerUnit },
+    expected_price: over.noPrice ? undefined
+      : over.price || { pricePerUnit: info.price_info.pricePerUnit, pixelsPerUnit: info.price_info.pixelsPerUnit },
   };
   if (over.badSig) tickets[over.badSig - 1].sig[5] ^= 0x55;
   const ev = rat(big(tp.face_value) * big(tp.win_prob), M);
@@ -349,6 +350,11 @@ async function main() {
   await initRoundIfNeeded();
   await sleep(1500); // a few of the node's 200 ms block polls
   await expectReject(node, other, seq++, payment(stale, 1).header, body, 400, 'TicketParams expired', 'expired params');
+  // the expected price comes before any ticket (spec §3.1 step 4)
+  await expectReject(node, other, seq++, payment(other, 1, { noPrice: true }).header, body, 400,
+    'invalid expected price sent with payment err="expected price is nil"', 'no expected price');
+  await expectReject(node, other, seq++, payment(other, 1, { price: { pricePerUnit: pi.pricePerUnit, pixelsPerUnit: '0' } }).header, body, 400,
+    'invalid expected price sent with payment err="pixels per unit is 0"', 'pixels per unit 0');
 
   // ---- kill -9: stored winners survive, outstanding params keep working ----
   const s3 = await getOrchestrator(node);
@@ -389,6 +395,28 @@ async function main() {
   const deposit1 = (await broker.getSenderInfo(wallet.address)).sender.deposit;
   assert(deposit1 < deposit0, 'the gateway deposit went down');
   say(`ok   ${redeemed} of ${all} winning tickets redeemed on chain; deposit ${deposit0} -> ${deposit1}`);
+
+  // ---- 600 nonces per params set (§3.3): six payments of 100 tickets, then one more ----
+  // (after the redemption check: its winners are left queued when the test ends)
+  const full = await getOrchestrator(node);
+  for (let i = 0; i < 6; i++) {
+    const r6 = await postSegment(node, segHeader(full, body, 500 + i), payment(full, 100).header, body);
+    assert.strictEqual(r6.status, 200, `payment ${i} of 100 tickets: ${r6.status} ${r6.body}`);
+  }
+  await expectReject(node, full, 506, payment(full, 1).header, body, 400,
+    `invalid ticket senderNonce: too many values sender=${addr} nonce=601`, 'the 601st nonce of a params set');
+
+  // ---- a sender whose deposit unlocks next round (spec §3.2 B2) ----
+  // refused; the node reads the sender's state afresh at start
+  await (await broker.connect(deployer).setUnlockPeriod(1)).wait();
+  await (await broker.connect(wallet.connect(provider)).unlock()).wait();
+  node.child.kill('SIGTERM');
+  await Promise.race([node.exited, sleep(10000)]);
+  node.close();
+  node = await startNode(port);
+  const s6 = await getOrchestrator(node);
+  await expectReject(node, s6, 400, payment(s6, 1).header, body, 400,
+    `deposit and reserve for sender ${addr} is set to unlock soon`, 'a sender unlocking its deposit');
   node.child.kill('SIGTERM');
   await Promise.race([node.exited, sleep(10000)]);
   node.close();
