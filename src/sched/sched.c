@@ -16,6 +16,7 @@
 #define PRESSURE_MS 10000  /* ... or it turned work away for its budget this recently */
 #define MODEL_RT_MIN 0.03  /* below this predicted ratio, measured ratios are too noisy to judge */
 #define MODEL_SLACK 1.15   /* measured over predicted beyond this: the model underestimates */
+#define MODEL_GAIN 0.5     /* step towards the measured cost per round of segments */
 
 static char *dupstr(const char *s) {
   s = s ? s : "";
@@ -635,12 +636,15 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
      * overheads, small renditions, other load), below 1 less */
     double pred = model_rt(d);
     double q = pred >= MODEL_RT_MIN ? d->rt / pred : 1;
-    if (d->rt > target) {
-      d->corr *= 1 - step * (d->rt - target) / d->rt;
-    } else if (q > MODEL_SLACK && 1 / q < d->corr) {
-      /* within target now, but the streams cost more than they were admitted for: the budget
-       * moves towards what the measurements say before more work is admitted on the model */
-      d->corr += step * (1 / q - d->corr);
+    /* the streams cost more than they were admitted for: the budget moves towards what the
+     * measurements say (the ratio is an EWMA already, so the step is larger), whether or not
+     * the device is past its target yet */
+    bool under = q > MODEL_SLACK && 1 / q < d->corr;
+    if (d->rt > target) d->corr *= 1 - step * (d->rt - target) / d->rt;
+    if (under) {
+      double want = LP_MAX(s->o.corr_min, 1 / q);
+      if (want < d->corr)
+        d->corr += LP_MIN(1.0, MODEL_GAIN / LP_MAX(1, d->sessions)) * (want - d->corr);
     } else if (q < 1 && d->rt < target * GROW_BELOW &&
                (model_util(s, d) >= GROW_UTIL || pressed(s, d))) {
       d->corr = LP_MIN(d->corr * (1 + step * (1 - d->rt / target)), LP_MAX(d->corr, 1 / q));
