@@ -21,6 +21,7 @@
 struct orch_admit {
   lp_sched_t *sched;
   lp_sched_preset_t cpu_preset; /* the tier of -cpuPreset */
+  char cpu_preset_name[16];     /* -cpuPreset itself */
   const hw_table_t *table;      /* scheduler device i is table device i */
   uv_timer_t poll;
   bool timer;
@@ -53,6 +54,12 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
   r.preset = req->stage == LP_SCHED_STAGE_ENCODE
                  ? hw_bench_preset_name(d, (hw_codec_t)req->codec, (int)req->preset)
                  : NULL;
+  /* The CPU's x264/x265 run at -cpuPreset: its tier is measured at that very preset, not the
+   * tier's representative (ultrafast is several times faster than veryfast, both "fast"). */
+  if (req->stage == LP_SCHED_STAGE_ENCODE && kind_of(d) == LP_SCHED_DEV_CPU &&
+      req->preset == a->cpu_preset &&
+      (req->codec == LP_SCHED_CODEC_H264 || req->codec == LP_SCHED_CODEC_HEVC))
+    r.preset = a->cpu_preset_name;
   r.in_w = req->in_width;
   r.in_h = req->in_height;
   r.out_w = req->out_width;
@@ -97,6 +104,7 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   if (!a) return LP_ENOMEM;
   a->table = table;
   a->cpu_preset = lp_sched_preset_from_name(cfg->cpu_preset);
+  snprintf(a->cpu_preset_name, sizeof a->cpu_preset_name, "%s", cfg->cpu_preset);
   lp_sched_opts_t o;
   lp_sched_opts_from_config(cfg, &o);
   /* -maxSessions (the session table's count cap) is also the scheduler's, so its refusals and
@@ -111,7 +119,10 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
     memset(&desc, 0, sizeof desc);
     desc.kind = kind_of(d);
     desc.name = d->name;
-    desc.id = d->id[0] ? d->id : d->model;
+    /* the CPU's measurements hold for one -cpuPreset: another one calibrates again */
+    char cpu_id[160];
+    snprintf(cpu_id, sizeof cpu_id, "%s, preset %s", d->model, a->cpu_preset_name);
+    desc.id = d->id[0] ? d->id : desc.kind == LP_SCHED_DEV_CPU ? cpu_id : d->model;
     desc.driver = d->driver;
     desc.cpus = cpus;
     desc.max_enc_sessions = d->max_enc_sessions;
@@ -143,8 +154,8 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   /* -testTranscoder=false skips every start-up measurement: a valid cached calibration is
    * still used, other devices run on the built-in coefficients. */
   if (cfg->test_transcoder)
-    LOGI("capacity: calibrating devices whose cached measurements are missing or stale%s",
-         cfg->calibrate ? " (-calibrate: all of them)" : "");
+    LOGI("capacity: devices without a valid cached calibration in %s are measured now%s",
+         cfg->datadir, cfg->calibrate ? " (-calibrate: all of them)" : "");
   lp_sched_calibrate(a->sched, cfg->datadir, av_version_info(),
                      cfg->test_transcoder && cfg->calibrate, cfg->test_transcoder ? bench : NULL,
                      a);
