@@ -31,9 +31,8 @@
 #define BENCH_MIN_SIZE 16
 #define BENCH_MAX_SIZE 8192
 #define BENCH_MIN_SHARE 0.05
-/* Distinct frames a CPU stage is fed, over and over, and their grain (as the clip's). */
+/* Distinct frames a CPU stage is fed, over and over (with the clip's grain). */
 #define BENCH_RING 8
-#define BENCH_GRAIN 2
 
 /* Frames timed by default: about a second for a call on a 2-core CPU at 1920x1080 -> 1280x720,
  * the source included, with H.264 (decode ~400 frames/s, scale ~450, x264 medium ~40). */
@@ -230,7 +229,7 @@ static int bench_cpu(const hw_device_t *d, const hw_bench_req_t *r, int frames, 
     ring[i]->format = AV_PIX_FMT_YUV420P;
     ring[i]->width = scale ? r->in_w : r->out_w;
     ring[i]->height = scale ? r->in_h : r->out_h;
-    if ((ret = av_frame_get_buffer(ring[i], 0)) >= 0) hw_fill_frame(ring[i], i, BENCH_GRAIN);
+    if ((ret = av_frame_get_buffer(ring[i], 0)) >= 0) hw_fill_frame(ring[i], i, HW_REALISTIC_GRAIN);
   }
   hw_pipe_t pipe = {.be = &hw_backend_sw,
                     .enc_be = scale ? NULL : &hw_backend_sw,

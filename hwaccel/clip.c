@@ -135,7 +135,7 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
     f->width = spec->w;
     f->height = spec->h;
     if ((ret = av_frame_get_buffer(f, 0)) < 0) break;
-    hw_fill_frame(f, k, spec->realistic ? 2 : 0);
+    hw_fill_frame(f, k, spec->realistic ? HW_REALISTIC_GRAIN : 0);
     f->pts = k;
     if ((ret = avcodec_send_frame(c, f)) >= 0) ret = hw_enc_drain(c, out);
   }

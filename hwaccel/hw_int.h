@@ -46,6 +46,11 @@ typedef struct hw_clip {
 } hw_clip_t;
 
 /* What hw_clip_make encodes. */
+/* Grain amplitude of "realistic" frames: camera-like noise that rate control has to spend bits
+ * on and encoders have to search through (a clean gradient encodes several times faster than
+ * real content at x264's fast presets, which made calibration over-optimistic). */
+#define HW_REALISTIC_GRAIN 8
+
 typedef struct hw_clip_spec {
   hw_codec_t codec;
   enum AVPixelFormat fmt;

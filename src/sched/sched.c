@@ -599,6 +599,20 @@ static double model_rt(const sched_device_t *d) {
   return u;
 }
 
+/* The measured ratio to hold against model_rt: the streams' own ratios weighed by their cost.
+ * A plain average over segments is pulled down by light streams, which finish early whatever
+ * the load, while the heavy ones show how far the device is stretched. 0 when none reported. */
+static double measured_rt(const lp_sched_t *s, int dev) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < s->n_sess; i++) {
+    const sched_session_t *o = &s->sess[i];
+    if (o->dev != dev || o->segments == 0 || o->flagged) continue;
+    num += o->cost.total * o->rt;
+    den += o->cost.total;
+  }
+  return den > 0 ? num / den : 0;
+}
+
 /* Work was refused for lack of budget lately: there is demand to test a larger budget with. */
 static bool pressed(const lp_sched_t *s, const sched_device_t *d) {
   uint64_t now = s->o.clock_ms();
@@ -635,7 +649,8 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
     /* measured over predicted: above 1 the work costs more than the model says (pipeline
      * overheads, small renditions, other load), below 1 less */
     double pred = model_rt(d);
-    double q = pred >= MODEL_RT_MIN ? d->rt / pred : 1;
+    double meas = measured_rt(s, ss->dev);
+    double q = pred >= MODEL_RT_MIN && meas > 0 ? meas / pred : 1;
     /* the streams cost more than they were admitted for: the budget moves towards what the
      * measurements say (the ratio is an EWMA already, so the step is larger), whether or not
      * the device is past its target yet */
