@@ -1081,7 +1081,76 @@ int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
 /* ---- probe ------------------------------------------------------------------------------------
  */
 
-int media_probe(const uint8_t *in, size_t len, media_probe_t *out) {
+/* Packets the quick probe reads at most: a segment's parameter sets come with its first
+ * keyframe, and the timestamps of its first video frames give the rate. */
+#define QUICK_PROBE_PACKETS 64
+#define QUICK_PROBE_FRAMES 16
+
+/* Stream parameters without decoding (opening a decoder for a 1080p stream costs tens of ms of
+ * allocations): the codec parser reads the size from the parameter sets, and the first video
+ * timestamps give the rate. */
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int probe_params(AVFormatContext *ic, media_probe_t *out) {
+  int vi = -1;
+  for (unsigned i = 0; i < ic->nb_streams; i++) {
+    enum AVMediaType t = ic->streams[i]->codecpar->codec_type;
+    if (t == AVMEDIA_TYPE_VIDEO && vi < 0) vi = (int)i;
+    if (t == AVMEDIA_TYPE_AUDIO) out->has_audio = true;
+  }
+  if (vi < 0) return 0;
+  AVStream *st = ic->streams[vi];
+  snprintf(out->video_codec, sizeof(out->video_codec), "%s",
+           avcodec_get_name(st->codecpar->codec_id));
+  out->width = st->codecpar->width;
+  out->height = st->codecpar->height;
+  AVCodecParserContext *pc = av_parser_init(st->codecpar->codec_id);
+  AVCodecContext *cc = avcodec_alloc_context3(NULL);
+  AVPacket *p = av_packet_alloc();
+  int ret = pc && cc && p ? 0 : LP_ENOMEM;
+  if (pc) pc->flags |= PARSER_FLAG_COMPLETE_FRAMES;
+  int64_t ts[QUICK_PROBE_FRAMES];
+  int nts = 0;
+  for (int n = 0; ret == 0 && n < QUICK_PROBE_PACKETS && av_read_frame(ic, p) >= 0; n++) {
+    if (p->stream_index == vi) {
+      uint8_t *o = NULL;
+      int olen = 0;
+      if (out->width <= 0)
+        av_parser_parse2(pc, cc, &o, &olen, p->data, p->size, p->pts, p->dts, p->pos);
+      if (out->width <= 0 && pc->width > 0) {
+        out->width = pc->width;
+        out->height = pc->height;
+      }
+      int64_t t = p->pts != AV_NOPTS_VALUE ? p->pts : p->dts;
+      if (t != AV_NOPTS_VALUE && nts < QUICK_PROBE_FRAMES) ts[nts++] = t;
+    }
+    av_packet_unref(p);
+    if (out->width > 0 && nts == QUICK_PROBE_FRAMES) break;
+  }
+  /* the median step between the frames' times, in presentation order: reordered, repeated or
+   * skipped timestamps move it less than they move a mean */
+  if (nts >= 3) {
+    qsort(ts, (size_t)nts, sizeof ts[0], cmp_i64);
+    int64_t steps[QUICK_PROBE_FRAMES];
+    int ns = 0;
+    for (int i = 1; i < nts; i++)
+      if (ts[i] > ts[i - 1]) steps[ns++] = ts[i] - ts[i - 1];
+    if (ns > 0) {
+      qsort(steps, (size_t)ns, sizeof steps[0], cmp_i64);
+      out->fps = 1.0 / (av_q2d(st->time_base) * (double)steps[ns / 2]);
+    }
+  }
+  out->has_video = out->width > 0 && out->height > 0;
+  av_packet_free(&p);
+  avcodec_free_context(&cc);
+  if (pc) av_parser_close(pc);
+  return ret;
+}
+
+static int probe(const uint8_t *in, size_t len, bool whole, media_probe_t *out) {
   media_global_init();
   memset(out, 0, sizeof(*out));
   media_memin_t mi;
@@ -1098,6 +1167,10 @@ int media_probe(const uint8_t *in, size_t len, media_probe_t *out) {
   if (ret < 0) {
     media_avio_free(&pb);
     return LP_EMEDIA;
+  }
+  if (!whole) {
+    ret = probe_params(ic, out);
+    goto done;
   }
   if (avformat_find_stream_info(ic, NULL) < 0) {
     ret = LP_EMEDIA;
@@ -1117,6 +1190,7 @@ int media_probe(const uint8_t *in, size_t len, media_probe_t *out) {
   if (ai >= 0)
     snprintf(out->audio_codec, sizeof(out->audio_codec), "%s",
              avcodec_get_name(ic->streams[ai]->codecpar->codec_id));
+
   int64_t t0 = INT64_MAX, t1 = INT64_MIN;
   AVPacket *p = av_packet_alloc();
   if (!p) {
@@ -1146,4 +1220,12 @@ done:
   avformat_close_input(&ic);
   media_avio_free(&pb);
   return ret;
+}
+
+int media_probe(const uint8_t *in, size_t len, media_probe_t *out) {
+  return probe(in, len, true, out);
+}
+
+int media_probe_stream(const uint8_t *in, size_t len, media_probe_t *out) {
+  return probe(in, len, false, out);
 }

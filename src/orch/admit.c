@@ -233,7 +233,7 @@ static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t
                     size_t wlen) {
   memset(sj, 0, sizeof *sj);
   media_probe_t p;
-  if (media_probe(job->input, job->input_len, &p) != 0 || !p.has_video || p.width <= 0 ||
+  if (media_probe_stream(job->input, job->input_len, &p) != 0 || !p.has_video || p.width <= 0 ||
       p.height <= 0) {
     /* Audio-only or unreadable: the engine answers it; it costs next to nothing here. */
     snprintf(why, wlen, "no video to weigh");

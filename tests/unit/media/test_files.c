@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,17 +231,44 @@ static void test_audio_only(void **st) {
   media_session_free(s);
 }
 
+/* The quick probe (no decoder: what the orchestrator's loop can afford) finds what the full
+ * one does on every shared file: the same video size and codec, audio, and the rate within 2%
+ * (timestamps skip, repeat and arrive reordered in some of them). */
+static void test_quick_probe_agrees(void **st) {
+  (void)st;
+  static const char *const files[] = {"kryp-1.ts",     "kryp-2.ts",   "duplicate-audio-dts.ts",
+                                      "portrait.ts",   "transmux.ts", "missing-sei-and-pes.ts",
+                                      "zero-frame.ts", "audio.mp3",   "vertical-sample.ts",
+                                      "skip_1.ts"};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    size_t len;
+    uint8_t *d = slurp(media_file(files[i]), &len);
+    media_probe_t full, quick;
+    assert_int_equal(media_probe(d, len, &full), 0);
+    assert_int_equal(media_probe_stream(d, len, &quick), 0);
+    free(d);
+    if (full.has_video && full.width > 0) {
+      assert_true(quick.has_video);
+      assert_int_equal(quick.width, full.width);
+      assert_int_equal(quick.height, full.height);
+      assert_string_equal(quick.video_codec, full.video_codec);
+    } else {
+      assert_false(quick.has_video);
+    }
+    assert_int_equal(quick.has_audio, full.has_audio);
+    assert_int_equal(quick.video_frames, 0);
+    if (full.has_video && full.width > 0 && full.fps > 0)
+      assert_true(fabs(quick.fps - full.fps) / full.fps < 0.02);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_kryp),
-      cmocka_unit_test(test_zero_frame),
-      cmocka_unit_test(test_duplicate_audio_dts),
-      cmocka_unit_test(test_missing_pts),
-      cmocka_unit_test(test_skip),
-      cmocka_unit_test(test_portrait),
-      cmocka_unit_test(test_vertical_impossible),
-      cmocka_unit_test(test_transmux),
-      cmocka_unit_test(test_audio_only),
+      cmocka_unit_test(test_quick_probe_agrees), cmocka_unit_test(test_kryp),
+      cmocka_unit_test(test_zero_frame),         cmocka_unit_test(test_duplicate_audio_dts),
+      cmocka_unit_test(test_missing_pts),        cmocka_unit_test(test_skip),
+      cmocka_unit_test(test_portrait),           cmocka_unit_test(test_vertical_impossible),
+      cmocka_unit_test(test_transmux),           cmocka_unit_test(test_audio_only),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
