@@ -24,7 +24,6 @@ struct orch_admit {
   char cpu_preset_name[16];     /* -cpuPreset itself */
   const hw_table_t *table;      /* scheduler device i is table device i */
   uv_timer_t poll;
-  bool timer;
   char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
   double behind_ratio[BEHIND_KEEP];
   int behind_next;
@@ -165,7 +164,6 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
        lp_sched_capacity_for(a->sched, NULL), o.target_rt_ratio);
   uv_timer_init(loop, &a->poll);
   a->poll.data = a;
-  a->timer = true;
   uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
   *out = a;
   return 0;
@@ -181,12 +179,8 @@ void orch_admit_free(orch_admit_t *a) {
   if (!a) return;
   lp_sched_free(a->sched);
   a->sched = NULL;
-  if (a->timer) {
-    uv_timer_stop(&a->poll);
-    uv_close((uv_handle_t *)&a->poll, poll_closed);
-  } else {
-    free(a);
-  }
+  uv_timer_stop(&a->poll);
+  uv_close((uv_handle_t *)&a->poll, poll_closed);
 }
 
 static void count_refusal(const lp_sched_verdict_t *v) {

@@ -77,9 +77,8 @@ static const double seg_duration_buckets[] = {.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8,
 /* The session limit as operators read it: with local -maxSessions auto, what the capacity
  * model fits of the probe shape. */
 static int max_sessions_shown(orch_node_t *n) {
-  int max = orch_sessions_max(n->core.sessions);
-  if (n->core.admit && max == INT_MAX) return orch_admit_capacity(n->core.admit);
-  return max;
+  if (n->max_auto && n->core.admit) return orch_admit_capacity(n->core.admit);
+  return orch_sessions_max(n->core.sessions);
 }
 
 static void metrics_sessions(orch_node_t *n) {
@@ -278,14 +277,12 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
     return;
   }
   bool is_new = !orch_sessions_exists(c->sessions, j->session_id);
-  if (!c->admit) j->device = count_placement(s->node, j->session_id);
-  if (c->admit) {
-    char why[160];
-    int arc = orch_admit_session(c->admit, j, is_new, why, sizeof why);
-    if (arc) {
-      seg_write_error(s, why);
-      return;
-    }
+  char why[160];
+  if (!c->admit) {
+    j->device = count_placement(s->node, j->session_id);
+  } else if (orch_admit_session(c->admit, j, is_new, why, sizeof why)) {
+    seg_write_error(s, why);
+    return;
   }
   int rc = orch_sessions_submit(c->sessions, j);
   if (rc && is_new && c->admit) orch_admit_release(c->admit, j->session_id);
