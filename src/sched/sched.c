@@ -584,12 +584,6 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
 
 /* ---- live correction ---- */
 
-static double model_util(const lp_sched_t *s, const sched_device_t *d) {
-  double budget = sched_budget(s, d), u = 0;
-  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++) u = LP_MAX(u, d->committed[e] / budget);
-  return u;
-}
-
 /* The real-time ratio the model predicts for the device: its fullest engine's committed work as
  * a share of that engine's time (the sessions on it run side by side). */
 static double model_rt(const sched_device_t *d) {
@@ -597,6 +591,11 @@ static double model_rt(const sched_device_t *d) {
   for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
     u = LP_MAX(u, d->committed[e] / ENGINE_FULL);
   return u;
+}
+
+/* How full the model says the device is: its fullest engine against the budget. */
+static double model_util(const lp_sched_t *s, const sched_device_t *d) {
+  return model_rt(d) * ENGINE_FULL / sched_budget(s, d);
 }
 
 /* The measured ratio to hold against model_rt: the streams' own ratios weighed by their cost.
