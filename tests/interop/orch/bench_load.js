@@ -13,16 +13,16 @@
 'use strict';
 
 const assert = require('assert');
-const { spawn, execFileSync } = require('child_process');
+const { execFileSync } = require('child_process');
 const fs = require('fs');
 const http2 = require('http2');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 const { keccak256 } = require('js-sha3');
+const { sleep, freePort, startLpod } = require('./lpod_proc');
 
 const args = { preset: 'veryfast', segments: '6', levels: '0.5,1,1.5,2,3' };
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
@@ -40,7 +40,6 @@ const grpcDef = grpc.loadPackageDefinition(
 const SEG_MS = 2000;
 const SEGMENTS = Number(args.segments);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-bench-load-'));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const P720 = { name: 'P720p30fps16x9', width: 1280, height: 720, bitrate: 3000000, fps: 30 };
 const P480 = { name: 'P480p30fps16x9', width: 854, height: 480, bitrate: 1600000, fps: 30 };
@@ -85,33 +84,13 @@ function makeSource(size) {
   return fs.readFileSync(file);
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
-
 async function startNode(extra) {
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
     '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-cpuPreset', args.preset, '-v', args.v || '3', ...extra];
-  const child = spawn(args.lpod, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
-  for (let i = 0; i < 1200 && child.exitCode === null; i++) {
-    const ok = await new Promise((r) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-      s.on('error', () => r(false));
-    });
-    if (ok) break;
-    await sleep(100);
-  }
-  if (child.exitCode !== null) throw new Error(`lpod exited early:\n${log}`);
+  // the first start of a cost-admission node calibrates its devices first (about 35 s on 2 cores)
+  const { child, log, exited } = await startLpod(args.lpod, argv, port, { waitMs: 120000 });
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
   const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
   const client = new grpcDef.net.Orchestrator(`127.0.0.1:${port}`, creds);
@@ -120,7 +99,7 @@ async function startNode(extra) {
   const session = http2.connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false, maxSessionMemory: 512 });
   session.on('error', () => {});
   return {
-    client, session, log: () => log,
+    client, session, log,
     async stop() {
       client.close();
       session.close();

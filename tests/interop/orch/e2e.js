@@ -11,13 +11,13 @@ const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
 const http = require('http');
 const http2 = require('http2');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 const { keccak256 } = require('js-sha3');
+const { sleep, freePort, startLpod } = require('./lpod_proc');
 
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
@@ -40,18 +40,6 @@ const P240 = { name: 'P240p30fps16x9', width: 426, height: 240, bitrate: 600000,
 const P360 = { name: 'P360p30fps16x9', width: 640, height: 360, bitrate: 1200000, fps: 30 };
 const MP4_144 = { name: 'mp4_144', width: 256, height: 144, bitrate: 300000, fps: 15, format: 1 };
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-    s.on('error', reject);
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // One lpod process, offchain, O+T on a free port.
 async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder']) {
@@ -62,21 +50,8 @@ async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-t
     // admission by cost reads the CPU's load, which other tests running beside these share;
     // the 'admission' test turns it on and runs alone
     '-costAdmission=false', ...extraArgs];
-  const child = spawn(args.lpod, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) break;
-    const ok = await new Promise((r) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-      s.on('error', () => r(false));
-    });
-    if (ok) break;
-    await sleep(50);
-  }
-  if (child.exitCode !== null) throw new Error(`lpod exited early:\n${log}`);
+  const { child, log: getLog, exited } = await startLpod(args.lpod, argv, port,
+    { env: { ...process.env, ...env } });
   const base = `https://127.0.0.1:${port}`;
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
   const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
@@ -85,7 +60,7 @@ async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-t
   session.on('error', () => {});
   return {
     port, base, client, session, child,
-    log: () => log,
+    log: getLog,
     async waitExit(ms) {
       const r = await Promise.race([exited, sleep(ms).then(() => null)]);
       client.close();
@@ -100,7 +75,7 @@ async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-t
       const r = await Promise.race([exited, sleep(15000).then(() => null)]);
       if (!r) {
         child.kill('SIGKILL');
-        throw new Error(`lpod did not stop on SIGTERM:\n${log.slice(-2000)}`);
+        throw new Error(`lpod did not stop on SIGTERM:\n${getLog().slice(-2000)}`);
       }
       return r;
     },

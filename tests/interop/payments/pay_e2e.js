@@ -18,7 +18,6 @@ const assert = require('assert');
 const { spawn, execFileSync } = require('child_process');
 const fs = require('fs');
 const http2 = require('http2');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const { createRequire } = require('module');
@@ -37,6 +36,7 @@ const ethers = need(chainDir, 'ethers');
 const grpc = need(orchDir, '@grpc/grpc-js');
 const protoLoader = need(orchDir, '@grpc/proto-loader');
 const protobuf = need(orchDir, 'protobufjs');
+const { sleep, freePort, startLpod } = require(path.join(orchDir, 'lpod_proc.js'));
 
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
@@ -53,7 +53,6 @@ const grpcDef = grpc.loadPackageDefinition(
   protoLoader.loadSync(args.proto, { keepCase: true, longs: String, defaults: true, bytes: Buffer }));
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-pay-e2e-'));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 const say = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 const M = (1n << 256n) - 1n; // maxWinProb
@@ -94,14 +93,6 @@ async function initRoundIfNeeded() {
     await (await rounds.initializeRound()).wait();
 }
 // ---- lpod ---------------------------------------------------------------------------------------
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
-
 const datadir = path.join(tmp, 'data');
 fs.mkdirSync(datadir);
 const dbFile = path.join(datadir, 'lpod_payments.sqlite3');
@@ -116,27 +107,14 @@ function lpodArgs(port, extra) {
 }
 
 async function startNode(port, extra = ['-pricePerUnit', String(PRICE_PER_UNIT)]) {
-  const child = spawn(args.lpod, lpodArgs(port, extra), { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
-  for (let i = 0; i < 600 && child.exitCode === null; i++) {
-    const ok = await new Promise((r) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-      s.on('error', () => r(false));
-    });
-    if (ok) break;
-    await sleep(50);
-  }
-  if (child.exitCode !== null) throw new Error(`lpod exited early:\n${log}`);
+  const { child, log, exited } = await startLpod(args.lpod, lpodArgs(port, extra), port, { waitMs: 30000 });
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
   const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
   const client = new grpcDef.net.Orchestrator(`127.0.0.1:${port}`, creds);
   const session = http2.connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
   session.on('error', () => {});
   return {
-    child, client, session, exited, log: () => log,
+    child, client, session, exited, log,
     close() { client.close(); session.close(); },
   };
 }
