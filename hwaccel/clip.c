@@ -209,38 +209,8 @@ static int pipe_graph(hw_pipe_t *t, const AVFrame *f) {
   }
   snprintf(args, sizeof(args), "video_size=%dx%d:pix_fmt=%d:time_base=1/30:pixel_aspect=1/1",
            f->width, f->height, f->format);
-  t->graph = avfilter_graph_alloc();
-  if (!t->graph) return AVERROR(ENOMEM);
-  t->graph->nb_threads = 1;
-  ret = avfilter_graph_create_filter(&t->src, avfilter_get_by_name("buffer"), "in", args, NULL,
-                                     t->graph);
-  if (ret >= 0 && f->hw_frames_ctx) {
-    /* Device frames: the scaler finds the device through the source's frames context. */
-    AVBufferSrcParameters *bp = av_buffersrc_parameters_alloc();
-    if (!bp) return AVERROR(ENOMEM);
-    bp->hw_frames_ctx = f->hw_frames_ctx;
-    ret = av_buffersrc_parameters_set(t->src, bp);
-    av_free(bp);
-  }
-  if (ret >= 0)
-    ret = avfilter_graph_create_filter(&t->sink, avfilter_get_by_name("buffersink"), "out", NULL,
-                                       NULL, t->graph);
-  AVFilterInOut *in = NULL, *out = NULL;
-  if (ret >= 0) {
-    in = avfilter_inout_alloc();
-    out = avfilter_inout_alloc();
-    if (!in || !out) ret = AVERROR(ENOMEM);
-  }
-  if (ret >= 0) {
-    out->name = av_strdup("in");
-    out->filter_ctx = t->src;
-    in->name = av_strdup("out");
-    in->filter_ctx = t->sink;
-    ret = avfilter_graph_parse_ptr(t->graph, chain, &in, &out, NULL);
-  }
-  if (ret >= 0) ret = avfilter_graph_config(t->graph, NULL);
-  avfilter_inout_free(&in);
-  avfilter_inout_free(&out);
+  /* device frames: the scaler finds the device through the source's frames context */
+  ret = hw_filter_graph(args, f->hw_frames_ctx, chain, &t->graph, &t->src, &t->sink);
   if (ret < 0) {
     char e[AV_ERROR_MAX_STRING_SIZE];
     snprintf(t->why, t->wlen, "scaler '%s': %s", chain, hw_averr(ret, e, sizeof(e)));

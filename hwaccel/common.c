@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <libavfilter/buffersrc.h>
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 
@@ -107,4 +108,47 @@ const char *hw_qsv_preset(const char *name) {
   for (size_t i = 0; i < LP_ARRAY_LEN(presets); i++)
     if (strcmp(presets[i].x264, name) == 0) return presets[i].qsv;
   return "medium";
+}
+
+int hw_filter_graph(const char *args, AVBufferRef *hw_frames, const char *chain,
+                    AVFilterGraph **graph, AVFilterContext **src, AVFilterContext **sink) {
+  *src = *sink = NULL;
+  AVFilterGraph *g = *graph = avfilter_graph_alloc();
+  if (!g) return AVERROR(ENOMEM);
+  g->nb_threads = 1;
+  int ret = avfilter_graph_create_filter(src, avfilter_get_by_name("buffer"), "in", args, NULL, g);
+  if (ret >= 0 && hw_frames) {
+    AVBufferSrcParameters *bp = av_buffersrc_parameters_alloc();
+    if (!bp) {
+      ret = AVERROR(ENOMEM);
+    } else {
+      bp->hw_frames_ctx = hw_frames;
+      ret = av_buffersrc_parameters_set(*src, bp);
+      av_free(bp);
+    }
+  }
+  if (ret >= 0)
+    ret = avfilter_graph_create_filter(sink, avfilter_get_by_name("buffersink"), "out", NULL, NULL,
+                                       g);
+  AVFilterInOut *in = NULL, *out = NULL;
+  if (ret >= 0) {
+    in = avfilter_inout_alloc();
+    out = avfilter_inout_alloc();
+    if (!in || !out) ret = AVERROR(ENOMEM);
+  }
+  if (ret >= 0) {
+    out->name = av_strdup("in");
+    out->filter_ctx = *src;
+    in->name = av_strdup("out");
+    in->filter_ctx = *sink;
+    ret = avfilter_graph_parse_ptr(g, chain, &in, &out, NULL);
+  }
+  if (ret >= 0) ret = avfilter_graph_config(g, NULL);
+  avfilter_inout_free(&in);
+  avfilter_inout_free(&out);
+  if (ret < 0) {
+    avfilter_graph_free(graph);
+    *src = *sink = NULL;
+  }
+  return ret;
 }

@@ -105,6 +105,16 @@ typedef struct hw_backend {
   bool enc_sessions_limited;
 } hw_backend_t;
 
+/* A one-input, one-output filter graph on one thread, configured: a buffer source with args
+ * ("video_size=...:pix_fmt=...:time_base=...:pixel_aspect=...") and, for device frames, their
+ * frames context (how a device scaler finds its device), then chain, then a buffer sink.
+ * Returns 0 or an AVERROR; on failure *graph is freed and NULL. */
+struct AVFilterGraph;
+struct AVFilterContext;
+int hw_filter_graph(const char *args, AVBufferRef *hw_frames, const char *chain,
+                    struct AVFilterGraph **graph, struct AVFilterContext **src,
+                    struct AVFilterContext **sink);
+
 /* Backends built into this binary, by name ("sw" is always there). NULL if unknown. */
 const hw_backend_t *hw_backend_find(const char *name);
 /* All built-in backends, NULL-terminated. */

@@ -406,30 +406,7 @@ static int out_build_graph(seg_t *g, out_t *o, const AVFrame *f) {
   AVRational sar = f->sample_aspect_ratio.num > 0 ? f->sample_aspect_ratio : (AVRational){1, 1};
   snprintf(args, sizeof(args), "video_size=%dx%d:pix_fmt=%d:time_base=%d/%d:pixel_aspect=%d/%d",
            f->width, f->height, f->format, g->vtb.num, g->vtb.den, sar.num, sar.den);
-  AVFilterInOut *in = NULL, *outp = NULL;
-  o->graph = avfilter_graph_alloc();
-  if (!o->graph) return LP_ENOMEM;
-  o->graph->nb_threads = 1;
-  ret = avfilter_graph_create_filter(&o->src, avfilter_get_by_name("buffer"), "in", args, NULL,
-                                     o->graph);
-  if (ret >= 0)
-    ret = avfilter_graph_create_filter(&o->sink, avfilter_get_by_name("buffersink"), "out", NULL,
-                                       NULL, o->graph);
-  if (ret >= 0) {
-    in = avfilter_inout_alloc();
-    outp = avfilter_inout_alloc();
-    if (!in || !outp) ret = AVERROR(ENOMEM);
-  }
-  if (ret >= 0) {
-    outp->name = av_strdup("in");
-    outp->filter_ctx = o->src;
-    in->name = av_strdup("out");
-    in->filter_ctx = o->sink;
-    ret = avfilter_graph_parse_ptr(o->graph, chain, &in, &outp, NULL);
-  }
-  if (ret >= 0) ret = avfilter_graph_config(o->graph, NULL);
-  avfilter_inout_free(&in);
-  avfilter_inout_free(&outp);
+  ret = hw_filter_graph(args, f->hw_frames_ctx, chain, &o->graph, &o->src, &o->sink);
   if (ret < 0) {
     out_free_graph(o);
     return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "Error initializing filtergraph", o->idx);
