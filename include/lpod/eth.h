@@ -280,6 +280,11 @@ int eth_client_params_round(const eth_client_t *c, int64_t *round, uint8_t hash[
 uint64_t eth_client_pool_size(const eth_client_t *c);
 /* BondingManager.isActiveTranscoder(recipient) as of the last round refresh. */
 bool eth_client_recipient_active(const eth_client_t *c);
+/* Whether addr is an active orchestrator in the last initialized round: the node's own recipient
+ * as above, any other address by the pool walk that each new round starts (the members for
+ * which isActiveTranscoder held). Until the first walk completes only the own recipient can be
+ * active. */
+bool eth_client_is_active(const eth_client_t *c, const uint8_t addr[ETH_ADDR_LEN]);
 /* The last eth_gasPrice at or above the minimum; LP_EAGAIN before the first one. */
 int eth_client_gas_price(const eth_client_t *c, pm_u256_t *out);
 /* Called on the loop thread after each new block and each new round. */

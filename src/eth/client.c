@@ -55,6 +55,11 @@ struct eth_client {
   bool round_known;
   uint64_t pool_size;
   bool active;
+  /* the pool's members active in active_round (go-livepeer keeps them in its DB); a foreign
+   * recipient in a payment is checked against it */
+  uint8_t (*active_set)[ETH_ADDR_LEN];
+  size_t n_active;
+  int64_t active_round; /* -1: never walked */
   pm_u256_t min_gas_price, max_gas_price, gas_price;
   bool has_gas_price, gas_polling;
 
@@ -410,14 +415,29 @@ static int call_async(eth_client_t *c, const uint8_t to[ETH_ADDR_LEN], lp_buf_t 
 /* ---- block polling and round refresh
  * ------------------------------------------------------------- */
 
-enum { RS_LIR, RS_HASH, RS_PRE_HASH, RS_POOL, RS_ACTIVE };
+enum { RS_LIR, RS_HASH, RS_PRE_HASH, RS_POOL, RS_ACTIVE, RS_FIRST, RS_MEMBER, RS_NEXT };
+
+/* A walk of the pool list longer than this is a broken contract or endpoint, not a pool. */
+#define MAX_POOL_WALK 4096
 
 typedef struct round_op {
   int step;
   uint64_t lir, pool;
   uint8_t hash[32], pre[32];
   bool active;
+  /* the pool walk: every member, and which of them are active this round */
+  uint8_t cur[ETH_ADDR_LEN];
+  size_t walked;
+  uint8_t (*set)[ETH_ADDR_LEN];
+  size_t n_set, cap_set;
+  bool walk; /* the walk ran: its set replaces the client's */
 } round_op_t;
+
+static void round_op_free(round_op_t *r) {
+  if (!r) return;
+  free(r->set);
+  free(r);
+}
 
 static void round_step(eth_client_t *c, round_op_t *r);
 
@@ -426,20 +446,71 @@ static void poll_done(eth_client_t *c) {
   if (c->block_cb && !c->closing) c->block_cb(c->block_ud, c->last_block, c->lir);
 }
 
-static void new_round(eth_client_t *c, const round_op_t *r) {
+static void new_round(eth_client_t *c, round_op_t *r) {
   bool changed = (int64_t)r->lir != c->lir;
+  bool first_walk = c->active_round < 0;
   c->lir = (int64_t)r->lir;
   memcpy(c->lir_hash, r->hash, 32);
   memcpy(c->pre_hash, r->pre, 32);
   c->pool_size = r->pool;
   c->active = r->active;
   c->round_known = true;
+  if (r->walk) {
+    free(c->active_set);
+    c->active_set = r->set;
+    c->n_active = r->n_set;
+    c->active_round = (int64_t)r->lir;
+    r->set = NULL;
+  }
   if (changed) {
     /* claimedInCurrentRound and claimedReserve restart every round. */
     for (size_t i = 0; i < c->nsenders; i++) c->senders[i].fetched_ms = 0;
-    LOGI("eth: round %lld initialized; %llu transcoders in the pool, recipient %s",
-         (long long)c->lir, (unsigned long long)c->pool_size, c->active ? "active" : "inactive");
   }
+  if (changed || first_walk)
+    LOGI("eth: round %lld; %llu transcoders in the pool, %zu active, recipient %s",
+         (long long)c->lir, (unsigned long long)c->pool_size, c->n_active,
+         c->active ? "active" : "inactive");
+}
+
+static void round_fail(eth_client_t *c, round_op_t *r, int status, const char *err) {
+  note_fail(c, status, "round refresh", err);
+  round_op_free(r);
+  poll_done(c);
+}
+
+static void round_done(eth_client_t *c, round_op_t *r) {
+  note_ok(c);
+  c->last_warn[0] = 0;
+  new_round(c, r);
+  round_op_free(r);
+  poll_done(c);
+}
+
+static int set_add(round_op_t *r, const uint8_t a[ETH_ADDR_LEN]) {
+  if (r->n_set == r->cap_set) {
+    size_t cap = r->cap_set ? 2 * r->cap_set : 16;
+    void *p = realloc(r->set, cap * sizeof *r->set);
+    if (!p) return LP_ENOMEM;
+    r->set = p;
+    r->cap_set = cap;
+  }
+  memcpy(r->set[r->n_set++], a, ETH_ADDR_LEN);
+  return 0;
+}
+
+/* The next pool member from an address answer: the walk ends at the zero address. */
+static int walk_to(eth_client_t *c, round_op_t *r, const uint8_t *d, size_t n) {
+  static const uint8_t zero[ETH_ADDR_LEN];
+  uint8_t a[ETH_ADDR_LEN];
+  if (eth_abi_get_addr(d, n, 0, a)) return LP_EPROTO;
+  if (memcmp(a, zero, ETH_ADDR_LEN) == 0) {
+    round_done(c, r);
+    return 1;
+  }
+  if (++r->walked > MAX_POOL_WALK) return LP_ERANGE;
+  memcpy(r->cur, a, ETH_ADDR_LEN);
+  r->step = RS_MEMBER;
+  return 0;
 }
 
 static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t *d, size_t n,
@@ -447,20 +518,19 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
   round_op_t *r = ctx;
   static const uint8_t zero[32];
   if (status || c->closing) {
-    note_fail(c, status, "round refresh", err);
-    free(r);
-    poll_done(c);
+    round_fail(c, r, status, err);
     return;
   }
   int rc = 0;
   switch (r->step) {
   case RS_LIR:
     rc = eth_abi_get_u64(d, n, 0, &r->lir);
-    /* Same round with a known non-zero hash: nothing to refresh. */
-    if (!rc && c->round_known && (int64_t)r->lir == c->lir && memcmp(c->lir_hash, zero, 32) != 0) {
+    /* Same round with a known non-zero hash and its pool walked: nothing to refresh. */
+    if (!rc && c->round_known && (int64_t)r->lir == c->lir && c->active_round == c->lir &&
+        memcmp(c->lir_hash, zero, 32) != 0) {
       note_ok(c);
       c->last_warn[0] = 0;
-      free(r);
+      round_op_free(r);
       poll_done(c);
       return;
     }
@@ -486,20 +556,33 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
     break;
   case RS_ACTIVE:
     rc = eth_abi_get_bool(d, n, 0, &r->active);
-    if (!rc) {
-      note_ok(c);
-      c->last_warn[0] = 0;
-      new_round(c, r);
-      free(r);
-      poll_done(c);
+    if (!rc && (int64_t)r->lir == c->active_round) { /* the pool was walked in this round */
+      round_done(c, r);
+      return;
+    }
+    r->step = RS_FIRST;
+    r->walk = true;
+    break;
+  case RS_FIRST:
+  case RS_NEXT:
+    rc = walk_to(c, r, d, n);
+    if (rc == 1) return; /* the walk is complete */
+    if (rc == LP_ERANGE) {
+      round_fail(c, r, LP_EPROTO, "the transcoder pool list does not end");
       return;
     }
     break;
+  case RS_MEMBER: {
+    bool on = false;
+    rc = eth_abi_get_bool(d, n, 0, &on);
+    if (!rc && on) rc = set_add(r, r->cur);
+    r->step = RS_NEXT;
+    break;
+  }
   }
   if (rc) {
-    note_fail(c, LP_EPROTO, "round refresh", "a contract answered with malformed data");
-    free(r);
-    poll_done(c);
+    round_fail(c, r, rc == LP_ENOMEM ? rc : LP_EPROTO,
+               rc == LP_ENOMEM ? "out of memory" : "a contract answered with malformed data");
     return;
   }
   round_step(c, r);
@@ -507,25 +590,31 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
 
 static void round_step(eth_client_t *c, round_op_t *r) {
   lp_buf_t cd = LP_BUF_INIT;
-  const uint8_t *to = c->contracts.rounds_manager;
+  const uint8_t *to = c->contracts.bonding_manager;
   int rc;
   switch (r->step) {
-  case RS_LIR: rc = enc0("lastInitializedRound()", &cd); break;
-  case RS_HASH: rc = enc_u64("blockHashForRound(uint256)", r->lir, &cd); break;
-  case RS_PRE_HASH: rc = enc_u64("blockHashForRound(uint256)", r->lir - 1, &cd); break;
-  case RS_POOL:
-    rc = enc0("getTranscoderPoolSize()", &cd);
-    to = c->contracts.bonding_manager;
+  case RS_LIR:
+    rc = enc0("lastInitializedRound()", &cd);
+    to = c->contracts.rounds_manager;
     break;
-  default:
-    rc = enc_addr("isActiveTranscoder(address)", c->recipient, &cd);
-    to = c->contracts.bonding_manager;
+  case RS_HASH:
+    rc = enc_u64("blockHashForRound(uint256)", r->lir, &cd);
+    to = c->contracts.rounds_manager;
     break;
+  case RS_PRE_HASH:
+    rc = enc_u64("blockHashForRound(uint256)", r->lir - 1, &cd);
+    to = c->contracts.rounds_manager;
+    break;
+  case RS_POOL: rc = enc0("getTranscoderPoolSize()", &cd); break;
+  case RS_ACTIVE: rc = enc_addr("isActiveTranscoder(address)", c->recipient, &cd); break;
+  case RS_FIRST: rc = enc0("getFirstTranscoderInPool()", &cd); break;
+  case RS_MEMBER: rc = enc_addr("isActiveTranscoder(address)", r->cur, &cd); break;
+  default: rc = enc_addr("getNextTranscoderInPool(address)", r->cur, &cd); break;
   }
   if (!rc) rc = call_async(c, to, &cd, on_round_call, r);
   lp_buf_free(&cd);
   if (rc) {
-    free(r);
+    round_op_free(r);
     poll_done(c);
   }
 }
@@ -545,7 +634,7 @@ static void on_block(void *ud, int status, const cJSON *result, const char *err)
     return;
   }
   note_ok(c);
-  if (n <= c->last_block && c->round_known) {
+  if (n <= c->last_block && c->round_known && c->active_round == c->lir) {
     c->polling = false;
     return;
   }
@@ -1251,6 +1340,7 @@ int eth_client_new(uv_loop_t *loop, const eth_client_cfg_t *cfg, eth_client_t **
     memcpy(c->recipient, cfg->account->addr, ETH_ADDR_LEN);
   c->last_block = -1;
   c->lir = -1;
+  c->active_round = -1;
   if (loop) {
     uv_timer_init(loop, &c->poll_timer);
     c->poll_timer.data = c;
@@ -1268,6 +1358,7 @@ int eth_client_start(eth_client_t *c) {
 static void client_maybe_free(eth_client_t *c) {
   if (c->ops > 0 || (c->loop && !c->poll_closed)) return;
   free(c->senders);
+  free(c->active_set);
   OPENSSL_cleanse(&c->account, sizeof c->account);
   free(c);
 }
@@ -1306,6 +1397,12 @@ int64_t eth_client_last_block(const eth_client_t *c) { return c->last_block; }
 int64_t eth_client_last_initialized_round(const eth_client_t *c) { return c->lir; }
 uint64_t eth_client_pool_size(const eth_client_t *c) { return c->pool_size; }
 bool eth_client_recipient_active(const eth_client_t *c) { return c->active; }
+bool eth_client_is_active(const eth_client_t *c, const uint8_t addr[ETH_ADDR_LEN]) {
+  if (memcmp(addr, c->recipient, ETH_ADDR_LEN) == 0) return c->active;
+  for (size_t i = 0; i < c->n_active; i++)
+    if (memcmp(c->active_set[i], addr, ETH_ADDR_LEN) == 0) return true;
+  return false;
+}
 
 void eth_client_sender_pending(const eth_client_t *c, const uint8_t sender[ETH_ADDR_LEN],
                                pm_u256_t *out) {

@@ -619,8 +619,8 @@ static int oc_process_payment(void *ctx, const Net__Payment *p, const uint8_t se
   vc.session = session_id;
   vc.last_seen_l1_block = (uint64_t)eth_client_last_block(oc->eth);
   vc.last_initialized_round = eth_client_last_initialized_round(oc->eth);
-  vc.recipient_inactive = !(memcmp(pay.params.recipient, oc->acct.addr, PM_ADDR_LEN) == 0 &&
-                            eth_client_recipient_active(oc->eth));
+  /* spec §3.1 step 3 asks about the payment's recipient; step C1 then about it being us */
+  vc.recipient_inactive = !eth_client_is_active(oc->eth, pay.params.recipient);
   vc.sender_info = &si;
   vc.quoted_price = have_quote ? &quoted : NULL;
   vc.charging = have_quote ? quoted.price_per_unit > 0 : base_price(oc, sender)->price_per_unit > 0;

@@ -3,7 +3,8 @@
 //
 // Starts ganache on loopback, deploys the Livepeer protocol contracts from the Hardhat artifacts
 // of @livepeer/sdk behind the Controller (proxied managers behind ManagerProxy, as the protocol's
-// own deployment does), registers an orchestrator, funds a gateway and initializes a round.
+// own deployment does), registers two orchestrators (the node's and another), funds a gateway
+// and initializes a round.
 // Then writes the addresses and accounts to a JSON file.
 //
 //   node chain.js --out chain.json [--port N] [-- command args...]
@@ -37,6 +38,9 @@ const KEYS = {
   orchestrator: '0x' + '22'.repeat(32),
   gateway: '0x' + '33'.repeat(32),
   delegator: '0x' + '44'.repeat(32),
+  // a second orchestrator in the pool: a payment naming it is for an active orchestrator that
+  // is not the node under test
+  orchestrator2: '0x' + '55'.repeat(32),
 };
 const ROUND_LENGTH = 20;
 const LPT = 10n ** 18n;
@@ -166,6 +170,7 @@ async function main() {
   await send(token.grantRole(MINTER_ROLE, await deployer.getAddress()));
   await send(token.mint(addresses.LivepeerTokenFaucet, 1000000n * LPT));
   await send(token.mint(await wallets.orchestrator.getAddress(), 10000n * LPT));
+  await send(token.mint(await wallets.orchestrator2.getAddress(), 1000n * LPT));
 
   if (await controller.paused()) await send(controller.unpause());
 
@@ -186,6 +191,10 @@ async function main() {
   await send(bonding.connect(orch).bond(1000n * LPT, orchAddr));
   await send(bonding.connect(orch).transcoder(100000, 50000));
   await send(registry.connect(orch).setServiceURI('https://127.0.0.1:8935'));
+  const orch2 = wallets.orchestrator2;
+  await send(token.connect(orch2).approve(addresses.BondingManager, 100n * LPT));
+  await send(bonding.connect(orch2).bond(100n * LPT, await orch2.getAddress()));
+  await send(bonding.connect(orch2).transcoder(100000, 50000));
 
   // Gateway: deposit and reserve.
   const gw = wallets.gateway;
@@ -216,6 +225,7 @@ async function main() {
     lastInitializedRoundBlockHash: await rounds.blockHashForRound(lir),
     keystore: { dir: ksDir, file: ksFile, password: ksPassword },
     orchestratorActive: await bonding.isActiveTranscoder(orchAddr),
+    orchestrator2Active: await bonding.isActiveTranscoder(await orch2.getAddress()),
     poolSize: (await bonding.getTranscoderPoolSize()).toString(),
   };
   fs.writeFileSync(opts.out, JSON.stringify(info, null, 2) + '\n');

@@ -104,8 +104,20 @@ static void test_connect_and_reads(void **state) {
 
   assert_true(eth_client_last_block(c) > 0);
   assert_int_equal(eth_client_last_initialized_round(c), atoll(jstr("lastInitializedRound")));
-  assert_int_equal(eth_client_pool_size(c), 1);
+  assert_int_equal(eth_client_pool_size(c), atoll(jstr("poolSize")));
+  assert_int_equal(eth_client_pool_size(c), 2);
   assert_true(eth_client_recipient_active(c));
+  /* The pool walk that the first poll starts finds the other orchestrator active; the gateway
+   * is in no pool. */
+  uint8_t orch2[20];
+  jaddr("accounts.orchestrator2.address", orch2);
+  assert_false(eth_client_is_active(c, orch2));
+  assert_int_equal(eth_client_start(c), 0);
+  uint64_t until = lp_now_ms() + 30000;
+  while (!eth_client_is_active(c, orch2) && lp_now_ms() < until) uv_run(&loop, UV_RUN_ONCE);
+  assert_true(eth_client_is_active(c, orch2));
+  assert_true(eth_client_is_active(c, orch_addr));
+  assert_false(eth_client_is_active(c, gateway_addr));
   int64_t round;
   uint8_t hash[32], want[32];
   assert_int_equal(eth_client_params_round(c, &round, hash), 0);

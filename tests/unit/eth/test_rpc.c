@@ -150,9 +150,20 @@ static char *answer(const char *body) {
       word_u64(w, 2);
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
+    /* The pool lists 0x..a1 then 0x..a2; every address but 0x..a2 is active. */
     eth_abi_selector("isActiveTranscoder(address)", sel);
+    if (n >= 36 && !memcmp(d, sel, 4)) {
+      word_u64(w, d[35] == 0xa2 ? 0 : 1);
+      snprintf(result, sizeof result, "\"0x%s\"", w);
+    }
+    eth_abi_selector("getFirstTranscoderInPool()", sel);
     if (n >= 4 && !memcmp(d, sel, 4)) {
-      word_u64(w, 1);
+      word_u64(w, 0xa1);
+      snprintf(result, sizeof result, "\"0x%s\"", w);
+    }
+    eth_abi_selector("getNextTranscoderInPool(address)", sel);
+    if (n >= 36 && !memcmp(d, sel, 4)) {
+      word_u64(w, d[35] == 0xa1 ? 0xa2 : 0);
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
     eth_abi_selector("getSenderInfo(address)", sel);
@@ -451,8 +462,20 @@ static void test_l1_block_and_backdating(void **state) {
   assert_int_equal(eth_client_pool_size(c), 2);
   assert_true(eth_client_recipient_active(c));
 
+  /* Until the pool is walked only the node's own recipient can be active. */
+  uint8_t member[20] = {0}, other[20] = {0};
+  member[19] = 0xa1;
+  assert_false(eth_client_is_active(c, member));
+
   /* Round 6 starts but has no block hash yet: params are back-dated to round 5. */
   assert_int_equal(eth_client_start(c), 0);
+  /* The first poll walks the pool: the active member counts, the inactive one and a stranger
+   * do not. */
+  RUN_UNTIL(&loop, eth_client_is_active(c, member));
+  other[19] = 0xa2;
+  assert_false(eth_client_is_active(c, other));
+  other[19] = 0xa3;
+  assert_false(eth_client_is_active(c, other));
   atomic_store(&srv.zero_hash_round, 6);
   atomic_store(&srv.round, 6);
   atomic_fetch_add(&srv.l1_block, 1);
