@@ -52,6 +52,7 @@ typedef struct seg_ctx {
   uint64_t t_start;   /* request headers in */
   uint64_t t_body;    /* body in (or downloaded) */
   uint64_t t_200;     /* early 200 sent */
+  uint64_t t_flush;   /* the answer is ready; it waits for the payment's store commit */
   lp_buf_t body;      /* the request body as it streams in */
   pm_keccak_t keccak; /* of the body, updated chunk by chunk */
   bool url_body;      /* the body is a URL to fetch the segment from */
@@ -139,9 +140,32 @@ static void seg_finish(seg_ctx_t *s) {
   check_drained(n);
 }
 
+static const double payment_buckets[] = {.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1};
+
+/* What taking the payment added to the segment: its checks on the loop, and the wait for its
+ * durable commit after the answer was ready (the commit itself overlaps the transcode). */
+static void metrics_payment(seg_ctx_t *s) {
+  const Net__Payment *p = s->sr.payment;
+  if (!p || !p->ticket_params || !p->n_ticket_sender_params) return;
+  uint64_t wait = lp_now_ns() - s->t_flush;
+  lp_metric_t *h = lp_metric_histogram(
+      "lpod_payment_seconds",
+      "Time a paid segment spent on its payment: the ticket checks, then the wait for their "
+      "durable store",
+      "part", payment_buckets, LP_ARRAY_LEN(payment_buckets));
+  lp_metric_observe(h, "check", s->sr.pay_ns / 1e9);
+  lp_metric_observe(h, "store_wait", wait / 1e9);
+  lp_logctx_t lc = LP_LOGCTX_INIT;
+  lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
+  lc.orch_session_id = s->sr.session_id;
+  LOGV_C(LP_V_DEBUG, &lc, "Segment payment tickets=%zu check=%.3fms store_wait=%.3fms",
+         p->n_ticket_sender_params, s->sr.pay_ns / 1e6, wait / 1e6);
+}
+
 static void seg_flushed(void *arg, int status) {
   seg_ctx_t *s = arg;
   (void)status; /* a failed store write is logged where it failed; the work is done anyway */
+  if (!s->fail_status) metrics_payment(s);
   if (s->fail_status) {
     net_resp_error(s->req, s->fail_status, s->fail_text);
   } else {
@@ -154,6 +178,7 @@ static void seg_flushed(void *arg, int status) {
 /* Winning tickets and nonces the payment brought are stored before the response completes. */
 static void seg_respond(seg_ctx_t *s) {
   orch_payments_t *p = &s->node->core.pay;
+  s->t_flush = lp_now_ns();
   if (p->flush && p->flush(p->ctx, seg_flushed, s) == LP_EAGAIN) return;
   seg_flushed(s, 0);
 }

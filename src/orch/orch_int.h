@@ -127,6 +127,7 @@ typedef struct orch_seg_req {
   const char *session_id; /* points into sd */
   uint8_t *info;          /* the refreshed OrchestratorInfo of step 3, packed */
   size_t info_len;
+  uint64_t pay_ns; /* ProcessPayment and the balance gate, on the loop */
 } orch_seg_req_t;
 
 void orch_seg_req_free(orch_seg_req_t *r);

@@ -219,6 +219,7 @@ int orch_seg_check(orch_core_t *c, const char *seg_hdr, size_t seg_len, const ch
     set_err(e, 500, "%s", "Internal Server Error");
     rc = LP_EIO;
   }
+  uint64_t t_pay = lp_now_ns();
   if (!rc) {
     char perr[256] = "";
     if (c->pay.process_payment(c->pay.ctx, r->payment, r->sender, r->session_id, perr,
@@ -232,6 +233,7 @@ int orch_seg_check(orch_core_t *c, const char *seg_hdr, size_t seg_len, const ch
     set_err(e, 400, "%s", "Insufficient balance");
     rc = LP_EPERM;
   }
+  r->pay_ns = lp_now_ns() - t_pay;
   return rc;
 }
 

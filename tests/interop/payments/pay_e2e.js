@@ -12,6 +12,14 @@
 // with their used nonces still refused; winners redeemed on chain (the gateway's deposit falls).
 //
 // usage (from ctest): run_with_chain.sh node pay_e2e.js --lpod <binary> --proto <lp_rpc.proto>
+//
+// Benchmark mode (not a test): --bench N sends N segments on one session, alternating a payment
+// of 10 tickets with one of no tickets (paid for by the credit already there), and prints what
+// the payment added: the node's own split (lpod_payment_seconds: the checks on the loop, then
+// the wait for the durable store after the answer was ready) and the client's round trips of
+// paid against unpaid segments.
+//   run_with_chain.sh node --expose-gc pay_e2e.js --lpod build-release/lpod \
+//     --proto src/proto/lp_rpc.proto --bench 400
 'use strict';
 
 const assert = require('assert');
@@ -99,7 +107,7 @@ const dbFile = path.join(datadir, 'lpod_payments.sqlite3');
 
 let cliPort = 0; // the admin API's port, kept across the restart
 function lpodArgs(port, extra) {
-  return ['-cliAddr', `127.0.0.1:${cliPort}`, '-orchestrator', '-transcoder', '-testTranscoder=false', '-costAdmission=false', '-network', 'devenv', '-ethUrl', chain.url,
+  return ['-cliAddr', `127.0.0.1:${cliPort}`, '-monitor', '-orchestrator', '-transcoder', '-testTranscoder=false', '-costAdmission=false', '-network', 'devenv', '-ethUrl', chain.url,
     '-ethController', chain.addresses.Controller, '-ethKeystorePath', chain.keystore.dir,
     '-ethPassword', chain.keystore.password, '-ticketEV', String(TICKET_EV),
     '-maxFaceValue', String(MAX_FACE_VALUE), '-blockPollingInterval', '200ms',
@@ -243,8 +251,50 @@ async function expectReject(node, info, seq, pay, body, status, text, what) {
   say(`ok   rejection: ${what} -> ${r.status} ${got}`);
 }
 
+const pct = (a, q) => { const v = [...a].sort((x, y) => x - y); return v[Math.min(v.length - 1, Math.floor(q * v.length))]; };
+
+async function bench(body, count) {
+  await (await rounds.setRoundLength(100)).wait();
+  await initRoundIfNeeded();
+  const port = await freePort();
+  // a low price: ten tickets pay for many segments, so every other one can go without tickets
+  const node = await startNode(port, ['-pricePerUnit', '1000']);
+  let info = await getOrchestrator(node);
+  const paid = [], unpaid = [];
+  for (let seq = 0; seq < count; seq++) {
+    // first a paid one so that there is credit for the unpaid one after it
+    const n = seq % 2 === 0 ? 10 : 0;
+    const pay = payment(info, n);
+    // signing allocates a lot; with --expose-gc its garbage is collected before the clock starts
+    if (global.gc) global.gc();
+    const t = process.hrtime.bigint();
+    const r = await postSegment(node, segHeader(info, body, seq), pay.header, body);
+    const ms = Number(process.hrtime.bigint() - t) / 1e6;
+    assert.strictEqual(r.status, 200, `segment ${seq}: ${r.status} ${r.body}`);
+    const res = TranscodeResult.decode(r.body);
+    assert(res.data, `segment ${seq}: ${res.error}`);
+    (n ? paid : unpaid).push(ms);
+    info = { ...info, ...TranscodeResult.toObject(res, { longs: String, bytes: Buffer, defaults: true }).info, auth_token: info.auth_token };
+  }
+  const lines = [...node.log().matchAll(/Segment payment tickets=10 check=([\d.]+)ms store_wait=([\d.]+)ms/g)];
+  const check = lines.map((m) => Number(m[1])), wait = lines.map((m) => Number(m[2]));
+  const total = lines.map((m) => Number(m[1]) + Number(m[2]));
+  const f = (a) => `p50 ${pct(a, 0.5).toFixed(3)} ms, p90 ${pct(a, 0.9).toFixed(3)} ms, max ${Math.max(...a).toFixed(3)} ms`;
+  console.log(`segments of 10 tickets: ${lines.length}`);
+  console.log(`  node, checks on the loop:       ${f(check)}`);
+  console.log(`  node, wait for the store:       ${f(wait)}`);
+  console.log(`  node, payment total:            ${f(total)}`);
+  console.log(`  client round trip, 10 tickets:  ${f(paid)}`);
+  console.log(`  client round trip, no tickets:  ${f(unpaid)}`);
+  console.log(`  client p50 difference:          ${(pct(paid, 0.5) - pct(unpaid, 0.5)).toFixed(3)} ms`);
+  node.child.kill('SIGTERM');
+  await Promise.race([node.exited, sleep(10000)]);
+  node.close();
+}
+
 async function main() {
   const body = makeSegment();
+  if (args.bench) return bench(body, parseInt(args.bench, 10));
   cliPort = await freePort();
   // Ticket params live 40 blocks; rounds of 100 blocks keep them redeemable (validity 2 rounds).
   await (await rounds.setRoundLength(100)).wait();
@@ -299,6 +349,10 @@ async function main() {
   assert.strictEqual(debits.length, 20, 'one debit per segment');
   assert.strictEqual(debits[19][1], rstr(balance), 'final balance is exact');
   say(`ok   20 segments paid; balance ${rstr(balance)}`);
+  // every paid segment is timed in the node's payment histogram
+  const metrics = await (await fetch(`http://127.0.0.1:${cliPort}/metrics`)).text();
+  for (const part of ['check', 'store_wait'])
+    assert.match(metrics, new RegExp(`^lpod_payment_seconds_count\\{[^}]*part="${part}"\\} 20$`, 'm'), `payment ${part} timed`);
 
   // ---- rejections (spec/payments.md §3) ----
   const other = await getOrchestrator(node);
@@ -308,7 +362,11 @@ async function main() {
     'invalid ticket signature', 'bad signature');
   const stranger = ethers.Wallet.createRandom().address;
   await expectReject(node, other, seq++, payment(other, 1, { recipient: Buffer.from(ethers.getBytes(stranger)) }).header, body, 400,
-    new RegExp(`^orchestrator ${stranger} is inactive in round \\d+, cannot process payments$`), 'wrong recipient');
+    new RegExp(`^orchestrator ${stranger} is inactive in round \\d+, cannot process payments$`), 'recipient not an active orchestrator');
+  // an active orchestrator on chain (step 3 passes) that is not this node (step C1)
+  const orch2 = chain.accounts.orchestrator2.address;
+  await expectReject(node, other, seq++, payment(other, 1, { recipient: Buffer.from(ethers.getBytes(orch2)) }).header, body, 400,
+    'invalid ticket recipient', 'recipient another active orchestrator');
   const pi = other.price_info;
   await expectReject(node, other, seq++, payment(other, 1, { price: { pricePerUnit: String(BigInt(pi.pricePerUnit) + 1n), pixelsPerUnit: pi.pixelsPerUnit } }).header, body, 400,
     `invalid expected price sent with payment err="expected price ${BigInt(pi.pricePerUnit) + 1n}/${pi.pixelsPerUnit} is not the quoted price ${pi.pricePerUnit}/${pi.pixelsPerUnit}"`, 'wrong price');
@@ -317,6 +375,9 @@ async function main() {
   // the segment signature is checked against Payment.sender before any ticket, as in go
   await expectReject(node, other, seq++, payment(other, 1, { sender: Buffer.alloc(0) }).header, body, 403,
     'ErrSegSig', 'no sender');
+  // so the zero sender of step C2 never gets that far either: no key signs for it
+  await expectReject(node, other, seq++, payment(other, 1, { sender: Buffer.alloc(20) }).header, body, 403,
+    'ErrSegSig', 'zero sender');
   await expectReject(node, other, seq++, payment(other, 1, { noExpiration: true }).header, body, 400,
     'missing expiration params in payment', 'no expiration params');
   await expectReject(node, other, seq++, payment(other, 0).header, body, 400, 'Insufficient balance', 'insufficient balance');
