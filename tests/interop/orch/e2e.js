@@ -329,6 +329,24 @@ test('status-codes', async () => {
       assert.strictEqual(r.headers['content-type'], 'text/plain; charset=utf-8', label);
       assert.strictEqual(r.headers['x-content-type-options'], 'nosniff', label);
     }
+    // a large body is hashed in pieces off the loop while it streams in: a wrong hash over 6 MB
+    // is still caught, and an upload the client gives up half way leaves the node serving
+    const bigBody = Buffer.alloc(6 << 20, 0x47);
+    const bigR = await postSegment(node, { 'livepeer-segment': segHeader(info, body, 0, [P240]) }, bigBody);
+    assert.strictEqual(bigR.status, 403, `big body: ${bigR.status} ${bigR.body}`);
+    assert.strictEqual(bigR.body.toString(), 'Forbidden\n');
+    for (let i = 0; i < 3; i++) {
+      await new Promise((resolve) => {
+        const req = node.session.request({ ':method': 'POST', ':path': '/segment', 'content-type': 'video/MP2T',
+          'livepeer-payment': '', 'livepeer-segment': segHeader(info, bigBody, 0, [P240]), 'content-length': String(bigBody.length) });
+        req.on('error', () => {});
+        req.on('close', resolve);
+        req.write(bigBody.subarray(0, 1 << 20), () => setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 5 * i));
+      });
+    }
+    const after = await postSegment(node, { 'livepeer-segment': segHeader(info, body, 1, [P240]) }, body);
+    assert.strictEqual(after.status, 200, 'serving after abandoned uploads');
+    assert.ok(decodeResult(after.body).data, 'transcoded after abandoned uploads');
     const local = await postSegment(node, { 'livepeer-segment': good, 'content-type': 'application/vnd+livepeer.uri' },
       Buffer.from('file:///etc/passwd'));
     assert.strictEqual(local.status, 400);
