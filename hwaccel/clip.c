@@ -127,7 +127,7 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
     av_dict_set(&o, "deadline", "realtime", 0);
     av_dict_set(&o, "cpu-used", "8", 0);
     av_dict_set(&o, "usage", "realtime", 0);
-    ret = avcodec_open2(c, enc, &o);
+    ret = hw_codec_open(c, enc, &o);
   }
   for (int k = 0; ret >= 0 && k < spec->frames; k++) {
     av_frame_unref(f);
@@ -170,7 +170,7 @@ int hw_clip_decode(const hw_backend_t *be, AVBufferRef *device, const hw_clip_t 
     if (be->decoder_setup(device, clip->par, &codec, c) < 0) {
       snprintf(why, wlen, "no decoder");
       ret = AVERROR_DECODER_NOT_FOUND;
-    } else if ((ret = avcodec_open2(c, codec, NULL)) < 0) {
+    } else if ((ret = hw_codec_open(c, codec, NULL)) < 0) {
       snprintf(why, wlen, "decoder open: %s", hw_averr(ret, e, sizeof(e)));
     }
   }

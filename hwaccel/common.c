@@ -1,5 +1,6 @@
 /* Helpers shared by the hardware backends: codec names, error classes, encoder settings. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -108,6 +109,17 @@ const char *hw_qsv_preset(const char *name) {
   for (size_t i = 0; i < LP_ARRAY_LEN(presets); i++)
     if (strcmp(presets[i].x264, name) == 0) return presets[i].qsv;
   return "medium";
+}
+
+int hw_codec_open(AVCodecContext *c, const AVCodec *codec, AVDictionary **opts) {
+  static atomic_bool warned;
+  lp_policy_t before;
+  lp_policy_save(&before);
+  int ret = avcodec_open2(c, codec, opts);
+  if (lp_policy_restore(&before) && !atomic_exchange(&warned, true))
+    LOGI("%s moved the thread that opened it to a real-time policy; lpod put it back",
+         codec && codec->name ? codec->name : "a codec");
+  return ret;
 }
 
 int hw_filter_graph(const char *args, AVBufferRef *hw_frames, const char *chain,

@@ -138,7 +138,7 @@ static int ni_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
    * Constrained High. */
   bool no_b = p->h264_profile == 1 || p->h264_profile == 4 || p->gop_forced;
   av_dict_set(&o, "xcoder-params", no_b ? "profile=high:gopPresetIdx=2" : "profile=high", 0);
-  int ret = avcodec_open2(c, codec, &o);
+  int ret = hw_codec_open(c, codec, &o);
   av_dict_free(&o);
   if (ret < 0) {
     char e[AV_ERROR_MAX_STRING_SIZE];

@@ -297,7 +297,7 @@ static int nv_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
   } else if (p->codec == AV_CODEC_ID_HEVC) {
     av_dict_set(&o, "tier", "high", 0);
   }
-  int ret = avcodec_open2(c, codec, &o);
+  int ret = hw_codec_open(c, codec, &o);
   av_dict_free(&o);
   if (ret < 0) {
     char e[AV_ERROR_MAX_STRING_SIZE];

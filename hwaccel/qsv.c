@@ -217,7 +217,7 @@ static int qsv_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuf
     if ((p->h264_profile == 2 || p->h264_profile == 3) && !p->gop_forced && p->gop_frames >= 0)
       c->max_b_frames = 3;
   }
-  int ret = avcodec_open2(c, codec, &o);
+  int ret = hw_codec_open(c, codec, &o);
   av_dict_free(&o);
   if (ret < 0) {
     char e[AV_ERROR_MAX_STRING_SIZE];

@@ -165,7 +165,7 @@ static bool decoder_opens(const hw_backend_t *be, AVBufferRef *device, const hw_
   AVCodecContext *c = avcodec_alloc_context3(NULL);
   bool ok = c && avcodec_parameters_to_context(c, clip->par) >= 0 &&
             be->decoder_setup(device, clip->par, &codec, c) >= 0 &&
-            avcodec_open2(c, codec, NULL) >= 0;
+            hw_codec_open(c, codec, NULL) >= 0;
   avcodec_free_context(&c);
   if (!ok) snprintf(why, wlen, "decoder does not open");
   return ok;

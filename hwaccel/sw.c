@@ -152,7 +152,7 @@ static int sw_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
     default: break;
     }
   }
-  int ret = avcodec_open2(c, codec, &o);
+  int ret = hw_codec_open(c, codec, &o);
   av_dict_free(&o);
   if (ret < 0) {
     char e[AV_ERROR_MAX_STRING_SIZE];

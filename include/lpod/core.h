@@ -123,6 +123,24 @@ void lp_hex_encode(const uint8_t *in, size_t n, char *out);
 /* Decodes hex with optional 0x prefix; returns bytes written or a negative error. */
 int lp_hex_decode(const char *in, uint8_t *out, size_t out_cap);
 
+/* The calling thread's scheduling policy. Some codec libraries move the thread that opens them
+ * to a real-time policy when the process runs as root (SVT-AV1 sets SCHED_FIFO 99): every
+ * thread created from it afterwards inherits that, nice values stop meaning anything, and one
+ * busy encoder thread can hold a core away from the event loop for as long as it likes. Code
+ * that opens a codec saves the policy before and restores it after. */
+typedef struct {
+  int policy;
+  int priority;
+  bool saved;
+} lp_policy_t;
+void lp_policy_save(lp_policy_t *s);
+/* Puts back what lp_policy_save saw; true when it had changed (what changed it is worth a log
+ * line to the caller). */
+bool lp_policy_restore(const lp_policy_t *s);
+/* Makes the calling thread an ordinary time-shared one (SCHED_OTHER) if it is not; true when
+ * it was not. For threads that must never run real-time, whatever created them. */
+bool lp_policy_normal(void);
+
 #define LP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define LP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define LP_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -115,6 +115,10 @@ int hw_filter_graph(const char *args, AVBufferRef *hw_frames, const char *chain,
                     struct AVFilterGraph **graph, struct AVFilterContext **src,
                     struct AVFilterContext **sink);
 
+/* avcodec_open2 that leaves the calling thread's scheduling policy as it found it (see
+ * lp_policy_t: SVT-AV1 raises the opener to SCHED_FIFO 99 under root) and says so once. */
+int hw_codec_open(AVCodecContext *c, const AVCodec *codec, AVDictionary **opts);
+
 /* Backends built into this binary, by name ("sw" is always there). NULL if unknown. */
 const hw_backend_t *hw_backend_find(const char *name);
 /* All built-in backends, NULL-terminated. */

@@ -1,6 +1,8 @@
 #include "lpod/core.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -167,4 +169,31 @@ int lp_hex_decode(const char *in, uint8_t *out, size_t out_cap) {
     out[i] = (uint8_t)(hi << 4 | lo);
   }
   return (int)(n / 2);
+}
+
+void lp_policy_save(lp_policy_t *s) {
+  struct sched_param sp = {0};
+  s->saved = pthread_getschedparam(pthread_self(), &s->policy, &sp) == 0;
+  s->priority = sp.sched_priority;
+}
+
+bool lp_policy_restore(const lp_policy_t *s) {
+  int policy;
+  struct sched_param sp;
+  if (!s->saved || pthread_getschedparam(pthread_self(), &policy, &sp) != 0) return false;
+  if (policy == s->policy && sp.sched_priority == s->priority) return false;
+  sp.sched_priority = s->priority;
+  pthread_setschedparam(pthread_self(), s->policy, &sp);
+  return true;
+}
+
+bool lp_policy_normal(void) {
+  int policy;
+  struct sched_param sp;
+  if (pthread_getschedparam(pthread_self(), &policy, &sp) != 0 || policy == SCHED_OTHER)
+    return false;
+  /* leaving a real-time policy needs no privilege */
+  sp.sched_priority = 0;
+  pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
+  return true;
 }

@@ -349,7 +349,7 @@ static int decoder_open(seg_t *g) {
     ret = AVERROR_DECODER_NOT_FOUND;
   if (ret >= 0) {
     c->thread_count = 0;
-    ret = avcodec_open2(c, codec, NULL);
+    ret = hw_codec_open(c, codec, NULL);
   }
   if (ret < 0) {
     avcodec_free_context(&c);

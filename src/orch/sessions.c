@@ -72,6 +72,8 @@ static void worker_main(void *arg) {
   orch_sessions_t *ss = s->owner;
   void *state = NULL;
   bool opened = false;
+  /* nice means nothing to a real-time thread, and a real-time encoder starves the loop */
+  if (lp_policy_normal()) LOGW("session worker started with a real-time policy; made it normal");
   if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE) != 0)
     LOGV(LP_V_DEBUG, "could not lower the worker's priority sessionID=%s", s->id);
   for (;;) {

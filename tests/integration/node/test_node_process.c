@@ -4,7 +4,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -107,6 +109,41 @@ static char *slurp(const char *path) {
   return t;
 }
 
+/* Threads of pid whose scheduling policy is not SCHED_OTHER (field 41 of their stat). */
+static int realtime_threads(pid_t pid, char *which, size_t len) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0, tasks = 0;
+  which[0] = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] == '.') continue;
+    char path[384], *stat = NULL;
+    size_t sl;
+    snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+    if (lp_file_read(path, 4096, &stat, &sl)) continue; /* the thread ended meanwhile */
+    tasks++;
+    const char *p = strrchr(stat, ')'); /* the name may hold spaces and parentheses */
+    int field = 2, policy = -1;
+    for (; p && *p; p++)
+      if (*p == ' ' && ++field == 41) {
+        policy = atoi(p + 1);
+        break;
+      }
+    assert_true(policy >= 0);
+    if (policy != SCHED_OTHER) {
+      n++;
+      size_t used = strlen(which);
+      snprintf(which + used, len - used, " %s(policy %d)", e->d_name, policy);
+    }
+    free(stat);
+  }
+  closedir(d);
+  assert_true(tasks > 0);
+  return n;
+}
+
 static void test_ready_then_graceful_stop(void **state) {
   (void)state;
   char sock[256], log[256], data[256], addr[64];
@@ -131,6 +168,12 @@ static void test_ready_then_graceful_stop(void **state) {
                   NULL};
   pid_t pid = spawn(argv, sock, log);
   assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  /* The start-up self-test opens every CPU encoder; under root one of them (SVT-AV1) moves the
+   * thread that opens it to SCHED_FIFO 99, after which every thread would inherit it. The node
+   * must serve with ordinary time-shared threads only. */
+  char rt[512];
+  int n_rt = realtime_threads(pid, rt, sizeof rt);
+  if (n_rt) fail_msg("threads with a real-time policy:%s", rt);
   /* what `systemctl status` shows while it serves */
   assert_int_equal(
       wait_notify(nfd, "STATUS=serving: 0 sessions (max 10), 0 segments in flight", 10000), 0);
