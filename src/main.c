@@ -11,6 +11,9 @@
 #include <protobuf-c/protobuf-c.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -221,6 +224,11 @@ static int run_node(int argc, char **argv) {
   uv_timer_init(n.loop, &n.status_timer);
   n.status_timer.data = &n;
   if (!lp_lifecycle_stopping(n.lc)) {
+#ifdef __GLIBC__
+    /* The start-up self-test and calibration ran encoders over test clips; hand what they freed
+     * back to the system instead of keeping it in the heap for the node's whole life. */
+    malloc_trim(0);
+#endif
     lp_lifecycle_ready(n.lc, "serving");
     LOGI("Node ready");
     uv_timer_start(&n.status_timer, status_tick, STATUS_PERIOD_MS, STATUS_PERIOD_MS);

@@ -1,10 +1,11 @@
 // Opens N idle TLS connections to a server (each with an HTTP/2 session, as a gateway's gRPC
 // client would hold), then reports the server's RSS before and after.
-// Usage: node idle_conns.js <port> <server pid> [N]
+// Usage: node idle_conns.js <port> <server pid> [N] [path of the one request; /size/10]
+// (against a running lpod node: /stream/none, answered 404)
 'use strict';
 const http2 = require('node:http2');
 const fs = require('node:fs');
-const [port, pid, nArg] = process.argv.slice(2);
+const [port, pid, nArg, pathArg] = process.argv.slice(2);
 const N = Number(nArg || 1000);
 
 const rss = () => {
@@ -25,7 +26,7 @@ async function main() {
           s.on('error', reject);
           // one request per connection so the server has set up everything a real client uses
           s.once('connect', () => {
-            const r = s.request({ ':path': '/size/10' });
+            const r = s.request({ ':path': pathArg || '/size/10' });
             r.on('data', () => {});
             r.on('end', () => resolve(s));
             r.on('error', reject);
