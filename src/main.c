@@ -35,11 +35,24 @@ typedef struct {
   const char *help;
 } lp_subcommand_t;
 
+/* `lpod bench` measures the engine in this process, or with -orchAddr a running node. */
+static int bench_main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    while (*a == '-') a++;
+    if (strncmp(a, "orchAddr", 8) == 0 && (a[8] == 0 || a[8] == '='))
+      return orch_cli_bench_node(argc, argv);
+  }
+  return media_cli_bench(argc, argv);
+}
+
 /* Subcommands: `lpod <name> ...`. Modules add their entry point here. */
 static const lp_subcommand_t subcommands[] = {
     /* SUBCOMMANDS */
     {"transcode", media_cli_transcode, "transcode segments into renditions (one warm session)"},
-    {"bench", media_cli_bench, "benchmark concurrent transcode sessions over HLS segments"},
+    {"bench", bench_main,
+     "benchmark concurrent transcode sessions over HLS segments; with -orchAddr, streams "
+     "against a running node"},
     {"gateway", orch_cli_gateway,
      "send segments to an orchestrator as a gateway and fetch the renditions"},
     {"devices", hw_cli_devices, "probe and test the transcoding devices; print the device table"},

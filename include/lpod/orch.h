@@ -81,5 +81,7 @@ bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
 
 /* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
 int orch_cli_gateway(int argc, char **argv);
+/* `lpod bench -orchAddr ...`: N streams paced in real time against a running node. */
+int orch_cli_bench_node(int argc, char **argv);
 
 #endif

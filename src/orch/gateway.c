@@ -78,12 +78,19 @@ struct gw {
 
 static void stream_send(gw_stream_t *st);
 
-static int usage(void) {
-  fprintf(stderr,
-          "usage: lpod gateway -orchAddr HOST:PORT -in SEG.ts[,SEG2.ts...]\n"
-          "  [-transcodingOptions P240p30fps16x9,P360p30fps16x9|ladder.json] [-out DIR]\n"
-          "  [-segmentDuration 2s] [-manifestID ID] [-streams N] [-segments M] [-realtime]\n"
-          "  [-json] [-quiet] [-endSession=false]\n");
+static int usage(bool bench) {
+  if (bench)
+    fprintf(stderr,
+            "usage: lpod bench -orchAddr HOST:PORT -in SEG.ts[,SEG2.ts...] [-streams 4]\n"
+            "  [-segments M] [-realtime=false] [-json] and the other flags of lpod gateway:\n"
+            "  N streams paced in real time against a running node; latency percentiles,\n"
+            "  real-time ratio and errors as text or JSON\n");
+  else
+    fprintf(stderr,
+            "usage: lpod gateway -orchAddr HOST:PORT -in SEG.ts[,SEG2.ts...]\n"
+            "  [-transcodingOptions P240p30fps16x9,P360p30fps16x9|ladder.json] [-out DIR]\n"
+            "  [-segmentDuration 2s] [-manifestID ID] [-streams N] [-segments M] [-realtime]\n"
+            "  [-json] [-quiet] [-endSession=false]\n");
   return 2;
 }
 
@@ -575,15 +582,19 @@ static char *gateway_base(const char *addr) {
   return s;
 }
 
-int orch_cli_gateway(int argc, char **argv) {
+/* lpod gateway, and lpod bench against a node: the same client with a load test's defaults
+ * (four streams paced in real time, no renditions written, a report only). */
+static int gw_main(int argc, char **argv, bool bench) {
   gw_t g;
   memset(&g, 0, sizeof g);
   g.duration_ms = 2000;
   g.end_session = true;
-  g.n_streams = 1;
+  g.n_streams = bench ? 4 : 1;
+  g.realtime = bench;
+  g.quiet = bench;
   const char *in = NULL, *orch_addr = NULL, *ladder = "P240p30fps16x9,P360p30fps16x9";
   long long segments = 0;
-  g.manifest_prefix = "lpod-gateway";
+  g.manifest_prefix = bench ? "lpod-bench" : "lpod-gateway";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     while (*a == '-') a++;
@@ -599,9 +610,9 @@ int orch_cli_gateway(int argc, char **argv) {
       *boolean = !(eq && (strcmp(eq + 1, "false") == 0 || strcmp(eq + 1, "0") == 0));
       continue;
     }
-    if (FLAG("help") || FLAG("h")) return usage();
+    if (FLAG("help") || FLAG("h")) return usage(bench);
     const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!v) return usage();
+    if (!v) return usage(bench);
     if (FLAG("orchAddr"))
       orch_addr = v;
     else if (FLAG("in"))
@@ -627,11 +638,11 @@ int orch_cli_gateway(int argc, char **argv) {
       lp_log_set_level(atoi(v));
     else {
       fprintf(stderr, "unknown flag -%.*s\n", (int)klen, a);
-      return usage();
+      return usage(bench);
     }
 #undef FLAG
   }
-  if (!orch_addr || !in) return usage();
+  if (!orch_addr || !in) return usage(bench);
   if (g.json) g.quiet = true; /* stdout is the JSON document alone */
   if (g.n_streams < 1 || g.n_streams > GW_MAX_STREAMS || segments < 0) {
     fprintf(stderr, "-streams must be 1..%d and -segments >= 0\n", GW_MAX_STREAMS);
@@ -695,3 +706,6 @@ out:
   cJSON_Delete(g.errors);
   return rc;
 }
+
+int orch_cli_gateway(int argc, char **argv) { return gw_main(argc, argv, false); }
+int orch_cli_bench_node(int argc, char **argv) { return gw_main(argc, argv, true); }

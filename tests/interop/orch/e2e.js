@@ -483,6 +483,18 @@ test('lpod-gateway', async () => {
     assert.strictEqual(rep.ok, 4);
     assert.strictEqual(rep.failed, 0);
     assert.ok(rep.latency_ms.p50 > 0 && rep.latency_ms.max >= rep.latency_ms.p50);
+    // lpod bench's node mode: the same client, paced in real time by default
+    const b = require('child_process').spawnSync(args.lpod, ['bench', '-orchAddr', `127.0.0.1:${node.port}`,
+      '-in', seg, '-transcodingOptions', 'P144p30fps16x9', '-streams', '2', '-segments', '2',
+      '-segmentDuration', '1s', '-json'], { encoding: 'utf8', timeout: 60000 });
+    assert.strictEqual(b.status, 0, b.stdout + b.stderr);
+    const bench = JSON.parse(b.stdout);
+    assert.strictEqual(bench.realtime, true);
+    assert.strictEqual(bench.streams, 2);
+    assert.strictEqual(bench.ok, 4);
+    assert.strictEqual(bench.failed, 0);
+    assert.deepStrictEqual(bench.errors, {});
+    assert.ok(bench.realtime_ratio_p50 > 0 && bench.latency_ms.p99 >= bench.latency_ms.p50);
   } finally {
     await node.stop();
   }
