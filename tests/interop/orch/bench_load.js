@@ -218,6 +218,7 @@ async function runPolicy(name, extra, levels, sources) {
     }
     return out;
   } finally {
+    if (args.logs) fs.mkdirSync(args.logs, { recursive: true });
     if (args.logs) fs.writeFileSync(path.join(args.logs, `${name.replace(/ /g, '-')}.log`), node.log());
     await node.stop();
   }
