@@ -19,6 +19,7 @@ typedef struct lp_config {
   char *orch_secret;  /* literal or contents of the file it names */
   int max_sessions;   /* outer cap on concurrent streams */
   bool max_sessions_auto;
+  int local_workers; /* combined mode: transcode in this many child processes (0: in process) */
   char *datadir;
   int verbosity;
   /* devices */

@@ -1,6 +1,7 @@
 /* The orchestrator on the service port: gRPC GetOrchestrator / Ping / EndTranscodingSession,
  * POST /segment and GET /stream (spec/protocol.md §2-§5). All of it runs on the loop thread;
  * only transcoding leaves it, on the sessions' worker threads. */
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,9 @@ struct orch_node {
   orch_core_t core;
   net_server_t *srv;
   net_client_t *cli;
-  pool_manager_t *pool;        /* standalone orchestrator: its remote transcoders */
+  pool_manager_t *pool;   /* standalone orchestrator or -localWorkers: its transcoders */
+  pool_supervisor_t *sup; /* -localWorkers: the child transcoder processes */
+  bool sup_stopping;
   orch_pool_engine_t pool_eng; /* the engine seam on it */
   bool max_auto;               /* -maxSessions auto: the transcoders' capacity, or the work */
   hw_table_t *table;           /* local transcoding: the devices */
@@ -723,8 +726,64 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
   return 0;
 }
 
+/* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
+ * remote transcoders can join too, or a random one) goes to a private file in the data dir,
+ * and the supervisor starts the children against the node's own port over loopback. */
+static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *secret,
+                               const char *http_addr) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/pool-secret", cfg->datadir);
+  int rc = lp_file_write_atomic(path, secret, strlen(secret), 0600);
+  if (rc) {
+    LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
+    return rc;
+  }
+  /* the address the port is bound to, or loopback when it listens on every interface */
+  char addr[300];
+  const char *colon = strrchr(http_addr, ':');
+  int hl = colon ? (int)(colon - http_addr) : 0;
+  if (hl == 0 || (hl == 7 && strncmp(http_addr, "0.0.0.0", 7) == 0) ||
+      (hl == 4 && strncmp(http_addr, "[::]", 4) == 0))
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", net_server_port(n->srv));
+  else
+    snprintf(addr, sizeof addr, "%.*s:%d", hl, http_addr, net_server_port(n->srv));
+  const char *extra[16];
+  size_t ne = 0;
+  const struct {
+    const char *flag, *value;
+  } pass[] = {{"-nvidia", cfg->nvidia},
+              {"-qsv", cfg->qsv},
+              {"-netint", cfg->netint},
+              {"-cpuPreset", cfg->cpu_preset}};
+  for (size_t i = 0; i < LP_ARRAY_LEN(pass); i++)
+    if (pass[i].value && pass[i].value[0]) {
+      extra[ne++] = pass[i].flag;
+      extra[ne++] = pass[i].value;
+    }
+  if (!cfg->test_transcoder) extra[ne++] = "-testTranscoder=false";
+  extra[ne] = NULL;
+  pool_supervisor_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.orch_addr = addr;
+  so.secret_file = path;
+  so.datadir = cfg->datadir;
+  so.workers = cfg->local_workers;
+  so.capacity = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
+  so.verbosity = cfg->verbosity;
+  so.extra_args = extra;
+  rc = pool_supervisor_start(n->loop, &so, &n->sup);
+  if (rc)
+    LOGE("Local workers: cannot start them: %s", lp_strerror(rc));
+  else
+    LOGI("Local workers: %d transcoder process(es) register over %s", cfg->local_workers, addr);
+  return rc;
+}
+
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
   bool standalone = !cfg->transcoder;
+  bool workers = cfg->transcoder && cfg->local_workers > 0;
+  bool pooled = standalone || workers;
+  char secret[2 * 32 + 1] = "";
   if (standalone && (!cfg->orch_secret || !cfg->orch_secret[0])) {
     LOGE("Orchestrator: without -transcoder, remote transcoders do the work and -orchSecret is "
          "required");
@@ -755,7 +814,21 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   }
   node_caps(&c->caps);
   orch_engine_t engine = orch_engine_media;
-  if (standalone) {
+  if (workers && strncmp(c->service_uri, "http://", 7) == 0) {
+    LOGE("Orchestrator: -localWorkers needs the TLS service port; the workers dial it");
+    rc = LP_EINVAL;
+    goto fail;
+  }
+  if (workers && (!cfg->orch_secret || !cfg->orch_secret[0])) {
+    uint8_t r[32];
+    if (RAND_bytes(r, sizeof r) != 1) {
+      rc = LP_EIO;
+      goto fail;
+    }
+    lp_hex_encode(r, sizeof r, secret);
+    OPENSSL_cleanse(r, sizeof r);
+  }
+  if (pooled) {
     /* nothing is transcodable until a transcoder registers */
     memset(c->caps.bits, 0, sizeof c->caps.bits);
     orch_caps_set(&c->caps, ORCH_CAP_AUTH_TOKEN);
@@ -772,8 +845,8 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   int max_sessions = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
   /* go-livepeer's -maxSessions auto: the sum of the registered transcoders' capacities */
   /* with local transcoding, auto leaves the capacity model alone to decide */
-  n->max_auto = cfg->max_sessions_auto && (standalone || c->admit);
-  if (n->max_auto) max_sessions = standalone ? 0 : INT_MAX;
+  n->max_auto = cfg->max_sessions_auto && (pooled || c->admit);
+  if (n->max_auto) max_sessions = pooled ? 0 : INT_MAX;
   c->sessions = orch_sessions_new(loop, &engine, c->store, max_sessions, idle_ms);
   if (!c->sessions) goto fail;
   orch_sessions_on_end(c->sessions, session_ended, n);
@@ -817,10 +890,10 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     rc = LP_ENOMEM;
     goto fail;
   }
-  if (standalone) {
+  if (pooled) {
     pool_manager_opts_t po;
     memset(&po, 0, sizeof po);
-    po.secret = cfg->orch_secret;
+    po.secret = secret[0] ? secret : cfg->orch_secret;
     po.service_uri = c->service_uri;
     po.on_change = pool_changed;
     po.arg = n;
@@ -836,6 +909,10 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     LOGE("Orchestrator: %s", err);
     goto fail;
   }
+  if (workers &&
+      (rc = start_local_workers(n, cfg, secret[0] ? secret : cfg->orch_secret, http_addr)) != 0)
+    goto fail;
+  OPENSSL_cleanse(secret, sizeof secret);
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
   metrics_sessions(n);
@@ -848,9 +925,11 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   *out = n;
   return 0;
 fail:
+  OPENSSL_cleanse(secret, sizeof secret);
   free(http_addr);
   free(host);
   free(port);
+  if (n->sup) pool_supervisor_free(n->sup);
   if (n->pool) pool_manager_free(n->pool);
   if (n->srv) net_server_free(n->srv);
   if (n->cli) net_client_free(n->cli);
@@ -872,8 +951,21 @@ fail:
   return rc ? rc : LP_EIO;
 }
 
+static void drain_fire(uv_timer_t *t);
+
+static void workers_stopped(void *arg) {
+  orch_node_t *n = arg;
+  uv_timer_start(&n->drain_timer, drain_fire, 0, 0);
+}
+
 static void drain_fire(uv_timer_t *t) {
   orch_node_t *n = t->data;
+  /* the local workers have nothing left to do: they stop (and drain) before the node says so */
+  if (n->sup && !n->sup_stopping) {
+    n->sup_stopping = true;
+    pool_supervisor_stop(n->sup, workers_stopped, n);
+    return;
+  }
   void (*cb)(void *) = n->drained;
   n->drained = NULL;
   if (cb) cb(n->drained_arg);
@@ -902,6 +994,10 @@ void orch_node_free(orch_node_t *n) {
   /* Sessions first, then the pool: freeing it fails its tasks, which releases the sessions
    * that wait on them; the pool must go before the server it is registered on. */
   orch_sessions_close(n->core.sessions, sessions_closed, n);
+  if (n->sup) {
+    pool_supervisor_free(n->sup);
+    n->sup = NULL;
+  }
   if (n->pool) {
     n->pool_eng.manager = NULL;
     pool_manager_free(n->pool);

@@ -568,6 +568,62 @@ async function waitIdle(node, need) {
 // Admission by cost: streams are admitted while their modelled cost fits the CPU's budget, the
 // next one is refused with OrchestratorCapped, and the admitted ones then run in real time.
 // Run on its own (ctest RUN_SERIAL): the real-time part needs the machine's cores.
+test('local-workers', async () => {
+  // combined mode with -localWorkers: transcoding runs in a supervised child process; a kill -9
+  // of the child costs only its segment, the node keeps serving and the child comes back
+  const node = await startNode(['-localWorkers', '1']);
+  const children = () => {
+    const out = require('child_process').spawnSync('pgrep', ['-P', String(node.child.pid)], { encoding: 'utf8' });
+    return out.stdout.split('\n').filter(Boolean).map(Number);
+  };
+  const ready = async (what) => {
+    for (let i = 0; i < 150; i++) {
+      const info = await getOrch(node).catch(() => null);
+      if (info && (BigInt(info.capabilities.bitstring[0]) & 0x1003n) === 0x1003n) return info;
+      await sleep(100);
+    }
+    throw new Error(`${what}: no worker registered\n${node.log().slice(-2500)}`);
+  };
+  try {
+    let info = await ready('first start');
+    const [pid] = children();
+    assert.ok(pid > 0, 'a worker process runs under the node');
+    const r = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 0, [P240]) }, seg360);
+    assert.strictEqual(r.status, 200);
+    const res = decodeResult(r.body);
+    assert.ok(res.data, res.error);
+    const dl = curlGet(res.data.segments[0].url, 'worker.ts');
+    assert.strictEqual(ffprobe(dl.file).width, 426);
+    // kill -9 the worker while it transcodes a 1080p segment
+    const sent = () => (node.log().match(/Sent segment to transcoder=/g) || []).length;
+    const before = sent();
+    const p = postSegment(node, { 'livepeer-segment': segHeader(info, seg1080, 1, [P240, P360]) }, seg1080);
+    for (let i = 0; i < 200 && sent() === before; i++) await sleep(10);
+    assert.ok(sent() > before, 'the segment reached the worker');
+    process.kill(pid, 'SIGKILL');
+    const killed = await p;
+    assert.strictEqual(killed.status, 200, 'the early 200 went out before the crash');
+    const kr = decodeResult(killed.body);
+    assert.ok(!kr.data && kr.error, `the lost segment gets an error, not a hang: ${JSON.stringify(kr)}`);
+    console.log(`     segment in flight when the worker died -> "${kr.error}"`);
+    // the node never stopped serving, and the supervisor brings a new worker
+    const st = await unary(node, 'Ping', { value: Buffer.from('x') }).catch((e) => e);
+    assert.ok(!(st instanceof Error), `the node still answers: ${st}`);
+    info = await ready('restart');
+    const [pid2] = children();
+    assert.ok(pid2 > 0 && pid2 !== pid, 'a new worker process');
+    const again = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 2, [P240]) }, seg360);
+    assert.strictEqual(again.status, 200);
+    assert.ok(decodeResult(again.body).data, 'transcoded by the restarted worker');
+    assert.match(node.log(), /Local workers: 1 transcoder process\(es\) register over 127\.0\.0\.1:/);
+  } finally {
+    await node.stop();
+  }
+  // the workers stop with the node
+  await sleep(200);
+  assert.deepStrictEqual(children(), []);
+});
+
 test('admission', async () => {
   const body = makeSegment('640x360', 2);
   const node = await startNode(['-costAdmission=true', '-maxSessions', 'auto', '-targetRealtimeRatio', '0.25']);
