@@ -57,6 +57,7 @@ struct worker_task {
   uint8_t *input;
   size_t input_len;
   net_fetch_t *fetch;
+  uint64_t got_ns; /* the push arrived; the input fetch starts */
   media_result_t res;
   int rc;
   lp_logctx_t log;
@@ -429,6 +430,8 @@ static void on_fetched(const net_fetch_result_t *res, void *arg) {
   }
   memcpy(t->input, res->body, res->body_len);
   t->input_len = res->body_len;
+  LOGV_C(LP_V_DEBUG, &t->log, "Fetched segment taskId=%" PRId64 " bytes=%zu in %.1fms", t->id,
+         t->input_len, (lp_now_ns() - t->got_ns) / 1e6);
   worker_sess_t *s = sess_get(w, t->session_key);
   if (!s) {
     task_upload(t, "could not start a transcoding session");
@@ -516,6 +519,7 @@ static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
   }
   LOGV_C(LP_V_DEBUG, &t->log, "Got segment taskId=%" PRId64 " orch=%s url=%s", t->id, o->addr,
          ns->url);
+  t->got_ns = lp_now_ns();
   net_fetch_opts_t fo;
   memset(&fo, 0, sizeof fo);
   fo.url = ns->url;
