@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
   pid_t pid = fork();
   if (pid == 0) {
     execl(argv[1], argv[1], "-transcoder", "-orchAddr", addr, "-orchSecret", "bench", "-dataDir",
-          ddir, "-cliAddr", "127.0.0.1:0", "-v", getenv("HOP_V") ? getenv("HOP_V") : "1", (char *)NULL);
+          ddir, "-cliAddr", "127.0.0.1:0", "-v", getenv("HOP_V") ? getenv("HOP_V") : "1",
+          (char *)NULL);
     _exit(127);
   }
   while (pool_manager_transcoders(m) < 1) uv_run(&loop, UV_RUN_ONCE);
@@ -114,7 +115,8 @@ int main(int argc, char **argv) {
     while (!done) uv_run(&loop, UV_RUN_ONCE);
     remote[i] = (double)(lp_now_ns() - t0) / 1e6;
     hop[i] = hop_ms;
-    if (getenv("HOP_VERBOSE")) fprintf(stderr, "seg %d local %.1f remote %.1f hop %.2f\n", i, local[i], remote[i], hop_ms);
+    if (getenv("HOP_VERBOSE"))
+      fprintf(stderr, "seg %d local %.1f remote %.1f hop %.2f\n", i, local[i], remote[i], hop_ms);
     if (err) fprintf(stderr, "segment %d failed: %s\n", i, lp_strerror(err));
   }
   media_session_free(ms);
