@@ -32,6 +32,12 @@ typedef enum {
 } media_codec_t;
 typedef enum { MEDIA_CHROMA_420 = 0, MEDIA_CHROMA_422 = 1, MEDIA_CHROMA_444 = 2 } media_chroma_t;
 
+typedef enum {
+  MEDIA_PROFILE_AUDIO_SESSION = 0, /* the session's mode (media_session_opts_t.audio: copy) */
+  MEDIA_PROFILE_AUDIO_COPY = 1,
+  MEDIA_PROFILE_AUDIO_DROP = 2,
+  MEDIA_PROFILE_AUDIO_AAC = 3, /* decoded and encoded to AAC-LC, stereo, the source's rate */
+} media_profile_audio_t;
 #define MEDIA_GOP_DEFAULT 0  /* encoder default keyframe interval */
 #define MEDIA_GOP_INTRA (-1) /* every frame a keyframe */
 #define MEDIA_NAME_MAX 64
@@ -49,6 +55,9 @@ typedef struct media_profile {
   int32_t color_depth; /* lpms ColorDepthBits: carried, output is 8-bit */
   media_chroma_t chroma_format;
   uint32_t quality; /* CRF (0 = bitrate mode), <= 63 */
+  /* Audio of this rendition. The wire has no field for it (go-livepeer always copies); a ladder
+   * file's "audio" ("copy", "drop", "aac") sets it for lpod transcode and lpod bench. */
+  media_profile_audio_t audio;
 } media_profile_t;
 
 /* Fills *out from a preset name (P720p30fps16x9, P240p30fps16x9, ...). LP_ENOENT if unknown. */

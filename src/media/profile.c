@@ -163,6 +163,20 @@ static int json_one(const cJSON *o, media_profile_t *p, char *err, size_t errlen
       return LP_EINVAL;
     }
   }
+  it = cJSON_GetObjectItemCaseSensitive(o, "audio");
+  if (it && !cJSON_IsNull(it)) {
+    const char *a = cJSON_IsString(it) ? it->valuestring : "";
+    if (!strcasecmp(a, "copy"))
+      p->audio = MEDIA_PROFILE_AUDIO_COPY;
+    else if (!strcasecmp(a, "drop") || !strcasecmp(a, "none"))
+      p->audio = MEDIA_PROFILE_AUDIO_DROP;
+    else if (!strcasecmp(a, "aac"))
+      p->audio = MEDIA_PROFILE_AUDIO_AAC;
+    else {
+      set_err(err, errlen, "unrecognized audio (copy, drop or aac): %s", a);
+      return LP_EINVAL;
+    }
+  }
   /* gop: seconds as a string ("2", "0.5") or "intra"; a bare number is taken as seconds too. */
   it = cJSON_GetObjectItemCaseSensitive(o, "gop");
   if (it && !cJSON_IsNull(it)) {

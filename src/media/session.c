@@ -146,6 +146,10 @@ typedef struct seg {
   AVStream *vst, *ast;
   AVRational vtb;
   pktlist_t vpk, apk;
+  /* the segment's audio encoded once to AAC for the renditions that ask for it */
+  pktlist_t aac;
+  AVCodecParameters *aac_par;
+  AVRational aac_tb;
   out_t *outs;
   size_t nout;
   double in_fps;    /* nominal source rate (codec timing, else container) */
@@ -842,6 +846,144 @@ static void audio_fix_ts(seg_t *g) {
   }
 }
 
+/* A rendition's audio: its profile's choice, else the session's mode. */
+static media_profile_audio_t out_audio(const seg_t *g, const out_t *o) {
+  if (o->prof->audio != MEDIA_PROFILE_AUDIO_SESSION) return o->prof->audio;
+  return g->s->opts.audio == MEDIA_AUDIO_COPY ? MEDIA_PROFILE_AUDIO_COPY : MEDIA_PROFILE_AUDIO_DROP;
+}
+
+static bool any_audio(const seg_t *g) {
+  for (size_t i = 0; i < g->nout; i++)
+    if (out_audio(g, &g->outs[i]) != MEDIA_PROFILE_AUDIO_DROP) return true;
+  return false;
+}
+
+/* Pulls what the filter and the encoder have ready into g->aac. */
+static int aac_drain(seg_t *g, AVFilterContext *sink, AVCodecContext *enc, AVFrame *f, bool eof) {
+  int ret;
+  for (;;) {
+    ret = av_buffersink_get_frame(sink, f);
+    if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+    if (ret < 0) return ret;
+    ret = avcodec_send_frame(enc, f);
+    av_frame_unref(f);
+    if (ret < 0) return ret;
+  }
+  if (eof && (ret = avcodec_send_frame(enc, NULL)) < 0) return ret;
+  for (;;) {
+    AVPacket *p = av_packet_alloc();
+    if (!p) return AVERROR(ENOMEM);
+    ret = avcodec_receive_packet(enc, p);
+    if (ret < 0) {
+      av_packet_free(&p);
+      return ret == AVERROR(EAGAIN) || ret == AVERROR_EOF ? 0 : ret;
+    }
+    if ((ret = pl_push(&g->aac, p)) < 0) {
+      av_packet_free(&p);
+      return ret;
+    }
+  }
+}
+
+/* Decodes the segment's audio once and encodes it to AAC-LC, stereo, at the source's rate when
+ * AAC has it (else 48 kHz), for every rendition whose profile asks for "aac". Packets keep the
+ * source's timeline (in 1/rate), so they interleave with the video as copied audio does. */
+static int seg_audio_aac(seg_t *g) {
+  const AVCodec *dc = avcodec_find_decoder(g->ast->codecpar->codec_id);
+  const AVCodec *ec = avcodec_find_encoder(AV_CODEC_ID_AAC);
+  if (!dc || !ec) return AVERROR_DECODER_NOT_FOUND;
+  AVCodecContext *dec = avcodec_alloc_context3(dc), *enc = avcodec_alloc_context3(ec);
+  AVFilterGraph *graph = avfilter_graph_alloc();
+  AVFilterContext *src = NULL, *sink = NULL;
+  AVFrame *f = av_frame_alloc();
+  int ret = dec && enc && graph && f ? 0 : AVERROR(ENOMEM);
+  if (ret == 0) ret = avcodec_parameters_to_context(dec, g->ast->codecpar);
+  if (ret == 0) {
+    dec->pkt_timebase = g->ast->time_base;
+    ret = hw_codec_open(dec, dc, NULL);
+  }
+  int rate = 48000;
+  static const int aac_rates[] = {96000, 88200, 64000, 48000, 44100, 32000,
+                                  24000, 22050, 16000, 12000, 11025, 8000};
+  for (size_t i = 0; ret == 0 && i < LP_ARRAY_LEN(aac_rates); i++)
+    if (dec->sample_rate == aac_rates[i]) rate = aac_rates[i];
+  if (ret == 0) {
+    enc->sample_fmt = AV_SAMPLE_FMT_FLTP;
+    enc->sample_rate = rate;
+    av_channel_layout_default(&enc->ch_layout, 2);
+    enc->bit_rate = 128000;
+    enc->time_base = (AVRational){1, rate};
+    enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER; /* MP4 needs the config; MPEG-TS makes ADTS */
+    ret = hw_codec_open(enc, ec, NULL);
+  }
+  char args[256], chain[160];
+  if (ret == 0) {
+    char layout[64] = "";
+    if (dec->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC)
+      av_channel_layout_default(&dec->ch_layout, dec->ch_layout.nb_channels);
+    av_channel_layout_describe(&dec->ch_layout, layout, sizeof layout);
+    snprintf(args, sizeof args, "time_base=1/%d:sample_rate=%d:sample_fmt=%s:channel_layout=%s",
+             dec->sample_rate, dec->sample_rate, av_get_sample_fmt_name(dec->sample_fmt), layout);
+    snprintf(chain, sizeof chain, "aresample=%d,aformat=sample_fmts=fltp:channel_layouts=stereo",
+             rate);
+    const AVFilter *fa = avfilter_get_by_name("abuffer"), *fs = avfilter_get_by_name("abuffersink");
+    AVFilterInOut *in = avfilter_inout_alloc(), *out = avfilter_inout_alloc();
+    ret = in && out ? 0 : AVERROR(ENOMEM);
+    if (ret == 0) ret = avfilter_graph_create_filter(&src, fa, "in", args, NULL, graph);
+    if (ret == 0) ret = avfilter_graph_create_filter(&sink, fs, "out", NULL, NULL, graph);
+    if (ret == 0) {
+      out->name = av_strdup("in");
+      out->filter_ctx = src;
+      in->name = av_strdup("out");
+      in->filter_ctx = sink;
+      ret = avfilter_graph_parse_ptr(graph, chain, &in, &out, NULL);
+    }
+    avfilter_inout_free(&in);
+    avfilter_inout_free(&out);
+    if (ret >= 0) ret = avfilter_graph_config(graph, NULL);
+    if (ret >= 0) {
+      av_buffersink_set_frame_size(sink, (unsigned)enc->frame_size);
+      ret = 0;
+    }
+  }
+  int64_t next_pts = AV_NOPTS_VALUE;
+  for (size_t i = 0; ret == 0 && i <= g->apk.n; i++) {
+    ret = avcodec_send_packet(dec, i < g->apk.n ? g->apk.p[i] : NULL);
+    if (ret == AVERROR_INVALIDDATA) ret = 0; /* a broken packet costs its samples only */
+    while (ret == 0) {
+      ret = avcodec_receive_frame(dec, f);
+      if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) {
+        ret = 0;
+        break;
+      }
+      if (ret < 0) break;
+      /* one continuous timeline from the first frame's time: the source's own timestamps may
+       * repeat or jump (duplicate-audio-dts.ts), which an encoder must not see */
+      if (next_pts == AV_NOPTS_VALUE) {
+        int64_t ts = f->best_effort_timestamp;
+        next_pts = ts == AV_NOPTS_VALUE
+                       ? 0
+                       : av_rescale_q(ts, g->ast->time_base, (AVRational){1, dec->sample_rate});
+      }
+      f->pts = next_pts;
+      next_pts += f->nb_samples;
+      ret = av_buffersrc_add_frame(src, f);
+      av_frame_unref(f);
+      if (ret == 0) ret = aac_drain(g, sink, enc, f, false);
+    }
+  }
+  if (ret == 0) ret = av_buffersrc_add_frame(src, NULL);
+  if (ret == 0) ret = aac_drain(g, sink, enc, f, true);
+  if (ret == 0 && !(g->aac_par = avcodec_parameters_alloc())) ret = AVERROR(ENOMEM);
+  if (ret == 0) ret = avcodec_parameters_from_context(g->aac_par, enc);
+  g->aac_tb = enc->time_base;
+  av_frame_free(&f);
+  avfilter_graph_free(&graph);
+  avcodec_free_context(&dec);
+  avcodec_free_context(&enc);
+  return ret < 0 ? ret : 0;
+}
+
 static int write_pkt(AVFormatContext *oc, AVStream *st, const AVPacket *src, AVRational tb) {
   AVPacket *p = av_packet_clone(src);
   if (!p) return AVERROR(ENOMEM);
@@ -854,7 +996,11 @@ static int write_pkt(AVFormatContext *oc, AVStream *st, const AVPacket *src, AVR
 }
 
 static int out_mux(seg_t *g, out_t *o) {
-  bool audio = g->ast && g->apk.n && g->s->opts.audio == MEDIA_AUDIO_COPY;
+  media_profile_audio_t am = out_audio(g, o);
+  /* the audio packets this rendition carries, and their time base */
+  const pktlist_t *apk = am == MEDIA_PROFILE_AUDIO_AAC ? &g->aac : &g->apk;
+  bool audio = g->ast && apk->n && am != MEDIA_PROFILE_AUDIO_DROP &&
+               (am != MEDIA_PROFILE_AUDIO_AAC || g->aac_par);
   bool video = o->pkts.n > 0;
   media_memout_t mo = {LP_BUF_INIT, 0};
   AVFormatContext *oc = NULL;
@@ -876,11 +1022,15 @@ static int out_mux(seg_t *g, out_t *o) {
       vs->avg_frame_rate =
           (AVRational){(int)o->prof->fps, o->prof->fps_den ? (int)o->prof->fps_den : 1};
   }
+  AVRational atb = TB_90K;
   if (audio) {
+    atb = am == MEDIA_PROFILE_AUDIO_AAC ? g->aac_tb : g->ast->time_base;
     if (!(as = avformat_new_stream(oc, NULL))) goto nomem;
-    if ((ret = avcodec_parameters_copy(as->codecpar, g->ast->codecpar)) < 0) goto fail;
+    if ((ret = avcodec_parameters_copy(
+             as->codecpar, am == MEDIA_PROFILE_AUDIO_AAC ? g->aac_par : g->ast->codecpar)) < 0)
+      goto fail;
     as->codecpar->codec_tag = 0;
-    as->time_base = g->ast->time_base;
+    as->time_base = atb;
   }
   if (!video && !audio) {
     ret = AVERROR(EINVAL);
@@ -888,15 +1038,14 @@ static int out_mux(seg_t *g, out_t *o) {
   }
   if ((ret = avformat_write_header(oc, NULL)) < 0) goto fail;
   /* Merge the two packet lists by DTS so the interleaver never holds much. */
-  size_t vi = 0, ai = 0, vn = video ? o->pkts.n : 0, an = audio ? g->apk.n : 0;
-  AVRational atb = audio ? g->ast->time_base : TB_90K;
+  size_t vi = 0, ai = 0, vn = video ? o->pkts.n : 0, an = audio ? apk->n : 0;
   while (vi < vn || ai < an) {
-    bool take_v = ai >= an || (vi < vn && av_compare_ts(o->pkts.p[vi]->dts, TB_90K,
-                                                        g->apk.p[ai]->dts, atb) <= 0);
+    bool take_v = ai >= an ||
+                  (vi < vn && av_compare_ts(o->pkts.p[vi]->dts, TB_90K, apk->p[ai]->dts, atb) <= 0);
     if (take_v)
       ret = write_pkt(oc, vs, o->pkts.p[vi++], TB_90K);
     else
-      ret = write_pkt(oc, as, g->apk.p[ai++], atb);
+      ret = write_pkt(oc, as, apk->p[ai++], atb);
     if (ret < 0) goto fail;
   }
   if ((ret = av_write_trailer(oc)) < 0) goto fail;
@@ -911,7 +1060,7 @@ static int out_mux(seg_t *g, out_t *o) {
   r->keyframes = o->keyframes;
   r->width = o->enc_w;
   r->height = o->enc_h;
-  r->audio_packets = audio ? (int64_t)g->apk.n : 0;
+  r->audio_packets = audio ? (int64_t)apk->n : 0;
   if (video) {
     int64_t lo = INT64_MAX, hi = INT64_MIN;
     for (size_t i = 0; i < o->pkts.n; i++) {
@@ -953,6 +1102,8 @@ static void seg_free(seg_t *g) {
   free(g->outs);
   pl_free(&g->vpk);
   pl_free(&g->apk);
+  pl_free(&g->aac);
+  avcodec_parameters_free(&g->aac_par);
   avformat_close_input(&g->ic);
   media_avio_free(&g->pb);
   av_frame_free(&g->frame);
@@ -984,7 +1135,7 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
       return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", (int)i);
   }
   if ((ret = seg_demux(g, in, len, &mi)) < 0) return ret;
-  bool audio = g->apk.n && s->opts.audio == MEDIA_AUDIO_COPY;
+  bool audio = g->apk.n && any_audio(g);
   if (!g->vst || (!g->vpk.n && !audio))
     return seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
   /* Impossible sizes fail before any decoder or encoder opens, when the source size is known. */
@@ -995,6 +1146,16 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
       return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", (int)i);
   }
   audio_fix_ts(g);
+  bool want_aac = false;
+  for (size_t i = 0; i < n; i++) want_aac |= out_audio(g, &g->outs[i]) == MEDIA_PROFILE_AUDIO_AAC;
+  if (want_aac && g->ast && g->apk.n && (ret = seg_audio_aac(g)) < 0) {
+    char e[AV_ERROR_MAX_STRING_SIZE];
+    av_strerror(ret, e, sizeof e);
+    /* the renditions go out without audio rather than not at all */
+    LOGW_C(&s->opts.log, "media: cannot encode the segment's audio: %s", e);
+    pl_free(&g->aac);
+    avcodec_parameters_free(&g->aac_par);
+  }
   for (size_t i = 0; i < n; i++) {
     if (rw_start(&s->rw[i]) < 0)
       return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);

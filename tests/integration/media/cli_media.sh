@@ -50,6 +50,14 @@ xc duplicate-audio-dts.ts P240p30fps16x9 0 && {
   if dts_ok "$f"; then ok "duplicate-audio-dts DTS strictly increasing"; else bad "duplicate-audio-dts DTS"; fi
   expect "duplicate-audio-dts audio packets" "$(apkts "$f")" 85
 }
+# a ladder file may ask for AAC or for no audio instead of the copy
+acodec() { ffprobe -v error -select_streams a -show_entries stream=codec_name,channels -of csv=p=0 "$1" | head -1; }
+xc duplicate-audio-dts.ts '[{"name":"aac","width":426,"height":240,"bitrate":600000,"audio":"aac"},{"name":"mute","width":426,"height":240,"bitrate":600000,"audio":"drop"}]' 0 && {
+  f="$WORK/duplicate-audio-dts.ts/0_aac.ts"
+  expect "aac ladder audio" "$(acodec "$f")" "aac,2"
+  if dts_ok "$f"; then ok "aac ladder DTS strictly increasing"; else bad "aac ladder DTS"; fi
+  expect "drop ladder audio packets" "$(apkts "$WORK/duplicate-audio-dts.ts/0_mute.ts")" 0
+}
 xc missing-sei-and-pes.ts "$PASS" 0 &&
   expect "missing-sei-and-pes passthrough frames" "$(frames "$WORK/missing-sei-and-pes.ts/0_pass.ts")" 12
 xc skip_1.ts "$PASS" 0 && expect "skip_1 passthrough frames" "$(frames "$WORK/skip_1.ts/0_pass.ts")" 171

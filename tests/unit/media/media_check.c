@@ -61,6 +61,15 @@ int check_decode(const uint8_t *data, size_t len, outinfo_t *oi) {
     oi->r_fps = av_q2d(st->r_frame_rate);
     snprintf(oi->vcodec, sizeof(oi->vcodec), "%s", avcodec_get_name(st->codecpar->codec_id));
   }
+  int ai = av_find_best_stream(ic, AVMEDIA_TYPE_AUDIO, -1, -1, NULL, 0);
+  if (ai >= 0) {
+    const AVCodecParameters *ap = ic->streams[ai]->codecpar;
+    snprintf(oi->acodec, sizeof(oi->acodec), "%s", avcodec_get_name(ap->codec_id));
+    oi->arate = ap->sample_rate;
+    oi->achannels = ap->ch_layout.nb_channels;
+  }
+  oi->a_first_90k = INT64_MAX;
+  oi->a_last_90k = INT64_MIN;
   oi->first_pts_90k = INT64_MAX;
   oi->last_pts_90k = INT64_MIN;
   for (;;) {
@@ -75,7 +84,14 @@ int check_decode(const uint8_t *data, size_t len, outinfo_t *oi) {
         oi->dts_increasing = false;
       }
       if (si != vi) {
-        if (ic->streams[si]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) oi->apackets++;
+        if (ic->streams[si]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO) {
+          oi->apackets++;
+          if (p->pts != AV_NOPTS_VALUE) {
+            int64_t t = av_rescale_q(p->pts, ic->streams[si]->time_base, (AVRational){1, 90000});
+            if (t < oi->a_first_90k) oi->a_first_90k = t;
+            if (t > oi->a_last_90k) oi->a_last_90k = t;
+          }
+        }
         av_packet_unref(p);
         continue;
       }

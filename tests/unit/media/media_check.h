@@ -20,6 +20,9 @@ typedef struct outinfo {
   double r_fps; /* the video stream's r_frame_rate */
   int64_t first_pts_90k, last_pts_90k;
   char vcodec[16];
+  char acodec[16];                 /* the audio stream's codec ("" when none) */
+  int arate, achannels;            /* its sample rate and channels */
+  int64_t a_first_90k, a_last_90k; /* first and last audio packet pts */
 } outinfo_t;
 
 /* Decodes a muxed output held in memory; returns 0 or -1 when it cannot be read. */

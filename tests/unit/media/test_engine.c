@@ -217,6 +217,48 @@ static void test_audio_appears(void **st) {
   media_session_free(s);
 }
 
+/* A profile may ask for AAC instead of the copied audio (or for none): the segment's audio is
+ * decoded once, encoded once, and muxed into the renditions that asked, in both containers,
+ * across the segments of a session. */
+static void test_audio_encode(void **st) {
+  (void)st;
+  const char *in =
+      gen("mp2audio.ts",
+          SRC(160, 90, 30) " -f lavfi -i sine=frequency=440:sample_rate=48000 -c:a mp2 -b:a 128k"
+                           " -t 2 " X264 " -g 60");
+  media_profile_t ps[4] = {prof(160, 90, 30, 0), prof(160, 90, 30, 0), prof(160, 90, 30, 0),
+                           prof(160, 90, 30, 0)};
+  ps[0].audio = MEDIA_PROFILE_AUDIO_AAC;
+  ps[1].audio = MEDIA_PROFILE_AUDIO_AAC;
+  ps[1].format = MEDIA_FORMAT_MP4;
+  ps[2].audio = MEDIA_PROFILE_AUDIO_DROP;
+  /* ps[3]: the session's mode, copy */
+  media_session_t *s = new_session();
+  for (int seg = 0; seg < 2; seg++) {
+    media_result_t r;
+    ok(s, in, ps, 4, &r);
+    for (int i = 0; i < 2; i++) {
+      outinfo_t oi = info(&r.renditions[i]);
+      assert_string_equal(oi.acodec, "aac");
+      assert_int_equal(oi.arate, 48000);
+      assert_int_equal(oi.achannels, 2);
+      /* 2 s at 48 kHz in 1024-sample frames, give or take the encoder's priming */
+      assert_true(r.renditions[i].audio_packets >= 90 && r.renditions[i].audio_packets <= 97);
+      int64_t span = oi.a_last_90k - oi.a_first_90k;
+      assert_true(span > 170000 && span < 190000);
+      /* the audio starts with the video, not somewhere else on the timeline */
+      assert_true(llabs(oi.a_first_90k - oi.first_pts_90k) < 9000);
+    }
+    assert_int_equal(r.renditions[0].audio_packets, r.renditions[1].audio_packets);
+    assert_int_equal(r.renditions[2].audio_packets, 0);
+    assert_string_equal(info(&r.renditions[2]).acodec, "");
+    assert_string_equal(info(&r.renditions[3]).acodec, "mp2");
+    assert_true(r.renditions[3].audio_packets > 0);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+}
+
 static void test_skipped_segments(void **st) {
   (void)st;
   const char *s0 = gen("skip0.ts", SRC(160, 90, 30) " -t 1 " X264);
@@ -430,6 +472,7 @@ int main(void) {
       cmocka_unit_test(test_resolution_change),
       cmocka_unit_test(test_pixfmt_change),
       cmocka_unit_test(test_audio_appears),
+      cmocka_unit_test(test_audio_encode),
       cmocka_unit_test(test_skipped_segments),
       cmocka_unit_test(test_gops),
       cmocka_unit_test(test_fractional_fps),

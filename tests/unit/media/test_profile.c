@@ -47,12 +47,13 @@ static void test_presets(void **st) {
 static void test_json(void **st) {
   (void)st;
   const char *j = "[{\"name\":\"240p0\",\"fps\":0,\"bitrate\":250000,\"width\":426,\"height\":240,"
-                  "\"profile\":\"h264constrainedhigh\",\"gop\":\"1\"},"
+                  "\"profile\":\"h264constrainedhigh\",\"gop\":\"1\",\"audio\":\"aac\"},"
                   "{\"width\":1280,\"height\":720,\"bitrate\":3000000,\"fps\":30000,"
                   "\"fpsDen\":1001,\"encoder\":\"HEVC\",\"gop\":\"intra\",\"quality\":23,"
                   "\"colorDepth\":2,\"chromaFormat\":1},"
                   "{\"name\":\"m\",\"width\":640,\"height\":360,\"bitrate\":\"800k\","
-                  "\"format\":\"mp4\",\"encoder\":\"VP9\",\"profile\":\"H264High\",\"gop\":2.5}]";
+                  "\"format\":\"mp4\",\"encoder\":\"VP9\",\"profile\":\"H264High\",\"gop\":2.5,"
+                  "\"audio\":\"drop\"}]";
   media_profile_t *ps;
   size_t n;
   char err[128];
@@ -74,6 +75,9 @@ static void test_json(void **st) {
   assert_int_equal(ps[2].encoder, MEDIA_CODEC_VP9);
   assert_int_equal(ps[2].profile, MEDIA_H264_HIGH);
   assert_int_equal(ps[2].gop_ms, 2500);
+  assert_int_equal(ps[0].audio, MEDIA_PROFILE_AUDIO_AAC);
+  assert_int_equal(ps[1].audio, MEDIA_PROFILE_AUDIO_SESSION);
+  assert_int_equal(ps[2].audio, MEDIA_PROFILE_AUDIO_DROP);
   free(ps);
 
   const char *obj = "{\"profiles\":[{\"name\":\"a\",\"width\":320,\"height\":240}]}";
@@ -95,6 +99,8 @@ static void test_json(void **st) {
       {"[]", "profiles: expected a non-empty array"},
       {"[{\"width\":320,", "profiles: invalid JSON"},
       {"[{\"width\":320,\"height\":240,\"quality\":64}]", "bad value for \"quality\""},
+      {"[{\"width\":320,\"height\":240,\"audio\":\"opus\"}]",
+       "unrecognized audio (copy, drop or aac): opus"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     err[0] = 0;
