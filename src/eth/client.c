@@ -430,7 +430,7 @@ typedef struct round_op {
   size_t walked;
   uint8_t (*set)[ETH_ADDR_LEN];
   size_t n_set, cap_set;
-  bool walk; /* the walk ran: its set replaces the client's */
+  bool walk; /* the walk is running: its set replaces the client's once complete */
 } round_op_t;
 
 static void round_op_free(round_op_t *r) {
@@ -446,30 +446,36 @@ static void poll_done(eth_client_t *c) {
   if (c->block_cb && !c->closing) c->block_cb(c->block_ud, c->last_block, c->lir);
 }
 
-static void new_round(eth_client_t *c, round_op_t *r) {
+/* The round's data, as soon as it is read: the pool walk that may follow never holds it back. */
+static void new_round(eth_client_t *c, const round_op_t *r) {
   bool changed = (int64_t)r->lir != c->lir;
-  bool first_walk = c->active_round < 0;
   c->lir = (int64_t)r->lir;
   memcpy(c->lir_hash, r->hash, 32);
   memcpy(c->pre_hash, r->pre, 32);
   c->pool_size = r->pool;
   c->active = r->active;
   c->round_known = true;
-  if (r->walk) {
-    free(c->active_set);
-    c->active_set = r->set;
-    c->n_active = r->n_set;
-    c->active_round = (int64_t)r->lir;
-    r->set = NULL;
-  }
   if (changed) {
     /* claimedInCurrentRound and claimedReserve restart every round. */
     for (size_t i = 0; i < c->nsenders; i++) c->senders[i].fetched_ms = 0;
+    LOGI("eth: round %lld initialized; %llu transcoders in the pool, recipient %s",
+         (long long)c->lir, (unsigned long long)c->pool_size, c->active ? "active" : "inactive");
   }
-  if (changed || first_walk)
-    LOGI("eth: round %lld; %llu transcoders in the pool, %zu active, recipient %s",
-         (long long)c->lir, (unsigned long long)c->pool_size, c->n_active,
-         c->active ? "active" : "inactive");
+}
+
+/* A complete walk replaces the active set; until one completes the previous set stays. */
+static void new_active_set(eth_client_t *c, round_op_t *r) {
+  bool first = c->active_round < 0;
+  free(c->active_set);
+  c->active_set = r->set;
+  c->n_active = r->n_set;
+  c->active_round = (int64_t)r->lir;
+  r->set = NULL;
+  if (first)
+    LOGI("eth: round %lld has %zu active orchestrators", (long long)c->lir, c->n_active);
+  else
+    LOGV(LP_V_DEBUG, "eth: round %lld has %zu active orchestrators", (long long)c->lir,
+         c->n_active);
 }
 
 static void round_fail(eth_client_t *c, round_op_t *r, int status, const char *err) {
@@ -481,7 +487,7 @@ static void round_fail(eth_client_t *c, round_op_t *r, int status, const char *e
 static void round_done(eth_client_t *c, round_op_t *r) {
   note_ok(c);
   c->last_warn[0] = 0;
-  new_round(c, r);
+  if (r->walk) new_active_set(c, r);
   round_op_free(r);
   poll_done(c);
 }
@@ -556,7 +562,9 @@ static void on_round_call(eth_client_t *c, void *ctx, int status, const uint8_t 
     break;
   case RS_ACTIVE:
     rc = eth_abi_get_bool(d, n, 0, &r->active);
-    if (!rc && (int64_t)r->lir == c->active_round) { /* the pool was walked in this round */
+    if (rc) break;
+    new_round(c, r);
+    if ((int64_t)r->lir == c->active_round) { /* the pool was walked in this round */
       round_done(c, r);
       return;
     }
