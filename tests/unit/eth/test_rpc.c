@@ -32,6 +32,7 @@ static struct {
   atomic_int mode, stop;
   atomic_llong l1_block, round, zero_hash_round;
   atomic_int requests;
+  atomic_int pool_fail; /* getFirstTranscoderInPool reverts */
   /* transactions: raw bytes as sent, and which one the chain "mines" (-1: none) */
   pthread_mutex_t lock;
   char *raw[8];
@@ -157,7 +158,9 @@ static char *answer(const char *body) {
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
     eth_abi_selector("getFirstTranscoderInPool()", sel);
-    if (n >= 4 && !memcmp(d, sel, 4)) {
+    if (n >= 4 && !memcmp(d, sel, 4) && atomic_load(&srv.pool_fail)) {
+      snprintf(error, sizeof error, "{\"code\":3,\"message\":\"execution reverted\"}");
+    } else if (n >= 4 && !memcmp(d, sel, 4)) {
       word_u64(w, 0xa1);
       snprintf(result, sizeof result, "\"0x%s\"", w);
     }
@@ -469,7 +472,17 @@ static void test_l1_block_and_backdating(void **state) {
 
   /* Round 6 starts but has no block hash yet: params are back-dated to round 5. */
   assert_int_equal(eth_client_start(c), 0);
-  /* The first poll walks the pool: the active member counts, the inactive one and a stranger
+  /* A pool walk that fails does not hold the new round back; the set stays unknown. */
+  atomic_store(&srv.pool_fail, 1);
+  atomic_store(&srv.round, 6);
+  atomic_fetch_add(&srv.l1_block, 1);
+  RUN_UNTIL(&loop, eth_client_last_initialized_round(c) == 6);
+  assert_false(eth_client_is_active(c, member));
+  atomic_store(&srv.round, 5);
+  atomic_fetch_add(&srv.l1_block, 1);
+  RUN_UNTIL(&loop, eth_client_last_initialized_round(c) == 5);
+  atomic_store(&srv.pool_fail, 0);
+  /* Once it works the walk completes: the active member counts, the inactive one and a stranger
    * do not. */
   RUN_UNTIL(&loop, eth_client_is_active(c, member));
   other[19] = 0xa2;
