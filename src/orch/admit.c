@@ -255,6 +255,18 @@ int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n) {
     sj.in_codec = LP_SCHED_CODEC_H264;
     renditions_from(profiles, n, sj.in_width, sj.in_height, a->cpu_preset, &sj);
     if (sj.in_width > 0 && sj.in_height > 0 && sj.n_renditions > 0) job = &sj;
+  } else {
+    /* GetOrchestrator says nothing of the stream: refuse only when not even the smallest one
+     * (144p in, one 144p rendition) fits, and let the first segment's weighing decide. A
+     * 720p probe here turned away light streams a nearly full node still had room for. */
+    memset(&sj, 0, sizeof sj);
+    sj.in_width = 256;
+    sj.in_height = 144;
+    sj.in_fps = 30;
+    sj.in_codec = LP_SCHED_CODEC_H264;
+    sj.n_renditions = 1;
+    sj.renditions[0] = (lp_sched_rendition_t){256, 144, 30, LP_SCHED_CODEC_H264, a->cpu_preset};
+    job = &sj;
   }
   lp_sched_verdict_t v;
   int rc = lp_sched_check(a->sched, job, &v);

@@ -261,9 +261,10 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
                    orch_admit_t **out);
 /* Closes its timer: run the loop afterwards. */
 void orch_admit_free(orch_admit_t *a);
-/* Room for one more stream: of the probe shape when profiles is NULL (GetOrchestrator), else of
- * these renditions from the smallest source they allow (a new session's credentials, before
- * its body is known). 0 or LP_ECAPACITY. */
+/* Room for one more stream: the smallest there is (144p in, one 144p rendition) when profiles
+ * is NULL (GetOrchestrator, which knows nothing of the stream), else these renditions from the
+ * smallest source they allow (a new session's credentials, before its body is known). 0 or
+ * LP_ECAPACITY. */
 int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n);
 /* Every segment: sets job->device to its session's placement. A new session's first segment
  * is weighed (demuxed, not decoded) with its profiles and placed; LP_ECAPACITY
