@@ -918,17 +918,22 @@ static int seg_audio_aac(seg_t *g) {
   }
   char args[256], chain[160];
   if (ret == 0) {
+    /* a source that names no layout gets the usual one for its channel count */
     char layout[64] = "";
+    AVChannelLayout in_layout = {0};
     if (dec->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC)
-      av_channel_layout_default(&dec->ch_layout, dec->ch_layout.nb_channels);
-    av_channel_layout_describe(&dec->ch_layout, layout, sizeof layout);
+      av_channel_layout_default(&in_layout, dec->ch_layout.nb_channels);
+    else
+      ret = av_channel_layout_copy(&in_layout, &dec->ch_layout);
+    if (ret == 0) av_channel_layout_describe(&in_layout, layout, sizeof layout);
+    av_channel_layout_uninit(&in_layout);
     snprintf(args, sizeof args, "time_base=1/%d:sample_rate=%d:sample_fmt=%s:channel_layout=%s",
              dec->sample_rate, dec->sample_rate, av_get_sample_fmt_name(dec->sample_fmt), layout);
     snprintf(chain, sizeof chain, "aresample=%d,aformat=sample_fmts=fltp:channel_layouts=stereo",
              rate);
     const AVFilter *fa = avfilter_get_by_name("abuffer"), *fs = avfilter_get_by_name("abuffersink");
     AVFilterInOut *in = avfilter_inout_alloc(), *out = avfilter_inout_alloc();
-    ret = in && out ? 0 : AVERROR(ENOMEM);
+    if (ret == 0 && (!in || !out)) ret = AVERROR(ENOMEM);
     if (ret == 0) ret = avfilter_graph_create_filter(&src, fa, "in", args, NULL, graph);
     if (ret == 0) ret = avfilter_graph_create_filter(&sink, fs, "out", NULL, NULL, graph);
     if (ret == 0) {

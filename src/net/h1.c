@@ -308,7 +308,11 @@ void net_h1_resp_flush_body(net_req_t *r) {
     if (r->chunked) lp_buf_appendf(&c->out, "%zx\r\n", len);
     for (size_t off = 0; off < len && !c->closing;) {
       size_t n = LP_MIN(len - off, H1_SLICE);
-      lp_buf_append(&c->out, ch->data + ch->off + off, n);
+      if (lp_buf_append(&c->out, ch->data + ch->off + off, n)) {
+        /* a body cut short under its Content-Length would leave the client waiting */
+        net_conn_close(c);
+        break;
+      }
       off += n;
       if (c->out.len >= H1_SLICE) net_conn_flush(c);
     }

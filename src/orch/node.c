@@ -143,6 +143,14 @@ static void seg_finish(seg_ctx_t *s) {
   check_drained(n);
 }
 
+/* What a segment's log lines carry before its job exists. */
+static lp_logctx_t seg_logctx(const seg_ctx_t *s) {
+  lp_logctx_t lc = LP_LOGCTX_INIT;
+  lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
+  lc.orch_session_id = s->sr.session_id;
+  return lc;
+}
+
 static const double payment_buckets[] = {.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1};
 
 /* What taking the payment added to the segment: its checks on the loop, and the wait for its
@@ -158,9 +166,7 @@ static void metrics_payment(seg_ctx_t *s) {
       "part", payment_buckets, LP_ARRAY_LEN(payment_buckets));
   lp_metric_observe(h, "check", s->sr.pay_ns / 1e9);
   lp_metric_observe(h, "store_wait", wait / 1e9);
-  lp_logctx_t lc = LP_LOGCTX_INIT;
-  lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
-  lc.orch_session_id = s->sr.session_id;
+  lp_logctx_t lc = seg_logctx(s);
   LOGV_C(LP_V_DEBUG, &lc, "Segment payment tickets=%zu check=%.3fms store_wait=%.3fms",
          p->n_ticket_sender_params, s->sr.pay_ns / 1e6, wait / 1e6);
 }
@@ -168,10 +174,10 @@ static void metrics_payment(seg_ctx_t *s) {
 static void seg_flushed(void *arg, int status) {
   seg_ctx_t *s = arg;
   (void)status; /* a failed store write is logged where it failed; the work is done anyway */
-  if (!s->fail_status) metrics_payment(s);
   if (s->fail_status) {
     net_resp_error(s->req, s->fail_status, s->fail_text);
   } else {
+    metrics_payment(s);
     if (!s->aborted && s->out) net_resp_write(s->req, s->out, s->out_len);
     net_resp_end(s->req, NULL, 0);
   }
@@ -187,9 +193,7 @@ static void seg_respond(seg_ctx_t *s) {
 }
 
 static void seg_fail(seg_ctx_t *s, int status, const char *text) {
-  lp_logctx_t lc = LP_LOGCTX_INIT;
-  lc.seq_no = s->sr.sd ? s->sr.sd->seq : -1;
-  lc.orch_session_id = s->sr.session_id;
+  lp_logctx_t lc = seg_logctx(s);
   LOGE_C(&lc, "Could not process segment status=%d err=%s", status, text);
   s->fail_status = status;
   snprintf(s->fail_text, sizeof s->fail_text, "%s", text);
