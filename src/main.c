@@ -11,9 +11,6 @@
 #include <protobuf-c/protobuf-c.h>
 #include <sqlite3.h>
 #include <stdio.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -82,6 +79,7 @@ typedef struct node {
   uv_loop_t *loop;
   lp_lifecycle_t *lc;
   uv_timer_t status_timer; /* systemd STATUS= lines while the state changes */
+  int idle_ticks;          /* status periods in a row with no session nor task (up to 2) */
   char status_last[160];
   int lock_fd;
   orch_node_t *orch;
@@ -149,6 +147,14 @@ static void node_stop(lp_lifecycle_t *lc, void *arg) {
 #define STATUS_PERIOD_MS 5000
 static void status_tick(uv_timer_t *t) {
   node_t *n = t->data;
+  /* Once the node has been idle for a whole period, the memory its last streams used goes back
+   * to the system instead of staying in the heap until the next busy spell. */
+  int activity = (n->orch ? orch_node_activity(n->orch) : 0) +
+                 (n->worker ? pool_worker_activity(n->worker) : 0);
+  if (activity > 0)
+    n->idle_ticks = 0;
+  else if (n->idle_ticks < 2 && ++n->idle_ticks == 2)
+    lp_malloc_release();
   char line[sizeof n->status_last];
   if (n->orch)
     orch_node_summary(n->orch, line, sizeof line);
@@ -237,11 +243,9 @@ static int run_node(int argc, char **argv) {
   uv_timer_init(n.loop, &n.status_timer);
   n.status_timer.data = &n;
   if (!lp_lifecycle_stopping(n.lc)) {
-#ifdef __GLIBC__
     /* The start-up self-test and calibration ran encoders over test clips; hand what they freed
      * back to the system instead of keeping it in the heap for the node's whole life. */
-    malloc_trim(0);
-#endif
+    lp_malloc_release();
     lp_lifecycle_ready(n.lc, "serving");
     LOGI("Node ready");
     uv_timer_start(&n.status_timer, status_tick, STATUS_PERIOD_MS, STATUS_PERIOD_MS);

@@ -141,6 +141,10 @@ bool lp_policy_restore(const lp_policy_t *s);
  * it was not. For threads that must never run real-time, whatever created them. */
 bool lp_policy_normal(void);
 
+/* Hands the heap's free memory back to the system (glibc's malloc_trim; nothing elsewhere). For
+ * when a node goes idle: what its last streams used is otherwise kept for the process's life. */
+void lp_malloc_release(void);
+
 #define LP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define LP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define LP_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -76,6 +76,8 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto);
 void orch_node_status(orch_node_t *n, cJSON *status);
 /* One line for systemd's STATUS=: sessions, the cap, segments in flight, transcoders. */
 void orch_node_summary(orch_node_t *n, char *out, size_t len);
+/* Sessions open and segments in flight: zero when the node is idle. */
+int orch_node_activity(orch_node_t *n);
 /* Able to take work: not stopping, and a standalone orchestrator has a transcoder. */
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
 

@@ -163,6 +163,9 @@ void pool_worker_stop(pool_worker_t *w, void (*drained)(void *arg), void *arg);
  * threads have joined and the loop has run its handle closes. */
 void pool_worker_free(pool_worker_t *w);
 
+/* Sessions open (or still closing) and tasks in the pipeline: zero when the worker is idle. */
+int pool_worker_activity(const pool_worker_t *w);
+
 /* Capability bits a software transcoder honours: H.264 in and out, MPEG-TS and MP4, fractional
  * frame rates, H.264 profiles, GOP, auth tokens, HEVC/VP8/VP9 decode and encode. Not MPEG-7
  * signatures nor segment slicing, which the engine does not do. */

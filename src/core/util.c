@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,4 +199,10 @@ bool lp_policy_normal(void) {
   sp.sched_priority = 0;
   pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
   return true;
+}
+
+void lp_malloc_release(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }

@@ -1056,6 +1056,10 @@ void orch_node_summary(orch_node_t *n, char *out, size_t len) {
     snprintf(out + w, len - (size_t)w, ", %d transcoders", pool_manager_transcoders(n->pool));
 }
 
+int orch_node_activity(orch_node_t *n) {
+  return orch_sessions_count(n->core.sessions) + n->in_flight;
+}
+
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen) {
   if (n->core.stopping) {
     snprintf(why, whylen, "stopping");

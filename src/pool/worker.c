@@ -21,6 +21,12 @@
 #define WORKER_UPLOAD_TIMEOUT_MS 60000
 #define WORKER_SESSION_IDLE_MS 70000 /* as the orchestrator's own session timeout */
 #define WORKER_SWEEP_MS 10000
+#define WORKER_INPUT_MAX ((size_t)48 << 20) /* the largest segment fetched */
+/* Input buffers kept for the next segments, and the largest kept: a fresh 2 MB buffer costs a
+ * page fault per 4 KiB as the body is written into it, which on a virtual machine took longer
+ * than the transfer itself (16 ms against 4 ms for 2 MB on loopback). */
+#define WORKER_SPARE_INPUTS 2
+#define WORKER_SPARE_INPUT_MAX ((size_t)16 << 20)
 
 typedef struct worker_orch worker_orch_t;
 typedef struct worker_sess worker_sess_t;
@@ -54,8 +60,8 @@ struct worker_task {
   char *session_key;
   media_profile_t *profiles;
   size_t n;
-  uint8_t *input;
-  size_t input_len;
+  lp_buf_t input; /* the segment fetched; from and back to the worker's spares */
+  bool input_over, input_nomem;
   net_fetch_t *fetch;
   uint64_t got_ns; /* the push arrived; the input fetch starts */
   media_result_t res;
@@ -88,9 +94,11 @@ struct pool_worker {
   size_t norchs;
   int64_t capacity;
   worker_sess_t *sessions;
-  worker_sess_t *zombies; /* closing sessions whose threads have not been joined */
-  worker_task_t *tasks;   /* fetching or uploading: owned by the loop */
-  int running;            /* tasks anywhere in the pipeline */
+  worker_sess_t *zombies;              /* closing sessions whose threads have not been joined */
+  worker_task_t *tasks;                /* fetching or uploading: owned by the loop */
+  lp_buf_t spare[WORKER_SPARE_INPUTS]; /* input buffers for reuse: loop only */
+  int nspare;
+  int running; /* tasks anywhere in the pipeline */
   pthread_mutex_t done_mu;
   worker_task_t *done; /* transcoded, waiting for the loop */
   uv_async_t async;
@@ -108,6 +116,13 @@ struct pool_worker {
 
 static void orch_connect(worker_orch_t *o);
 
+int pool_worker_activity(const pool_worker_t *w) {
+  int n = w->running;
+  for (const worker_sess_t *s = w->sessions; s; s = s->next) n++;
+  for (const worker_sess_t *s = w->zombies; s; s = s->next) n++;
+  return n;
+}
+
 uint64_t pool_worker_caps_word0(void) {
   static const int caps[] = {0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 15, 16, 17, 18, 19, 20};
   uint64_t v = 0;
@@ -118,10 +133,26 @@ uint64_t pool_worker_caps_word0(void) {
 /* ---- task bookkeeping -------------------------------------------------------------------------
  */
 
+/* Loop only, like every task_free. */
+static void spare_put(pool_worker_t *w, lp_buf_t *b) {
+  if (b->data && w->nspare < WORKER_SPARE_INPUTS && b->cap <= WORKER_SPARE_INPUT_MAX &&
+      !w->freeing) {
+    b->len = 0;
+    w->spare[w->nspare++] = *b;
+  } else {
+    lp_buf_free(b);
+  }
+  *b = (lp_buf_t)LP_BUF_INIT;
+}
+
+static void spares_free(pool_worker_t *w) {
+  while (w->nspare > 0) lp_buf_free(&w->spare[--w->nspare]);
+}
+
 static void task_free(worker_task_t *t) {
   free(t->session_key);
   free(t->profiles);
-  free(t->input);
+  spare_put(t->w, &t->input);
   media_result_free(&t->res);
   free(t);
 }
@@ -269,7 +300,7 @@ static void *sess_thread(void *arg) {
       t->rc = LP_EDEVICE;
       snprintf(t->res.error, sizeof t->res.error, "could not open a transcoding session");
     } else {
-      t->rc = media_session_transcode(ms, t->input, t->input_len, t->profiles, t->n, &t->res);
+      t->rc = media_session_transcode(ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
       /* A broken codec state is not carried to the stream's next segment. */
       if (t->rc && t->res.error_class != MEDIA_ERR_INPUT) {
         media_session_free(ms);
@@ -404,10 +435,25 @@ static void on_sweep(uv_timer_t *h) {
       sess_close(w, s);
     }
   }
+  if (!w->sessions && w->running == 0) spares_free(w);
 }
 
 /* ---- tasks: fetch, queue ------------------------------------------------------------------------
  */
+
+/* The body goes straight into the task's input buffer (a spare one when there is). */
+static int on_input_data(const uint8_t *data, size_t len, void *arg) {
+  worker_task_t *t = arg;
+  if (len > WORKER_INPUT_MAX - t->input.len) {
+    t->input_over = true;
+    return 1;
+  }
+  if (lp_buf_append(&t->input, data, len)) {
+    t->input_nomem = true;
+    return 1;
+  }
+  return 0;
+}
 
 static void on_fetched(const net_fetch_result_t *res, void *arg) {
   worker_task_t *t = arg;
@@ -415,7 +461,11 @@ static void on_fetched(const net_fetch_result_t *res, void *arg) {
   t->fetch = NULL;
   if (res->err || res->status != 200) {
     char why[256];
-    if (res->err)
+    if (t->input_over)
+      snprintf(why, sizeof why, "segment larger than %zu bytes", WORKER_INPUT_MAX);
+    else if (t->input_nomem)
+      snprintf(why, sizeof why, "out of memory");
+    else if (res->err)
       snprintf(why, sizeof why, "%s", res->error ? res->error : lp_strerror(res->err));
     else
       snprintf(why, sizeof why, "bad status fetching segment: %ld", res->status);
@@ -423,15 +473,8 @@ static void on_fetched(const net_fetch_result_t *res, void *arg) {
     task_upload(t, why);
     return;
   }
-  t->input = malloc(res->body_len ? res->body_len : 1);
-  if (!t->input) {
-    task_upload(t, "out of memory");
-    return;
-  }
-  memcpy(t->input, res->body, res->body_len);
-  t->input_len = res->body_len;
   LOGV_C(LP_V_DEBUG, &t->log, "Fetched segment taskId=%" PRId64 " bytes=%zu in %.1fms", t->id,
-         t->input_len, (lp_now_ns() - t->got_ns) / 1e6);
+         t->input.len, (lp_now_ns() - t->got_ns) / 1e6);
   worker_sess_t *s = sess_get(w, t->session_key);
   if (!s) {
     task_upload(t, "could not start a transcoding session");
@@ -526,7 +569,8 @@ static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
   fo.version = NET_HTTP_1; /* go's DownloadData speaks HTTP/1.1 */
   fo.insecure = true;
   fo.timeout_ms = WORKER_FETCH_TIMEOUT_MS;
-  fo.max_body_bytes = (size_t)48 << 20;
+  fo.on_data = on_input_data;
+  if (w->nspare > 0) t->input = w->spare[--w->nspare];
   int rc = net_client_fetch(w->client, &fo, on_fetched, t, &t->fetch);
   if (rc) task_upload(t, "could not fetch the segment");
 }
@@ -830,6 +874,7 @@ void pool_worker_free(pool_worker_t *w) {
     if (t->fetch) net_fetch_cancel(t->fetch);
     task_free(t);
   }
+  spares_free(w);
   while (w->msgs) {
     worker_msg_t *m = w->msgs;
     w->msgs = m->next;
