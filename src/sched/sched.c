@@ -177,6 +177,13 @@ void lp_sched_poll(lp_sched_t *s) {
     d->sample = smp;
     d->sample_ms = now;
     d->have_sample = true;
+    /* this sample's window began at the previous one (the first has none) */
+    if (d->sampled_once)
+      d->rel_window = d->rel_since;
+    else
+      memset(&d->rel_window, 0, sizeof d->rel_window);
+    d->sampled_once = true;
+    memset(&d->rel_since, 0, sizeof d->rel_since);
   }
 }
 
@@ -188,19 +195,26 @@ static const lp_sched_sample_t *fresh_sample(const lp_sched_t *s, const sched_de
 }
 
 /* The load an engine carries: what the model committed, or what telemetry measures when that is
- * higher (work of other processes, or a model that is too optimistic). */
+ * higher (work of other processes, or a model that is too optimistic). Telemetry measures real
+ * time, the model's units are short of it by the correction (a correction of 0.5 says the work
+ * costs twice what the model says), so the measurement is put in the model's units first; and
+ * work released since the sample's window began was in the measurement but is gone, so it is
+ * taken out (right after streams end their load would otherwise count for another window). */
 static double engine_load(const lp_sched_t *s, const sched_device_t *d, int e) {
   double load = d->committed[e];
   const lp_sched_sample_t *t = fresh_sample(s, d);
-  if (t && (t->fields & LP_SCHED_TEL_UTIL) && (t->util_mask & (1u << e)))
-    load = LP_MAX(load, t->util[e] * ENGINE_FULL);
+  if (t && (t->fields & LP_SCHED_TEL_UTIL) && (t->util_mask & (1u << e))) {
+    double gone = d->rel_window.engine[e] + d->rel_since.engine[e];
+    load = LP_MAX(load, t->util[e] * ENGINE_FULL * d->corr - gone);
+  }
   return load;
 }
 
 static int enc_used(const lp_sched_t *s, const sched_device_t *d) {
   int used = d->enc;
   const lp_sched_sample_t *t = fresh_sample(s, d);
-  if (t && (t->fields & LP_SCHED_TEL_ENC_SESSIONS)) used = LP_MAX(used, t->enc_sessions);
+  if (t && (t->fields & LP_SCHED_TEL_ENC_SESSIONS))
+    used = LP_MAX(used, t->enc_sessions - d->rel_since.enc);
   return used;
 }
 
@@ -370,7 +384,8 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
   }
   if (d->max_dec > 0 && c->dec_sessions > 0) {
     int used = d->dec;
-    if (t && (t->fields & LP_SCHED_TEL_DEC_SESSIONS)) used = LP_MAX(used, t->dec_sessions);
+    if (t && (t->fields & LP_SCHED_TEL_DEC_SESSIONS))
+      used = LP_MAX(used, t->dec_sessions - d->rel_since.dec);
     if (used + c->dec_sessions > d->max_dec) {
       snprintf(why, wlen, "%s decoder sessions %d+%d > %d", d->name, used, c->dec_sessions,
                d->max_dec);
@@ -381,7 +396,8 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     uint64_t total = d->mem_total, used = d->mem;
     if (t && (t->fields & LP_SCHED_TEL_MEM)) {
       if (!total) total = t->mem_total;
-      used = LP_MAX(used, t->mem_used);
+      uint64_t gone = d->rel_since.mem;
+      used = LP_MAX(used, t->mem_used > gone ? t->mem_used - gone : 0);
     }
     if (total && (double)(used + c->mem_bytes) > (double)total * (1.0 - s->o.mem_reserve)) {
       snprintf(why, wlen, "%s memory %llu+%llu MiB > %.0f%% of %llu MiB", d->name,
@@ -559,8 +575,13 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
   sched_session_t *ss = s ? find_session(s, session_id) : NULL;
   if (!ss) return LP_ENOENT;
   sched_device_t *d = &s->devs[ss->dev];
-  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++)
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) {
     d->committed[e] = LP_MAX(0.0, d->committed[e] - ss->cost.engine[e]);
+    d->rel_since.engine[e] += ss->cost.engine[e];
+  }
+  d->rel_since.enc += ss->cost.enc_sessions;
+  d->rel_since.dec += ss->cost.dec_sessions;
+  d->rel_since.mem += ss->cost.mem_bytes;
   d->enc = LP_MAX(0, d->enc - ss->cost.enc_sessions);
   d->dec = LP_MAX(0, d->dec - ss->cost.dec_sessions);
   d->mem = d->mem > ss->cost.mem_bytes ? d->mem - ss->cost.mem_bytes : 0;

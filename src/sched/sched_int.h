@@ -27,6 +27,16 @@ typedef struct sched_device {
   lp_sched_sample_t sample;
   uint64_t sample_ms;
   bool have_sample;
+  /* Sessions released while telemetry still counts them, which the model no longer carries:
+   * utilisation is measured over a window that began at the previous sample, so a sample holds
+   * the work released during its window (rel_window) and after it (rel_since); session counts
+   * and memory are read at the sample, so only what was released after it. */
+  struct sched_released {
+    double engine[LP_SCHED_MAX_ENGINES];
+    int enc, dec;  /* read at the sample: rel_since only */
+    uint64_t mem;
+  } rel_window, rel_since;
+  bool sampled_once;
   double committed[LP_SCHED_MAX_ENGINES];
   int enc, dec, sessions;
   uint64_t mem;

@@ -240,11 +240,16 @@ static void test_fake_telemetry(void **state) {
   lp_sched_release(s, "c");
   lp_sched_release(s, "d");
 
-  /* a stale sample no longer counts: the model alone (200 committed) leaves room for three */
+  /* The first sample after streams end still measured them (its window began before): their
+   * 600 wu/s are taken out of its 900, and the job fits. The next window is theirs no more: 90%
+   * busy is other work. */
   smp.util[2] = 0.9;
   lp_sched_fake_source_set(src, &smp);
   lp_sched_poll(s);
+  assert_int_equal(lp_sched_check(s, &j, &v), 0);
+  lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  /* a stale sample no longer counts: the model alone (200 committed) leaves room for three */
   fake_now += 60000;
   assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
   assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
@@ -261,8 +266,43 @@ static void test_fake_telemetry(void **state) {
   lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), 0);
   lp_sched_fake_source_fail(src, 0);
+  lp_sched_poll(s); /* its window still held b, c and d */
   lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  lp_sched_free(s);
+}
+
+/* Telemetry measures real time; the model's units fall short of it by the correction. With the
+ * work found to cost about twice what the model says (correction about 0.5), a CPU measured 45%
+ * busy carries about 225 wu/s of the model's, not 450. */
+static void test_telemetry_in_model_units(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1); /* 110 wu/s */
+  assert_int_equal(lp_sched_admit(s, "a", &j, NULL), 0);
+  for (int i = 0; i < 30; i++) lp_sched_report_segment(s, "a", 440, 2000); /* twice the model */
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_true(in.correction >= 0.5 - 1e-9 && in.correction < 0.6);
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_fake_source_new(&src), 0);
+  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u;
+  /* 450 c + 110 <= 800 c for c in [0.5, 0.6); 450 + 110 would not be */
+  smp.util[0] = 0.45;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_check(s, &j, &v), 0);
+  /* 700 c + 110 > 800 c: busy */
+  smp.util[0] = 0.7;
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
   lp_sched_free(s);
 }
 
@@ -295,6 +335,33 @@ static void test_session_caps(void **state) {
   lp_sched_poll(s);
   assert_int_equal(lp_sched_admit(s, "a", &j, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_ENC_SESSIONS);
+  lp_sched_free(s);
+}
+
+/* A session count read before a stream ended still holds that stream's sessions. */
+static void test_sessions_released_after_sample(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 5, 0);
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_fake_source_new(&src), 0);
+  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_job_t j = job(640, 360, 30, 2); /* 2 encoder sessions */
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_ENC_SESSIONS;
+  smp.enc_sessions = 4; /* a's and b's */
+  lp_sched_fake_source_set(src, &smp);
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
+  /* a ends before the next sample: 4 - 2 + 2 <= 5 */
+  lp_sched_release(s, "a");
+  assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_int_equal(in.enc_sessions, 4);
   lp_sched_free(s);
 }
 
@@ -740,7 +807,9 @@ int main(void) {
       cmocka_unit_test(test_sticky),
       cmocka_unit_test(test_placement),
       cmocka_unit_test(test_fake_telemetry),
+      cmocka_unit_test(test_telemetry_in_model_units),
       cmocka_unit_test(test_session_caps),
+      cmocka_unit_test(test_sessions_released_after_sample),
       cmocka_unit_test(test_nvenc_system_cap),
       cmocka_unit_test(test_memory),
       cmocka_unit_test(test_max_sessions),
