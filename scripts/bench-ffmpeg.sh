@@ -2,9 +2,12 @@
 # Transcode-engine benchmark: the same ladder on the same segments with the ffmpeg CLI (one
 # process per segment, and one long-running process over the concatenated input) and with
 # `lpod bench` (one stream, then two concurrent streams), printing lpod's throughput ratios.
+# ROUNDS > 1 repeats the four runs back to back, so that each ratio compares runs taken minutes
+# apart under the same conditions; the report gives every round's ratios and their median.
 #
 # usage: scripts/bench-ffmpeg.sh [LPOD_BINARY] [WORKDIR]
-# env:   SEGS (10), PRESET (medium), SIZE (1920x1080), FPS (30), SEG_S (2), KEEP=1 keeps WORKDIR
+# env:   SEGS (10), PRESET (medium), SIZE (1920x1080), FPS (30), SEG_S (2), ROUNDS (1),
+#        KEEP=1 keeps WORKDIR
 set -euo pipefail
 
 LPOD=${1:-build/lpod}
@@ -14,6 +17,7 @@ PRESET=${PRESET:-medium}
 SIZE=${SIZE:-1920x1080}
 FPS=${FPS:-30}
 SEG_S=${SEG_S:-2}
+ROUNDS=${ROUNDS:-1}
 DUR=$((SEGS * SEG_S))
 mkdir -p "$WORK"
 [ -x "$LPOD" ] || { echo "no lpod binary at $LPOD" >&2; exit 2; }
@@ -54,31 +58,41 @@ ffladder() { # input
     $(out 240 o3 600k)
 }
 
-echo "ffmpeg: one process per segment..." >&2
-t0=$(now)
-c_seg=$( (for s in "$WORK"/src/seg*.ts; do ffladder "$s"; done; times) | child_cpu)
-t_seg=$(elapsed "$t0" "$(now)")
-
-echo "ffmpeg: one long-running process over ${DUR}s..." >&2
-t0=$(now)
-c_long=$( (ffladder "$WORK/all.ts"; times) | child_cpu)
-t_long=$(elapsed "$t0" "$(now)")
-
-PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
-echo "lpod bench: 1 stream..." >&2
-"$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 1 \
-  -csv "$WORK/lpod1.csv" -json "$WORK/lpod1.json" 2>"$WORK/lpod1.txt"
-echo "lpod bench: 2 concurrent streams..." >&2
-"$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 2 \
-  -csv "$WORK/lpod2.csv" -json "$WORK/lpod2.json" 2>"$WORK/lpod2.txt"
-
+r() { printf "%.3f" "$(echo "$1" | bc -l)"; }
 jget() { grep -o "\"$2\":[0-9.e+-]*" "$1" | head -1 | cut -d: -f2; }
-l1_wall=$(jget "$WORK/lpod1.json" wall_s)
-l2_wall=$(jget "$WORK/lpod2.json" wall_s)
-l1_src=$(jget "$WORK/lpod1.json" source_s)
-l1_cpu=$(jget "$WORK/lpod1.json" cpu_s)
-l2_cpu=$(jget "$WORK/lpod2.json" cpu_s)
-l2_src=$(jget "$WORK/lpod2.json" source_s)
+PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
+
+# One round: the four runs, then one line of figures appended to $WORK/rounds.
+round() {
+  echo "round $1: ffmpeg, one process per segment..." >&2
+  t0=$(now)
+  c_seg=$( (for s in "$WORK"/src/seg*.ts; do ffladder "$s"; done; times) | child_cpu)
+  t_seg=$(elapsed "$t0" "$(now)")
+
+  echo "round $1: ffmpeg, one long-running process over ${DUR}s..." >&2
+  t0=$(now)
+  c_long=$( (ffladder "$WORK/all.ts"; times) | child_cpu)
+  t_long=$(elapsed "$t0" "$(now)")
+
+  echo "round $1: lpod bench, 1 stream..." >&2
+  "$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 1 \
+    -csv "$WORK/lpod1.csv" -json "$WORK/lpod1.json" 2>"$WORK/lpod1.txt"
+  echo "round $1: lpod bench, 2 concurrent streams..." >&2
+  "$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 2 \
+    -csv "$WORK/lpod2.csv" -json "$WORK/lpod2.json" 2>"$WORK/lpod2.txt"
+
+  l1_wall=$(jget "$WORK/lpod1.json" wall_s)
+  l2_wall=$(jget "$WORK/lpod2.json" wall_s)
+  l1_src=$(jget "$WORK/lpod1.json" source_s)
+  l1_cpu=$(jget "$WORK/lpod1.json" cpu_s)
+  l2_cpu=$(jget "$WORK/lpod2.json" cpu_s)
+  l2_src=$(jget "$WORK/lpod2.json" source_s)
+  echo "$t_seg $c_seg $t_long $c_long $l1_wall $l1_cpu $l1_src $l2_wall $l2_cpu $l2_src" \
+    >>"$WORK/rounds"
+}
+
+: >"$WORK/rounds"
+for i in $(seq 1 "$ROUNDS"); do round "$i"; done
 
 # Quality: PSNR of the 720p rendition of the first segment against the scaled source, both sides.
 "$LPOD" transcode -in "$WORK/src/seg000.ts" -profiles "$PROFILES" -preset "$PRESET" \
@@ -92,19 +106,27 @@ psnr() {
 p_lpod=$(psnr "$WORK/q/0_P720p30fps16x9.ts")
 p_ff=$(psnr "$WORK/ff_720.ts")
 
-r() { printf "%.3f" "$(echo "$1" | bc -l)"; }
+# Per round: wall and CPU seconds, and the four ratios (lpod over ffmpeg, higher is better).
+echo "source: ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "round | ffmpeg/seg wall CPU | ffmpeg long wall CPU | lpod 1 wall CPU | lpod 2 wall CPU | 1 vs per-seg wall CPU | 2 vs long wall CPU"
+: >"$WORK/ratios"
+n=0
+while read -r t_seg c_seg t_long c_long l1_wall l1_cpu l1_src l2_wall l2_cpu l2_src; do
+  n=$((n + 1))
+  w1=$(r "($l1_src / $l1_wall) / ($DUR / $t_seg)")
+  c1=$(r "($l1_src / $l1_cpu) / ($DUR / $c_seg)")
+  w2=$(r "($l2_src / $l2_wall) / ($DUR / $t_long)")
+  c2=$(r "($l2_src / $l2_cpu) / ($DUR / $c_long)")
+  echo "$w1 $c1 $w2 $c2" >>"$WORK/ratios"
+  echo "$n | $(r "$t_seg") $(r "$c_seg") | $(r "$t_long") $(r "$c_long") | $(r "$l1_wall") $(r "$l1_cpu") | $(r "$l2_wall") $(r "$l2_cpu") | $w1 $c1 | $w2 $c2"
+done <"$WORK/rounds"
+med() { cut -d' ' -f"$1" "$WORK/ratios" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 cat <<REPORT
-source                      : ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}
-machine                     : $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)
-                              wall s    CPU s   real-time ratio (wall / source)
-ffmpeg per segment          : $(r "$t_seg")  $(r "$c_seg")  $(r "$t_seg / $DUR")   (${DUR}s)
-ffmpeg long-running         : $(r "$t_long")  $(r "$c_long")  $(r "$t_long / $DUR")   (${DUR}s)
-lpod bench, 1 stream        : $(r "$l1_wall")  $(r "$l1_cpu")  $(r "$l1_wall / $l1_src")   (${l1_src}s)
-lpod bench, 2 streams       : $(r "$l2_wall")  $(r "$l2_cpu")  $(r "$l2_wall / $l2_src")   (${l2_src}s)
-throughput, wall   1 stream vs ffmpeg per segment : $(r "($l1_src / $l1_wall) / ($DUR / $t_seg)") x
-throughput, wall  2 streams vs ffmpeg long-running: $(r "($l2_src / $l2_wall) / ($DUR / $t_long)") x
-CPU efficiency     1 stream vs ffmpeg per segment : $(r "($l1_src / $l1_cpu) / ($DUR / $c_seg)") x
-CPU efficiency    2 streams vs ffmpeg long-running: $(r "($l2_src / $l2_cpu) / ($DUR / $c_long)") x
+throughput, wall   1 stream vs ffmpeg per segment : $(med 1) x (median of ${ROUNDS})
+throughput, wall  2 streams vs ffmpeg long-running: $(med 3) x
+CPU efficiency     1 stream vs ffmpeg per segment : $(med 2) x
+CPU efficiency    2 streams vs ffmpeg long-running: $(med 4) x
 PSNR 720p seg0 lpod / ffmpeg: ${p_lpod} / ${p_ff} dB
 REPORT
 [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
