@@ -577,11 +577,13 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
   sched_device_t *d = &s->devs[ss->dev];
   for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) {
     d->committed[e] = LP_MAX(0.0, d->committed[e] - ss->cost.engine[e]);
-    d->rel_since.engine[e] += ss->cost.engine[e];
+    if (d->src) d->rel_since.engine[e] += ss->cost.engine[e];
   }
-  d->rel_since.enc += ss->cost.enc_sessions;
-  d->rel_since.dec += ss->cost.dec_sessions;
-  d->rel_since.mem += ss->cost.mem_bytes;
+  if (d->src) {
+    d->rel_since.enc += ss->cost.enc_sessions;
+    d->rel_since.dec += ss->cost.dec_sessions;
+    d->rel_since.mem += ss->cost.mem_bytes;
+  }
   d->enc = LP_MAX(0, d->enc - ss->cost.enc_sessions);
   d->dec = LP_MAX(0, d->dec - ss->cost.dec_sessions);
   d->mem = d->mem > ss->cost.mem_bytes ? d->mem - ss->cost.mem_bytes : 0;

@@ -33,7 +33,7 @@ typedef struct sched_device {
    * and memory are read at the sample, so only what was released after it. */
   struct sched_released {
     double engine[LP_SCHED_MAX_ENGINES];
-    int enc, dec;  /* read at the sample: rel_since only */
+    int enc, dec; /* read at the sample: rel_since only */
     uint64_t mem;
   } rel_window, rel_since;
   bool sampled_once;
