@@ -9,7 +9,7 @@
 //
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
-//          [--logs DIR (each node's log)]
+//          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
 'use strict';
 
 const assert = require('assert');
@@ -263,7 +263,9 @@ const share = (t) => (t.segments ? t.onTime / t.segments : 1);
     runs['static 10'] = await runPolicy('static 10', ['-costAdmission=false', '-testTranscoder=false'], levels, sources);
   }
   // lpod's controller: calibrated once at start (its cache lives in the run's data dir)
-  runs.lpod = await runPolicy('lpod', ['-maxSessions', 'auto'], levels, sources);
+  // --lpodFlags adds flags to lpod's run only (for example a different -targetRealtimeRatio)
+  const lpodFlags = args.lpodFlags ? args.lpodFlags.split(/\s+/).filter(Boolean) : [];
+  runs.lpod = await runPolicy('lpod', ['-maxSessions', 'auto', ...lpodFlags], levels, sources);
 
   const rows = Object.entries(runs).map(([name, rs]) => ({ name, ...total(rs), share: share(total(rs)) }));
   const eligible = rows.filter((r) => r.name.startsWith('static') && r.share >= 0.99);
