@@ -547,6 +547,22 @@ static void test_two_transcoders(void **state) {
   assert_int_equal(pool_manager_end_session(g.mgr, "sess-b"), 0);
   assert_int_equal(pool_manager_end_session(g.mgr, "sess-c"), 0);
   assert_int_equal(pool_manager_load(g.mgr), 0);
+
+  /* An input over the transcoder's 48 MiB limit: it stops reading and answers with an error of
+   * its own instead of buffering it; the stream's next, ordinary segment is served as before. */
+  size_t big_len = ((size_t)48 << 20) + 1;
+  uint8_t *big = calloc(1, big_len);
+  assert_non_null(big);
+  outcome_t f;
+  submit("sess-f", 1, big, big_len, 1, &f);
+  assert_true(run_until(&f.done, 60000));
+  free(big);
+  assert_int_not_equal(f.err, 0);
+  assert_non_null(strstr(f.error, "segment larger than 50331648 bytes"));
+  submit("sess-f", 2, g.small, g.small_len, 1, &f);
+  assert_true(run_until(&f.done, 60000));
+  check_output(&f, 1);
+  assert_int_equal(pool_manager_end_session(g.mgr, "sess-f"), 0);
 }
 
 typedef struct thread_job {
