@@ -80,6 +80,9 @@ typedef struct node {
   lp_lifecycle_t *lc;
   uv_timer_t status_timer; /* systemd STATUS= lines while the state changes */
   int idle_ticks;          /* status periods in a row with no session nor task (up to 2) */
+  uv_work_t trim;          /* the idle node's heap hand-back, off the loop */
+  bool trimming;
+  uint64_t trim_ns;
   char status_last[160];
   int lock_fd;
   orch_node_t *orch;
@@ -144,6 +147,22 @@ static void node_stop(lp_lifecycle_t *lc, void *arg) {
 }
 
 /* systemd shows the last STATUS= line in `systemctl status`: sent when it changes. */
+/* malloc_trim walks every arena and returns their free pages: milliseconds to tens of them
+ * after a busy spell, which the loop need not wait for. */
+static void trim_work(uv_work_t *w) {
+  node_t *n = w->data;
+  uint64_t t0 = lp_now_ns();
+  lp_malloc_release();
+  n->trim_ns = lp_now_ns() - t0;
+}
+
+static void trim_done(uv_work_t *w, int status) {
+  node_t *n = w->data;
+  n->trimming = false;
+  if (status == 0)
+    LOGV(LP_V_DEBUG, "Idle: free heap handed back in %.1fms", (double)n->trim_ns / 1e6);
+}
+
 #define STATUS_PERIOD_MS 5000
 static void status_tick(uv_timer_t *t) {
   node_t *n = t->data;
@@ -153,8 +172,10 @@ static void status_tick(uv_timer_t *t) {
                  (n->worker ? pool_worker_activity(n->worker) : 0);
   if (activity > 0)
     n->idle_ticks = 0;
-  else if (n->idle_ticks < 2 && ++n->idle_ticks == 2)
-    lp_malloc_release();
+  else if (n->idle_ticks < 2 && ++n->idle_ticks == 2 && !n->trimming) {
+    n->trim.data = n;
+    n->trimming = uv_queue_work(n->loop, &n->trim, trim_work, trim_done) == 0;
+  }
   char line[sizeof n->status_last];
   if (n->orch)
     orch_node_summary(n->orch, line, sizeof line);

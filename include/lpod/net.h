@@ -240,6 +240,7 @@ typedef struct net_fetch_result {
   size_t body_len;             /* buffered body (empty when on_data took it) */
   const net_header_t *headers; /* response headers then trailers, names lowercase */
   size_t nheaders;
+  lp_buf_t *owned; /* the body's buffer: net_fetch_take_body */
 } net_fetch_result_t;
 
 typedef void (*net_fetch_done_fn)(const net_fetch_result_t *res, void *arg);
@@ -270,6 +271,10 @@ int net_client_fetch(net_client_t *c, const net_fetch_opts_t *opts, net_fetch_do
                      void *arg, net_fetch_t **out);
 /* Stops a transfer; its done callback will not run. Not from inside its own callbacks. */
 void net_fetch_cancel(net_fetch_t *f);
+/* Takes the buffered body out of a result, from inside its done callback: the caller frees it
+ * (free), and res->body must not be used after. NULL when the body is empty. Saves a copy of a
+ * body that outlives the callback (a megabyte segment is otherwise copied into fresh pages). */
+uint8_t *net_fetch_take_body(const net_fetch_result_t *res, size_t *len);
 /* First header (or trailer) with that name in a result, or NULL. */
 const char *net_fetch_header(const net_fetch_result_t *res, const char *name);
 

@@ -981,7 +981,7 @@ static int seg_audio_aac(seg_t *g) {
   if (ret == 0) ret = aac_drain(g, sink, enc, f, true);
   if (ret == 0 && !(g->aac_par = avcodec_parameters_alloc())) ret = AVERROR(ENOMEM);
   if (ret == 0) ret = avcodec_parameters_from_context(g->aac_par, enc);
-  g->aac_tb = enc->time_base;
+  if (ret == 0) g->aac_tb = enc->time_base;
   av_frame_free(&f);
   avfilter_graph_free(&graph);
   avcodec_free_context(&dec);

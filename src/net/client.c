@@ -117,6 +117,7 @@ static void fetch_complete(net_fetch_t *f, CURLcode code) {
   res.body_len = f->resp.len;
   res.headers = f->rh;
   res.nheaders = f->nrh;
+  res.owned = &f->resp;
   net_fetch_done_fn done = f->done;
   void *arg = f->arg;
   f->done = NULL;
@@ -124,6 +125,12 @@ static void fetch_complete(net_fetch_t *f, CURLcode code) {
   fetch_unlink(f);
   if (done) done(&res, arg);
   fetch_free(f);
+}
+
+uint8_t *net_fetch_take_body(const net_fetch_result_t *res, size_t *len) {
+  *len = 0;
+  if (!res->owned || !res->owned->data || res->owned->len == 0) return NULL;
+  return lp_buf_steal(res->owned, len);
 }
 
 static void check_done(net_client_t *c) {

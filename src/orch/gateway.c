@@ -304,7 +304,7 @@ static void upload_done(const net_fetch_result_t *r, void *arg) {
     o.insecure = true;
     o.timeout_ms = GW_DOWNLOAD_TIMEOUT_MS;
     if (net_client_fetch(g->cli, &o, download_done, d, NULL)) {
-      net_fetch_result_t fail = {LP_EIO, "could not start the download", 0, NULL, 0, NULL, 0};
+      net_fetch_result_t fail = {.err = LP_EIO, .error = "could not start the download"};
       download_done(&fail, d);
     }
   }
@@ -397,7 +397,7 @@ static void send_one(gw_stream_t *st) {
   free(url);
   free(b64);
   if (rc) {
-    net_fetch_result_t fail = {rc, "could not start the upload", 0, NULL, 0, NULL, 0};
+    net_fetch_result_t fail = {.err = rc, .error = "could not start the upload"};
     upload_done(&fail, s);
   }
 }

@@ -334,14 +334,8 @@ static void seg_url_fetched(const net_fetch_result_t *res, void *arg) {
     seg_fail(s, 400, "BadRequest");
     return;
   }
-  s->input = malloc(res->body_len ? res->body_len : 1);
-  if (!s->input) {
-    seg_fail(s, 500, "Internal Server Error");
-    return;
-  }
-  memcpy(s->input, res->body, res->body_len);
-  s->input_len = res->body_len;
-  seg_start_transcode(s, s->input, s->input_len, NULL);
+  s->input = net_fetch_take_body(res, &s->input_len);
+  seg_start_transcode(s, s->input ? s->input : (const uint8_t *)"", s->input_len, NULL);
 }
 
 static void seg_fetch_url(seg_ctx_t *s, const uint8_t *body, size_t len) {

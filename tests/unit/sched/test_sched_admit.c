@@ -59,6 +59,20 @@ static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, do
   return idx;
 }
 
+/* The fake telemetry source, attached to device d. */
+static lp_sched_source_t *fake_on(lp_sched_t *s, int d) {
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_fake_source_new(&src), 0);
+  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  return src;
+}
+
+/* The source reports smp, and the scheduler polls it now. */
+static void sample(lp_sched_t *s, lp_sched_source_t *src, const lp_sched_sample_t *smp) {
+  lp_sched_fake_source_set(src, smp);
+  lp_sched_poll(s);
+}
+
 static double job_total(const lp_sched_t *s, int dev, lp_sched_dev_kind_t kind,
                         const lp_sched_job_t *j) {
   lp_sched_coefs_t c;
@@ -198,9 +212,7 @@ static void test_fake_telemetry(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
-  lp_sched_source_t *src = NULL;
-  assert_int_equal(lp_sched_fake_source_new(&src), 0);
-  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_source_t *src = fake_on(s, d);
   lp_sched_job_t j = job(1000, 1000, 10, 1); /* 200 wu/s on NVENC */
   lp_sched_verdict_t v;
 
@@ -209,8 +221,7 @@ static void test_fake_telemetry(void **state) {
   smp.fields = LP_SCHED_TEL_UTIL;
   smp.util_mask = 1u << 2;
   smp.util[2] = 0.7;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   lp_sched_device_info_t in;
   lp_sched_device_info(s, d, &in);
   assert_true(fabs(in.measured[2] - 700) < 1e-9);
@@ -221,17 +232,14 @@ static void test_fake_telemetry(void **state) {
 
   /* 55% leaves room for one; once it runs, telemetry shows it on top of the other work */
   smp.util[2] = 0.55;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
   smp.util[2] = 0.75;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "b", &j, &v), LP_ECAPACITY);
   /* measured below the model: the model's 200 committed counts */
   smp.util[2] = 0.1;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "b", &j, &v), 0);
   assert_int_equal(lp_sched_admit(s, "c", &j, &v), 0);
   assert_int_equal(lp_sched_admit(s, "d", &j, &v), 0);
@@ -244,8 +252,7 @@ static void test_fake_telemetry(void **state) {
    * 600 wu/s are taken out of its 900, and the job fits. The next window is theirs no more: 90%
    * busy is other work. */
   smp.util[2] = 0.9;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_check(s, &j, &v), 0);
   lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
@@ -285,22 +292,18 @@ static void test_telemetry_in_model_units(void **state) {
   lp_sched_device_info_t in;
   lp_sched_device_info(s, d, &in);
   assert_true(in.correction >= 0.5 - 1e-9 && in.correction < 0.6);
-  lp_sched_source_t *src = NULL;
-  assert_int_equal(lp_sched_fake_source_new(&src), 0);
-  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_source_t *src = fake_on(s, d);
   lp_sched_sample_t smp = {0};
   smp.fields = LP_SCHED_TEL_UTIL;
   smp.util_mask = 1u;
   /* 450 c + 110 <= 800 c for c in [0.5, 0.6); 450 + 110 would not be */
   smp.util[0] = 0.45;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   lp_sched_verdict_t v;
   assert_int_equal(lp_sched_check(s, &j, &v), 0);
   /* 700 c + 110 > 800 c: busy */
   smp.util[0] = 0.7;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_BUSY);
   lp_sched_free(s);
@@ -325,14 +328,11 @@ static void test_session_caps(void **state) {
   lp_sched_release(s, "b");
 
   /* sessions held by other processes count too */
-  lp_sched_source_t *src = NULL;
-  lp_sched_fake_source_new(&src);
-  lp_sched_attach_source(s, d, src);
+  lp_sched_source_t *src = fake_on(s, d);
   lp_sched_sample_t smp = {0};
   smp.fields = LP_SCHED_TEL_ENC_SESSIONS;
   smp.enc_sessions = 4;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "a", &j, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_ENC_SESSIONS);
   lp_sched_free(s);
@@ -343,9 +343,7 @@ static void test_sessions_released_after_sample(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 1, 5, 0);
-  lp_sched_source_t *src = NULL;
-  assert_int_equal(lp_sched_fake_source_new(&src), 0);
-  assert_int_equal(lp_sched_attach_source(s, d, src), 0);
+  lp_sched_source_t *src = fake_on(s, d);
   lp_sched_job_t j = job(640, 360, 30, 2); /* 2 encoder sessions */
   lp_sched_verdict_t v;
   assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
@@ -353,8 +351,7 @@ static void test_sessions_released_after_sample(void **state) {
   lp_sched_sample_t smp = {0};
   smp.fields = LP_SCHED_TEL_ENC_SESSIONS;
   smp.enc_sessions = 4; /* a's and b's */
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "c", &j, &v), LP_ECAPACITY);
   /* a ends before the next sample: 4 - 2 + 2 <= 5 */
   lp_sched_release(s, "a");
@@ -414,15 +411,12 @@ static void test_memory(void **state) {
   lp_sched_release(s, "b");
 
   /* memory used by others, from telemetry */
-  lp_sched_source_t *src = NULL;
-  lp_sched_fake_source_new(&src);
-  lp_sched_attach_source(s, d, src);
+  lp_sched_source_t *src = fake_on(s, d);
   lp_sched_sample_t smp = {0};
   smp.fields = LP_SCHED_TEL_MEM;
   smp.mem_total = total;
   smp.mem_used = total - k.mem_bytes / 2;
-  lp_sched_fake_source_set(src, &smp);
-  lp_sched_poll(s);
+  sample(s, src, &smp);
   assert_int_equal(lp_sched_admit(s, "a", &j, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_MEMORY);
   lp_sched_free(s);
