@@ -5,8 +5,18 @@
 
 extern const hw_backend_t hw_backend_sw;
 
+/* Every backend this build has: media sessions find theirs here by the device table's name. */
 static const hw_backend_t *const backends[] = {
     &hw_backend_sw,
+#ifdef LPOD_HAVE_NVIDIA
+    &hw_backend_nvidia,
+#endif
+#ifdef LPOD_HAVE_QSV
+    &hw_backend_qsv,
+#endif
+#ifdef LPOD_HAVE_NETINT
+    &hw_backend_netint,
+#endif
     NULL,
 };
 

@@ -572,6 +572,7 @@ char *hw_table_json(const hw_table_t *t) {
     cJSON_AddItemToArray(devs, o);
     cJSON_AddStringToObject(o, "name", d->name);
     cJSON_AddStringToObject(o, "backend", d->be->name);
+    cJSON_AddNumberToObject(o, "index", d->index);
     cJSON_AddStringToObject(o, "model", d->model);
     cJSON_AddStringToObject(o, "driver", d->driver);
     cJSON_AddStringToObject(o, "id", d->id);
@@ -592,6 +593,8 @@ char *hw_table_json(const hw_table_t *t) {
         cJSON_AddNumberToObject(e, "min_height", l->min_h);
         cJSON_AddNumberToObject(e, "max_width", l->max_w);
         cJSON_AddNumberToObject(e, "max_height", l->max_h);
+        cJSON_AddNumberToObject(e, "align", l->align);
+        cJSON_AddBoolToObject(e, "bframes", l->bframes);
       }
     cJSON_AddNumberToObject(o, "max_encoder_sessions", d->max_enc_sessions);
     cJSON_AddBoolToObject(o, "sessions_cached", d->sessions_cached);
@@ -606,6 +609,132 @@ char *hw_table_json(const hw_table_t *t) {
   char *text = root ? cJSON_Print(root) : NULL;
   cJSON_Delete(root);
   return text;
+}
+
+/* ---- reading the JSON back ------------------------------------------------------------------- */
+
+static const hw_backend_t *backend_named(const char *name, const hw_backend_t *const *extra) {
+  const hw_backend_t *be = hw_backend_find(name);
+  for (size_t i = 0; !be && extra && extra[i]; i++)
+    if (strcmp(extra[i]->name, name) == 0) be = extra[i];
+  return be;
+}
+
+static int codec_named(const char *name, hw_codec_t *out) {
+  for (int c = 0; c < HW_CODECS; c++)
+    if (strcmp(hw_codec_name((hw_codec_t)c), name) == 0) {
+      *out = (hw_codec_t)c;
+      return 0;
+    }
+  return LP_EINVAL;
+}
+
+/* A list of codec names as a HW_CODEC_BIT mask; an unknown name is an error. */
+static int codec_mask(const cJSON *a, unsigned *out) {
+  *out = 0;
+  if (!a) return 0;
+  if (!cJSON_IsArray(a)) return LP_EINVAL;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, a) {
+    hw_codec_t c;
+    if (!cJSON_IsString(it) || codec_named(it->valuestring, &c)) return LP_EINVAL;
+    *out |= HW_CODEC_BIT(c);
+  }
+  return 0;
+}
+
+static void copy_str(char *dst, size_t len, const cJSON *o, const char *key) {
+  const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(o, key));
+  snprintf(dst, len, "%s", v ? v : "");
+}
+
+static int num(const cJSON *o, const char *key, int def) {
+  const cJSON *v = cJSON_GetObjectItem(o, key);
+  return cJSON_IsNumber(v) ? v->valueint : def;
+}
+
+int hw_table_from_json(const char *json, const hw_backend_t *const *extra, hw_table_t *t, char *err,
+                       size_t errlen) {
+  if (err && errlen) err[0] = 0;
+  memset(t, 0, sizeof(*t));
+  cJSON *root = json ? cJSON_Parse(json) : NULL;
+  const cJSON *devs = root ? cJSON_GetObjectItem(root, "devices") : NULL;
+  int rc = 0;
+  if (!cJSON_IsArray(devs) || cJSON_GetArraySize(devs) < 1) {
+    errf(err, errlen, "not a device table (no \"devices\" list)");
+    rc = LP_EINVAL;
+    goto done;
+  }
+  if (cJSON_GetArraySize(devs) > HW_MAX_DEVICES) {
+    errf(err, errlen, "more than %d devices", HW_MAX_DEVICES);
+    rc = LP_EINVAL;
+    goto done;
+  }
+  const cJSON *o;
+  cJSON_ArrayForEach(o, devs) {
+    hw_device_t *d = &t->dev[t->n];
+    const char *be = cJSON_GetStringValue(cJSON_GetObjectItem(o, "backend"));
+    d->be = be ? backend_named(be, extra) : NULL;
+    copy_str(d->name, sizeof(d->name), o, "name");
+    if (!d->be || !d->name[0]) {
+      errf(err, errlen, "device %d: backend '%s' is not built into this lpod", t->n, be ? be : "");
+      rc = LP_EINVAL;
+      goto done;
+    }
+    /* the CPU comes first, as hw_table_init puts it */
+    if ((t->n == HW_TABLE_CPU) != (d->be == &hw_backend_sw)) {
+      errf(err, errlen, "device %d (%s): the CPU must come first, and only once", t->n, d->name);
+      rc = LP_EINVAL;
+      goto done;
+    }
+    d->index = num(o, "index", t->n ? 0 : -1);
+    copy_str(d->model, sizeof(d->model), o, "model");
+    copy_str(d->driver, sizeof(d->driver), o, "driver");
+    copy_str(d->id, sizeof(d->id), o, "id");
+    copy_str(d->note, sizeof(d->note), o, "note");
+    const cJSON *mem = cJSON_GetObjectItem(o, "memory_bytes");
+    d->mem_total = cJSON_IsNumber(mem) && mem->valuedouble > 0 ? (uint64_t)mem->valuedouble : 0;
+    if (codec_mask(cJSON_GetObjectItem(o, "decode"), &d->dec) ||
+        codec_mask(cJSON_GetObjectItem(o, "encode"), &d->enc) ||
+        codec_mask(cJSON_GetObjectItem(o, "encode_cpu"), &d->enc_cpu)) {
+      errf(err, errlen, "device %s: an unknown codec in its codec lists", d->name);
+      rc = LP_EINVAL;
+      goto done;
+    }
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItem(o, "h264_decode_formats")) {
+      for (int k = 0; k < HW_H264_FMTS; k++)
+        if (cJSON_IsString(f) && strcmp(f->valuestring, fmt_names[k]) == 0) d->h264_fmts |= 1u << k;
+    }
+    const cJSON *lim = cJSON_GetObjectItem(o, "limits");
+    for (int c = 0; c < HW_CODECS; c++) {
+      if (!((d->enc | d->enc_cpu) & HW_CODEC_BIT(c))) continue;
+      const cJSON *e = cJSON_GetObjectItem(lim, hw_codec_name((hw_codec_t)c));
+      hw_limits_t *l = &d->limits[c];
+      l->min_w = num(e, "min_width", 0);
+      l->min_h = num(e, "min_height", 0);
+      l->max_w = num(e, "max_width", 0);
+      l->max_h = num(e, "max_height", 0);
+      l->align = num(e, "align", 2);
+      l->bframes = cJSON_IsTrue(cJSON_GetObjectItem(e, "bframes"));
+      if (!e || l->max_w < l->min_w || l->max_h < l->min_h || l->max_w <= 0 || l->align <= 0) {
+        errf(err, errlen, "device %s: no valid %s size limits", d->name,
+             hw_codec_name((hw_codec_t)c));
+        rc = LP_EINVAL;
+        goto done;
+      }
+    }
+    d->max_enc_sessions = num(o, "max_encoder_sessions", 0);
+    d->sessions_cached = cJSON_IsTrue(cJSON_GetObjectItem(o, "sessions_cached"));
+    d->tested = cJSON_IsTrue(cJSON_GetObjectItem(o, "tested"));
+    const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(o, "state"));
+    d->state = st && strcmp(st, "ok") == 0 ? HW_DEV_OK : HW_DEV_QUARANTINED;
+    t->n++;
+  }
+done:
+  cJSON_Delete(root);
+  if (rc) memset(t, 0, sizeof(*t));
+  return rc;
 }
 
 /* ---- `lpod devices` -------------------------------------------------------------------------- */

@@ -53,6 +53,9 @@ static const lp_subcommand_t subcommands[] = {
     {"gateway", orch_cli_gateway,
      "send segments to an orchestrator as a gateway and fetch the renditions"},
     {"devices", hw_cli_devices, "probe and test the transcoding devices; print the device table"},
+    {"calibrate", orch_cli_calibrate,
+     "probe and test the devices, measure their capacity into the data dir's cache, print the "
+     "device table as JSON (node flags)"},
     {NULL, NULL, NULL},
 };
 

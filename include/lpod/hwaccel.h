@@ -326,6 +326,12 @@ const char *hw_bench_preset_name(const hw_device_t *d, hw_codec_t codec, int tie
 /* The table as text (one block per device) and as JSON; malloc'd, caller frees. */
 char *hw_table_text(const hw_table_t *t);
 char *hw_table_json(const hw_table_t *t);
+/* Reads hw_table_json's output back into t, for a node whose devices were probed by a child
+ * process. Backends are looked up by name among those built in, then in extra (NULL-terminated,
+ * may be NULL). A table that does not hold together (no CPU first, an unknown backend or codec,
+ * missing size limits for a codec it encodes) fails with LP_EINVAL and a reason in err. */
+int hw_table_from_json(const char *json, const hw_backend_t *const *extra, hw_table_t *t, char *err,
+                       size_t errlen);
 /* `lpod devices [-nvidia ...] [-netint ...] [-qsv ...] [-testTranscoder=false] [-json]`. */
 int hw_cli_devices(int argc, char **argv);
 

@@ -83,6 +83,11 @@ bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
 
 /* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
 int orch_cli_gateway(int argc, char **argv);
+/* `lpod calibrate [node flags]`: probes and self-tests the devices the flags select, measures
+ * the capacity model's coefficients of those without a valid cache record (all of them with
+ * -calibrate) into the data dir, and prints the device table as JSON on stdout. A node that
+ * transcodes runs it as its start-up child process. */
+int orch_cli_calibrate(int argc, char **argv);
 /* `lpod bench -orchAddr ...`: N streams paced in real time against a running node. */
 int orch_cli_bench_node(int argc, char **argv);
 

@@ -96,7 +96,7 @@ static void poll_fire(uv_timer_t *t) {
   lp_sched_poll(a->sched);
 }
 
-int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,
                    orch_admit_t **out) {
   *out = NULL;
   orch_admit_t *a = calloc(1, sizeof *a);
@@ -152,12 +152,12 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   }
   /* -testTranscoder=false skips every start-up measurement: a valid cached calibration is
    * still used, other devices run on the built-in coefficients. */
-  if (cfg->test_transcoder)
+  measure = measure && cfg->test_transcoder;
+  if (measure)
     LOGI("capacity: devices without a valid cached calibration in %s are measured now%s",
          cfg->datadir, cfg->calibrate ? " (-calibrate: all of them)" : "");
-  lp_sched_calibrate(a->sched, cfg->datadir, av_version_info(),
-                     cfg->test_transcoder && cfg->calibrate, cfg->test_transcoder ? bench : NULL,
-                     a);
+  lp_sched_calibrate(a->sched, cfg->datadir, av_version_info(), measure && cfg->calibrate,
+                     measure ? bench : NULL, a);
   for (int i = 0; i < table->n; i++) mask_coefs(a->sched, i, &table->dev[i]);
   lp_sched_log_summary(a->sched);
   LOGI("capacity: room for %d streams of 720p30 -> 360p30 H.264 at target real-time ratio %.2f",

@@ -695,13 +695,17 @@ static void session_ended(void *arg, const char *session_id) {
 static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *engine) {
   n->table = calloc(1, sizeof *n->table);
   if (!n->table) return LP_ENOMEM;
-  hw_probe_opts_t po = {cfg->nvidia, cfg->netint, cfg->qsv, cfg->test_transcoder, cfg->datadir};
-  char err[512] = "";
-  int rc = hw_table_probe(&po, n->table, err, sizeof err);
-  if (rc) {
-    LOGE("Devices: %s", err[0] ? err : lp_strerror(rc));
-    return rc;
+  /* The probe, self-tests and calibration run in a child process (startup.c); in this one
+   * only when no child can be started. */
+  int rc = orch_probe_devices(cfg, n->table);
+  bool in_process = rc == LP_EUNSUPP;
+  if (in_process) {
+    hw_probe_opts_t po = {cfg->nvidia, cfg->netint, cfg->qsv, cfg->test_transcoder, cfg->datadir};
+    char err[512] = "";
+    rc = hw_table_probe(&po, n->table, err, sizeof err);
+    if (rc) LOGE("Devices: %s", err[0] ? err : lp_strerror(rc));
   }
+  if (rc) return rc;
   char *text = hw_table_text(n->table);
   if (text) {
     char *save = NULL;
@@ -717,7 +721,7 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
     LOGI("Capacity: -costAdmission=false: new streams are counted against -maxSessions only");
     return 0;
   }
-  if ((rc = orch_admit_new(n->loop, cfg, n->table, &n->core.admit))) {
+  if ((rc = orch_admit_new(n->loop, cfg, n->table, in_process, &n->core.admit))) {
     LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
     return rc;
   }

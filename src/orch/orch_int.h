@@ -256,9 +256,21 @@ int orch_sessions_jobs(const orch_sessions_t *ss);
  * For a node that transcodes itself. Loop thread only. */
 typedef struct orch_admit orch_admit_t;
 /* The table's devices in the scheduler (device i = table entry i), telemetry, -perGpuMax, and
- * calibration when -testTranscoder is on (cached in the data dir). The table must outlive it. */
-int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+ * calibration (cached in the data dir). measure: devices without a valid cache record are
+ * measured here when -testTranscoder is on (-calibrate: all of them); false when `lpod
+ * calibrate` already did that in a child process and only its cache is read. The table must
+ * outlive it. */
+int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,
                    orch_admit_t **out);
+
+/* ---- start-up device probe (startup.c) ------------------------------------------------------
+ * The device table of a node that transcodes: `lpod calibrate` runs as a child process with the
+ * node's device, self-test and calibration flags, probes and self-tests the devices, writes the
+ * calibration cache and prints the table as JSON, which is read back here. A crash or a hang of
+ * a driver during the probe stops that child, not the node, and the encoders, test clips and
+ * heap of the self-test never live in the node's address space. LP_EUNSUPP when no child can be
+ * started (the caller then probes in process); another error (logged) when the probe failed. */
+int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t);
 /* Closes its timer: run the loop afterwards. */
 void orch_admit_free(orch_admit_t *a);
 /* Room for one more stream: the smallest there is (144p in, one 144p rendition) when profiles

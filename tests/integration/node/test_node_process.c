@@ -1,5 +1,6 @@
 /* The real lpod binary as an operator runs it: readiness and status over the systemd notify socket,
- * graceful stop on SIGTERM with exit code 0, the data-dir lock, -version and flag errors. */
+ * graceful stop on SIGTERM with exit code 0, the data-dir lock, -version and flag errors, the
+ * start-up device probe in a child process (`lpod calibrate`) and a crash of that child. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,9 +170,9 @@ static void test_ready_then_graceful_stop(void **state) {
                   NULL};
   pid_t pid = spawn(argv, sock, log);
   assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
-  /* The start-up self-test opens every CPU encoder; under root one of them (SVT-AV1) moves the
-   * thread that opens it to SCHED_FIFO 99, after which every thread would inherit it. The node
-   * must serve with ordinary time-shared threads only. */
+  /* Under root SVT-AV1 moves the thread that opens it to SCHED_FIFO 99, after which every
+   * thread would inherit it. The start-up self-test that opens every CPU encoder runs in a child
+   * process; the node must serve with ordinary time-shared threads only. */
   char rt[512];
   int n_rt = realtime_threads(pid, rt, sizeof rt);
   if (n_rt) fail_msg("threads with a real-time policy:%s", rt);
@@ -184,8 +185,91 @@ static void test_ready_then_graceful_stop(void **state) {
   char *out = slurp(log);
   assert_non_null(strstr(out, "Received SIGTERM"));
   assert_non_null(strstr(out, "| Orchestrator"));
+  /* the device table came from the start-up child */
+  assert_non_null(strstr(out, "Devices: probed by a child process"));
+  assert_non_null(strstr(out, "Devices: 1 probed in"));
   free(out);
   close(nfd);
+}
+
+/* The first child process of pid, or 0. */
+static pid_t child_of(pid_t pid) {
+  DIR *d = opendir("/proc");
+  assert_non_null(d);
+  pid_t found = 0;
+  for (struct dirent *e; !found && (e = readdir(d));) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char path[300], *stat = NULL;
+    size_t sl;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    if (lp_file_read(path, 4096, &stat, &sl)) continue;
+    const char *p = strrchr(stat, ')'); /* then " S PPID ..." */
+    int ppid = 0;
+    if (p && sscanf(p + 1, " %*c %d", &ppid) == 1 && ppid == pid) found = atoi(e->d_name);
+    free(stat);
+  }
+  closedir(d);
+  return found;
+}
+
+/* A driver that crashes in the start-up self-test takes down the probe's child process, not the
+ * node: the node says so and exits 1 with its data dir intact, and starts again afterwards. */
+static void test_probe_crash_contained(void **state) {
+  (void)state;
+  char sock[256], log[256], data[256], addr[64];
+  snprintf(sock, sizeof sock, "%s/n4.sock", tmpdir);
+  snprintf(log, sizeof log, "%s/crash.log", tmpdir);
+  snprintf(data, sizeof data, "%s/crashdata", tmpdir);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+  int nfd = notify_socket(sock);
+  /* a fresh data dir: the child self-tests and calibrates, which takes seconds */
+  char *argv[] = {
+      (char *)lpod_bin, "-orchestrator", "-transcoder", "-dataDir", data, "-serviceAddr", addr,
+      "-cliAddr",       "127.0.0.1:0",   NULL};
+  pid_t pid = spawn(argv, sock, log);
+  pid_t child = 0;
+  for (int i = 0; i < 3000 && !(child = child_of(pid)); i++) usleep(10000);
+  assert_true(child > 0);
+  assert_int_equal(kill(child, SIGKILL), 0);
+  assert_int_equal(wait_exit(pid, 20000), 1);
+  char *out = slurp(log);
+  assert_non_null(strstr(out, "Devices: the probe crashed (signal 9"));
+  assert_null(strstr(out, "READY"));
+  free(out);
+  /* nothing was left behind: the same data dir serves at once */
+  snprintf(log, sizeof log, "%s/crash2.log", tmpdir);
+  pid = spawn((char *[]){(char *)lpod_bin, "-orchestrator", "-transcoder", "-dataDir", data,
+                         "-serviceAddr", addr, "-cliAddr", "127.0.0.1:0", "-testTranscoder=false",
+                         NULL},
+              sock, log);
+  assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  kill(pid, SIGTERM);
+  assert_int_equal(wait_exit(pid, 15000), 0);
+  close(nfd);
+}
+
+/* `lpod calibrate` on its own: the device table as JSON on stdout. */
+static void test_calibrate_cli(void **state) {
+  (void)state;
+  char log[256], data[256];
+  snprintf(log, sizeof log, "%s/calibrate.log", tmpdir);
+  snprintf(data, sizeof data, "%s/caldata", tmpdir);
+  char *argv[] = {(char *)lpod_bin, "calibrate", "-dataDir", data, "-testTranscoder=false", NULL};
+  assert_int_equal(wait_exit(spawn(argv, NULL, log), 20000), 0);
+  char *out = slurp(log);
+  assert_non_null(strstr(out, "\"devices\":"));
+  assert_non_null(strstr(out, "\"name\":\t\"cpu\""));
+  assert_non_null(strstr(out, "\"backend\":\t\"sw\""));
+  assert_non_null(strstr(out, "\"tested\":\tfalse"));
+  assert_non_null(strstr(out, "\"capabilities\":"));
+  free(out);
+  /* a device flag it cannot honour fails with the reason */
+  char *bad[] = {(char *)lpod_bin,        "calibrate", "-dataDir", data,
+                 "-testTranscoder=false", "-nvidia",   "7",        NULL};
+  assert_int_equal(wait_exit(spawn(bad, NULL, log), 20000), 1);
+  out = slurp(log);
+  assert_non_null(strstr(out, "Devices: -nvidia"));
+  free(out);
 }
 
 static void test_datadir_lock_refuses_second_node(void **state) {
@@ -306,6 +390,8 @@ int main(void) {
       cmocka_unit_test(test_datadir_lock_refuses_second_node),
       cmocka_unit_test(test_version_and_flag_errors),
       cmocka_unit_test(test_admin_api_on_running_node),
+      cmocka_unit_test(test_probe_crash_contained),
+      cmocka_unit_test(test_calibrate_cli),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

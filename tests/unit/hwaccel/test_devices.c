@@ -466,6 +466,102 @@ static void test_text_and_json(void **state) {
   cJSON_Delete(root);
 }
 
+/* A node whose devices a child process probed reads the table back from its JSON: every field
+ * the node uses survives, and a table that does not hold together is refused with a reason. */
+static void test_json_round_trip(void **state) {
+  (void)state;
+  hw_table_t t, back;
+  fake_config_t c = gpu;
+  c.max_sessions = 3;
+  table_with_fake(&t, &c, "all", true);
+  t.dev[2].h264_fmts = HW_H264_422_8 | HW_H264_420_10;
+  char *json = hw_table_json(&t);
+  assert_non_null(json);
+  const hw_backend_t *extra[] = {&fake_backend, NULL};
+  char err[256];
+  assert_int_equal(hw_table_from_json(json, extra, &back, err, sizeof(err)), 0);
+  assert_int_equal(back.n, t.n);
+  for (int i = 0; i < t.n; i++) {
+    const hw_device_t *a = &t.dev[i], *b = &back.dev[i];
+    assert_ptr_equal(a->be, b->be);
+    assert_int_equal(a->index, b->index);
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->model, b->model);
+    assert_string_equal(a->driver, b->driver);
+    assert_string_equal(a->id, b->id);
+    assert_string_equal(a->note, b->note);
+    assert_true(a->mem_total == b->mem_total);
+    assert_int_equal(a->dec, b->dec);
+    assert_int_equal(a->enc, b->enc);
+    assert_int_equal(a->enc_cpu, b->enc_cpu);
+    assert_int_equal(a->h264_fmts, b->h264_fmts);
+    assert_int_equal(a->max_enc_sessions, b->max_enc_sessions);
+    assert_int_equal(a->tested, b->tested);
+    assert_int_equal(a->state, b->state);
+    for (int k = 0; k < HW_CODECS; k++)
+      if ((a->enc | a->enc_cpu) & HW_CODEC_BIT(k))
+        assert_memory_equal(&a->limits[k], &b->limits[k], sizeof(hw_limits_t));
+  }
+  assert_int_equal(back.dev[2].h264_fmts, HW_H264_422_8 | HW_H264_420_10);
+  assert_int_equal(back.dev[1].max_enc_sessions, 3);
+  /* what the node advertises from it is the same */
+  int ca[32], cb[32];
+  size_t na = hw_table_capabilities(&t, ca, 32), nb = hw_table_capabilities(&back, cb, 32);
+  assert_int_equal(na, nb);
+  assert_memory_equal(ca, cb, na * sizeof(int));
+  /* without the fake backend registered, its devices cannot be read */
+  assert_int_equal(hw_table_from_json(json, NULL, &back, err, sizeof(err)), LP_EINVAL);
+  assert_non_null(strstr(err, "backend 'fake' is not built into this lpod"));
+  assert_int_equal(back.n, 0);
+  free(json);
+
+  static const struct {
+    const char *json, *why;
+  } bad[] = {
+      {"", "not a device table"},
+      {"{\"devices\":[]}", "not a device table"},
+      {"[1,2]", "not a device table"},
+      {"{\"devices\":[{\"name\":\"fake:0\",\"backend\":\"fake\"}]}", "the CPU must come first"},
+      {"{\"devices\":[{\"name\":\"cpu\",\"backend\":\"sw\"},{\"name\":\"cpu\",\"backend\":\"sw\"}]"
+       "}",
+       "the CPU must come first, and only once"},
+      {"{\"devices\":[{\"name\":\"cpu\",\"backend\":\"sw\",\"decode\":[\"mpeg2\"]}]}",
+       "unknown codec"},
+      {"{\"devices\":[{\"name\":\"cpu\",\"backend\":\"sw\",\"encode\":[\"h264\"]}]}",
+       "no valid h264 size limits"},
+      {"{\"devices\":[{\"name\":\"cpu\",\"backend\":\"sw\",\"encode\":[\"h264\"],\"limits\":{"
+       "\"h264\":{\"min_width\":64,\"min_height\":64,\"max_width\":32,\"max_height\":4096}}}]}",
+       "no valid h264 size limits"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = 0;
+    assert_int_equal(hw_table_from_json(bad[i].json, extra, &back, err, sizeof(err)), LP_EINVAL);
+    if (!strstr(err, bad[i].why)) fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].why);
+  }
+}
+
+/* Sessions open on a device by its backend's name: every backend this build has is found, so a
+ * session placed on an NVIDIA, QSV or Netint device does not fail as "unknown backend". */
+static void test_backend_registry(void **state) {
+  (void)state;
+  assert_ptr_equal(hw_backend_find("sw"), &hw_backend_sw);
+  assert_ptr_equal(hw_backend_find(NULL), &hw_backend_sw);
+#ifdef LPOD_HAVE_NVIDIA
+  assert_ptr_equal(hw_backend_find("nvidia"), &hw_backend_nvidia);
+#endif
+#ifdef LPOD_HAVE_QSV
+  assert_ptr_equal(hw_backend_find("qsv"), &hw_backend_qsv);
+#endif
+#ifdef LPOD_HAVE_NETINT
+  assert_ptr_equal(hw_backend_find("netint"), &hw_backend_netint);
+#endif
+  assert_null(hw_backend_find("fake"));
+  size_t n = 0;
+  for (const hw_backend_t *const *b = hw_backend_list(); *b; b++, n++)
+    assert_ptr_equal(hw_backend_find((*b)->name), *b);
+  assert_true(n >= 1);
+}
+
 int main(void) {
   lp_log_set_level(1);
   av_log_set_level(AV_LOG_FATAL);
@@ -477,6 +573,7 @@ int main(void) {
       cmocka_unit_test(test_capabilities),           cmocka_unit_test(test_quarantine),
       cmocka_unit_test(test_route_encode),           cmocka_unit_test(test_route_decode),
       cmocka_unit_test(test_fallback_logged_once),   cmocka_unit_test(test_text_and_json),
+      cmocka_unit_test(test_json_round_trip),        cmocka_unit_test(test_backend_registry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
