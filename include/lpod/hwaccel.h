@@ -128,6 +128,8 @@ const hw_backend_t *const *hw_backend_list(void);
  * The fields and entries below are optional for a backend: NULL / false / 0 means "not
  * provided", so a backend written against the table above keeps working unchanged. */
 
+/* The software backend: always built in, and where a device's renditions fall back. */
+extern const hw_backend_t hw_backend_sw;
 /* Built-in backends beside "sw" (each exists when its CMake option LPOD_WITH_* is on). */
 extern const hw_backend_t hw_backend_nvidia, hw_backend_qsv, hw_backend_netint;
 

@@ -13,6 +13,9 @@
 
 #include "lpod/core.h"
 
+struct hw_backend; /* lpod/hwaccel.h */
+struct hw_table;
+
 /* ---- profiles (the wire VideoProfile, spec/protocol.md §2.1 and §8) ------------------------- */
 
 /* Enum values equal the wire values. */
@@ -102,9 +105,20 @@ typedef struct media_session_opts {
   int max_outputs;         /* 0 = MEDIA_MAX_OUTPUTS */
   int64_t max_duration_ms; /* input duration guard; 0 = 300000 (5 min) */
   lp_logctx_t log;         /* context printed on this session's log lines (strings borrowed) */
+  /* A backend outside the built-in registry, used instead of the one backend names: tests run
+   * the engine on a fake device through it. NULL in production. */
+  const struct hw_backend *backend_impl;
+  /* The node's device table and the entry this session runs on (> 0). The session keeps a copy
+   * of that entry and the CPU's, and routes with them (hw_route_decode, hw_route_encode): what
+   * the device did not pass in its self-test (a codec, an H.264 format, a size: an H100 has
+   * NVDEC but no NVENC, though FFmpeg has h264_nvenc) is decoded or encoded on the CPU, logged
+   * once per session. NULL: the backend's own limits decide, and a device backend's rendition
+   * that they exclude is still encoded on the CPU. */
+  const struct hw_table *table;
+  int table_dev;
 } media_session_opts_t;
 #define MEDIA_SESSION_OPTS_INIT                                                                    \
-  { NULL, -1, NULL, 0, MEDIA_AUDIO_COPY, 0, 0, LP_LOGCTX_INIT }
+  { NULL, -1, NULL, 0, MEDIA_AUDIO_COPY, 0, 0, LP_LOGCTX_INIT, NULL, NULL, 0 }
 
 /* Where a failure lies, so the caller knows what to do next. */
 typedef enum {

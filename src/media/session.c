@@ -89,6 +89,7 @@ typedef struct rworker {
 /* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH). */
 typedef struct warm_enc {
   AVCodecContext *enc;
+  const hw_backend_t *be; /* whose encoder it is */
   media_profile_t prof;
   AVCodecParameters *par;
 } warm_enc_t;
@@ -109,13 +110,21 @@ struct media_session {
   warm_enc_t warm[MEDIA_MAX_OUTPUTS];
   rworker_t rw[MEDIA_MAX_OUTPUTS];
   int64_t segments;
+  /* A device backend's routing table: entry 0 the CPU, entry 1 this session's device (copied
+   * from the node's table, or made from the backend's limits); NULL on the CPU backend. */
+  hw_table_t *route;
+  hw_fallback_log_t fb; /* CPU fallbacks already logged */
 };
 
 /* Per rendition state for one segment. */
 typedef struct out {
   const media_profile_t *prof;
   int idx;
-  hw_limits_t lim;
+  /* The session's backend, or the CPU's for a rendition the device cannot encode (its codec,
+   * or a size outside its limits): that rendition is scaled into host memory and encoded on
+   * the CPU from the device's frames. */
+  const hw_backend_t *enc_be;
+  hw_limits_t lim; /* enc_be's limits for the codec */
   AVFilterGraph *graph;
   AVFilterContext *src, *sink;
   int g_w, g_h, g_fmt;
@@ -178,8 +187,11 @@ static int seg_fail(seg_t *g, int ret, media_err_class_t cls, const char *text, 
   return ret;
 }
 
-static media_err_class_t classify(seg_t *g, int averr, hw_stage_t stage) {
-  switch (g->s->be->classify_error(averr, stage)) {
+static media_err_class_t classify(seg_t *g, int averr, hw_stage_t stage, int rendition) {
+  const hw_backend_t *be = g->s->be;
+  if (stage != HW_STAGE_DECODE && rendition >= 0 && (size_t)rendition < g->nout)
+    be = g->outs[rendition].enc_be;
+  switch (be->classify_error(averr, stage)) {
   case HW_ERR_DEVICE: return MEDIA_ERR_DEVICE;
   case HW_ERR_SESSION: return MEDIA_ERR_SESSION;
   default: return MEDIA_ERR_INPUT;
@@ -191,18 +203,51 @@ static int seg_fail_av(seg_t *g, int averr, hw_stage_t stage, int rendition) {
   if (averr < 0) av_strerror(averr, e, sizeof(e));
   if (averr == AVERROR(ENOMEM))
     return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", rendition);
-  media_err_class_t cls = classify(g, averr, stage);
+  media_err_class_t cls = classify(g, averr, stage, rendition);
   int ret = cls == MEDIA_ERR_DEVICE ? LP_EDEVICE : cls == MEDIA_ERR_INPUT ? LP_EMEDIA : LP_EIO;
   return seg_fail(g, ret, cls, e, rendition);
 }
 
 /* ---- session --------------------------------------------------------------------------------- */
 
+/* The session's routing table: the CPU and its device, from the node's table when it has one,
+ * else from what the backends' limits allow. */
+static hw_table_t *route_new(const hw_backend_t *be, const media_session_opts_t *o) {
+  hw_table_t *t = calloc(1, sizeof(*t));
+  if (!t) return NULL;
+  t->n = 2;
+  const hw_table_t *nt = o->table;
+  if (nt && o->table_dev > 0 && o->table_dev < nt->n && nt->dev[o->table_dev].be == be) {
+    t->dev[0] = nt->dev[HW_TABLE_CPU];
+    t->dev[1] = nt->dev[o->table_dev];
+    /* quarantine is the node's business: it moves the sessions of a failed device */
+    t->dev[1].state = HW_DEV_OK;
+    return t;
+  }
+  const hw_backend_t *const bes[2] = {&hw_backend_sw, be};
+  for (int i = 0; i < 2; i++) {
+    hw_device_t *d = &t->dev[i];
+    d->be = bes[i];
+    d->index = i ? o->device : -1;
+    if (i)
+      snprintf(d->name, sizeof(d->name), "%s:%d", be->name, o->device);
+    else
+      snprintf(d->name, sizeof(d->name), "cpu");
+    for (int c = 0; c < HW_CODECS; c++) {
+      d->dec |= HW_CODEC_BIT(c); /* the decoder's own setup says what it takes */
+      if (bes[i]->limits(hw_codec_avid((hw_codec_t)c), &d->limits[c]) == 0)
+        d->enc |= HW_CODEC_BIT(c);
+    }
+    d->h264_fmts = HW_H264_444_8 | HW_H264_422_8 | HW_H264_444_10 | HW_H264_422_10 | HW_H264_420_10;
+  }
+  return t;
+}
+
 media_session_t *media_session_new(const media_session_opts_t *opts) {
   media_global_init();
   media_session_opts_t def = MEDIA_SESSION_OPTS_INIT;
   if (!opts) opts = &def;
-  const hw_backend_t *be = hw_backend_find(opts->backend);
+  const hw_backend_t *be = opts->backend_impl ? opts->backend_impl : hw_backend_find(opts->backend);
   if (!be) {
     LOGE_C(&opts->log, "media: unknown backend '%s'", opts->backend);
     return NULL;
@@ -220,9 +265,15 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
     s->opts.max_outputs = MEDIA_MAX_OUTPUTS;
   if (s->opts.max_duration_ms <= 0) s->opts.max_duration_ms = 300000;
   s->be = be;
+  s->opts.table = NULL;
+  if (be != &hw_backend_sw && !(s->route = route_new(be, opts))) {
+    free(s);
+    return NULL;
+  }
   int ret = be->device_open(opts->device, &s->device);
   if (ret < 0) {
     LOGE_C(&opts->log, "media: %s device %d: %s", be->name, opts->device, lp_strerror(ret));
+    free(s->route);
     free(s);
     return NULL;
   }
@@ -244,6 +295,7 @@ void media_session_free(media_session_t *s) {
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) rw_stop(&s->rw[i]);
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) warm_clear(&s->warm[i]);
   av_buffer_unref(&s->device);
+  free(s->route);
   free(s);
 }
 
@@ -322,6 +374,21 @@ static int seg_demux(seg_t *g, const uint8_t *in, size_t len, media_memin_t *mi)
 /* ---- decode -----------------------------------------------------------------------------------
  */
 
+/* The HW_H264_* bit of an H.264 stream's pixel format; 0 for 8-bit 4:2:0 (and other codecs). */
+static unsigned h264_fmt(const AVCodecParameters *par) {
+  if (par->codec_id != AV_CODEC_ID_H264) return 0;
+  switch (par->format) {
+  case AV_PIX_FMT_YUV444P:
+  case AV_PIX_FMT_YUVJ444P: return HW_H264_444_8;
+  case AV_PIX_FMT_YUV422P:
+  case AV_PIX_FMT_YUVJ422P: return HW_H264_422_8;
+  case AV_PIX_FMT_YUV444P10: return HW_H264_444_10;
+  case AV_PIX_FMT_YUV422P10: return HW_H264_422_10;
+  case AV_PIX_FMT_YUV420P10: return HW_H264_420_10;
+  default: return 0;
+  }
+}
+
 static int decoder_open(seg_t *g) {
   media_session_t *s = g->s;
   const AVCodecParameters *par = g->vst->codecpar;
@@ -349,8 +416,35 @@ static int decoder_open(seg_t *g) {
   AVCodecContext *c = avcodec_alloc_context3(NULL);
   if (!c) return LP_ENOMEM;
   int ret = avcodec_parameters_to_context(c, par);
-  if (ret >= 0 && s->be->decoder_setup(s->device, par, &codec, c) < 0)
+  /* What the device did not pass (a codec, an H.264 format) is decoded on the CPU, and so is
+   * an input its decoder refuses; the device still scales and encodes. */
+  bool cpu = false;
+  hw_route_why_t why = HW_WHY_NONE;
+  hw_codec_t hc = HW_CODEC_H264;
+  if (s->route && ret >= 0) {
+    if (hw_codec_from_avid(par->codec_id, &hc) < 0) {
+      cpu = true;
+      why = HW_WHY_CODEC;
+    } else {
+      cpu = hw_route_decode(s->route, 1, hc, h264_fmt(par), 0, &why) != HW_ROUTE_DEVICE;
+    }
+  }
+  if (ret >= 0 && !cpu && s->be->decoder_setup(s->device, par, &codec, c) < 0) {
     ret = AVERROR_DECODER_NOT_FOUND;
+    if (s->route) {
+      cpu = true;
+      why = HW_WHY_CODEC;
+      avcodec_free_context(&c);
+      if (!(c = avcodec_alloc_context3(NULL))) return LP_ENOMEM;
+      ret = avcodec_parameters_to_context(c, par);
+    }
+  }
+  if (ret >= 0 && cpu) {
+    if (hw_backend_sw.decoder_setup(NULL, par, &codec, c) < 0)
+      ret = AVERROR_DECODER_NOT_FOUND;
+    else
+      hw_fallback_note(&s->fb, &s->opts.log, &s->route->dev[1], -1, hc, 0, 0, why);
+  }
   if (ret >= 0) {
     c->thread_count = 0;
     ret = hw_codec_open(c, codec, NULL);
@@ -389,6 +483,42 @@ static void set_rate(seg_t *g, bool codec) {
 /* ---- per rendition: filter -> encoder -> packets -----------------------------------------------
  */
 
+/* Where rendition o encodes this segment, decided when it starts: on the session's device when
+ * the device passed the codec and the fitted size is within its encoder's limits, else on the
+ * CPU from the device's frames (logged once per session), else nowhere. w x h is the source
+ * size, 0 x 0 when the container does not say (the codec alone decides then). */
+static int out_route(seg_t *g, out_t *o, int w, int h) {
+  media_session_t *s = g->s;
+  enum AVCodecID id = media_codec_avid(o->prof->encoder);
+  o->enc_be = s->be;
+  if (!s->route) return s->be->limits(id, &o->lim) < 0 ? LP_EUNSUPP : 0;
+  hw_codec_t c = (hw_codec_t)o->prof->encoder;
+  const hw_device_t *d = &s->route->dev[1];
+  hw_limits_t cpu;
+  int cw = 0, ch = 0, dw = 0, dh = 0;
+  bool cpu_ok = hw_backend_sw.limits(id, &cpu) == 0 &&
+                (w <= 0 || media_fit_size(o->prof, &cpu, w, h, &cw, &ch) == 0);
+  hw_route_why_t why = HW_WHY_CODEC;
+  if (d->enc & HW_CODEC_BIT(c)) {
+    if (w <= 0 || media_fit_size(o->prof, &d->limits[c], w, h, &dw, &dh) == 0) {
+      if (w <= 0 || hw_route_encode(s->route, 1, c, dw, dh, 0, 0, &why) == HW_ROUTE_DEVICE) {
+        o->lim = d->limits[c];
+        return 0;
+      }
+    } else if (cpu_ok) {
+      /* the device's limits leave no size: say which one of them */
+      hw_route_encode(s->route, 1, c, cw, ch, 0, 0, &why);
+      if (why == HW_WHY_NONE) why = HW_WHY_TOO_LARGE;
+    }
+  }
+  if (!cpu_ok) return LP_EINVAL;
+  o->enc_be = &hw_backend_sw;
+  o->lim = cpu;
+  hw_fallback_note(&s->fb, &s->opts.log, d, o->idx, c, cw ? cw : (int)o->prof->width,
+                   ch ? ch : (int)o->prof->height, why);
+  return 0;
+}
+
 static void out_free_graph(out_t *o) {
   avfilter_graph_free(&o->graph);
   o->src = o->sink = NULL;
@@ -400,7 +530,11 @@ static int out_build_graph(seg_t *g, out_t *o, const AVFrame *f) {
   if (media_fit_size(o->prof, &o->lim, f->width, f->height, &w, &h) < 0)
     return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", o->idx);
   char chain[512], args[256];
-  int ret = g->s->be->scale_filter(f->format, w, h, chain, sizeof(chain));
+  const hw_backend_t *be = g->s->be;
+  /* a rendition encoded on the CPU takes the device's frames scaled into host memory */
+  int ret = o->enc_be != be && be->scale_filter_host
+                ? be->scale_filter_host(f->format, w, h, chain, sizeof(chain))
+                : be->scale_filter(f->format, w, h, chain, sizeof(chain));
   if (ret < 0) return seg_fail(g, ret, MEDIA_ERR_INPUT, "Error initializing filtergraph", o->idx);
   if (o->prof->fps) {
     size_t n = strlen(chain);
@@ -447,7 +581,7 @@ static int out_close_encoder(seg_t *g, out_t *o, bool end_of_segment) {
   int ret = avcodec_send_frame(o->enc, NULL);
   if (ret < 0 && ret != AVERROR_EOF) return seg_fail_av(g, ret, HW_STAGE_ENCODE, o->idx);
   if ((ret = out_receive_packets(g, o)) < 0) return ret;
-  if (o->enc_warm && end_of_segment && g->s->be->eos_policy(o->enc) == HW_EOS_FLUSH) {
+  if (o->enc_warm && end_of_segment && o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
     avcodec_flush_buffers(o->enc);
   } else if (o->enc_warm) {
     warm_clear(&g->s->warm[o->idx]);
@@ -490,22 +624,24 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
     o->gop_ticks = LP_MAX(1, av_rescale_q(p->gop_ms, (AVRational){1, 1000}, tb));
   }
   warm_enc_t *w = &s->warm[o->idx];
-  if (w->enc && (memcmp(&w->prof, p, sizeof(*p)) != 0 || w->enc->width != f->width ||
-                 w->enc->height != f->height || av_cmp_q(w->enc->time_base, tb) != 0))
+  if (w->enc &&
+      (memcmp(&w->prof, p, sizeof(*p)) != 0 || w->be != o->enc_be || w->enc->width != f->width ||
+       w->enc->height != f->height || av_cmp_q(w->enc->time_base, tb) != 0))
     warm_clear(w);
   if (w->enc) {
     o->enc = w->enc;
     o->enc_warm = true;
   } else {
-    int ret = s->be->encoder_open(s->device, &ep, NULL, &o->enc);
+    int ret = o->enc_be->encoder_open(o->enc_be == s->be ? s->device : NULL, &ep, NULL, &o->enc);
     if (ret < 0) {
       if (ret == LP_EUNSUPP)
         return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", o->idx);
       return seg_fail(g, ret, ret == LP_ENOMEM ? MEDIA_ERR_SESSION : MEDIA_ERR_INPUT,
                       "Invalid argument", o->idx);
     }
-    if (s->be->eos_policy(o->enc) == HW_EOS_FLUSH) {
+    if (o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
       w->enc = o->enc;
+      w->be = o->enc_be;
       w->prof = *p;
       o->enc_warm = true;
     }
@@ -1136,7 +1272,7 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
     o->res = &out->renditions[i];
     if (!(o->ff = av_frame_alloc()))
       return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
-    if (s->be->limits(media_codec_avid(o->prof->encoder), &o->lim) < 0)
+    if (out_route(g, o, 0, 0) < 0)
       return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", (int)i);
   }
   if ((ret = seg_demux(g, in, len, &mi)) < 0) return ret;
@@ -1147,7 +1283,8 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
   int sw = g->vst->codecpar->width, sh = g->vst->codecpar->height;
   for (size_t i = 0; sw > 0 && sh > 0 && i < n; i++) {
     int w, h;
-    if (media_fit_size(g->outs[i].prof, &g->outs[i].lim, sw, sh, &w, &h) < 0)
+    if (out_route(g, &g->outs[i], sw, sh) < 0 ||
+        media_fit_size(g->outs[i].prof, &g->outs[i].lim, sw, sh, &w, &h) < 0)
       return seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "TranscoderInvalidResolution", (int)i);
   }
   audio_fix_ts(g);

@@ -28,6 +28,8 @@ static media_session_t *state_session(media_state_t *st, int device) {
     const hw_device_t *d = &t->dev[device];
     opts.backend = d->be->name;
     opts.device = d->index;
+    opts.table = t;
+    opts.table_dev = device;
   } else {
     device = 0;
   }

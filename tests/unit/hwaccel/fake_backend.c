@@ -7,16 +7,19 @@
 extern const hw_backend_t hw_backend_sw;
 
 static fake_config_t cfg;
-static int open_encoders;
+static int open_encoders, opened_total;
 
 void fake_configure(const fake_config_t *c) {
   cfg = *c;
   open_encoders = 0;
+  opened_total = 0;
 }
 
 fake_config_t *fake_config(void) { return &cfg; }
 
 int fake_open_encoders(void) { return open_encoders; }
+
+int fake_encoders_opened(void) { return opened_total; }
 
 static int fake_check(char *why, size_t len) {
   if (!cfg.missing) return 0;
@@ -86,6 +89,7 @@ static int fake_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBu
     return LP_ENOMEM;
   }
   open_encoders++;
+  opened_total++;
   return 0;
 }
 

@@ -23,5 +23,7 @@ void fake_configure(const fake_config_t *cfg);
 fake_config_t *fake_config(void);
 /* Encoders the fake has open now. */
 int fake_open_encoders(void);
+/* Encoders the fake has opened since fake_configure. */
+int fake_encoders_opened(void);
 
 #endif

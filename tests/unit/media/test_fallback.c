@@ -1,0 +1,210 @@
+/* The engine on a device (the fake backend, named as such: the CPU pretending to be a GPU with
+ * the codecs and limits the test sets): what the device did not pass in its self-test is
+ * decoded or encoded on the CPU for that rendition only, logged once per session, and every
+ * output is still right. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../hwaccel/fake_backend.h"
+#include "lpod/hwaccel.h"
+#include "lpod/media.h"
+#include "media_check.h"
+
+#define SRC "-f lavfi -i testsrc2=size=640x360:rate=30 -frames:v 30 -c:v libx264 -preset veryfast"
+
+static media_profile_t prof(int w, int h, media_codec_t c) {
+  media_profile_t p;
+  memset(&p, 0, sizeof(p));
+  snprintf(p.name, sizeof(p.name), "p%dx%d_%d", w, h, (int)c);
+  p.width = w;
+  p.height = h;
+  p.bitrate = 300000;
+  p.fps = 30;
+  p.fps_den = 1;
+  p.encoder = c;
+  return p;
+}
+
+static int count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+static char *read_all(int fd) {
+  off_t len = lseek(fd, 0, SEEK_END);
+  char *b = calloc(1, (size_t)len + 1);
+  assert_non_null(b);
+  assert_int_equal(pread(fd, b, (size_t)len, 0), len);
+  return b;
+}
+
+static void check(const media_result_t *r, size_t i, int w, int h, const char *codec) {
+  const media_rendition_t *o = &r->renditions[i];
+  outinfo_t oi;
+  assert_int_equal(check_decode(o->data, o->len, &oi), 0);
+  assert_int_equal(oi.vframes, 30);
+  assert_int_equal(oi.vframes, o->frames);
+  assert_int_equal(oi.vpixels, o->pixels);
+  assert_int_equal(oi.w, w);
+  assert_int_equal(oi.h, h);
+  assert_true(oi.first_key);
+  assert_string_equal(oi.vcodec, codec);
+}
+
+/* A fake device in a node's device table, as the self-test would have left it. */
+static void table_with(hw_table_t *t, unsigned dec, unsigned enc, hw_limits_t lim) {
+  fake_config_t c = {.devices = 1, .dec = dec, .enc = enc, .limits = lim};
+  fake_configure(&c);
+  hw_table_init(t);
+  assert_int_equal(hw_selftest(&t->dev[0], false), 0);
+  char err[256] = "";
+  if (hw_table_add(t, &fake_backend, "0", false, NULL, err, sizeof(err)))
+    fail_msg("hw_table_add: %s", err);
+  assert_int_equal(t->n, 2);
+  fake_configure(fake_config()); /* the encoders the probe opened are not the session's */
+}
+
+static media_session_t *session_on(const hw_table_t *t) {
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = "ultrafast";
+  o.backend_impl = &fake_backend;
+  o.device = 0;
+  o.table = t;
+  o.table_dev = 1;
+  o.log.manifest_id = "fb";
+  media_session_t *s = media_session_new(&o);
+  assert_non_null(s);
+  return s;
+}
+
+/* A device that encodes H.264 up to 480 pixels wide, and nothing else: the HEVC rendition and
+ * the 640x360 H.264 one go to the CPU, the 320x180 H.264 one stays on the device. Two segments
+ * of one session: the fallbacks are logged once, and the device encoder is the only one the
+ * fake ever counts. */
+static void test_encode_falls_back_per_rendition(void **state) {
+  (void)state;
+  hw_table_t t;
+  table_with(&t, HW_CODEC_BIT(HW_CODEC_H264), HW_CODEC_BIT(HW_CODEC_H264),
+             (hw_limits_t){64, 64, 480, 480, 2, true});
+  assert_int_equal(t.dev[1].enc, HW_CODEC_BIT(HW_CODEC_H264));
+  char path[] = "/tmp/lpod-fallback-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  lp_log_set_fd(fd);
+  const char *in = gen("fb_h264.ts", SRC);
+  size_t len;
+  uint8_t *data = slurp(in, &len);
+  media_profile_t ps[3] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_HEVC),
+                           prof(640, 360, MEDIA_CODEC_H264)};
+  media_session_t *s = session_on(&t);
+  for (int seg = 0; seg < 2; seg++) {
+    media_result_t r;
+    int ret = media_session_transcode(s, data, len, ps, 3, &r);
+    if (ret < 0) fail_msg("segment %d: %s", seg, r.error);
+    assert_int_equal(r.n, 3);
+    check(&r, 0, 320, 180, "h264");
+    check(&r, 1, 256, 144, "hevc");
+    check(&r, 2, 640, 360, "h264");
+    /* one device encoder per segment, rendition 0's (libx264 in FFmpeg 5.1 cannot be flushed,
+     * so it is opened again for the next segment) */
+    assert_int_equal(fake_encoders_opened(), seg + 1);
+    assert_true(fake_open_encoders() <= 1);
+    media_result_free(&r);
+  }
+  media_session_free(s);
+  assert_int_equal(fake_open_encoders(), 0);
+  free(data);
+  lp_log_set_fd(-1);
+  char *log = read_all(fd);
+  close(fd);
+  assert_int_equal(count(log, "encodes on the CPU"), 2);
+  assert_int_equal(count(log, "fake:0: rendition 1 (hevc 256x144) encodes on the CPU: the device "
+                              "has no encoder for this codec"),
+                   1);
+  assert_int_equal(count(log, "fake:0: rendition 2 (h264 640x360) encodes on the CPU"), 1);
+  assert_int_equal(count(log, "decoding"), 0);
+  free(log);
+}
+
+/* A device whose decoder does not take the input's codec (HEVC only, the input is H.264) and
+ * that encodes nothing (an H100): the input is decoded on the CPU and every rendition encoded
+ * there, and the session still delivers. */
+static void test_decode_and_encode_on_cpu(void **state) {
+  (void)state;
+  hw_table_t t;
+  table_with(&t, HW_CODEC_BIT(HW_CODEC_HEVC), 0, (hw_limits_t){64, 64, 4096, 4096, 2, true});
+  char path[] = "/tmp/lpod-fallback-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  lp_log_set_fd(fd);
+  const char *in = gen("fb_h264.ts", SRC);
+  size_t len;
+  uint8_t *data = slurp(in, &len);
+  media_profile_t ps[2] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_VP9)};
+  media_session_t *s = session_on(&t);
+  media_result_t r;
+  int ret = media_session_transcode(s, data, len, ps, 2, &r);
+  if (ret < 0) fail_msg("%s", r.error);
+  check(&r, 0, 320, 180, "h264");
+  check(&r, 1, 256, 144, "vp9");
+  assert_int_equal(fake_encoders_opened(), 0);
+  media_result_free(&r);
+  media_session_free(s);
+  free(data);
+  lp_log_set_fd(-1);
+  char *log = read_all(fd);
+  close(fd);
+  assert_int_equal(count(log, "fake:0: decoding h264 on the CPU"), 1);
+  assert_int_equal(count(log, "encodes on the CPU: the device has no encoder for this codec"), 2);
+  free(log);
+}
+
+/* Without a table, a device backend's own limits decide: a size its encoder cannot make goes to
+ * the CPU instead of failing the segment. */
+static void test_backend_limits_without_table(void **state) {
+  (void)state;
+  fake_config_t c = {.devices = 1,
+                     .dec = HW_CODEC_BIT(HW_CODEC_H264),
+                     .enc = HW_CODEC_BIT(HW_CODEC_H264),
+                     .limits = {64, 64, 480, 480, 2, true}};
+  fake_configure(&c);
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = "ultrafast";
+  o.backend_impl = &fake_backend;
+  o.device = 0;
+  media_session_t *s = media_session_new(&o);
+  assert_non_null(s);
+  const char *in = gen("fb_h264.ts", SRC);
+  size_t len;
+  uint8_t *data = slurp(in, &len);
+  media_profile_t ps[2] = {prof(320, 180, MEDIA_CODEC_H264), prof(640, 360, MEDIA_CODEC_H264)};
+  media_result_t r;
+  int ret = media_session_transcode(s, data, len, ps, 2, &r);
+  if (ret < 0) fail_msg("%s", r.error);
+  check(&r, 0, 320, 180, "h264");
+  check(&r, 1, 640, 360, "h264");
+  media_result_free(&r);
+  media_session_free(s);
+  free(data);
+}
+
+int main(void) {
+  lp_log_set_level(3);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_encode_falls_back_per_rendition),
+      cmocka_unit_test(test_decode_and_encode_on_cpu),
+      cmocka_unit_test(test_backend_limits_without_table),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
