@@ -100,6 +100,39 @@ void hw_enc_close(AVCodecContext **c) {
   avcodec_free_context(c);
 }
 
+/* One grey frame, so that an encoder that has had none can end its stream. */
+static void enc_feed_one(AVCodecContext *c) {
+  if (hw_pix_fmt_is_hw(c->pix_fmt)) return;
+  AVFrame *f = av_frame_alloc();
+  if (!f) return;
+  f->format = c->pix_fmt;
+  f->width = c->width;
+  f->height = c->height;
+  if (av_frame_get_buffer(f, 0) >= 0 && av_frame_make_writable(f) >= 0) {
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(c->pix_fmt);
+    for (int p = 0; p < 4 && f->data[p]; p++) {
+      int h = p && d && p < 3 ? AV_CEIL_RSHIFT(f->height, d->log2_chroma_h) : f->height;
+      memset(f->data[p], 0x80, (size_t)f->linesize[p] * (size_t)h);
+    }
+    f->pts = c->frame_number > 0 ? INT64_MAX / 2 : 0;
+    avcodec_send_frame(c, f);
+  }
+  av_frame_free(&f);
+}
+
+void hw_encoder_free(AVCodecContext **c) {
+  if (!*c) return;
+  /* SVT-AV1 1.4 hangs in its close without an end of stream, and in an end of stream without a
+   * frame: one grey frame (refused harmlessly once the stream has ended), then the end. */
+  if (avcodec_is_open(*c) && av_codec_is_encoder((*c)->codec) &&
+      strcmp((*c)->codec->name, "libsvtav1") == 0) {
+    enc_feed_one(*c);
+    hw_enc_close(c);
+    return;
+  }
+  avcodec_free_context(c);
+}
+
 int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
   memset(out, 0, sizeof(*out));
   const AVCodec *enc = NULL;

@@ -35,27 +35,6 @@ static int st_clip(hw_codec_t codec, enum AVPixelFormat fmt, hw_clip_t *out) {
   return hw_clip_make(&s, out);
 }
 
-/* Encoders opened only to see whether they open get one frame before hw_enc_close (SVT-AV1 1.4
- * hangs in an end-of-stream without one). */
-static void enc_feed_one(AVCodecContext *c) {
-  if (hw_pix_fmt_is_hw(c->pix_fmt)) return;
-  AVFrame *f = av_frame_alloc();
-  if (!f) return;
-  f->format = c->pix_fmt;
-  f->width = c->width;
-  f->height = c->height;
-  if (av_frame_get_buffer(f, 0) >= 0 && av_frame_make_writable(f) >= 0) {
-    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(c->pix_fmt);
-    for (int p = 0; p < 4 && f->data[p]; p++) {
-      int h = p && d && p < 3 ? AV_CEIL_RSHIFT(f->height, d->log2_chroma_h) : f->height;
-      memset(f->data[p], 0x80, (size_t)f->linesize[p] * (size_t)h);
-    }
-    f->pts = 0;
-    avcodec_send_frame(c, f);
-  }
-  av_frame_free(&f);
-}
-
 typedef struct count_ud {
   int frames, w, h;
   bool all_hw, size_ok;
@@ -153,8 +132,7 @@ static bool encoder_opens(const hw_backend_t *be, AVBufferRef *device, hw_codec_
   hw_enc_params_t p = st_enc_params(codec);
   AVCodecContext *c = NULL;
   int ret = be->encoder_open(device, &p, NULL, &c);
-  if (c) enc_feed_one(c);
-  hw_enc_close(&c);
+  hw_encoder_free(&c);
   if (ret < 0) snprintf(why, wlen, "encoder open: %s", lp_strerror(ret));
   return ret >= 0;
 }
@@ -285,8 +263,8 @@ int hw_probe_enc_sessions(const hw_device_t *d, int max) {
   }
   hw_enc_params_t p = st_enc_params((hw_codec_t)codec);
   int n = 0;
-  while (n < max && d->be->encoder_open(device, &p, NULL, &encs[n]) >= 0) enc_feed_one(encs[n++]);
-  for (int i = 0; i < n; i++) hw_enc_close(&encs[i]);
+  while (n < max && d->be->encoder_open(device, &p, NULL, &encs[n]) >= 0) n++;
+  for (int i = 0; i < n; i++) hw_encoder_free(&encs[i]);
   free(encs);
   av_buffer_unref(&device);
   if (n == 0) return LP_EDEVICE;

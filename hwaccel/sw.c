@@ -49,6 +49,13 @@ static int sw_limits(enum AVCodecID codec, hw_limits_t *out) {
     out->min_w = out->min_h = 16;
     out->max_w = out->max_h = 16384;
     return 0;
+  case AV_CODEC_ID_AV1:
+    /* SVT-AV1 1.4: at least 64x64, at most 16384x8704 */
+    if (!avcodec_find_encoder_by_name("libsvtav1")) return LP_EUNSUPP;
+    out->min_w = out->min_h = 64;
+    out->max_w = 16384;
+    out->max_h = 8704;
+    return 0;
   default: return LP_EUNSUPP;
   }
 }
@@ -70,12 +77,27 @@ static int sw_scale_filter(int in_pix_fmt, int w, int h, char *buf, size_t len) 
   return n < 0 || (size_t)n >= len ? LP_ERANGE : 0;
 }
 
+/* x264's preset names on SVT-AV1's scale (0 slowest .. 13 fastest). Its own default (10 in
+ * 1.4) is about x264 veryfast's place; "medium" maps to 8, still real time for one 720p stream
+ * on a few cores. */
+static int svt_preset(const char *x264) {
+  static const struct {
+    const char *name;
+    int svt;
+  } map[] = {{"ultrafast", 12}, {"superfast", 11}, {"veryfast", 10}, {"faster", 9},  {"fast", 9},
+             {"medium", 8},     {"slow", 7},       {"slower", 6},    {"veryslow", 5}};
+  for (size_t i = 0; x264 && i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(map[i].name, x264) == 0) return map[i].svt;
+  return 8;
+}
+
 static const char *sw_encoder_name(enum AVCodecID codec) {
   switch (codec) {
   case AV_CODEC_ID_H264: return "libx264";
   case AV_CODEC_ID_HEVC: return "libx265";
   case AV_CODEC_ID_VP8: return "libvpx";
   case AV_CODEC_ID_VP9: return "libvpx-vp9";
+  case AV_CODEC_ID_AV1: return "libsvtav1";
   default: return NULL;
   }
 }
@@ -101,9 +123,12 @@ static int sw_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
 
   AVDictionary *o = NULL;
   bool h26x = p->codec == AV_CODEC_ID_H264 || p->codec == AV_CODEC_ID_HEVC;
+  bool av1 = p->codec == AV_CODEC_ID_AV1;
   if (h26x) {
     av_dict_set(&o, "preset", p->preset ? p->preset : "medium", 0);
     av_dict_set(&o, "forced-idr", "1", 0);
+  } else if (av1) {
+    av_dict_set_int(&o, "preset", svt_preset(p->preset), 0);
   } else {
     av_dict_set(&o, "deadline", p->preset && !strcmp(p->preset, "ultrafast") ? "realtime" : "good",
                 0);
@@ -111,11 +136,16 @@ static int sw_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
   }
   if (p->quality > 0) {
     av_dict_set_int(&o, "crf", p->quality, 0);
-    if (p->bitrate > 0) {
+    if (av1) {
+      /* SVT-AV1 caps a CRF stream with its maximum rate only */
+      if (p->bitrate > 0) c->rc_max_rate = p->bitrate;
+    } else if (p->bitrate > 0) {
       c->rc_max_rate = p->bitrate;
       c->rc_buffer_size = (int)p->bitrate;
       if (!h26x) c->bit_rate = p->bitrate;
     }
+  } else if (p->bitrate > 0 && av1) {
+    c->bit_rate = p->bitrate; /* SVT-AV1's VBR at the target rate */
   } else if (p->bitrate > 0) {
     /* lpms's rate control: min = avg = max with a one-second buffer. */
     c->bit_rate = p->bitrate;

@@ -118,6 +118,10 @@ int hw_filter_graph(const char *args, AVBufferRef *hw_frames, const char *chain,
 /* avcodec_open2 that leaves the calling thread's scheduling policy as it found it (see
  * lp_policy_t: SVT-AV1 raises the opener to SCHED_FIFO 99 under root) and says so once. */
 int hw_codec_open(AVCodecContext *c, const AVCodec *codec, AVDictionary **opts);
+/* Frees an encoder context, whatever it was fed: SVT-AV1 1.4 hangs in its close unless its
+ * stream ended after at least one frame, so it gets a grey frame and an end of stream first
+ * (what comes out is dropped). Every encoder is freed through this. */
+void hw_encoder_free(AVCodecContext **c);
 
 /* Backends built into this binary, by name ("sw" is always there). NULL if unknown. */
 const hw_backend_t *hw_backend_find(const char *name);

@@ -32,6 +32,7 @@ typedef enum {
   MEDIA_CODEC_HEVC = 1,
   MEDIA_CODEC_VP8 = 2,
   MEDIA_CODEC_VP9 = 3,
+  MEDIA_CODEC_AV1 = 4, /* lpod's extension of the wire's VideoProfile.encoder (docs/hardware.md) */
 } media_codec_t;
 typedef enum { MEDIA_CHROMA_420 = 0, MEDIA_CHROMA_422 = 1, MEDIA_CHROMA_444 = 2 } media_chroma_t;
 
@@ -192,7 +193,7 @@ int media_probe_stream(const uint8_t *in, size_t len, media_probe_t *out);
 typedef struct media_cost {
   double decode_pps;    /* source pixels/s decoded */
   double scale_pps;     /* Σ output pixels/s produced by the scalers */
-  double encode_pps[4]; /* output pixels/s per media_codec_t */
+  double encode_pps[5]; /* output pixels/s per media_codec_t */
   double encode_total_pps;
   int encoders; /* encoder sessions the job holds open (NVENC/QSV session caps) */
 } media_cost_t;

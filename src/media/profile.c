@@ -70,7 +70,7 @@ static int parse_codec(const char *s, media_codec_t *out) {
     media_codec_t v;
   } map[] = {{"", MEDIA_CODEC_H264},     {"h.264", MEDIA_CODEC_H264}, {"h264", MEDIA_CODEC_H264},
              {"hevc", MEDIA_CODEC_HEVC}, {"h.265", MEDIA_CODEC_HEVC}, {"h265", MEDIA_CODEC_HEVC},
-             {"vp8", MEDIA_CODEC_VP8},   {"vp9", MEDIA_CODEC_VP9}};
+             {"vp8", MEDIA_CODEC_VP8},   {"vp9", MEDIA_CODEC_VP9},    {"av1", MEDIA_CODEC_AV1}};
   for (size_t i = 0; i < LP_ARRAY_LEN(map); i++)
     if (strcasecmp(map[i].name, s) == 0) {
       *out = map[i].v;
@@ -313,7 +313,7 @@ int media_profile_validate(const media_profile_t *p, const char **why) {
     w = "TranscoderUnrecognizedFormat";
   else if ((unsigned)p->profile > MEDIA_H264_CONSTRAINED_HIGH)
     w = "TranscoderUnrecognizedProfile";
-  else if ((unsigned)p->encoder > MEDIA_CODEC_VP9)
+  else if ((unsigned)p->encoder > MEDIA_CODEC_AV1)
     w = "unrecognized video codec";
   else if (p->gop_ms < MEDIA_GOP_INTRA)
     w = "TranscoderInvalidGOP";
@@ -333,6 +333,7 @@ enum AVCodecID media_codec_avid(media_codec_t c) {
   case MEDIA_CODEC_HEVC: return AV_CODEC_ID_HEVC;
   case MEDIA_CODEC_VP8: return AV_CODEC_ID_VP8;
   case MEDIA_CODEC_VP9: return AV_CODEC_ID_VP9;
+  case MEDIA_CODEC_AV1: return AV_CODEC_ID_AV1;
   default: return AV_CODEC_ID_H264;
   }
 }
@@ -392,17 +393,18 @@ void media_job_cost(const media_profile_t *profiles, size_t n, int src_w, int sr
     double fps = p->fps ? (double)p->fps / (p->fps_den ? p->fps_den : 1) : src_fps;
     double pps = (double)w * h * fps;
     out->scale_pps += pps;
-    out->encode_pps[(unsigned)p->encoder <= MEDIA_CODEC_VP9 ? p->encoder : 0] += pps;
+    out->encode_pps[(unsigned)p->encoder <= MEDIA_CODEC_AV1 ? p->encoder : 0] += pps;
     out->encode_total_pps += pps;
     out->encoders++;
   }
 }
 
 const char *media_profile_container(const media_profile_t *p, const char **ext, const char **mime) {
-  /* VP8 has no MPEG-TS or MP4 mapping in FFmpeg 5.1 and VP9 none in MPEG-TS; Matroska takes
-   * them with the copied AAC audio (WebM would refuse AAC). */
-  bool vpx = p->encoder == MEDIA_CODEC_VP8 || p->encoder == MEDIA_CODEC_VP9;
-  if (vpx && !(p->encoder == MEDIA_CODEC_VP9 && p->format == MEDIA_FORMAT_MP4)) {
+  /* VP8 has no MPEG-TS or MP4 mapping in FFmpeg 5.1, and VP9 and AV1 none in MPEG-TS; Matroska
+   * takes them with the copied AAC audio (WebM would refuse AAC). */
+  bool mkv = p->encoder == MEDIA_CODEC_VP8 || p->encoder == MEDIA_CODEC_VP9 ||
+             p->encoder == MEDIA_CODEC_AV1;
+  if (mkv && !(p->encoder != MEDIA_CODEC_VP8 && p->format == MEDIA_FORMAT_MP4)) {
     if (ext) *ext = "mkv";
     if (mime) *mime = "video/x-matroska";
     return "matroska";

@@ -281,7 +281,7 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
 }
 
 static void warm_clear(warm_enc_t *w) {
-  avcodec_free_context(&w->enc);
+  hw_encoder_free(&w->enc);
   avcodec_parameters_free(&w->par);
 }
 
@@ -586,7 +586,7 @@ static int out_close_encoder(seg_t *g, out_t *o, bool end_of_segment) {
   } else if (o->enc_warm) {
     warm_clear(&g->s->warm[o->idx]);
   } else {
-    avcodec_free_context(&o->enc);
+    hw_encoder_free(&o->enc);
   }
   o->enc = NULL;
   o->enc_warm = false;
@@ -610,7 +610,8 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
       .h264_profile = (int)p->profile,
       .preset = s->opts.preset,
       .threads = s->opts.encoder_threads,
-      .global_header = p->format == MEDIA_FORMAT_MP4,
+      /* MP4 and Matroska take codec headers out of band (AV1's sequence header included) */
+      .global_header = strcmp(media_profile_container(p, NULL, NULL), "mpegts") != 0,
   };
   o->gop_ticks = 0;
   if (p->gop_ms == MEDIA_GOP_INTRA) {
@@ -1235,7 +1236,7 @@ static void seg_free(seg_t *g) {
     if (o->enc_warm && o->enc)
       warm_clear(&g->s->warm[o->idx]); /* failed mid-segment */
     else
-      avcodec_free_context(&o->enc);
+      hw_encoder_free(&o->enc);
     avcodec_parameters_free(&o->par);
     pl_free(&o->pkts);
     av_frame_free(&o->ff);

@@ -53,7 +53,7 @@ int orch_profiles_parse(const Net__SegData *sd, orch_profile_t **out, size_t *n,
       *err = "unrecognized profile output format";
     } else if ((int)v->profile < 0 || (int)v->profile > 4) {
       *err = "unrecognized encoder profile";
-    } else if ((int)v->encoder < 0 || (int)v->encoder > 3) {
+    } else if ((int)v->encoder < 0 || (int)v->encoder > 4) { /* 4: AV1, lpod's extension */
       *err = "unrecognized video codec";
     }
     if (*err) {

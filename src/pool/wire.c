@@ -284,7 +284,7 @@ int pool_profile_from_wire(const Net__VideoProfile *vp, media_profile_t *out, co
     *why = "unrecognized encoder profile";
     return LP_EINVAL;
   }
-  if ((int)vp->encoder < 0 || vp->encoder > 3) {
+  if ((int)vp->encoder < 0 || vp->encoder > 4) { /* 4: AV1, lpod's extension */
     *why = "unrecognized video codec";
     return LP_EINVAL;
   }

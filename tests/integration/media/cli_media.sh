@@ -74,6 +74,30 @@ xc transmux.ts "$PASS" 0 && {
 }
 xc audio.mp3 P240p30fps16x9 1 "error: TranscoderInvalidVideo"
 
+# AV1 (lpod's extension): SVT-AV1 renditions that ffprobe reads as AV1 at the asked size with
+# every frame, in MP4 and in Matroska (the MPEG-TS format cannot carry AV1 in FFmpeg 5.1), and an
+# AV1 input back to H.264.
+codec() { ffprobe -v error -select_streams v -show_entries stream=codec_name -of csv=p=0 "$1" | head -1; }
+AV1='[{"name":"a360","width":640,"height":360,"bitrate":600000,"fps":30,"encoder":"AV1","format":"mp4"},{"name":"a240","width":426,"height":240,"bitrate":300000,"fps":30,"encoder":"AV1"}]'
+xc kryp-1.ts "$AV1" 0 && {
+  for r in a360.mp4:640x360 a240.mkv:426x240; do
+    f="$WORK/kryp-1.ts/0_${r%%:*}"
+    expect "$r codec" "$(codec "$f")" av1
+    expect "$r size" "$(size "$f")" "${r##*:}"
+    expect "$r frames" "$(frames "$f")" 35
+  done
+  if "$LPOD" transcode -in "$WORK/kryp-1.ts/0_a360.mp4" -profiles P240p30fps16x9 \
+    -out "$WORK/av1-in" -preset ultrafast >"$WORK/av1-in.log" 2>&1; then
+    f="$WORK/av1-in/0_P240p30fps16x9.ts"
+    expect "AV1 input to H.264 codec" "$(codec "$f")" h264
+    expect "AV1 input to H.264 size" "$(size "$f")" 426x240
+    expect "AV1 input to H.264 frames" "$(frames "$f")" 35
+  else
+    bad "AV1 input: exit $?"
+    cat "$WORK/av1-in.log"
+  fi
+}
+
 # bench: two sessions over a folder of two small generated segments.
 mkdir -p "$WORK/segs"
 for i in 0 1; do

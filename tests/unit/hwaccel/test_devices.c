@@ -38,7 +38,7 @@ static bool cpu_encodes(hw_codec_t c) {
                        .threads = 1};
   AVCodecContext *ctx = NULL;
   bool ok = hw_backend_sw.encoder_open(NULL, &p, NULL, &ctx) == 0;
-  avcodec_free_context(&ctx);
+  hw_encoder_free(&ctx);
   return ok;
 }
 

@@ -420,6 +420,47 @@ static void test_formats_codecs(void **st) {
   media_session_free(s);
 }
 
+/* AV1, lpod's extension: SVT-AV1 renditions in MP4 and (for the MPEG-TS format, which FFmpeg 5.1
+ * cannot carry AV1 in) Matroska, keyframes on the GOP, and an AV1 input transcoded to H.264. */
+static void test_av1(void **st) {
+  (void)st;
+  const char *in = gen("src30.ts", SRC(320, 180, 30) " " AUDIO " -t 2 " X264 " -g 60");
+  media_profile_t ps[2] = {prof(256, 144, 30, 0), prof(160, 90, 30, 0)};
+  ps[0].encoder = ps[1].encoder = MEDIA_CODEC_AV1;
+  ps[0].format = MEDIA_FORMAT_MP4;
+  ps[1].gop_ms = 1000;
+  media_result_t r;
+  media_session_t *s = new_session();
+  for (int seg = 0; seg < 2; seg++) {
+    assert_int_equal(ok(s, in, ps, 2, &r), 60);
+    outinfo_t a = info(&r.renditions[0]), b = info(&r.renditions[1]);
+    assert_string_equal(a.vcodec, "av1");
+    assert_string_equal(b.vcodec, "av1");
+    assert_int_equal(a.w, 256);
+    assert_int_equal(a.h, 144);
+    assert_int_equal(b.w, 160);
+    assert_int_equal(b.h, 90);
+    assert_int_equal(r.renditions[1].keyframes, 2); /* 2 s at a 1 s GOP */
+    assert_true(r.renditions[0].audio_packets > 0 && r.renditions[1].audio_packets > 0);
+    const char *ext = NULL;
+    media_profile_container(&ps[0], &ext, NULL);
+    assert_string_equal(ext, "mp4");
+    media_profile_container(&ps[1], &ext, NULL);
+    assert_string_equal(ext, "mkv");
+    media_result_free(&r);
+  }
+  media_session_free(s);
+  /* AV1 in (libdav1d), H.264 out */
+  const char *av1 = gen("av1in.mp4", SRC(320, 180, 30) " -frames:v 30 -c:v libsvtav1 -preset 12");
+  media_profile_t h = prof(160, 90, 30, 0);
+  s = new_session();
+  assert_int_equal(ok(s, av1, &h, 1, &r), 30);
+  assert_string_equal(info(&r.renditions[0]).vcodec, "h264");
+  assert_int_equal(r.decoded_frames, 30);
+  media_result_free(&r);
+  media_session_free(s);
+}
+
 static void test_sessions_in_parallel(void **st) {
   (void)st;
   /* Sessions share nothing: interleaving two streams' segments changes neither's output. */
@@ -479,6 +520,7 @@ int main(void) {
       cmocka_unit_test(test_guards),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_formats_codecs),
+      cmocka_unit_test(test_av1),
       cmocka_unit_test(test_sessions_in_parallel),
       cmocka_unit_test(test_bframes_mp4),
   };

@@ -80,6 +80,16 @@ static void test_json(void **st) {
   assert_int_equal(ps[2].audio, MEDIA_PROFILE_AUDIO_DROP);
   free(ps);
 
+  /* AV1 is lpod's fifth codec */
+  const char *av1 = "[{\"width\":640,\"height\":360,\"encoder\":\"AV1\",\"format\":\"mp4\"},"
+                    "{\"width\":320,\"height\":180,\"encoder\":\"av1\"}]";
+  assert_int_equal(media_profiles_parse_json(av1, strlen(av1), &ps, &n, err, sizeof(err)), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(ps[0].encoder, MEDIA_CODEC_AV1);
+  assert_int_equal(ps[1].encoder, MEDIA_CODEC_AV1);
+  assert_int_equal(media_profile_validate(&ps[0], NULL), 0);
+  free(ps);
+
   const char *obj = "{\"profiles\":[{\"name\":\"a\",\"width\":320,\"height\":240}]}";
   assert_int_equal(media_profiles_parse(obj, &ps, &n, err, sizeof(err)), 0);
   assert_int_equal(n, 1);

@@ -151,6 +151,13 @@ static void test_segment_errors(void **st) {
   f->vp.encoder = 7;
   expect(f, "", 403, "unrecognized video codec");
   f->vp.encoder = 0;
+  /* AV1 (4), lpod's extension of the enum, passes the profile check: the next check answers */
+  int64_t dur = f->sd.duration;
+  f->vp.encoder = 4;
+  f->sd.duration = -1;
+  expect(f, "", 403, "invalid duration");
+  f->vp.encoder = 0;
+  f->sd.duration = dur;
   /* profiles are parsed before the duration is checked */
   f->vp.format = 3;
   f->sd.duration = -1;

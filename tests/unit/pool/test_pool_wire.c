@@ -240,6 +240,9 @@ static void test_profiles(void **state) {
   const char *why = NULL;
   assert_int_equal(pool_profile_from_wire(&a, &p, &why), 0);
   assert_string_equal(p.name, "net_320x240_400000");
+  a.encoder = 4; /* AV1, lpod's extension of the enum */
+  assert_int_equal(pool_profile_from_wire(&a, &p, &why), 0);
+  assert_int_equal(p.encoder, MEDIA_CODEC_AV1);
   a.encoder = 9;
   assert_int_equal(pool_profile_from_wire(&a, &p, &why), LP_EINVAL);
   assert_string_equal(why, "unrecognized video codec");
