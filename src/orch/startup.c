@@ -26,6 +26,7 @@ extern char **environ;
 /* A probe that measures several GPUs can take minutes; systemd's start limit is 10 min. */
 #define PROBE_TIMEOUT_MS (9 * 60 * 1000)
 #define PROBE_OUT_MAX (1 << 20)
+#define PROBE_EXIT_GRACE_MS 10000
 
 int orch_cli_calibrate(int argc, char **argv) {
   lp_config_t cfg;
@@ -64,7 +65,9 @@ int orch_cli_calibrate(int argc, char **argv) {
     }
   }
   char *json = hw_table_json(t);
-  if (json && fputs(json, stdout) >= 0 && fputc('\n', stdout) != EOF && fflush(stdout) == 0)
+  /* stdout is closed once the table is out, so that the node reads it at once even when a
+   * driver's teardown then takes a while (the node stops a child that does not exit) */
+  if (json && fputs(json, stdout) >= 0 && fputc('\n', stdout) != EOF && fclose(stdout) == 0)
     ret = 0;
   free(json);
 out:
@@ -138,9 +141,26 @@ int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t) {
     LOGE("Devices: the probe did not finish in %d s; stopping it", PROBE_TIMEOUT_MS / 1000);
   if (rc) kill(pid, SIGKILL);
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  /* A child that printed its table but hangs on its way out (a driver's teardown) is stopped
+   * after a grace period; its table stands. */
+  bool stopped = false;
+  for (uint64_t until = now_ms() + PROBE_EXIT_GRACE_MS;;) {
+    pid_t r = waitpid(pid, &status, rc ? 0 : WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) break;
+    if (r == 0 && now_ms() >= until) {
+      LOGW("Devices: the probe did not exit %d s after its table; stopping it",
+           PROBE_EXIT_GRACE_MS / 1000);
+      kill(pid, SIGKILL);
+      stopped = true;
+      rc = waitpid(pid, &status, 0) == pid ? 0 : LP_EIO;
+      status = 0;
+      break;
+    }
+    if (r == 0) usleep(10000);
   }
-  if (rc == 0 && WIFSIGNALED(status)) {
+  if (stopped && rc) {
+    LOGE("Devices: the probe could not be stopped");
+  } else if (rc == 0 && WIFSIGNALED(status)) {
     LOGE(
         "Devices: the probe crashed (signal %d, %s); run `lpod devices` with the same device flags "
         "to see which device fails",
