@@ -39,6 +39,16 @@ static int count(const char *hay, const char *needle) {
   return n;
 }
 
+/* The node's log goes to an unlinked temporary file until read_all. */
+static int log_to_file(void) {
+  char path[] = "/tmp/lpod-fallback-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  lp_log_set_fd(fd);
+  return fd;
+}
+
 static char *read_all(int fd) {
   off_t len = lseek(fd, 0, SEEK_END);
   char *b = calloc(1, (size_t)len + 1);
@@ -96,14 +106,9 @@ static void test_encode_falls_back_per_rendition(void **state) {
   table_with(&t, HW_CODEC_BIT(HW_CODEC_H264), HW_CODEC_BIT(HW_CODEC_H264),
              (hw_limits_t){64, 64, 480, 480, 2, true});
   assert_int_equal(t.dev[1].enc, HW_CODEC_BIT(HW_CODEC_H264));
-  char path[] = "/tmp/lpod-fallback-XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  unlink(path);
-  lp_log_set_fd(fd);
-  const char *in = gen("fb_h264.ts", SRC);
+  int fd = log_to_file();
   size_t len;
-  uint8_t *data = slurp(in, &len);
+  uint8_t *data = slurp(gen("fb_h264.ts", SRC), &len);
   media_profile_t ps[3] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_HEVC),
                            prof(640, 360, MEDIA_CODEC_H264)};
   media_session_t *s = session_on(&t);
@@ -143,14 +148,9 @@ static void test_decode_and_encode_on_cpu(void **state) {
   (void)state;
   hw_table_t t;
   table_with(&t, HW_CODEC_BIT(HW_CODEC_HEVC), 0, (hw_limits_t){64, 64, 4096, 4096, 2, true});
-  char path[] = "/tmp/lpod-fallback-XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  unlink(path);
-  lp_log_set_fd(fd);
-  const char *in = gen("fb_h264.ts", SRC);
+  int fd = log_to_file();
   size_t len;
-  uint8_t *data = slurp(in, &len);
+  uint8_t *data = slurp(gen("fb_h264.ts", SRC), &len);
   media_profile_t ps[2] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_VP9)};
   media_session_t *s = session_on(&t);
   media_result_t r;
