@@ -232,12 +232,18 @@ static int run_node(int argc, char **argv) {
     return 1;
   }
   n.loop = uv_default_loop();
+  /* before anything can stop the node: a failed start closes it */
+  uv_timer_init(n.loop, &n.status_timer);
+  n.status_timer.data = &n;
   n.lc = lp_lifecycle_new(n.loop, n.cfg.shutdown_grace_ms, node_stop, node_close, &n);
   if (!n.lc) {
     LOGE("out of memory");
+    uv_close((uv_handle_t *)&n.status_timer, NULL);
+    uv_run(n.loop, UV_RUN_DEFAULT);
     return 1;
   }
   if (n.cfg.orchestrator && orch_node_start(n.loop, &n.cfg, &n.orch)) {
+    uv_close((uv_handle_t *)&n.status_timer, NULL);
     lp_lifecycle_close(n.lc);
     uv_run(n.loop, UV_RUN_DEFAULT);
     lp_lifecycle_free(n.lc);
@@ -247,8 +253,13 @@ static int run_node(int argc, char **argv) {
     return 1;
   }
   if (n.cfg.transcoder && !n.cfg.orchestrator) {
-    if (pool_worker_start(n.loop, &n.cfg, &n.worker)) {
-      n.exit_code = 2;
+    /* The worker copies the device table; a device flag that selects nothing usable stops it. */
+    hw_table_t *devs = calloc(1, sizeof *devs);
+    int drc = devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM;
+    int rc = drc ? drc : pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
+    free(devs);
+    if (rc) {
+      n.exit_code = drc ? 1 : 2; /* as the node: 1 for devices, 2 for unusable flags */
       lp_lifecycle_request_stop(n.lc);
     } else {
       pool_worker_on_fatal(n.worker, node_worker_fatal, &n);
@@ -258,14 +269,14 @@ static int run_node(int argc, char **argv) {
                          .status = node_status,
                          .set_max_sessions = node_set_max_sessions,
                          .ready = node_ready};
-  if (admin_start(n.loop, &n.cfg, n.cfg.orchestrator ? "orch" : "trcr", &hooks, &n.admin, err,
+  /* a start that failed above has closed the node already */
+  if (!lp_lifecycle_stopping(n.lc) &&
+      admin_start(n.loop, &n.cfg, n.cfg.orchestrator ? "orch" : "trcr", &hooks, &n.admin, err,
                   sizeof err)) {
     LOGE("Admin API on %s: %s", n.cfg.cli_addr, err);
     n.exit_code = 1;
     lp_lifecycle_request_stop(n.lc);
   }
-  uv_timer_init(n.loop, &n.status_timer);
-  n.status_timer.data = &n;
   if (!lp_lifecycle_stopping(n.lc)) {
     /* The start-up self-test and calibration ran encoders over test clips; hand what they freed
      * back to the system instead of keeping it in the heap for the node's whole life. */

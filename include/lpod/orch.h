@@ -14,6 +14,7 @@
 
 #include "lp_rpc.pb-c.h"
 #include "lpod/config.h"
+#include "lpod/hwaccel.h"
 
 /* The payment seam: signatures, prices, tickets and balances come from here. orch carries the
  * offchain rules (orch_payments_offchain in the internals); the pm/eth modules provide the
@@ -80,6 +81,14 @@ void orch_node_summary(orch_node_t *n, char *out, size_t len);
 int orch_node_activity(orch_node_t *n);
 /* Able to take work: not stopping, and a standalone orchestrator has a transcoder. */
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
+
+/* The device table of a transcoder (`-transcoder` without `-orchestrator`): probed and
+ * self-tested by a child `lpod calibrate` as the node's is (without the capacity model, which a
+ * transcoder does not use), or, for a -localWorkers child, read from the file the node names in
+ * ORCH_DEVICE_TABLE_ENV, so that the node probes once for all of its workers. Logs the table or
+ * why it failed. */
+#define ORCH_DEVICE_TABLE_ENV "LPOD_DEVICE_TABLE"
+int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t);
 
 /* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
 int orch_cli_gateway(int argc, char **argv);

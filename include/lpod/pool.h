@@ -23,6 +23,7 @@
 #include "lp_rpc.pb-c.h"
 #include "lpod/config.h"
 #include "lpod/core.h"
+#include "lpod/hwaccel.h"
 #include "lpod/media.h"
 #include "lpod/net.h"
 
@@ -149,8 +150,13 @@ typedef struct pool_worker pool_worker_t;
 
 /* Starts registering with every address in cfg->orch_addr (comma list of host:port; https is
  * implied, as go-livepeer does) with cfg->orch_secret and capacity cfg->max_sessions. The
- * config must outlive the worker. LP_EINVAL with a log line when the flags are unusable. */
-int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **out);
+ * config must outlive the worker. LP_EINVAL with a log line when the flags are unusable.
+ * table (copied; NULL: the CPU only) is the device table: the worker registers the codecs its
+ * devices passed, places each new session on the usable device with the fewest sessions (the
+ * CPU when there is none), routes each rendition through the table as the node does, and
+ * quarantines a device that fails, moving its sessions and re-testing it later. */
+int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+                      pool_worker_t **out);
 /* Every orchestrator refused the worker for good (`invalid secret` or `zero capacity`): fn runs
  * once; the node should stop and exit non-zero. */
 void pool_worker_on_fatal(pool_worker_t *w, void (*fn)(void *arg), void *arg);
@@ -170,6 +176,9 @@ int pool_worker_activity(const pool_worker_t *w);
  * frame rates, H.264 profiles, GOP, auth tokens, HEVC/VP8/VP9 decode and encode. Not MPEG-7
  * signatures nor segment slicing, which the engine does not do. */
 uint64_t pool_worker_caps_word0(void);
+/* The capability words the worker registers with (up to words of them; the rest zeroed);
+ * returns how many it sends. */
+size_t pool_worker_caps(const pool_worker_t *w, uint64_t *bits, size_t words);
 
 /* ---- worker processes (combined mode) --------------------------------------------------------
  * `-orchestrator -transcoder` can run its transcoding in child `lpod -transcoder` processes that
@@ -188,6 +197,7 @@ typedef struct pool_supervisor_opts {
   int capacity;            /* -maxSessions of each child; 0: 10 */
   int verbosity;           /* -v of the children */
   const char *const *extra_args; /* more flags for every child (devices), NULL-terminated */
+  const char *env; /* one more NAME=VALUE in the children's environment (copied), NULL: none */
 } pool_supervisor_opts_t;
 
 int pool_supervisor_start(uv_loop_t *loop, const pool_supervisor_opts_t *opts,

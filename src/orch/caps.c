@@ -10,6 +10,12 @@ void orch_caps_set(orch_caps_t *c, int cap) {
   c->bits[cap / 64] |= (uint64_t)1 << (cap % 64);
 }
 
+size_t orch_caps_words(const orch_caps_t *c) {
+  size_t words = ORCH_CAP_WORDS;
+  while (words > 1 && !c->bits[words - 1]) words--;
+  return words;
+}
+
 bool orch_caps_has(const orch_caps_t *c, int cap) {
   if (cap < 0 || cap >= 64 * ORCH_CAP_WORDS) return false;
   return (c->bits[cap / 64] >> (cap % 64)) & 1;
@@ -53,8 +59,9 @@ bool orch_caps_job_compatible(const Net__Capabilities *job, const orch_caps_t *o
   }
   /* 2. our mandatories (none) are trivially in the job's set. 3. per-capability model
    * constraints apply only to capabilities we constrain, and we constrain none. */
-  /* 4. the job's bits must be a subset of ours, word by word. */
-  if (job->n_bitstring > ORCH_CAP_WORDS) return false;
+  /* 4. the job's bits must be a subset of ours, word by word, and a job with more words than we
+   * advertise fails as it does against go-livepeer. */
+  if (job->n_bitstring > orch_caps_words(ours)) return false;
   for (size_t i = 0; i < job->n_bitstring; i++)
     if ((job->bitstring[i] & ours->bits[i]) != job->bitstring[i]) return false;
   return true;
@@ -63,7 +70,7 @@ bool orch_caps_job_compatible(const Net__Capabilities *job, const orch_caps_t *o
 void orch_caps_to_wire(const orch_caps_t *c, Net__Capabilities *out, orch_caps_wire_t *w) {
   net__capabilities__init(out);
   memcpy(w->bits, c->bits, sizeof w->bits);
-  out->n_bitstring = ORCH_CAP_WORDS;
+  out->n_bitstring = orch_caps_words(c);
   out->bitstring = w->bits;
   /* go-livepeer lists a capacity of 1 for each capability it has; gateways read it only as
    * information, so we say the same. */

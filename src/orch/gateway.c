@@ -112,28 +112,33 @@ static void to_wire_profile(const media_profile_t *m, Net__VideoProfile *v) {
 }
 
 /* The job's capability bits as go-livepeer's JobCapabilities derives them (spec §7.4). */
-static uint64_t job_caps(const gw_t *g, const char *in_codec) {
-  uint64_t b = 1ull << ORCH_CAP_AUTH_TOKEN;
+/* The job's capability words (spec §7.4; AV1 with lpod's numbers in word 15); returns how many
+ * words it takes (trailing zero words left off, as go-livepeer's one-word sets are). */
+static size_t job_caps(const gw_t *g, const char *in_codec, orch_caps_t *c) {
+  memset(c, 0, sizeof *c);
+  orch_caps_set(c, ORCH_CAP_AUTH_TOKEN);
   if (strcmp(in_codec, "hevc") == 0)
-    b |= 1ull << ORCH_CAP_HEVC_DECODE;
+    orch_caps_set(c, ORCH_CAP_HEVC_DECODE);
   else if (strcmp(in_codec, "vp8") == 0)
-    b |= 1ull << ORCH_CAP_VP8_DECODE;
+    orch_caps_set(c, ORCH_CAP_VP8_DECODE);
   else if (strcmp(in_codec, "vp9") == 0)
-    b |= 1ull << ORCH_CAP_VP9_DECODE;
+    orch_caps_set(c, ORCH_CAP_VP9_DECODE);
+  else if (strcmp(in_codec, "av1") == 0)
+    orch_caps_set(c, HW_CAP_AV1_DECODE);
   else
-    b |= 1ull << ORCH_CAP_H264;
+    orch_caps_set(c, ORCH_CAP_H264);
   static const int enc_cap[] = {ORCH_CAP_H264, ORCH_CAP_HEVC_ENCODE, ORCH_CAP_VP8_ENCODE,
-                                ORCH_CAP_VP9_ENCODE};
+                                ORCH_CAP_VP9_ENCODE, HW_CAP_AV1_ENCODE};
   for (size_t i = 0; i < g->n_profiles; i++) {
     const media_profile_t *p = &g->profiles[i];
-    b |= 1ull << (p->format == MEDIA_FORMAT_MP4 ? ORCH_CAP_MP4 : ORCH_CAP_MPEGTS);
-    if ((unsigned)p->encoder < LP_ARRAY_LEN(enc_cap)) b |= 1ull << enc_cap[p->encoder];
-    if (p->fps_den > 0) b |= 1ull << ORCH_CAP_FRACTIONAL_FPS;
+    orch_caps_set(c, p->format == MEDIA_FORMAT_MP4 ? ORCH_CAP_MP4 : ORCH_CAP_MPEGTS);
+    if ((unsigned)p->encoder < LP_ARRAY_LEN(enc_cap)) orch_caps_set(c, enc_cap[p->encoder]);
+    if (p->fps_den > 0) orch_caps_set(c, ORCH_CAP_FRACTIONAL_FPS);
     if (p->profile >= MEDIA_H264_BASELINE && p->profile <= MEDIA_H264_CONSTRAINED_HIGH)
-      b |= 1ull << (ORCH_CAP_PROFILE_BASELINE + (p->profile - MEDIA_H264_BASELINE));
-    if (p->gop_ms != 0) b |= 1ull << ORCH_CAP_GOP;
+      orch_caps_set(c, ORCH_CAP_PROFILE_BASELINE + (p->profile - MEDIA_H264_BASELINE));
+    if (p->gop_ms != 0) orch_caps_set(c, ORCH_CAP_GOP);
   }
-  return b;
+  return orch_caps_words(c);
 }
 
 /* ---- the end ------------------------------------------------------------------------------ */
@@ -328,10 +333,10 @@ static char *seg_header(gw_stream_t *st, const gw_input_t *in, int64_t seq) {
         g->profiles[i].gop_ms != 0)
       plain = false;
   }
-  uint64_t bits = job_caps(g, in->codec);
+  orch_caps_t jc;
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
-  caps.n_bitstring = 1;
-  caps.bitstring = &bits;
+  caps.n_bitstring = job_caps(g, in->codec, &jc);
+  caps.bitstring = jc.bits;
   Net__SegData sd = NET__SEG_DATA__INIT;
   sd.manifestid.data = (uint8_t *)st->manifest_id;
   sd.manifestid.len = strlen(st->manifest_id);
@@ -464,10 +469,10 @@ static void info_done(int status, const char *message, void *arg) {
 static void stream_discover(gw_stream_t *st) {
   gw_t *g = st->g;
   uint8_t zero[20] = {0};
-  uint64_t bits = job_caps(g, g->inputs[0].codec);
+  orch_caps_t jc;
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
-  caps.n_bitstring = 1;
-  caps.bitstring = &bits;
+  caps.n_bitstring = job_caps(g, g->inputs[0].codec, &jc);
+  caps.bitstring = jc.bits;
   Net__OrchestratorRequest req = NET__ORCHESTRATOR_REQUEST__INIT;
   req.address.data = zero;
   req.address.len = sizeof zero;

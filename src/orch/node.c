@@ -658,9 +658,10 @@ static void pool_changed(pool_manager_t *m, void *arg) {
       lp_metric_gauge("livepeer_transcoders_load", "Sessions on remote transcoders", NULL), NULL,
       pool_manager_load(m));
   metrics_sessions(n);
-  LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx",
+  LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx "
+       "lpodCaps=0x%llx",
        pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
-       (unsigned long long)c->bits[0]);
+       (unsigned long long)c->bits[0], (unsigned long long)c->bits[ORCH_CAP_WORDS - 1]);
 }
 
 /* The codec capabilities become what the device table's self-tests passed. */
@@ -697,22 +698,9 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
   if (!n->table) return LP_ENOMEM;
   /* The probe, self-tests and calibration run in a child process (startup.c); in this one
    * only when no child can be started. */
-  int rc = orch_probe_devices(cfg, n->table);
-  bool in_process = rc == LP_EUNSUPP;
-  if (in_process) {
-    hw_probe_opts_t po = {cfg->nvidia, cfg->netint, cfg->qsv, cfg->test_transcoder, cfg->datadir};
-    char err[512] = "";
-    rc = hw_table_probe(&po, n->table, err, sizeof err);
-    if (rc) LOGE("Devices: %s", err[0] ? err : lp_strerror(rc));
-  }
+  bool in_process;
+  int rc = orch_devices(cfg, true, n->table, &in_process);
   if (rc) return rc;
-  char *text = hw_table_text(n->table);
-  if (text) {
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-      LOGI("%s", line);
-    free(text);
-  }
   caps_from_table(&n->core.caps, n->table);
   n->media.table = n->table;
   n->media.cpu_preset = cfg->cpu_preset;
@@ -731,11 +719,35 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
 /* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
  * remote transcoders can join too, or a random one) goes to a private file in the data dir,
  * and the supervisor starts the children against the node's own port over loopback. */
+/* The workers' device table: probed once here (in a child, as a node's is) and written to the
+ * data dir, where each worker reads it instead of probing the devices again. */
+static int workers_device_table(const lp_config_t *cfg, char *env, size_t envlen) {
+  hw_table_t *t = calloc(1, sizeof *t);
+  if (!t) return LP_ENOMEM;
+  bool in_process;
+  int rc = orch_devices(cfg, false, t, &in_process);
+  char *json = rc ? NULL : hw_table_json(t);
+  free(t);
+  if (rc) return rc;
+  if (!json) return LP_ENOMEM;
+  char path[900];
+  snprintf(path, sizeof path, "%s/devices.json", cfg->datadir);
+  rc = lp_file_write_atomic(path, json, strlen(json), 0600);
+  free(json);
+  if (rc)
+    LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
+  else
+    snprintf(env, envlen, "%s=%s", ORCH_DEVICE_TABLE_ENV, path);
+  return rc;
+}
+
 static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *secret,
                                const char *http_addr) {
-  char path[1024];
+  char path[1024], env[1024];
+  int rc = workers_device_table(cfg, env, sizeof env);
+  if (rc) return rc;
   snprintf(path, sizeof path, "%s/pool-secret", cfg->datadir);
-  int rc = lp_file_write_atomic(path, secret, strlen(secret), 0600);
+  rc = lp_file_write_atomic(path, secret, strlen(secret), 0600);
   if (rc) {
     LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
     return rc;
@@ -773,6 +785,7 @@ static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const cha
   so.capacity = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
   so.verbosity = cfg->verbosity;
   so.extra_args = extra;
+  so.env = env;
   rc = pool_supervisor_start(n->loop, &so, &n->sup);
   if (rc)
     LOGE("Local workers: cannot start them: %s", lp_strerror(rc));

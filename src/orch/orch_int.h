@@ -48,7 +48,10 @@ enum {
   ORCH_CAP_VP9_ENCODE = 20,
   ORCH_CAP_SEGMENT_SLICING = 26,
 };
-#define ORCH_CAP_WORDS 1
+/* Bit n is capability n, in 64-bit words (spec §7). go-livepeer's numbers fill word 0; lpod's own
+ * extensions (AV1: 960, 961) sit in word 15, so the set spans 16 words. The wire carries the words
+ * up to the last non-zero one. */
+#define ORCH_CAP_WORDS 16
 
 typedef struct orch_caps {
   uint64_t bits[ORCH_CAP_WORDS];
@@ -57,6 +60,9 @@ typedef struct orch_caps {
 
 void orch_caps_set(orch_caps_t *c, int cap);
 bool orch_caps_has(const orch_caps_t *c, int cap);
+/* The words advertised: up to the last non-zero one (go-livepeer's own set is one word), at
+ * least one. */
+size_t orch_caps_words(const orch_caps_t *c);
 /* J.CompatibleWith(O) of spec §7.3 with O = our own set (no mandatories, no constraints).
  * A NULL job set is the empty set. */
 bool orch_caps_job_compatible(const Net__Capabilities *job, const orch_caps_t *ours);
@@ -270,7 +276,11 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
  * a driver during the probe stops that child, not the node, and the encoders, test clips and
  * heap of the self-test never live in the node's address space. LP_EUNSUPP when no child can be
  * started (the caller then probes in process); another error (logged) when the probe failed. */
-int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t);
+int orch_probe_devices(const lp_config_t *cfg, bool model, hw_table_t *t);
+/* orch_probe_devices (model: the child also calibrates the capacity model when the flags ask
+ * for it), or the same probe in this process when no child can be started (*in_process); logs
+ * the table. */
+int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_process);
 /* Closes its timer: run the loop afterwards. */
 void orch_admit_free(orch_admit_t *a);
 /* Room for one more stream: the smallest there is (144p in, one 144p rendition) when profiles

@@ -102,7 +102,7 @@ static int read_all(int fd, uint64_t deadline, lp_buf_t *out) {
   }
 }
 
-int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t) {
+int orch_probe_devices(const lp_config_t *cfg, bool model, hw_table_t *t) {
   char exe[PATH_MAX];
   ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (el <= 0) return LP_EUNSUPP;
@@ -113,7 +113,7 @@ int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t) {
   snprintf(netint, sizeof netint, "-netint=%s", cfg->netint ? cfg->netint : "");
   snprintf(test, sizeof test, "-testTranscoder=%s", cfg->test_transcoder ? "true" : "false");
   snprintf(calib, sizeof calib, "-calibrate=%s", cfg->calibrate ? "true" : "false");
-  snprintf(cost, sizeof cost, "-costAdmission=%s", cfg->cost_admission ? "true" : "false");
+  snprintf(cost, sizeof cost, "-costAdmission=%s", model && cfg->cost_admission ? "true" : "false");
   snprintf(preset, sizeof preset, "-cpuPreset=%s", cfg->cpu_preset);
   snprintf(v, sizeof v, "-v=%d", cfg->verbosity);
   char *args[] = {exe,  "calibrate", "-datadir", cfg->datadir, nvidia, qsv, netint,
@@ -182,5 +182,45 @@ int orch_probe_devices(const lp_config_t *cfg, hw_table_t *t) {
     LOGE("Devices: reading the probe's output: %s", lp_strerror(rc));
   }
   lp_buf_free(&out);
+  return rc;
+}
+
+int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_process) {
+  int rc = orch_probe_devices(cfg, model, t);
+  *in_process = rc == LP_EUNSUPP;
+  if (*in_process) {
+    hw_probe_opts_t po = {cfg->nvidia, cfg->netint, cfg->qsv, cfg->test_transcoder, cfg->datadir};
+    char err[512] = "";
+    rc = hw_table_probe(&po, t, err, sizeof err);
+    if (rc) LOGE("Devices: %s", err[0] ? err : lp_strerror(rc));
+  }
+  if (rc) return rc;
+  char *text = hw_table_text(t);
+  if (text) {
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+      LOGI("%s", line);
+    free(text);
+  }
+  return 0;
+}
+
+int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t) {
+  const char *file = getenv(ORCH_DEVICE_TABLE_ENV);
+  if (!file || !*file) {
+    bool in_process;
+    return orch_devices(cfg, false, t, &in_process);
+  }
+  /* a -localWorkers child: the node probed once for all of them */
+  char *json = NULL;
+  char why[256] = "";
+  int rc = lp_file_read(file, PROBE_OUT_MAX, &json, NULL);
+  if (rc == 0) rc = hw_table_from_json(json, NULL, t, why, sizeof why);
+  free(json);
+  if (rc)
+    LOGE("Devices: cannot read the node's device table %s: %s", file,
+         why[0] ? why : lp_strerror(rc));
+  else
+    LOGI("Devices: %d, from the node's table %s", t->n, file);
   return rc;
 }

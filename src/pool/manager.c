@@ -10,7 +10,7 @@
 #include "lpod/pool.h"
 #include "pool_int.h"
 
-#define POOL_CAP_WORDS 4
+#define POOL_CAP_WORDS 16 /* as the orchestrator's set: lpod's extensions sit in word 15 */
 #define POOL_DEFAULT_CAPS 0x4005FFFull /* go's DefaultCapabilities, for Ts that send none */
 #define POOL_MAX_ATTEMPTS 4
 #define POOL_MIN_RENDITION 25 /* go rejects smaller renditions */

@@ -28,6 +28,7 @@ typedef struct sup_child {
 struct pool_supervisor {
   uv_loop_t *loop;
   char *exe, *orch_addr, *secret_file;
+  char *env; /* one more NAME=VALUE for the children, or NULL */
   char capacity[16], verbosity[16];
   const char **extra;
   size_t nextra;
@@ -62,6 +63,7 @@ static void on_sup_handle_closed(uv_handle_t *h) {
     free(s->exe);
     free(s->orch_addr);
     free(s->secret_file);
+    free(s->env);
     free(s->extra);
     free(s->children);
     free(s);
@@ -118,12 +120,16 @@ static void child_spawn(sup_child_t *c) {
   extern char **environ;
   size_t ne = 0;
   while (environ[ne]) ne++;
-  char **env = calloc(ne + 2, sizeof *env);
+  char **env = calloc(ne + 3, sizeof *env);
   if (!env) return;
   size_t k = 0;
+  size_t envlen = s->env ? strcspn(s->env, "=") + 1 : 0;
   for (size_t i = 0; i < ne; i++)
-    if (strncmp(environ[i], "LPOD_WORKER_PARENT=", 19) != 0) env[k++] = environ[i];
+    if (strncmp(environ[i], "LPOD_WORKER_PARENT=", 19) != 0 &&
+        !(s->env && strncmp(environ[i], s->env, envlen) == 0))
+      env[k++] = environ[i];
   env[k++] = parent;
+  if (s->env) env[k++] = s->env;
   env[k] = NULL;
   uv_stdio_container_t stdio[3];
   for (int i = 0; i < 3; i++) {
@@ -175,7 +181,10 @@ int pool_supervisor_start(uv_loop_t *loop, const pool_supervisor_opts_t *opts,
     while (opts->extra_args[s->nextra]) s->nextra++;
   s->extra = calloc(s->nextra + 1, sizeof *s->extra);
   s->children = calloc((size_t)s->n, sizeof *s->children);
-  if (!s->exe || !s->orch_addr || !s->secret_file || !s->extra || !s->children) {
+  s->env = opts->env ? strdup(opts->env) : NULL;
+  if (!s->exe || !s->orch_addr || !s->secret_file || !s->extra || !s->children ||
+      (opts->env && !s->env)) {
+    free(s->env);
     free(s->exe);
     free(s->orch_addr);
     free(s->secret_file);

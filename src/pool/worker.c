@@ -27,6 +27,7 @@
  * than the transfer itself (16 ms against 4 ms for 2 MB on loopback). */
 #define WORKER_SPARE_INPUTS 2
 #define WORKER_SPARE_INPUT_MAX ((size_t)16 << 20)
+#define WORKER_CAP_WORDS 16 /* lpod's extensions (AV1: 960, 961) sit in word 15 */
 
 typedef struct worker_orch worker_orch_t;
 typedef struct worker_sess worker_sess_t;
@@ -66,6 +67,8 @@ struct worker_task {
   uint64_t got_ns; /* the push arrived; the input fetch starts */
   media_result_t res;
   int rc;
+  int dev;                     /* the device table entry it was given */
+  media_err_class_t dev_class; /* how it failed there (MEDIA_ERR_NONE: it did not) */
   lp_logctx_t log;
   char manifest[128];
   char session_id[64];
@@ -82,6 +85,7 @@ struct worker_sess {
   bool closing;
   bool exited; /* set by the thread under the worker's done lock */
   int busy;    /* tasks queued or running (loop thread view) */
+  int dev;     /* the device table entry its media session runs on: written by the loop under mu */
   uint64_t last_used_ms;
   worker_sess_t *next;
 };
@@ -106,6 +110,15 @@ struct pool_worker {
   uv_timer_t drain;
   uv_timer_t kick; /* handles msgs */
   worker_msg_t *msgs, *msgs_tail;
+  /* The devices (NULL: the CPU with the fixed software set). The loop writes their health under
+   * table_mu; session threads copy the table under it when they open a media session. */
+  hw_table_t *table;
+  pthread_mutex_t table_mu;
+  bool rechecking; /* a quarantined device's self-test runs on the thread pool */
+  uv_work_t recheck;
+  hw_table_t *recheck_copy;
+  uint64_t caps[WORKER_CAP_WORDS];
+  size_t ncaps;
   int open_handles;
   bool stopping, freeing, fatal_called;
   void (*on_fatal)(void *);
@@ -128,6 +141,47 @@ uint64_t pool_worker_caps_word0(void) {
   uint64_t v = 0;
   for (size_t i = 0; i < LP_ARRAY_LEN(caps); i++) v |= (uint64_t)1 << caps[i];
   return v;
+}
+
+size_t pool_worker_caps(const pool_worker_t *w, uint64_t *bits, size_t words) {
+  for (size_t i = 0; i < words; i++) bits[i] = i < w->ncaps ? w->caps[i] : 0;
+  return w->ncaps;
+}
+
+/* What this transcoder registers with: the formats, profiles, GOP and auth tokens the engine
+ * always honours, and the codecs some device of its table passed (the CPU included, where every
+ * rendition can fall back). */
+static void worker_caps(pool_worker_t *w) {
+  memset(w->caps, 0, sizeof w->caps);
+  w->ncaps = 1;
+  if (!w->table) {
+    w->caps[0] = pool_worker_caps_word0();
+    return;
+  }
+  int caps[64];
+  static const int always[] = {1, 2, 3, 4, 7, 8, 9, 10, 11, 12};
+  size_t n = 0;
+  for (size_t i = 0; i < LP_ARRAY_LEN(always); i++) caps[n++] = always[i];
+  n += hw_table_capabilities(w->table, caps + n, LP_ARRAY_LEN(caps) - n);
+  w->ncaps = LP_MAX((size_t)1, hw_caps_to_bits(caps, n, w->caps, WORKER_CAP_WORDS));
+}
+
+/* Where a new session runs: the usable device (not the CPU) with the fewest sessions, else the
+ * CPU. Loop only. */
+static int worker_place(const pool_worker_t *w) {
+  if (!w->table) return HW_TABLE_CPU;
+  uint64_t now = lp_now_ms();
+  int best = HW_TABLE_CPU, best_n = 0;
+  for (int i = 1; i < w->table->n; i++) {
+    if (!hw_table_usable(w->table, i, now)) continue;
+    int n = 0;
+    for (const worker_sess_t *s = w->sessions; s; s = s->next) n += s->dev == i;
+    if (best == HW_TABLE_CPU || n < best_n) {
+      best = i;
+      best_n = n;
+    }
+  }
+  return best;
 }
 
 /* ---- task bookkeeping -------------------------------------------------------------------------
@@ -275,10 +329,58 @@ static void task_upload(worker_task_t *t, const char *error) {
 /* ---- per-stream engine threads ------------------------------------------------------------------
  */
 
+/* A media session on table entry dev (the CPU without a table). The table is copied under the
+ * worker's lock, as the loop may be marking a device's health meanwhile; the session keeps its
+ * own routes, so the copy lives only through the open. */
+static media_session_t *sess_open(pool_worker_t *w, int dev, const lp_logctx_t *log) {
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.log = *log;
+  if (w->cfg && w->cfg->cpu_preset && w->cfg->cpu_preset[0]) o.preset = w->cfg->cpu_preset;
+  hw_table_t *copy = NULL;
+  if (w->table && dev > HW_TABLE_CPU) {
+    copy = malloc(sizeof *copy);
+    if (!copy) return NULL;
+    pthread_mutex_lock(&w->table_mu);
+    *copy = *w->table;
+    pthread_mutex_unlock(&w->table_mu);
+    if (dev < copy->n) {
+      copy->dev[dev].state = HW_DEV_OK; /* placement already decided; the session just routes */
+      o.backend_impl = copy->dev[dev].be;
+      o.backend = copy->dev[dev].be->name;
+      o.device = copy->dev[dev].index;
+      o.table = copy;
+      o.table_dev = dev;
+    }
+  }
+  media_session_t *ms = media_session_new(&o);
+  free(copy);
+  return ms;
+}
+
+/* One segment on *ms (NULL: its open failed). Returns the failure's class, MEDIA_ERR_NONE on
+ * success; a session whose codec state broke is freed, so the next segment opens a fresh one. */
+static media_err_class_t sess_transcode(media_session_t **ms, worker_task_t *t) {
+  media_result_free(&t->res);
+  memset(&t->res, 0, sizeof t->res);
+  if (!*ms) {
+    t->rc = LP_EDEVICE;
+    snprintf(t->res.error, sizeof t->res.error, "could not open a transcoding session");
+    return MEDIA_ERR_DEVICE;
+  }
+  t->rc = media_session_transcode(*ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
+  if (!t->rc) return MEDIA_ERR_NONE;
+  if (t->res.error_class != MEDIA_ERR_INPUT) {
+    media_session_free(*ms);
+    *ms = NULL;
+  }
+  return t->res.error_class;
+}
+
 static void *sess_thread(void *arg) {
   worker_sess_t *s = arg;
   pool_worker_t *w = s->w;
   media_session_t *ms = NULL;
+  int ms_dev = HW_TABLE_CPU;
   for (;;) {
     pthread_mutex_lock(&s->mu);
     while (!s->queue && !s->closing) pthread_cond_wait(&s->cv, &s->mu);
@@ -288,24 +390,32 @@ static void *sess_thread(void *arg) {
       if (!s->queue) s->queue_tail = NULL;
       t->next = NULL;
     }
+    int dev = s->dev;
     pthread_mutex_unlock(&s->mu);
     if (!t) break;
-    if (!ms) {
-      media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
-      o.log = t->log;
-      if (w->cfg && w->cfg->cpu_preset && w->cfg->cpu_preset[0]) o.preset = w->cfg->cpu_preset;
-      ms = media_session_new(&o);
+    if (ms && ms_dev != dev) { /* moved off a quarantined device */
+      media_session_free(ms);
+      ms = NULL;
     }
     if (!ms) {
-      t->rc = LP_EDEVICE;
-      snprintf(t->res.error, sizeof t->res.error, "could not open a transcoding session");
-    } else {
-      t->rc = media_session_transcode(ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
-      /* A broken codec state is not carried to the stream's next segment. */
-      if (t->rc && t->res.error_class != MEDIA_ERR_INPUT) {
-        media_session_free(ms);
-        ms = NULL;
-      }
+      ms = sess_open(w, dev, &t->log);
+      ms_dev = dev;
+    }
+    t->dev = dev;
+    t->dev_class = sess_transcode(&ms, t);
+    if (t->rc && t->dev_class == MEDIA_ERR_DEVICE && dev != HW_TABLE_CPU) {
+      /* The device failed, not the segment: this one is done on the CPU now, and the loop
+       * quarantines the device and moves the session (device_outcome). */
+      char name[sizeof w->table->dev[0].name];
+      pthread_mutex_lock(&w->table_mu);
+      memcpy(name, w->table->dev[dev].name, sizeof name);
+      pthread_mutex_unlock(&w->table_mu);
+      LOGW_C(&t->log, "Device %s failed (%s); transcoding this segment on the CPU", name,
+             t->res.error);
+      media_session_free(ms);
+      ms = sess_open(w, HW_TABLE_CPU, &t->log);
+      ms_dev = HW_TABLE_CPU;
+      sess_transcode(&ms, t);
     }
     pthread_mutex_lock(&w->done_mu);
     t->next = w->done;
@@ -330,6 +440,9 @@ static worker_sess_t *sess_get(pool_worker_t *w, const char *key) {
     return NULL;
   }
   s->w = w;
+  s->dev = worker_place(w);
+  if (w->table && s->dev != HW_TABLE_CPU)
+    LOGV(LP_V_DEBUG, "Session key=%s runs on %s", key, w->table->dev[s->dev].name);
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   if (pthread_create(&s->thread, NULL, sess_thread, s)) {
@@ -373,6 +486,81 @@ static worker_sess_t *sess_find(pool_worker_t *w, const char *key) {
   return NULL;
 }
 
+/* A device's health from a task that ran on it: a device error (or three session errors in a
+ * row) quarantines it and its sessions move to another device or the CPU; their next segment
+ * opens there. The device is re-tested later (recheck_start). Loop only. */
+static void device_outcome(pool_worker_t *w, const worker_task_t *t) {
+  if (!w->table || t->dev <= HW_TABLE_CPU || t->dev >= w->table->n) return;
+  media_err_class_t c = t->dev_class;
+  if (c != MEDIA_ERR_NONE && c != MEDIA_ERR_SESSION && c != MEDIA_ERR_DEVICE) return;
+  pthread_mutex_lock(&w->table_mu);
+  hw_device_t *d = &w->table->dev[t->dev];
+  hw_dev_state_t was = d->state, st = was;
+  if (c == MEDIA_ERR_NONE)
+    hw_table_report_ok(w->table, t->dev);
+  else
+    st = hw_table_report(w->table, t->dev, c == MEDIA_ERR_DEVICE ? HW_ERR_DEVICE : HW_ERR_SESSION,
+                         lp_now_ms());
+  pthread_mutex_unlock(&w->table_mu);
+  if (st != HW_DEV_QUARANTINED || was == HW_DEV_QUARANTINED) return;
+  int moved = 0;
+  for (worker_sess_t *s = w->sessions; s; s = s->next) {
+    if (s->dev != t->dev) continue;
+    int to = worker_place(w);
+    pthread_mutex_lock(&s->mu);
+    s->dev = to;
+    pthread_mutex_unlock(&s->mu);
+    moved++;
+  }
+  LOGE("Device %s is quarantined (%s): %d session(s) move to other devices or the CPU", d->name,
+       d->note, moved);
+}
+
+/* Re-tests quarantined devices whose time has come, on the thread pool on a copy of the table;
+ * the outcome is applied on the loop. */
+static void recheck_work(uv_work_t *req) {
+  pool_worker_t *w = req->data;
+  hw_table_recheck(w->recheck_copy, lp_now_ms());
+}
+
+static void on_handle_closed(uv_handle_t *h);
+
+static void recheck_done(uv_work_t *req, int status) {
+  pool_worker_t *w = req->data;
+  (void)status;
+  w->rechecking = false;
+  if (!w->freeing) {
+    pthread_mutex_lock(&w->table_mu);
+    /* hw_table_recheck logged each outcome; the loop leaves a quarantined entry alone */
+    for (int i = 1; i < w->table->n; i++)
+      if (w->table->dev[i].state == HW_DEV_QUARANTINED) w->table->dev[i] = w->recheck_copy->dev[i];
+    pthread_mutex_unlock(&w->table_mu);
+  }
+  free(w->recheck_copy);
+  w->recheck_copy = NULL;
+  on_handle_closed((uv_handle_t *)&w->async); /* the work held the worker like a handle */
+}
+
+static void recheck_start(pool_worker_t *w) {
+  if (!w->table || w->rechecking || w->freeing) return;
+  uint64_t now = lp_now_ms();
+  bool due = false;
+  for (int i = 1; i < w->table->n; i++)
+    due |= w->table->dev[i].state == HW_DEV_QUARANTINED && now >= w->table->dev[i].retry_at_ms;
+  if (!due || !(w->recheck_copy = malloc(sizeof *w->recheck_copy))) return;
+  pthread_mutex_lock(&w->table_mu);
+  *w->recheck_copy = *w->table;
+  pthread_mutex_unlock(&w->table_mu);
+  w->recheck.data = w;
+  if (uv_queue_work(w->loop, &w->recheck, recheck_work, recheck_done)) {
+    free(w->recheck_copy);
+    w->recheck_copy = NULL;
+    return;
+  }
+  w->rechecking = true;
+  w->open_handles++;
+}
+
 static void on_async(uv_async_t *h) {
   pool_worker_t *w = h->data;
   pthread_mutex_lock(&w->done_mu);
@@ -397,6 +585,7 @@ static void on_async(uv_async_t *h) {
       s->busy--;
       s->last_used_ms = lp_now_ms();
     }
+    device_outcome(w, t);
     if (w->freeing) {
       task_done(t);
       continue;
@@ -436,6 +625,7 @@ static void on_sweep(uv_timer_t *h) {
     }
   }
   if (!w->sessions && w->running == 0) spares_free(w);
+  recheck_start(w);
 }
 
 /* ---- tasks: fetch, queue ------------------------------------------------------------------------
@@ -536,8 +726,7 @@ static void handle_segment(worker_orch_t *o, Net__NotifySegment *ns) {
     task_upload(t, POOL_ERR_DRAINING);
     return;
   }
-  uint64_t ours = pool_worker_caps_word0();
-  if (!sd || !pool_caps_compatible(sd->capabilities, &ours, 1, WORKER_VERSION)) {
+  if (!sd || !pool_caps_compatible(sd->capabilities, w->caps, w->ncaps, WORKER_VERSION)) {
     task_upload(t, "incompatible segment capabilities");
     return;
   }
@@ -662,9 +851,8 @@ static void orch_connect(worker_orch_t *o) {
   pool_worker_t *w = o->w;
   if (w->stopping || o->refused) return;
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
-  uint64_t word = pool_worker_caps_word0();
-  caps.n_bitstring = 1;
-  caps.bitstring = &word;
+  caps.n_bitstring = w->ncaps;
+  caps.bitstring = w->caps;
   caps.version = WORKER_VERSION;
   Net__RegisterRequest rr = NET__REGISTER_REQUEST__INIT;
   rr.secret = w->cfg->orch_secret;
@@ -717,7 +905,8 @@ static int parse_addr(const char *in, worker_orch_t *o) {
   return 0;
 }
 
-int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **out) {
+int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+                      pool_worker_t **out) {
   *out = NULL;
   if (!cfg->orch_addr || !cfg->orch_addr[0]) {
     LOGE("-transcoder needs -orchAddr to register with an orchestrator");
@@ -741,6 +930,14 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
   if (!w) return LP_ENOMEM;
   w->loop = loop;
   w->cfg = cfg;
+  if (table) {
+    if (!(w->table = malloc(sizeof *w->table))) {
+      free(w);
+      return LP_ENOMEM;
+    }
+    *w->table = *table;
+  }
+  worker_caps(w);
   w->capacity = cfg->max_sessions;
   if (cfg->max_sessions_auto) {
     lp_sched_cpu_limits_t lim;
@@ -753,6 +950,7 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
   if (!list || !w->orchs) {
     free(list);
     free(w->orchs);
+    free(w->table);
     free(w);
     return LP_ENOMEM;
   }
@@ -765,6 +963,7 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
       LOGE("Invalid -orchAddr entry \"%s\"", tok);
       free(list);
       free(w->orchs);
+      free(w->table);
       free(w);
       return LP_EINVAL;
     }
@@ -776,16 +975,19 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, pool_worker_t **o
   if (w->norchs == 0) {
     LOGE("-orchAddr lists no orchestrator");
     free(w->orchs);
+    free(w->table);
     free(w);
     return LP_EINVAL;
   }
   w->client = net_client_new(loop);
   if (!w->client) {
     free(w->orchs);
+    free(w->table);
     free(w);
     return LP_ENOMEM;
   }
   pthread_mutex_init(&w->done_mu, NULL);
+  pthread_mutex_init(&w->table_mu, NULL);
   uv_async_init(loop, &w->async, on_async);
   w->async.data = w;
   uv_timer_init(loop, &w->sweep);
@@ -826,6 +1028,8 @@ static void on_handle_closed(uv_handle_t *h) {
   pool_worker_t *w = h->data;
   if (--w->open_handles > 0) return;
   pthread_mutex_destroy(&w->done_mu);
+  pthread_mutex_destroy(&w->table_mu);
+  free(w->table);
   free(w->orchs);
   free(w);
 }

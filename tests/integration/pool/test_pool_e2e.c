@@ -27,6 +27,7 @@
 #include "lpod/core.h"
 #include "lpod/net.h"
 #include "lpod/pool.h"
+#include "pool_test.h"
 
 #define SECRET "pool-test-secret"
 
@@ -50,9 +51,7 @@ static void on_tick(uv_timer_t *h) { (void)h; }
 
 /* Runs the loop until *flag is set or timeout_ms passes; returns whether the flag got set. */
 static bool run_until(volatile bool *flag, uint64_t timeout_ms) {
-  uint64_t end = lp_now_ms() + timeout_ms;
-  while (!*flag && lp_now_ms() < end) uv_run(&g.loop, UV_RUN_ONCE);
-  return *flag;
+  return pt_run_until(&g.loop, flag, timeout_ms);
 }
 
 static void run_for(uint64_t ms) {
@@ -61,9 +60,7 @@ static void run_for(uint64_t ms) {
 }
 
 static bool wait_transcoders(int n, uint64_t timeout_ms) {
-  uint64_t end = lp_now_ms() + timeout_ms;
-  while (pool_manager_transcoders(g.mgr) != n && lp_now_ms() < end) uv_run(&g.loop, UV_RUN_ONCE);
-  return pool_manager_transcoders(g.mgr) == n;
+  return pt_wait_transcoders(&g.loop, g.mgr, n, timeout_ms);
 }
 
 /* ---- segments and profiles ---------------------------------------------------------------------
@@ -80,27 +77,7 @@ static int make_segment(const char *path, const char *size, int seconds) {
 
 /* Video frames in a muxed rendition, counted by libavformat. */
 static int64_t count_frames(const uint8_t *data, size_t len, int *w, int *h) {
-  char path[400];
-  snprintf(path, sizeof path, "%s/rendition.ts", g.dir);
-  if (lp_file_write_atomic(path, data, len, 0600)) return -1;
-  AVFormatContext *fc = NULL;
-  if (avformat_open_input(&fc, path, NULL, NULL) < 0) return -1;
-  avformat_find_stream_info(fc, NULL);
-  int vs = av_find_best_stream(fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
-  int64_t n = -1;
-  if (vs >= 0) {
-    *w = fc->streams[vs]->codecpar->width;
-    *h = fc->streams[vs]->codecpar->height;
-    n = 0;
-    AVPacket *pkt = av_packet_alloc();
-    while (av_read_frame(fc, pkt) >= 0) {
-      if (pkt->stream_index == vs) n++;
-      av_packet_unref(pkt);
-    }
-    av_packet_free(&pkt);
-  }
-  avformat_close_input(&fc);
-  return n;
+  return pt_count_frames(g.dir, data, len, w, h);
 }
 
 typedef struct seg_req {

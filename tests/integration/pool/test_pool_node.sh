@@ -77,4 +77,17 @@ kill -9 "$T1"
   fail "gateway failed after a transcoder died"
 check_out "$DIR/out2" 2
 grep -q 'Removing remote transcoder' "$DIR/o.log" || fail "the orchestrator did not notice"
+# A transcoder told to use a GPU it does not have stops at start with the reason, before it
+# registers (it used to register and transcode on the CPU, ignoring -nvidia).
+set +e
+"$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -nvidia 7 \
+  -dataDir "$DIR/t3" -cliAddr 127.0.0.1:0 >"$DIR/t3.log" 2>&1
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "a transcoder with -nvidia 7 exited $rc, want 1"
+grep -q 'Devices: ' "$DIR/t3.log" || fail "no reason given for -nvidia 7"
+[ "$(grep -c 'Got a RegisterTranscoder request' "$DIR/o.log")" -eq 2 ] ||
+  fail "the transcoder with -nvidia 7 registered"
+# The transcoders that serve registered the codecs their device table passed.
+grep -q 'Devices: .* probed in' "$DIR/t2.log" || fail "t2 did not probe its devices"
 echo "PASS"

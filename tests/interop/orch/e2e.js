@@ -202,6 +202,11 @@ test('transcode', async () => {
     const bits = BigInt(info.capabilities.bitstring[0]);
     assert.strictEqual(bits & 0x1003n, 0x1003n, 'caps cover H264, MPEGTS, AuthToken');
     assert.strictEqual(bits & (1n << 14n), 0n, 'no perceptual hash advertised');
+    // lpod's AV1 capabilities (960 decode, 961 encode) fill word 15 of a 16-word bit string;
+    // the words between are zero, as go-livepeer's numbers end in word 0
+    assert.strictEqual(info.capabilities.bitstring.length, 16, 'AV1 widens the bit string');
+    assert.strictEqual(BigInt(info.capabilities.bitstring[15]) & 3n, 3n, 'AV1 decode and encode');
+    for (let w = 1; w < 15; w++) assert.strictEqual(BigInt(info.capabilities.bitstring[w]), 0n);
     assert.match(info.capabilities.version, /^\d+\.\d+\.\d+$/);
     assert.strictEqual(info.capabilities.mandatories.length, 0);
     assert.strictEqual(info.ticket_params, null);
@@ -313,6 +318,11 @@ test('status-codes', async () => {
       ['long duration', { 'livepeer-segment': segHeader(info, body, 0, [P240], { duration: 300001 }) }, body,
         403, 'invalid duration'],
       ['incompatible caps', { 'livepeer-segment': segHeader(info, body, 0, [P240], { capabilities: { bitstring: [0x5003] } }) },
+        body, 403, 'incompatible capabilities'],
+      // a capability of word 15 that the node does not have (962), and one more word than it has
+      ['incompatible word 15', { 'livepeer-segment': segHeader(info, body, 0, [P240], { capabilities: { bitstring: [0x1003, ...Array(14).fill(0), 4] } }) },
+        body, 403, 'incompatible capabilities'],
+      ['17 words', { 'livepeer-segment': segHeader(info, body, 0, [P240], { capabilities: { bitstring: [0x1003, ...Array(16).fill(0)] } }) },
         body, 403, 'incompatible capabilities'],
       ['missing token', { 'livepeer-segment': segHeader({}, body, 0, [P240]) }, body, 403, 'missing auth token'],
       ['invalid token', { 'livepeer-segment': segHeader({ auth_token: { ...info.auth_token, expiration: info.auth_token.expiration + 1 } }, body, 0, [P240]) },
@@ -616,6 +626,15 @@ test('local-workers', async () => {
     assert.strictEqual(again.status, 200);
     assert.ok(decodeResult(again.body).data, 'transcoded by the restarted worker');
     assert.match(node.log(), /Local workers: 1 transcoder process\(es\) register over 127\.0\.0\.1:/);
+    // the node probed its devices once; the worker read that table and registered its codecs,
+    // AV1 among them, which the node now advertises as its own
+    assert.match(node.log(), /Devices: \d+, from the node's table .*devices\.json/);
+    assert.strictEqual(BigInt(info.capabilities.bitstring[15]) & 3n, 3n, 'AV1 from the worker');
+    // a job that needs AV1 encode (961) is accepted and goes to that worker
+    const av1caps = { capabilities: { bitstring: [0x1003, ...Array(14).fill(0), 2] } };
+    const av1 = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 3, [P240], av1caps) }, seg360);
+    assert.strictEqual(av1.status, 200, `${av1.body}`);
+    assert.ok(decodeResult(av1.body).data, 'a job with word-15 capabilities is transcoded');
   } finally {
     await node.stop();
   }

@@ -279,6 +279,30 @@ static void test_caps(void **st) {
   assert_int_equal(w.n_mandatories, 0);
   assert_int_equal(w.n_capacities, 13);
   assert_string_equal(w.version, "0.9.1");
+
+  /* lpod's AV1 numbers (word 15): 16 words on the wire, and a job's word 15 is checked. */
+  orch_caps_set(&ours, 961);
+  assert_true(orch_caps_has(&ours, 961));
+  assert_false(orch_caps_has(&ours, 960));
+  assert_int_equal(orch_caps_words(&ours), 16);
+  orch_caps_to_wire(&ours, &w, &scratch);
+  assert_int_equal(w.n_bitstring, 16);
+  assert_int_equal(w.bitstring[0], 0x1fff);
+  assert_int_equal(w.bitstring[15], 2);
+  assert_int_equal(w.n_capacities, 14);
+  assert_int_equal(w.capacities[13]->key, 961);
+  uint64_t wide[17] = {0x1003};
+  job.constraints = NULL;
+  job.bitstring = wide;
+  job.n_bitstring = 16;
+  assert_true(orch_caps_job_compatible(&job, &ours));
+  wide[15] = 2; /* AV1 encode: ours */
+  assert_true(orch_caps_job_compatible(&job, &ours));
+  wide[15] = 3; /* and AV1 decode: not ours */
+  assert_false(orch_caps_job_compatible(&job, &ours));
+  wide[15] = 2;
+  job.n_bitstring = 17; /* more words than we advertise */
+  assert_false(orch_caps_job_compatible(&job, &ours));
 }
 
 static void test_service_uri(void **st) {
