@@ -11,8 +11,13 @@ typedef struct media_state {
   media_session_t *ms;
   const orch_media_ctx_t *ctx; /* the engine's ctx; NULL = the CPU */
   int device;                  /* the table entry ms runs on */
+  int failed_device;           /* a device that failed this session: the CPU stands in until */
+  uint64_t failed_until_ms;
   char session_id[sizeof(((orch_job_t *)0)->session_id)];
 } media_state_t;
+
+/* How long a session keeps to the CPU after its device failed it. */
+#define DEVICE_RETRY_MS 30000
 
 /* The media session on the device the job was placed on, made on first use and again after a
  * failure that broke the previous one. */
@@ -27,6 +32,7 @@ static media_session_t *state_session(media_state_t *st, int device) {
   if (t && device > 0 && device < t->n) {
     const hw_device_t *d = &t->dev[device];
     opts.backend = d->be->name;
+    opts.backend_impl = d->be;
     opts.device = d->index;
     opts.table = t;
     opts.table_dev = device;
@@ -64,18 +70,44 @@ static void to_media_profile(const orch_profile_t *p, media_profile_t *m) {
   m->quality = p->quality;
 }
 
+/* One segment on the session's media session for device (made as needed). A session that
+ * could not open is reported as a device failure. */
+static int run_on(media_state_t *st, int device, const orch_job_t *job, const media_profile_t *mp,
+                  media_result_t *res) {
+  memset(res, 0, sizeof *res);
+  media_session_t *ms = state_session(st, device);
+  if (!ms) {
+    snprintf(res->error, sizeof res->error, "ErrTranscoderUnavailable");
+    res->error_class = device > 0 ? MEDIA_ERR_DEVICE : MEDIA_ERR_SESSION;
+    return LP_EDEVICE;
+  }
+  return media_session_transcode(ms, job->input, job->input_len, mp, job->n_profiles, res);
+}
+
 static int media_transcode(void *ctx, void *state, orch_job_t *job) {
   media_state_t *st = state;
-  media_session_t *ms = state_session(st, job->device);
-  if (!ms) {
-    snprintf(job->error, sizeof job->error, "ErrTranscoderUnavailable");
-    return 0;
-  }
+  (void)ctx;
   media_profile_t *mp = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *mp);
   if (!mp) return LP_ENOMEM;
   for (size_t i = 0; i < job->n_profiles; i++) to_media_profile(&job->profiles[i], &mp[i]);
+  int device = job->device;
+  if (device > 0 && device == st->failed_device && lp_now_ms() < st->failed_until_ms) device = 0;
   media_result_t res;
-  int rc = media_session_transcode(ms, job->input, job->input_len, mp, job->n_profiles, &res);
+  int rc = run_on(st, device, job, mp, &res);
+  if (rc && res.error_class == MEDIA_ERR_DEVICE && device > 0) {
+    /* The device failed, not the segment: this segment is done again on the CPU at once, and
+     * the session stays there for a while rather than fail each segment on the device first. */
+    const hw_table_t *t = st->ctx ? st->ctx->table : NULL;
+    LOGW("Device %s failed sessionID=%s seqNo=%lld (%s); its segments run on the CPU for %d s",
+         t && device < t->n ? t->dev[device].name : "?", st->session_id, (long long)job->seq,
+         res.error, DEVICE_RETRY_MS / 1000);
+    st->failed_device = device;
+    st->failed_until_ms = lp_now_ms() + DEVICE_RETRY_MS;
+    media_result_free(&res);
+    media_session_free(st->ms);
+    st->ms = NULL;
+    rc = run_on(st, 0, job, mp, &res);
+  }
   free(mp);
   if (rc == 0 && res.n == job->n_profiles) {
     job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);

@@ -1,0 +1,156 @@
+/* The node's in-process engine on a device that fails (the fake backend, named as such: the CPU
+ * pretending to be a GPU): the segment is transcoded again on the CPU instead of failing, and
+ * the session keeps to the CPU for a while rather than fail each segment on the device first;
+ * other sessions stay on the device. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../hwaccel/fake_backend.h"
+#include "orch_int.h"
+
+static struct {
+  char dir[64];
+  uint8_t *seg;
+  size_t seg_len;
+  int log_fd;
+  hw_table_t table;
+  orch_media_ctx_t ctx;
+} g;
+
+static char *log_text(void) {
+  off_t len = lseek(g.log_fd, 0, SEEK_END);
+  char *b = calloc(1, (size_t)len + 1);
+  assert_non_null(b);
+  assert_int_equal(pread(g.log_fd, b, (size_t)len, 0), len);
+  return b;
+}
+
+static int count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+/* One segment, one 160x120 H.264 rendition, on table entry device; returns the error ("" when
+ * it transcoded) and checks the output. */
+static void segment(void *state, const char *sid, int64_t seq, int device, char *err) {
+  orch_profile_t p;
+  memset(&p, 0, sizeof p);
+  p.name = "p120";
+  p.width = 160;
+  p.height = 120;
+  p.bitrate = 200000;
+  orch_job_t job;
+  memset(&job, 0, sizeof job);
+  snprintf(job.session_id, sizeof job.session_id, "%s", sid);
+  job.seq = seq;
+  job.duration_ms = 2000;
+  job.profiles = &p;
+  job.n_profiles = 1;
+  job.input = g.seg;
+  job.input_len = g.seg_len;
+  job.device = device;
+  assert_int_equal(orch_engine_media.transcode(&g.ctx, state, &job), 0);
+  snprintf(err, 256, "%s", job.error);
+  if (!job.error[0]) {
+    assert_non_null(job.out);
+    assert_true(job.out[0].len > 1000);
+    assert_int_equal(job.out[0].pixels, 160 * 120 * 50);
+    free(job.out[0].data);
+  }
+  free(job.out);
+}
+
+static void test_device_fails(void **st) {
+  (void)st;
+  void *a = NULL, *b = NULL;
+  char err[256];
+  assert_int_equal(orch_engine_media.open(&g.ctx, "a", &a), 0);
+  assert_int_equal(orch_engine_media.open(&g.ctx, "b", &b), 0);
+  segment(a, "a", 0, 1, err);
+  assert_string_equal(err, "");
+  int on_device = fake_encoders_opened();
+  assert_true(on_device >= 1);
+
+  /* The device stops opening: b's first segment still comes back, made on the CPU. */
+  fake_config()->dead_device = 1;
+  segment(b, "b", 0, 1, err);
+  assert_string_equal(err, "");
+  assert_int_equal(fake_encoders_opened(), on_device);
+  char *log = log_text();
+  assert_int_equal(count(log, "Device fake:0 failed sessionID=b seqNo=0"), 1);
+  assert_non_null(strstr(log, "its segments run on the CPU for 30 s"));
+  free(log);
+  /* Its next segment goes straight to the CPU: no second failure. */
+  segment(b, "b", 1, 1, err);
+  assert_string_equal(err, "");
+  log = log_text();
+  assert_int_equal(count(log, "Device fake:0 failed"), 1);
+  free(log);
+
+  /* a keeps its open session on the device. */
+  fake_config()->dead_device = 0;
+  segment(a, "a", 1, 1, err);
+  assert_string_equal(err, "");
+  orch_engine_media.close(&g.ctx, a);
+  orch_engine_media.close(&g.ctx, b);
+}
+
+static int setup(void **st) {
+  (void)st;
+  snprintf(g.dir, sizeof g.dir, "/tmp/lpod-engine-XXXXXX");
+  if (!mkdtemp(g.dir)) return -1;
+  char cmd[512], path[128];
+  snprintf(path, sizeof path, "%s/in.ts", g.dir);
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=25 -t 2 "
+           "-c:v libx264 -preset ultrafast -g 50 -pix_fmt yuv420p -f mpegts %s",
+           path);
+  if (system(cmd)) return -1;
+  char *p;
+  if (lp_file_read(path, 64 << 20, &p, &g.seg_len)) return -1;
+  g.seg = (uint8_t *)p;
+  char logp[] = "/tmp/lpod-engine-log-XXXXXX";
+  g.log_fd = mkstemp(logp);
+  if (g.log_fd < 0) return -1;
+  unlink(logp);
+  lp_log_set_fd(g.log_fd);
+  fake_config_t c = {.devices = 1,
+                     .dec = HW_CODEC_BIT(HW_CODEC_H264),
+                     .enc = HW_CODEC_BIT(HW_CODEC_H264),
+                     .limits = {16, 16, 4096, 4096, 2, true}};
+  fake_configure(&c);
+  hw_table_init(&g.table);
+  if (hw_selftest(&g.table.dev[0], false)) return -1;
+  char err[256];
+  if (hw_table_add(&g.table, &fake_backend, "0", false, NULL, err, sizeof err)) return -1;
+  fake_configure(fake_config());
+  g.ctx.table = &g.table;
+  g.ctx.cpu_preset = "ultrafast";
+  return 0;
+}
+
+static int teardown(void **st) {
+  (void)st;
+  free(g.seg);
+  lp_log_set_fd(2);
+  close(g.log_fd);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g.dir);
+  return system(cmd) ? 0 : 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fails)};
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
