@@ -255,8 +255,9 @@ static int run_node(int argc, char **argv) {
   if (n.cfg.transcoder && !n.cfg.orchestrator) {
     /* The worker copies the device table; a device flag that selects nothing usable stops it. */
     hw_table_t *devs = calloc(1, sizeof *devs);
-    int drc = devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM;
-    int rc = drc ? drc : pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
+    int frc = pool_worker_check_flags(&n.cfg);
+    int drc = frc ? 0 : devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM;
+    int rc = frc ? frc : drc ? drc : pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
     free(devs);
     if (rc) {
       n.exit_code = drc ? 1 : 2; /* as the node: 1 for devices, 2 for unusable flags */

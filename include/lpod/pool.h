@@ -157,6 +157,9 @@ typedef struct pool_worker pool_worker_t;
  * quarantines a device that fails, moving its sessions and re-testing it later. */
 int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
                       pool_worker_t **out);
+/* The flags pool_worker_start needs (-orchAddr, -orchSecret): LP_EINVAL with a log line when
+ * one is missing, so that a transcoder can stop before it probes its devices. */
+int pool_worker_check_flags(const lp_config_t *cfg);
 /* Every orchestrator refused the worker for good (`invalid secret` or `zero capacity`): fn runs
  * once; the node should stop and exit non-zero. */
 void pool_worker_on_fatal(pool_worker_t *w, void (*fn)(void *arg), void *arg);

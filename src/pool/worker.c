@@ -905,9 +905,7 @@ static int parse_addr(const char *in, worker_orch_t *o) {
   return 0;
 }
 
-int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
-                      pool_worker_t **out) {
-  *out = NULL;
+int pool_worker_check_flags(const lp_config_t *cfg) {
   if (!cfg->orch_addr || !cfg->orch_addr[0]) {
     LOGE("-transcoder needs -orchAddr to register with an orchestrator");
     return LP_EINVAL;
@@ -916,6 +914,14 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t 
     LOGE("-transcoder with -orchAddr needs -orchSecret");
     return LP_EINVAL;
   }
+  return 0;
+}
+
+int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
+                      pool_worker_t **out) {
+  *out = NULL;
+  int frc = pool_worker_check_flags(cfg);
+  if (frc) return frc;
   /* A worker process of a combined node ends with its parent rather than linger as an orphan
    * that keeps dialing a node that is gone. */
   const char *parent = getenv("LPOD_WORKER_PARENT");

@@ -88,6 +88,15 @@ set -e
 grep -q 'Devices: ' "$DIR/t3.log" || fail "no reason given for -nvidia 7"
 [ "$(grep -c 'Got a RegisterTranscoder request' "$DIR/o.log")" -eq 2 ] ||
   fail "the transcoder with -nvidia 7 registered"
+# Without -orchAddr it stops at once with exit 2, before probing any device.
+set +e
+"$LPOD" -transcoder -orchSecret "$SECRET" -dataDir "$DIR/t4" -cliAddr 127.0.0.1:0 \
+  >"$DIR/t4.log" 2>&1
+rc=$?
+set -e
+[ $rc -eq 2 ] || fail "a transcoder without -orchAddr exited $rc, want 2"
+grep -q 'needs -orchAddr' "$DIR/t4.log" || fail "no reason given for the missing -orchAddr"
+if grep -q 'Devices: ' "$DIR/t4.log"; then fail "it probed its devices first"; fi
 # The transcoders that serve registered the codecs their device table passed.
 grep -q 'Devices: .* probed in' "$DIR/t2.log" || fail "t2 did not probe its devices"
 echo "PASS"
