@@ -243,6 +243,9 @@ void lp_sched_set_max_sessions(lp_sched_t *s, int n);
 /* Retail NVIDIA drivers cap NVENC sessions for the whole system, all cards together (3, 5 or 8
  * depending on the driver). n is that cap as the media engine detected it; 0 = none. */
 void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n);
+/* A device quarantined after a failure (down) takes no new sessions until it is set up again;
+ * the sessions it holds stay placed there (the engine runs them elsewhere meanwhile). */
+int lp_sched_set_device_down(lp_sched_t *s, int dev, bool down);
 
 /* ---- admission ---- */
 
@@ -253,6 +256,7 @@ typedef enum {
   LP_SCHED_R_MAX_SESSIONS, /* -maxSessions reached */
   LP_SCHED_R_DEVICE_CAP,   /* the device's stream cap (-perGpuMax) */
   LP_SCHED_R_UNSUPPORTED,  /* a codec the device can't decode or encode */
+  LP_SCHED_R_DEVICE_DOWN,  /* the device is quarantined after a failure (until re-tested) */
   LP_SCHED_R_TOO_LARGE,    /* the job alone exceeds the device's budget */
   LP_SCHED_R_OVERLOADED,   /* the device is behind real time: new sessions wait */
   LP_SCHED_R_ENC_SESSIONS, /* hardware encoder or decoder sessions */

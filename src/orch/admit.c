@@ -346,6 +346,10 @@ void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
   lp_sched_set_max_sessions(a->sched, max_sessions);
 }
 
+void orch_admit_device_down(orch_admit_t *a, int device, bool down) {
+  lp_sched_set_device_down(a->sched, device, down);
+}
+
 int orch_admit_capacity(const orch_admit_t *a) { return lp_sched_capacity_for(a->sched, NULL); }
 
 void orch_admit_status(const orch_admit_t *a, cJSON *obj) {

@@ -29,6 +29,15 @@ static media_session_t *state_session(media_state_t *st, int device) {
   opts.log.session_id = st->session_id;
   if (st->ctx) opts.preset = st->ctx->cpu_preset;
   const hw_table_t *t = st->ctx ? st->ctx->table : NULL;
+  hw_table_t *copy = NULL;
+  if (t && st->ctx->table_mu && device > 0 && device < t->n) {
+    /* the loop may be marking a device's health: the session opens from a copy */
+    if (!(copy = malloc(sizeof *copy))) return NULL;
+    pthread_mutex_lock(st->ctx->table_mu);
+    *copy = *t;
+    pthread_mutex_unlock(st->ctx->table_mu);
+    t = copy;
+  }
   if (t && device > 0 && device < t->n) {
     const hw_device_t *d = &t->dev[device];
     opts.backend = d->be->name;
@@ -41,6 +50,7 @@ static media_session_t *state_session(media_state_t *st, int device) {
   }
   st->device = device;
   st->ms = media_session_new(&opts);
+  free(copy);
   return st->ms;
 }
 
@@ -97,12 +107,18 @@ static int media_transcode(void *ctx, void *state, orch_job_t *job) {
   if (rc && res.error_class == MEDIA_ERR_DEVICE && device > 0) {
     /* The device failed, not the segment: this segment is done again on the CPU at once, and
      * the session stays there for a while rather than fail each segment on the device first. */
-    const hw_table_t *t = st->ctx ? st->ctx->table : NULL;
+    char name[sizeof(((hw_device_t *)0)->name)] = "?";
+    const orch_media_ctx_t *c = st->ctx;
+    if (c && c->table && device < c->table->n) {
+      if (c->table_mu) pthread_mutex_lock(c->table_mu);
+      memcpy(name, c->table->dev[device].name, sizeof name);
+      if (c->table_mu) pthread_mutex_unlock(c->table_mu);
+    }
     LOGW("Device %s failed sessionID=%s seqNo=%lld (%s); its segments run on the CPU for %d s",
-         t && device < t->n ? t->dev[device].name : "?", st->session_id, (long long)job->seq,
-         res.error, DEVICE_RETRY_MS / 1000);
+         name, st->session_id, (long long)job->seq, res.error, DEVICE_RETRY_MS / 1000);
     st->failed_device = device;
     st->failed_until_ms = lp_now_ms() + DEVICE_RETRY_MS;
+    if (st->ctx && st->ctx->device_failed) st->ctx->device_failed(st->ctx->arg, device);
     media_result_free(&res);
     media_session_free(st->ms);
     st->ms = NULL;

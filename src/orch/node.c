@@ -3,6 +3,7 @@
  * only transcoding leaves it, on the sessions' worker threads. */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <limits.h>
@@ -38,7 +39,18 @@ struct orch_node {
   bool max_auto;               /* -maxSessions auto: the transcoders' capacity, or the work */
   hw_table_t *table;           /* local transcoding: the devices */
   orch_media_ctx_t media;      /* the media engine's view of them */
-  int in_flight;               /* /segment requests not yet finished */
+  /* Device health (local transcoding with a device beside the CPU): session threads report
+   * failed devices through fail_async; the loop quarantines them and re-tests them later. */
+  bool dev_watch;           /* the mutexes and handles below are initialised */
+  pthread_mutex_t table_mu; /* the loop writes device health under it; sessions copy under it */
+  pthread_mutex_t fail_mu;  /* guards failed */
+  uint32_t failed;          /* bit i: table entry i failed since the loop last looked */
+  uv_async_t fail_async;
+  uv_timer_t recheck_timer;
+  uv_work_t recheck_req;
+  hw_table_t *recheck_copy;
+  bool rechecking;
+  int in_flight; /* /segment requests not yet finished */
   uv_timer_t drain_timer;
   void (*drained)(void *);
   void *drained_arg;
@@ -621,10 +633,16 @@ static char *uri_host(const char *uri) {
   return lp_strndup(host, strcspn(host, ":/?#"));
 }
 
-static void node_timer_closed(uv_handle_t *h) {
-  orch_node_t *n = h->data;
-  if (--n->closing_handles == 0) free(n);
+static void node_handle_gone(orch_node_t *n) {
+  if (--n->closing_handles > 0) return;
+  if (n->dev_watch) {
+    pthread_mutex_destroy(&n->table_mu);
+    pthread_mutex_destroy(&n->fail_mu);
+  }
+  free(n);
 }
+
+static void node_timer_closed(uv_handle_t *h) { node_handle_gone(h->data); }
 
 static void sessions_closed(void *arg) {
   orch_node_t *n = arg;
@@ -636,6 +654,11 @@ static void sessions_closed(void *arg) {
   orch_store_free(n->core.store);
   free(n->core.service_uri);
   orch_onchain_free(n->onchain);
+  if (n->dev_watch) {
+    n->closing_handles += 2;
+    uv_close((uv_handle_t *)&n->fail_async, node_timer_closed);
+    uv_close((uv_handle_t *)&n->recheck_timer, node_timer_closed);
+  }
   uv_close((uv_handle_t *)&n->drain_timer, node_timer_closed);
 }
 
@@ -691,6 +714,116 @@ static void caps_from_table(orch_caps_t *c, const hw_table_t *t) {
 static void session_ended(void *arg, const char *session_id) {
   orch_node_t *n = arg;
   if (n->core.admit) orch_admit_release(n->core.admit, session_id);
+}
+
+/* ---- device health ---------------------------------------------------------------------------
+ * A session whose device fails finishes its segment on the CPU (engine_media.c) and reports the
+ * device here: the node quarantines it (hw_table_report), the capacity model places no new
+ * session on it, its codecs leave the advertised set unless another device or the CPU has them,
+ * and a re-test on the thread pool brings it back (hw_table_recheck) when its time is up. */
+#define RECHECK_PERIOD_MS 10000
+
+static void device_failed(void *arg, int device) { /* a session thread */
+  orch_node_t *n = arg;
+  if (device <= 0 || device >= 32) return;
+  pthread_mutex_lock(&n->fail_mu);
+  n->failed |= 1u << device;
+  pthread_mutex_unlock(&n->fail_mu);
+  uv_async_send(&n->fail_async);
+}
+
+static void devices_changed(orch_node_t *n) {
+  caps_from_table(&n->core.caps, n->table);
+  int words = (int)orch_caps_words(&n->core.caps);
+  LOGI("Capabilities now caps=0x%llx words=%d", (unsigned long long)n->core.caps.bits[0], words);
+}
+
+static void on_device_failed(uv_async_t *h) {
+  orch_node_t *n = h->data;
+  pthread_mutex_lock(&n->fail_mu);
+  uint32_t failed = n->failed;
+  n->failed = 0;
+  pthread_mutex_unlock(&n->fail_mu);
+  if (n->freeing || !n->table) return;
+  bool changed = false;
+  for (int i = 1; i < n->table->n && i < 32; i++) {
+    if (!(failed & (1u << i)) || n->table->dev[i].state == HW_DEV_QUARANTINED) continue;
+    pthread_mutex_lock(&n->table_mu);
+    hw_table_report(n->table, i, HW_ERR_DEVICE, lp_now_ms());
+    pthread_mutex_unlock(&n->table_mu);
+    if (n->table->dev[i].state != HW_DEV_QUARANTINED) continue;
+    if (n->core.admit) orch_admit_device_down(n->core.admit, i, true);
+    LOGE("Device %s is quarantined: new sessions go elsewhere; its sessions run on the CPU until "
+         "it passes a re-test",
+         n->table->dev[i].name);
+    changed = true;
+  }
+  if (changed) devices_changed(n);
+}
+
+static void recheck_work(uv_work_t *w) {
+  orch_node_t *n = w->data;
+  hw_table_recheck(n->recheck_copy, lp_now_ms());
+}
+
+static void recheck_done(uv_work_t *w, int status) {
+  orch_node_t *n = w->data;
+  (void)status;
+  n->rechecking = false;
+  if (n->freeing || !n->table) {
+    free(n->recheck_copy);
+    n->recheck_copy = NULL;
+    if (n->freeing) node_handle_gone(n); /* the work counted as a handle */
+    return;
+  }
+  bool changed = false;
+  pthread_mutex_lock(&n->table_mu);
+  for (int i = 1; i < n->table->n; i++) {
+    if (n->table->dev[i].state != HW_DEV_QUARANTINED) continue;
+    n->table->dev[i] = n->recheck_copy->dev[i];
+    if (n->table->dev[i].state == HW_DEV_OK) {
+      if (n->core.admit) orch_admit_device_down(n->core.admit, i, false);
+      changed = true;
+    }
+  }
+  pthread_mutex_unlock(&n->table_mu);
+  free(n->recheck_copy);
+  n->recheck_copy = NULL;
+  if (changed) devices_changed(n);
+}
+
+static void on_recheck_timer(uv_timer_t *t) {
+  orch_node_t *n = t->data;
+  if (n->freeing || n->rechecking || !n->table) return;
+  uint64_t now = lp_now_ms();
+  bool due = false;
+  for (int i = 1; i < n->table->n; i++)
+    due |= n->table->dev[i].state == HW_DEV_QUARANTINED && now >= n->table->dev[i].retry_at_ms;
+  if (!due || !(n->recheck_copy = malloc(sizeof *n->recheck_copy))) return;
+  *n->recheck_copy = *n->table; /* the loop is the only writer */
+  n->recheck_req.data = n;
+  if (uv_queue_work(n->loop, &n->recheck_req, recheck_work, recheck_done)) {
+    free(n->recheck_copy);
+    n->recheck_copy = NULL;
+    return;
+  }
+  n->rechecking = true;
+}
+
+static void watch_devices(orch_node_t *n) {
+  if (n->table->n < 2) return; /* the CPU alone is never quarantined */
+  pthread_mutex_init(&n->table_mu, NULL);
+  pthread_mutex_init(&n->fail_mu, NULL);
+  uv_async_init(n->loop, &n->fail_async, on_device_failed);
+  n->fail_async.data = n;
+  uv_timer_init(n->loop, &n->recheck_timer);
+  n->recheck_timer.data = n;
+  uv_timer_start(&n->recheck_timer, on_recheck_timer, RECHECK_PERIOD_MS, RECHECK_PERIOD_MS);
+  uv_unref((uv_handle_t *)&n->recheck_timer);
+  n->dev_watch = true;
+  n->media.table_mu = &n->table_mu;
+  n->media.device_failed = device_failed;
+  n->media.arg = n;
 }
 
 static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *engine) {
@@ -930,6 +1063,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   OPENSSL_cleanse(secret, sizeof secret);
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
+  if (n->table) watch_devices(n); /* nothing can fail after this: its handles need a close */
   metrics_sessions(n);
   LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d%s", http_addr,
        net_server_port(n->srv), c->service_uri, max_sessions_shown(n),
@@ -1005,7 +1139,7 @@ void orch_node_free(orch_node_t *n) {
   if (!n) return;
   n->freeing = true;
   uv_timer_stop(&n->drain_timer);
-  n->closing_handles = 1;
+  n->closing_handles = 1 + (n->rechecking ? 1 : 0); /* a re-test in flight ends first */
   /* Sessions first, then the pool: freeing it fails its tasks, which releases the sessions
    * that wait on them; the pool must go before the server it is registered on. */
   orch_sessions_close(n->core.sessions, sessions_closed, n);

@@ -4,6 +4,7 @@
 #ifndef LPOD_ORCH_INT_H
 #define LPOD_ORCH_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -216,6 +217,12 @@ extern const orch_engine_t orch_engine_media;
 typedef struct orch_media_ctx {
   const hw_table_t *table; /* job->device indexes it */
   const char *cpu_preset;  /* -cpuPreset; NULL = the backend default */
+  /* Held while a session thread copies the table (the loop writes device health under it);
+   * NULL: the table never changes. */
+  pthread_mutex_t *table_mu;
+  /* A device failed a segment (called on a session thread); NULL: nobody listens. */
+  void (*device_failed)(void *arg, int device);
+  void *arg;
 } orch_media_ctx_t;
 
 /* Remote transcoders through the pool manager (engine_pool.c). The manager can be set after the
@@ -301,6 +308,8 @@ void orch_admit_release(orch_admit_t *a, const char *session_id);
 void orch_admit_set_max(orch_admit_t *a, int max_sessions);
 /* Streams of the probe shape that fit on the empty node. */
 int orch_admit_capacity(const orch_admit_t *a);
+/* A device of the table quarantined (down) or back: new sessions avoid it while it is down. */
+void orch_admit_device_down(orch_admit_t *a, int device, bool down);
 /* Adds "Capacity": the scheduler's numbers per device and engine. */
 void orch_admit_status(const orch_admit_t *a, cJSON *obj);
 

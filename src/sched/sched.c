@@ -311,6 +311,12 @@ void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n) {
 
 /* ---- admission ---- */
 
+int lp_sched_set_device_down(lp_sched_t *s, int dev, bool down) {
+  if (dev < 0 || dev >= s->n_devs) return LP_EINVAL;
+  s->devs[dev].down = down;
+  return 0;
+}
+
 const char *lp_sched_reason_name(lp_sched_reason_t r) {
   switch (r) {
   case LP_SCHED_FIT: return "fits";
@@ -319,6 +325,7 @@ const char *lp_sched_reason_name(lp_sched_reason_t r) {
   case LP_SCHED_R_MAX_SESSIONS: return "maxSessions reached";
   case LP_SCHED_R_DEVICE_CAP: return "device stream cap";
   case LP_SCHED_R_UNSUPPORTED: return "codec not supported";
+  case LP_SCHED_R_DEVICE_DOWN: return "device quarantined";
   case LP_SCHED_R_TOO_LARGE: return "job larger than the device";
   case LP_SCHED_R_OVERLOADED: return "device behind real time";
   case LP_SCHED_R_ENC_SESSIONS: return "hardware sessions";
@@ -350,6 +357,10 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
   if (!c->supported) {
     snprintf(why, wlen, "%s can't run a codec of the job", d->name);
     return LP_SCHED_R_UNSUPPORTED;
+  }
+  if (d->down) {
+    snprintf(why, wlen, "%s quarantined after a failure", d->name);
+    return LP_SCHED_R_DEVICE_DOWN;
   }
   if (d->behind) {
     snprintf(why, wlen, "%s behind real time (ratio %.2f > %.2f)", d->name, d->rt,

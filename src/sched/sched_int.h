@@ -20,6 +20,7 @@ typedef struct sched_device {
   int max_enc, max_dec;
   uint64_t mem_total;
   int cap_sessions; /* -perGpuMax entry; 0 = none */
+  bool down;        /* quarantined: no new sessions */
   lp_sched_coefs_t coefs;
   bool calibrated;
   lp_sched_source_t *src;

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,15 @@ static struct {
   int log_fd;
   hw_table_t table;
   orch_media_ctx_t ctx;
+  pthread_mutex_t table_mu;
+  int failed[4]; /* device_failed calls per table entry */
 } g;
+
+/* What the node does with it is tested with the node; here: who is reported, and how often. */
+static void on_device_failed(void *arg, int device) {
+  assert_ptr_equal(arg, &g);
+  if (device >= 0 && device < 4) g.failed[device]++;
+}
 
 static char *log_text(void) {
   off_t len = lseek(g.log_fd, 0, SEEK_END);
@@ -89,6 +98,7 @@ static void test_device_fails(void **st) {
   assert_int_equal(fake_encoders_opened(), on_device);
   char *log = log_text();
   assert_int_equal(count(log, "Device fake:0 failed sessionID=b seqNo=0"), 1);
+  assert_int_equal(g.failed[1], 1); /* the node hears of it once */
   assert_non_null(strstr(log, "its segments run on the CPU for 30 s"));
   free(log);
   /* Its next segment goes straight to the CPU: no second failure. */
@@ -96,6 +106,7 @@ static void test_device_fails(void **st) {
   assert_string_equal(err, "");
   log = log_text();
   assert_int_equal(count(log, "Device fake:0 failed"), 1);
+  assert_int_equal(g.failed[1], 1);
   free(log);
 
   /* a keeps its open session on the device. */
@@ -137,6 +148,10 @@ static int setup(void **st) {
   fake_configure(fake_config());
   g.ctx.table = &g.table;
   g.ctx.cpu_preset = "ultrafast";
+  pthread_mutex_init(&g.table_mu, NULL);
+  g.ctx.table_mu = &g.table_mu;
+  g.ctx.device_failed = on_device_failed;
+  g.ctx.arg = &g;
   return 0;
 }
 

@@ -174,6 +174,38 @@ static void test_sticky(void **state) {
   lp_sched_free(s);
 }
 
+/* A quarantined device takes no new sessions; its own stay placed; it comes back when set up. */
+static void test_device_down(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int g0 = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  int g1 = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 20, 0, 0);
+  lp_sched_verdict_t v;
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "a", &j, &v), 0);
+  assert_int_equal(v.device, g0);
+  assert_int_equal(lp_sched_set_device_down(s, g0, true), 0);
+  assert_int_equal(lp_sched_set_device_down(s, 7, true), LP_EINVAL);
+  assert_int_equal(lp_sched_session_device(s, "a"), g0);
+  char id[32];
+  for (int i = 0; i < 3; i++) {
+    snprintf(id, sizeof id, "n%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+    assert_int_equal(v.device, g1);
+  }
+  /* with both down, a new session is refused and the reason says why */
+  assert_int_equal(lp_sched_set_device_down(s, g1, true), 0);
+  assert_int_equal(lp_sched_admit(s, "late", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_DEVICE_DOWN);
+  assert_non_null(strstr(v.detail, "quarantined"));
+  assert_string_equal(lp_sched_reason_name(v.reason), "device quarantined");
+  /* back in service: g0 holds 1 session against g1's 3, so it takes the next */
+  assert_int_equal(lp_sched_set_device_down(s, g0, false), 0);
+  assert_int_equal(lp_sched_admit(s, "back", &j, &v), 0);
+  assert_int_equal(v.device, g0);
+  lp_sched_free(s);
+}
+
 static void test_placement(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
@@ -800,6 +832,7 @@ int main(void) {
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_sticky),
       cmocka_unit_test(test_placement),
+      cmocka_unit_test(test_device_down),
       cmocka_unit_test(test_fake_telemetry),
       cmocka_unit_test(test_telemetry_in_model_units),
       cmocka_unit_test(test_session_caps),
