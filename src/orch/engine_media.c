@@ -102,13 +102,19 @@ static int media_transcode(void *ctx, void *state, orch_job_t *job) {
   for (size_t i = 0; i < job->n_profiles; i++) to_media_profile(&job->profiles[i], &mp[i]);
   int device = job->device;
   if (device > 0 && device == st->failed_device && lp_now_ms() < st->failed_until_ms) device = 0;
+  const orch_media_ctx_t *c = st->ctx;
+  if (device > 0 && c && c->table && c->table_mu && device < c->table->n) {
+    /* a quarantined device's sessions run on the CPU until it is back */
+    pthread_mutex_lock(c->table_mu);
+    if (c->table->dev[device].state == HW_DEV_QUARANTINED) device = 0;
+    pthread_mutex_unlock(c->table_mu);
+  }
   media_result_t res;
   int rc = run_on(st, device, job, mp, &res);
   if (rc && res.error_class == MEDIA_ERR_DEVICE && device > 0) {
     /* The device failed, not the segment: this segment is done again on the CPU at once, and
      * the session stays there for a while rather than fail each segment on the device first. */
     char name[sizeof(((hw_device_t *)0)->name)] = "?";
-    const orch_media_ctx_t *c = st->ctx;
     if (c && c->table && device < c->table->n) {
       if (c->table_mu) pthread_mutex_lock(c->table_mu);
       memcpy(name, c->table->dev[device].name, sizeof name);

@@ -113,6 +113,23 @@ static void test_device_fails(void **st) {
   fake_config()->dead_device = 0;
   segment(a, "a", 1, 1, err);
   assert_string_equal(err, "");
+  /* Once the node has quarantined the device, a's segments run on the CPU, without a failure. */
+  pthread_mutex_lock(&g.table_mu);
+  g.table.dev[1].state = HW_DEV_QUARANTINED;
+  pthread_mutex_unlock(&g.table_mu);
+  fake_config()->broken = true; /* had a's segment gone to the device, it would fail there */
+  int before = fake_encoders_opened();
+  segment(a, "a", 2, 1, err);
+  assert_string_equal(err, "");
+  assert_int_equal(fake_encoders_opened(), before);
+  log = log_text();
+  assert_int_equal(count(log, "Device fake:0 failed"), 1);
+  free(log);
+  assert_int_equal(g.failed[1], 1);
+  pthread_mutex_lock(&g.table_mu);
+  g.table.dev[1].state = HW_DEV_OK;
+  pthread_mutex_unlock(&g.table_mu);
+  fake_config()->broken = false;
   orch_engine_media.close(&g.ctx, a);
   orch_engine_media.close(&g.ctx, b);
 }
