@@ -383,6 +383,22 @@ int hw_table_recheck(hw_table_t *t, uint64_t now_ms) {
   return back;
 }
 
+bool hw_table_recheck_due(const hw_table_t *t, uint64_t now_ms) {
+  for (int i = 1; i < t->n; i++)
+    if (t->dev[i].state == HW_DEV_QUARANTINED && now_ms >= t->dev[i].retry_at_ms) return true;
+  return false;
+}
+
+uint32_t hw_table_recheck_apply(hw_table_t *t, const hw_table_t *rechecked) {
+  uint32_t back = 0;
+  for (int i = 1; i < t->n && i < rechecked->n; i++) {
+    if (t->dev[i].state != HW_DEV_QUARANTINED) continue;
+    t->dev[i] = rechecked->dev[i];
+    if (t->dev[i].state == HW_DEV_OK) back |= 1u << i;
+  }
+  return back;
+}
+
 int hw_table_fallback_device(const hw_table_t *t, int failed, hw_codec_t in, uint64_t now_ms) {
   const hw_backend_t *be = failed > 0 && failed < t->n ? t->dev[failed].be : NULL;
   for (int i = 1; i < t->n; i++)

@@ -255,12 +255,13 @@ static int run_node(int argc, char **argv) {
   if (n.cfg.transcoder && !n.cfg.orchestrator) {
     /* The worker copies the device table; a device flag that selects nothing usable stops it. */
     hw_table_t *devs = calloc(1, sizeof *devs);
-    int frc = pool_worker_check_flags(&n.cfg);
-    int drc = frc ? 0 : devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM;
-    int rc = frc ? frc : drc ? drc : pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
+    /* as the node: exit 2 for unusable flags, 1 for devices */
+    int code = 2, rc = pool_worker_check_flags(&n.cfg);
+    if (rc == 0 && (rc = devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM)) code = 1;
+    if (rc == 0) rc = pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
     free(devs);
     if (rc) {
-      n.exit_code = drc ? 1 : 2; /* as the node: 1 for devices, 2 for unusable flags */
+      n.exit_code = code;
       lp_lifecycle_request_stop(n.lc);
     } else {
       pool_worker_on_fatal(n.worker, node_worker_fatal, &n);

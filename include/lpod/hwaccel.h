@@ -264,6 +264,12 @@ bool hw_table_usable(const hw_table_t *t, int i, uint64_t now_ms);
  * quarantined for longer. Returns how many came back. Blocks for the self-tests: call it off
  * the event loop (uv_queue_work) on a copy or under the caller's lock. */
 int hw_table_recheck(hw_table_t *t, uint64_t now_ms);
+/* Whether some quarantined device's time is up (a hw_table_recheck would test it). */
+bool hw_table_recheck_due(const hw_table_t *t, uint64_t now_ms);
+/* Takes the outcome of a hw_table_recheck run on a copy (rechecked) into t, for the entries t
+ * still holds quarantined; returns a bit mask of the entries back in service. The way to
+ * re-test off the loop: copy, hw_table_recheck the copy on a thread, apply on the loop. */
+uint32_t hw_table_recheck_apply(hw_table_t *t, const hw_table_t *rechecked);
 /* Where the sessions of a failed device go: another usable device of the same backend that
  * decodes in, else the CPU. */
 int hw_table_fallback_device(const hw_table_t *t, int failed, hw_codec_t in, uint64_t now_ms);

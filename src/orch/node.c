@@ -776,30 +776,21 @@ static void recheck_done(uv_work_t *w, int status) {
     if (n->freeing) node_handle_gone(n); /* the work counted as a handle */
     return;
   }
-  bool changed = false;
   pthread_mutex_lock(&n->table_mu);
-  for (int i = 1; i < n->table->n; i++) {
-    if (n->table->dev[i].state != HW_DEV_QUARANTINED) continue;
-    n->table->dev[i] = n->recheck_copy->dev[i];
-    if (n->table->dev[i].state == HW_DEV_OK) {
-      if (n->core.admit) orch_admit_device_down(n->core.admit, i, false);
-      changed = true;
-    }
-  }
+  uint32_t back = hw_table_recheck_apply(n->table, n->recheck_copy);
   pthread_mutex_unlock(&n->table_mu);
   free(n->recheck_copy);
   n->recheck_copy = NULL;
-  if (changed) devices_changed(n);
+  for (int i = 1; i < n->table->n; i++)
+    if ((back & (1u << i)) && n->core.admit) orch_admit_device_down(n->core.admit, i, false);
+  if (back) devices_changed(n);
 }
 
 static void on_recheck_timer(uv_timer_t *t) {
   orch_node_t *n = t->data;
-  if (n->freeing || n->rechecking || !n->table) return;
-  uint64_t now = lp_now_ms();
-  bool due = false;
-  for (int i = 1; i < n->table->n; i++)
-    due |= n->table->dev[i].state == HW_DEV_QUARANTINED && now >= n->table->dev[i].retry_at_ms;
-  if (!due || !(n->recheck_copy = malloc(sizeof *n->recheck_copy))) return;
+  if (n->freeing || n->rechecking || !n->table || !hw_table_recheck_due(n->table, lp_now_ms()))
+    return;
+  if (!(n->recheck_copy = malloc(sizeof *n->recheck_copy))) return;
   *n->recheck_copy = *n->table; /* the loop is the only writer */
   n->recheck_req.data = n;
   if (uv_queue_work(n->loop, &n->recheck_req, recheck_work, recheck_done)) {

@@ -530,10 +530,8 @@ static void recheck_done(uv_work_t *req, int status) {
   (void)status;
   w->rechecking = false;
   if (!w->freeing) {
-    pthread_mutex_lock(&w->table_mu);
-    /* hw_table_recheck logged each outcome; the loop leaves a quarantined entry alone */
-    for (int i = 1; i < w->table->n; i++)
-      if (w->table->dev[i].state == HW_DEV_QUARANTINED) w->table->dev[i] = w->recheck_copy->dev[i];
+    pthread_mutex_lock(&w->table_mu); /* hw_table_recheck logged each outcome */
+    hw_table_recheck_apply(w->table, w->recheck_copy);
     pthread_mutex_unlock(&w->table_mu);
   }
   free(w->recheck_copy);
@@ -542,12 +540,9 @@ static void recheck_done(uv_work_t *req, int status) {
 }
 
 static void recheck_start(pool_worker_t *w) {
-  if (!w->table || w->rechecking || w->freeing) return;
-  uint64_t now = lp_now_ms();
-  bool due = false;
-  for (int i = 1; i < w->table->n; i++)
-    due |= w->table->dev[i].state == HW_DEV_QUARANTINED && now >= w->table->dev[i].retry_at_ms;
-  if (!due || !(w->recheck_copy = malloc(sizeof *w->recheck_copy))) return;
+  if (!w->table || w->rechecking || w->freeing || !hw_table_recheck_due(w->table, lp_now_ms()))
+    return;
+  if (!(w->recheck_copy = malloc(sizeof *w->recheck_copy))) return;
   pthread_mutex_lock(&w->table_mu);
   *w->recheck_copy = *w->table;
   pthread_mutex_unlock(&w->table_mu);

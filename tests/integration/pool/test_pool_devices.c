@@ -14,7 +14,6 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
 #include <libavformat/avformat.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "lpod/net.h"
 #include "lpod/pool.h"
 #include "pool_test.h"
+#include "test_log.h"
 
 #define SECRET "pool-devices-secret"
 
@@ -73,14 +73,12 @@ static bool wait_transcoders(int n, uint64_t timeout_ms) {
 
 /* What the log said since the test started. */
 static char *log_text(void) {
-  off_t len = lseek(g.log_fd, 0, SEEK_END);
-  char *b = calloc(1, (size_t)len + 1);
+  char *b = test_log_text(g.log_fd);
   assert_non_null(b);
-  assert_int_equal(pread(g.log_fd, b, (size_t)len, 0), len);
   return b;
 }
 
-static void log_reset(void) { assert_int_equal(ftruncate(g.log_fd, 0), 0); }
+static void log_reset(void) { assert_int_equal(test_log_clear(g.log_fd), 0); }
 
 /* Video frames and size of a rendition, read back by libavformat. */
 static int64_t count_frames(const uint8_t *data, size_t len, int *w, int *h) {
@@ -143,17 +141,13 @@ static void transcode(const char *session, int64_t seq) {
 }
 
 /* The CPU and two fake GPUs that decode and encode H.264 only, as their self-test left them. */
-static void fake_table(hw_table_t *t) {
+static void two_fake_gpus(hw_table_t *t) {
   fake_config_t c = {.devices = 2,
                      .dec = HW_CODEC_BIT(HW_CODEC_H264),
                      .enc = HW_CODEC_BIT(HW_CODEC_H264),
                      .limits = {16, 16, 4096, 4096, 2, true}};
-  fake_configure(&c);
-  hw_table_init(t);
-  assert_int_equal(hw_selftest(&t->dev[0], false), 0);
   char err[256] = "";
-  if (hw_table_add(t, &fake_backend, "all", false, NULL, err, sizeof err))
-    fail_msg("hw_table_add: %s", err);
+  if (fake_table(t, &c, "all", false, err, sizeof err)) fail_msg("fake_table: %s", err);
   assert_int_equal(t->n, 3);
   assert_string_equal(t->dev[1].name, "fake:0");
   assert_string_equal(t->dev[2].name, "fake:1");
@@ -192,7 +186,7 @@ static void test_caps_and_placement(void **state) {
   hw_table_t *t = calloc(1, sizeof *t);
   assert_non_null(t);
   test_free_later(t);
-  fake_table(t);
+  two_fake_gpus(t);
   worker_t wk;
   worker_start(&wk, t);
 
@@ -239,7 +233,7 @@ static void test_device_fails(void **state) {
   hw_table_t *t = calloc(1, sizeof *t);
   assert_non_null(t);
   test_free_later(t);
-  fake_table(t);
+  two_fake_gpus(t);
   worker_t wk;
   worker_start(&wk, t);
   fake_config()->dead_device = 2; /* fake:1 passed at start, now it no longer opens */
@@ -287,13 +281,8 @@ static int setup(void **state) {
   char *p;
   if (lp_file_read(seg, 64 << 20, &p, &g.seg_len)) return -1;
   g.seg = (uint8_t *)p;
-  char logp[] = "/tmp/lpod-pooldev-log-XXXXXX";
-  g.log_fd = mkstemp(logp);
+  g.log_fd = test_log_capture();
   if (g.log_fd < 0) return -1;
-  unlink(logp);
-  /* appends, so that a truncated log starts again at 0 */
-  if (fcntl(g.log_fd, F_SETFL, O_APPEND)) return -1;
-  lp_log_set_fd(g.log_fd);
   uv_loop_init(&g.loop);
   uv_timer_init(&g.loop, &g.tick);
   uv_timer_start(&g.tick, on_tick, 20, 20);

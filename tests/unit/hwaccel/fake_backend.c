@@ -120,3 +120,15 @@ const hw_backend_t fake_backend = {
     .describe = fake_describe,
     .enc_sessions_limited = true,
 };
+
+int fake_table(hw_table_t *t, const fake_config_t *c, const char *select, bool test, char *err,
+               size_t errlen) {
+  fake_configure(c);
+  hw_table_init(t);
+  int ret = hw_selftest(&t->dev[0], false);
+  if (ret) {
+    snprintf(err, errlen, "the CPU's codecs: %s", lp_strerror(ret));
+    return ret;
+  }
+  return hw_table_add(t, &fake_backend, select, test, NULL, err, errlen);
+}

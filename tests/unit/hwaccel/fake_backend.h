@@ -25,5 +25,11 @@ fake_config_t *fake_config(void);
 int fake_open_encoders(void);
 /* Encoders the fake has opened since fake_configure. */
 int fake_encoders_opened(void);
+/* A device table as the start-up probe leaves it: the CPU (its codecs opened, not test-run),
+ * then the fake's devices that select picks ("all", "0,1"), tested with real tiny transcodes
+ * when test is set, with the fake configured as cfg. Returns hw_table_add's result and its
+ * reason in err. */
+int fake_table(hw_table_t *t, const fake_config_t *cfg, const char *select, bool test, char *err,
+               size_t errlen);
 
 #endif

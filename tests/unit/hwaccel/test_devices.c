@@ -51,12 +51,8 @@ static bool has_cap(const hw_table_t *t, int cap) {
 }
 
 static void table_with_fake(hw_table_t *t, const fake_config_t *c, const char *select, bool test) {
-  fake_configure(c);
-  hw_table_init(t);
-  assert_int_equal(hw_selftest(&t->dev[0], false), 0);
   char err[512] = "";
-  int ret = hw_table_add(t, &fake_backend, select, test, NULL, err, sizeof(err));
-  if (ret != 0) fail_msg("hw_table_add: %s", err);
+  if (fake_table(t, c, select, test, err, sizeof(err))) fail_msg("fake_table: %s", err);
 }
 
 static void test_cpu_always_present(void **state) {
@@ -328,9 +324,20 @@ static void test_quarantine(void **state) {
   assert_int_equal(t.dev[1].failures, 2);
   assert_int_equal(t.dev[1].retry_at_ms, 30100 + 60000);
   assert_non_null(strstr(t.dev[1].note, "failed re-test"));
-  /* Repaired: back in service with what it could do before. */
+  /* Repaired: back in service with what it could do before. Re-tested the way the node and
+   * the transcoder do it off their loop: on a copy, then applied. */
   fake_config()->broken = false;
-  assert_int_equal(hw_table_recheck(&t, 30100 + 60000), 2);
+  assert_false(hw_table_recheck_due(&t, 30100 + 59999));
+  assert_true(hw_table_recheck_due(&t, 30100 + 60000));
+  hw_table_t *copy = malloc(sizeof *copy);
+  assert_non_null(copy);
+  *copy = t;
+  assert_int_equal(hw_table_recheck(copy, 30100 + 60000), 2);
+  assert_int_equal(t.dev[1].state, HW_DEV_QUARANTINED); /* until applied */
+  assert_int_equal(hw_table_recheck_apply(&t, copy), (1u << 1) | (1u << 2));
+  assert_int_equal(hw_table_recheck_apply(&t, copy), 0); /* nothing left quarantined */
+  assert_false(hw_table_recheck_due(&t, 90100));
+  free(copy);
   assert_true(hw_table_usable(&t, 1, 90100));
   assert_true(hw_table_usable(&t, 2, 90100));
   assert_int_equal(t.dev[1].enc, gpu.enc);

@@ -17,6 +17,7 @@
 #include "lpod/hwaccel.h"
 #include "lpod/media.h"
 #include "media_check.h"
+#include "test_log.h"
 
 #define SRC "-f lavfi -i testsrc2=size=640x360:rate=30 -frames:v 30 -c:v libx264 -preset veryfast"
 
@@ -41,19 +42,14 @@ static int count(const char *hay, const char *needle) {
 
 /* The node's log goes to an unlinked temporary file until read_all. */
 static int log_to_file(void) {
-  char path[] = "/tmp/lpod-fallback-XXXXXX";
-  int fd = mkstemp(path);
+  int fd = test_log_capture();
   assert_true(fd >= 0);
-  unlink(path);
-  lp_log_set_fd(fd);
   return fd;
 }
 
 static char *read_all(int fd) {
-  off_t len = lseek(fd, 0, SEEK_END);
-  char *b = calloc(1, (size_t)len + 1);
+  char *b = test_log_text(fd);
   assert_non_null(b);
-  assert_int_equal(pread(fd, b, (size_t)len, 0), len);
   return b;
 }
 
@@ -73,12 +69,8 @@ static void check(const media_result_t *r, size_t i, int w, int h, const char *c
 /* A fake device in a node's device table, as the self-test would have left it. */
 static void table_with(hw_table_t *t, unsigned dec, unsigned enc, hw_limits_t lim) {
   fake_config_t c = {.devices = 1, .dec = dec, .enc = enc, .limits = lim};
-  fake_configure(&c);
-  hw_table_init(t);
-  assert_int_equal(hw_selftest(&t->dev[0], false), 0);
   char err[256] = "";
-  if (hw_table_add(t, &fake_backend, "0", false, NULL, err, sizeof(err)))
-    fail_msg("hw_table_add: %s", err);
+  if (fake_table(t, &c, "0", false, err, sizeof(err))) fail_msg("fake_table: %s", err);
   assert_int_equal(t->n, 2);
   fake_configure(fake_config()); /* the encoders the probe opened are not the session's */
 }

@@ -9,7 +9,6 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "../hwaccel/fake_backend.h"
 #include "orch_int.h"
+#include "test_log.h"
 
 static struct {
   char dir[64];
@@ -37,10 +37,8 @@ static void on_device_failed(void *arg, int device) {
 }
 
 static char *log_text(void) {
-  off_t len = lseek(g.log_fd, 0, SEEK_END);
-  char *b = calloc(1, (size_t)len + 1);
+  char *b = test_log_text(g.log_fd);
   assert_non_null(b);
-  assert_int_equal(pread(g.log_fd, b, (size_t)len, 0), len);
   return b;
 }
 
@@ -148,20 +146,14 @@ static int setup(void **st) {
   char *p;
   if (lp_file_read(path, 64 << 20, &p, &g.seg_len)) return -1;
   g.seg = (uint8_t *)p;
-  char logp[] = "/tmp/lpod-engine-log-XXXXXX";
-  g.log_fd = mkstemp(logp);
+  g.log_fd = test_log_capture();
   if (g.log_fd < 0) return -1;
-  unlink(logp);
-  lp_log_set_fd(g.log_fd);
   fake_config_t c = {.devices = 1,
                      .dec = HW_CODEC_BIT(HW_CODEC_H264),
                      .enc = HW_CODEC_BIT(HW_CODEC_H264),
                      .limits = {16, 16, 4096, 4096, 2, true}};
-  fake_configure(&c);
-  hw_table_init(&g.table);
-  if (hw_selftest(&g.table.dev[0], false)) return -1;
   char err[256];
-  if (hw_table_add(&g.table, &fake_backend, "0", false, NULL, err, sizeof err)) return -1;
+  if (fake_table(&g.table, &c, "0", false, err, sizeof err)) return -1;
   fake_configure(fake_config());
   g.ctx.table = &g.table;
   g.ctx.cpu_preset = "ultrafast";
