@@ -4,7 +4,7 @@
 # decode-only pass through the ffmpeg CLI with -hwaccel cuda on NVIDIA devices, then
 # scripts/bench-compare.py against the committed baseline. Exits non-zero on a regression or a
 # failed run. Results land in OUTDIR: devices.json, <device>.json (lpod bench -json),
-# ffmpeg-<device>.json and compare.txt.
+# <device>.csv (one line per segment), ffmpeg-<device>.json and compare.txt.
 #
 # usage: scripts/gpu-bench.sh [LPOD_BINARY] [OUTDIR]
 # env:   DEVICES ("-nvidia all"; flags for `lpod devices`), BASELINE (bench/baseline.json),
@@ -50,7 +50,7 @@ cat "$OUT"/src/seg*.ts > "$OUT/all.ts"
 mapfile -t devs < <(python3 -c '
 import json, sys
 for d in json.load(open(sys.argv[1]))["devices"]:
-    idx = d["name"].split(":", 1)[1] if ":" in d["name"] else "-1"
+    idx = str(d.get("index", -1))
     print(d["name"], d["backend"], idx, "1" if d["encode"] else "0")
 ' "$OUT/devices.json")
 
@@ -59,16 +59,9 @@ failed=0
 for line in "${devs[@]}"; do
   read -r name backend idx has_enc <<<"$line"
   safe=${name//[^A-Za-z0-9_-]/_}
-  env_dev=()
-  # lpod bench opens the backend's first device; pick the GPU through CUDA's own variable.
-  [ "$backend" = nvidia ] && env_dev=(env "CUDA_VISIBLE_DEVICES=$idx")
-  if [ "$backend" = qsv ] && [ "$idx" != /dev/dri/renderD128 ]; then
-    echo "gpu-bench: $name: lpod bench runs on the first render node only, skipped" >&2
-    continue
-  fi
   echo "gpu-bench: $name ($backend): lpod bench, $SESSIONS session(s)..." >&2
-  if "${env_dev[@]}" "$LPOD" bench -in "$OUT/src/index.m3u8" -profiles "$PROFILES" \
-    -preset "$PRESET" -sessions "$SESSIONS" -backend "$backend" -json "$OUT/$safe.json"; then
+  if "$LPOD" bench -in "$OUT/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" \
+    -sessions "$SESSIONS" -backend "$backend" -device "$idx" -json "$OUT/$safe.json" -csv "$OUT/$safe.csv"; then
     pairs+=("$name=$OUT/$safe.json")
   else
     echo "gpu-bench: $name: lpod bench failed" >&2
@@ -82,13 +75,17 @@ for line in "${devs[@]}"; do
   t0=$(date +%s.%N)
   ffmpeg -nostdin -v error -y -hwaccel cuda -hwaccel_device "$idx" -hwaccel_output_format cuda \
     -i "$OUT/all.ts" -f null -
-  t_dec=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  t_dec=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+  # the same decode on the CPU, for the ratio
+  t0=$(date +%s.%N)
+  ffmpeg -nostdin -v error -y -i "$OUT/all.ts" -f null -
+  t_cpu=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   if [ "$has_enc" = 1 ]; then
     enc=(-c:v h264_nvenc -preset p4 -forced-idr 1)
     tail=""
   else
     enc=(-c:v libx264 -preset "$PRESET" -forced-idr 1)
-    tail=",hwdownload,format=yuv420p"
+    tail=":format=yuv420p,hwdownload,format=yuv420p"
   fi
   t0=$(date +%s.%N)
   ffmpeg -nostdin -v error -y -hwaccel cuda -hwaccel_device "$idx" -hwaccel_output_format cuda \
@@ -98,12 +95,15 @@ for line in "${devs[@]}"; do
     -map "[o2]" "${enc[@]}" -b:v 1200k -maxrate 1200k -bufsize 1200k -f mpegts "$OUT/ff_360.ts" \
     -map "[o3]" "${enc[@]}" -b:v 600k -maxrate 600k -bufsize 600k -f mpegts "$OUT/ff_240.ts" ||
     { echo "gpu-bench: $name: ffmpeg ladder failed" >&2; failed=1; }
-  t_lad=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  t_lad=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   frames=$((DUR * FPS))
-  python3 - "$OUT/ffmpeg-$safe.json" "$t_dec" "$t_lad" "$DUR" "$frames" <<'EOF'
+  python3 - "$OUT/ffmpeg-$safe.json" "$t_dec" "$t_cpu" "$t_lad" "$DUR" "$frames" <<'EOF'
 import json, sys
-out, t_dec, t_lad, dur, frames = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+out = sys.argv[1]
+t_dec, t_cpu, t_lad, dur = (float(v) for v in sys.argv[2:6])
+frames = int(sys.argv[6])
 json.dump({"decode_s": t_dec, "decode_fps": frames / t_dec if t_dec else 0,
+           "cpu_decode_s": t_cpu, "cpu_decode_fps": frames / t_cpu if t_cpu else 0,
            "ladder_s": t_lad, "realtime_ratio": t_lad / dur if dur else 0,
            "source_s": dur, "frames": frames}, open(out, "w"), indent=2)
 EOF

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lpod/media.h"
+#include "media_int.h"
 
 typedef struct bseg {
   char *path;
@@ -213,13 +213,14 @@ static int load_segments(const char *in, int max, bench_t *b) {
 }
 
 static void bench_usage(void) {
-  fprintf(
-      stderr,
-      "usage: lpod bench -in PLAYLIST.m3u8|DIR [-profiles P240p30fps16x9,...|ladder.json]\n"
-      "                  [-sessions N] [-live] [-repeat R] [-segs K] [-stagger MS]\n"
-      "                  [-preset NAME] [-threads N] [-backend sw] [-csv FILE|-] [-json FILE|-]\n"
-      "One warm session per concurrent stream; segments are read into memory first.\n"
-      "CSV columns: timestamp,session,segment,seg_dur,transcode_time,frames\n");
+  fprintf(stderr,
+          "usage: lpod bench -in PLAYLIST.m3u8|DIR [-profiles P240p30fps16x9,...|ladder.json]\n"
+          "                  [-sessions N] [-live] [-repeat R] [-segs K] [-stagger MS]\n"
+          "                  [-preset NAME] [-threads N] [-backend sw] [-device N]\n"
+          "                  [-csv FILE|-] [-json FILE|-]\n"
+          "One warm session per concurrent stream; segments are read into memory first.\n"
+          "A device backend is probed first, as the node does, and routes by what it passed.\n"
+          "CSV columns: timestamp,session,segment,seg_dur,transcode_time,frames\n");
 }
 
 static const char *fval(int argc, char **argv, int *i, const char *name) {
@@ -271,6 +272,8 @@ int media_cli_bench(int argc, char **argv) {
       b.opts.encoder_threads = atoi(v);
     else if ((v = fval(argc, argv, &i, "backend")))
       b.opts.backend = v;
+    else if ((v = fval(argc, argv, &i, "device")))
+      b.opts.device = atoi(v);
     else if ((v = fval(argc, argv, &i, "csv")))
       csv = v;
     else if ((v = fval(argc, argv, &i, "json")))
@@ -290,6 +293,11 @@ int media_cli_bench(int argc, char **argv) {
     return 2;
   }
   int rc = 0;
+  hw_table_t *table = NULL;
+  if (media_cli_device_table("bench", &b.opts, &table) < 0) {
+    rc = 1;
+    goto out;
+  }
   if (load_segments(in, segs, &b) < 0) {
     fprintf(stderr, "bench: no segments in %s\n", in);
     rc = 2;
@@ -370,5 +378,6 @@ out:
   }
   free(b.segs);
   free(b.profiles);
+  free(table);
   return rc;
 }

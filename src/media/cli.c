@@ -4,7 +4,7 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "lpod/media.h"
+#include "media_int.h"
 
 static void transcode_usage(void) {
   fprintf(stderr,
@@ -23,6 +23,43 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name) {
   if (a[n] == '=') return a + n + 1;
   if (a[n] != 0 || *i + 1 >= argc) return NULL;
   return argv[++*i];
+}
+
+int media_cli_device_table(const char *tool, media_session_opts_t *o, hw_table_t **table) {
+  *table = NULL;
+  const hw_backend_t *be = o->backend ? hw_backend_find(o->backend) : NULL;
+  /* an unknown name is the session's to report */
+  if (!be || be == &hw_backend_sw) return 0;
+  media_global_init(); /* the self-test's libav lines go through lpod's log */
+  char sel[16];
+  snprintf(sel, sizeof(sel), "%d", o->device < 0 ? 0 : o->device);
+  hw_probe_opts_t po = {.nvidia = "", .netint = "", .qsv = "", .test = true};
+  if (strcmp(be->name, "nvidia") == 0)
+    po.nvidia = sel;
+  else if (strcmp(be->name, "qsv") == 0)
+    po.qsv = sel;
+  else if (strcmp(be->name, "netint") == 0)
+    po.netint = sel;
+  else
+    return 0;
+  hw_table_t *t = malloc(sizeof(*t));
+  if (!t) {
+    fprintf(stderr, "%s: out of memory\n", tool);
+    return -1;
+  }
+  char err[512] = "";
+  if (hw_table_probe(&po, t, err, sizeof(err)) < 0 || t->n < 2) {
+    fprintf(stderr, "%s: %s\n", tool, err[0] ? err : "the device did not pass its self-test");
+    free(t);
+    return -1;
+  }
+  char *text = hw_table_text(t);
+  if (text) fprintf(stderr, "%s", text);
+  free(text);
+  o->table = t;
+  o->table_dev = t->n - 1;
+  *table = t;
+  return 0;
 }
 
 int media_cli_transcode(int argc, char **argv) {
@@ -69,7 +106,13 @@ int media_cli_transcode(int argc, char **argv) {
     free(ps);
     return 1;
   }
+  hw_table_t *table = NULL;
+  if (media_cli_device_table("transcode", &opts, &table) < 0) {
+    free(ps);
+    return 1;
+  }
   media_session_t *s = media_session_new(&opts);
+  free(table);
   if (!s) {
     fprintf(stderr, "transcode: cannot start a %s session\n", opts.backend ? opts.backend : "sw");
     free(ps);

@@ -31,6 +31,14 @@ AVIOContext *media_memout_open(media_memout_t *m);
 /* Frees an AVIOContext made by the two functions above (not its bytes). */
 void media_avio_free(AVIOContext **pb);
 
+/* For `lpod transcode` and `lpod bench` on a device backend: probes the session's device as the
+ * node does (a tiny transcode per codec) and points o->table at the result, so renditions are
+ * routed by what the device passed, not by the encoders the linked FFmpeg lists (a GPU without
+ * NVENC encodes on the CPU from its frames). Prints the device's entry on stderr. The CPU
+ * backend needs no table (*table stays NULL). Returns 0, or -1 after printing why, prefixed
+ * with tool. The caller frees *table after its sessions are made. */
+int media_cli_device_table(const char *tool, media_session_opts_t *o, hw_table_t **table);
+
 /* Routes libav* log lines into lpod's log once per process. */
 void media_global_init(void);
 
