@@ -107,6 +107,27 @@ static int nv_probe(hw_device_info_t *out, int max) {
   return k;
 }
 
+/* The version in /proc/driver/nvidia/version: the first number after "Kernel Module", which
+ * the open modules follow with "for x86_64" ("... Open Kernel Module for x86_64  580.159.04
+ * Release Build ...") and the proprietary ones do not ("... Kernel Module  550.54.15 ..."). */
+void hw_nv_driver_version(const char *text, char *out, size_t len) {
+  out[0] = 0;
+  const char *p = strstr(text, "Kernel Module");
+  if (!p) return;
+  const char *end = strchr(p, '\n');
+  p += strlen("Kernel Module");
+  while (*p && p != end) {
+    while (*p == ' ' || *p == '\t') p++;
+    size_t k = strcspn(p, " \t\n");
+    if (!k) break;
+    if (*p >= '0' && *p <= '9' && memchr(p, '.', k)) {
+      snprintf(out, len, "%.*s", (int)LP_MIN(k, len - 1), p);
+      return;
+    }
+    p += k;
+  }
+}
+
 static int nv_describe(int index, char *model, size_t model_len, char *driver, size_t driver_len) {
   model[0] = driver[0] = 0;
   if (!cu_ready()) return LP_EUNSUPP;
@@ -116,13 +137,7 @@ static int nv_describe(int index, char *model, size_t model_len, char *driver, s
   char *text = NULL;
   size_t n = 0;
   if (lp_file_read("/proc/driver/nvidia/version", 4096, &text, &n) == 0) {
-    const char *p = strstr(text, "Kernel Module");
-    if (p) {
-      p += strlen("Kernel Module");
-      while (*p == ' ') p++;
-      size_t k = strcspn(p, " \n");
-      snprintf(driver, driver_len, "%.*s", (int)LP_MIN(k, driver_len - 1), p);
-    }
+    hw_nv_driver_version(text, driver, driver_len);
     free(text);
   }
   int v = 0;
@@ -252,6 +267,8 @@ static const char *nv_encoder_name(enum AVCodecID codec) {
 
 static int nv_open_error(int ret) {
   if (ret == AVERROR(ENOMEM)) return LP_ENOMEM;
+  /* what FFmpeg answers when the GPU has no NVENC (H100, H200, A100) */
+  if (ret == AVERROR(ENOSYS)) return LP_EUNSUPP;
   if (hw_classify_gpu(ret, HW_STAGE_ENCODE) == HW_ERR_DEVICE) return LP_EDEVICE;
   return LP_EINVAL;
 }

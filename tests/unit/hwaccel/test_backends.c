@@ -160,6 +160,32 @@ static void test_nvenc_without_driver(void **state) {
   assert_int_equal(hw_backend_nvidia.probe(info, 4), 0);
 }
 
+/* /proc/driver/nvidia/version from the open kernel modules (an H200 host) and the proprietary
+ * ones: the version is the first number after "Kernel Module", wherever it sits. */
+static void test_nvidia_driver_version(void **state) {
+  (void)state;
+  char v[48];
+  hw_nv_driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  "
+                       "Release Build  (dvs-builder@U22-I3-AF03-09-1)  Thu Oct  9 2025\n"
+                       "GCC version:  gcc version 12.3.0\n",
+                       v, sizeof(v));
+  assert_string_equal(v, "580.159.04");
+  hw_nv_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 "
+                       "22:23:56 UTC 2024\n",
+                       v, sizeof(v));
+  assert_string_equal(v, "550.54.15");
+  /* no number on the module's line: nothing, not a word or the GCC line's version */
+  hw_nv_driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64\n"
+                       "GCC version:  gcc version 12.3.0\n",
+                       v, sizeof(v));
+  assert_string_equal(v, "");
+  hw_nv_driver_version("garbage", v, sizeof(v));
+  assert_string_equal(v, "");
+  char tiny[4];
+  hw_nv_driver_version("Kernel Module  550.54.15", tiny, sizeof(tiny));
+  assert_string_equal(tiny, "550");
+}
+
 static void test_missing_hardware_messages(void **state) {
   (void)state;
   char why[512];
@@ -204,6 +230,7 @@ int main(void) {
       cmocka_unit_test(test_filter_chains),
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_nvidia_decoder_choice),
+      cmocka_unit_test(test_nvidia_driver_version),
       cmocka_unit_test(test_nvenc_without_driver),
       cmocka_unit_test(test_missing_hardware_messages),
   };

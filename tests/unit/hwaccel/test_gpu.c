@@ -50,6 +50,8 @@ static int run(const hw_backend_t *be, const char *select) {
     check(d->dec & HW_CODEC_BIT(HW_CODEC_H264), "decodes H.264 on the device", d);
     check((d->enc | d->enc_cpu) & HW_CODEC_BIT(HW_CODEC_H264), "H.264 reaches an encoder", d);
     check(!(d->enc & d->enc_cpu), "a codec is either on the device or on the CPU", d);
+    if (be == &hw_backend_nvidia)
+      check(d->driver[0] >= '0' && d->driver[0] <= '9', "the driver's version is known", d);
     /* What the device encodes, it encodes within its limits at the test size. */
     for (int c = 0; c < HW_CODECS; c++)
       if (d->enc & HW_CODEC_BIT(c)) check(d->limits[c].max_w >= 1920, "limits known", d);
