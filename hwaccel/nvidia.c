@@ -353,4 +353,5 @@ const hw_backend_t hw_backend_nvidia = {
     .scale_filter_host = nv_scale_filter_host,
     .describe = nv_describe,
     .enc_sessions_limited = true,
+    .decoder_sentinels = true,
 };

@@ -103,6 +103,11 @@ typedef struct hw_backend {
   /* The driver caps concurrent encoder sessions (consumer NVENC): the device table opens
    * encoders at start until one is refused and caches the number in the data dir. */
   bool enc_sessions_limited;
+  /* Its decoder is kept across segments: a segment's last frames are pushed out with copies of
+   * the last keyframe (sentinels, whose own frames are dropped) instead of a drain and a
+   * flush, after which FFmpeg builds the device decoder and its surface pool again (NVDEC:
+   * spec/transcoding.md §2, the sentinel flush). */
+  bool decoder_sentinels;
 } hw_backend_t;
 
 /* A one-input, one-output filter graph on one thread, configured: a buffer source with args

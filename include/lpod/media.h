@@ -150,6 +150,10 @@ typedef struct media_result {
   double in_fps; /* source frame rate, 0 if unknown */
   bool has_video, has_audio;
   uint64_t transcode_ns; /* wall time of the call */
+  /* The segment's decode ended with the decoder kept for the next one (backends with
+   * decoder_sentinels: its last frames came out, with sentinel packets where it held some),
+   * rather than drained and reset. */
+  bool decoder_kept;
   /* On failure: the exact lpms/go-livepeer text where one fits (spec/protocol.md §4.5), e.g.
    * "No keyframes in input", "TranscoderInvalidVideo", "Encoded frames runaway". */
   char error[128];

@@ -101,6 +101,10 @@ struct media_session {
   AVBufferRef *device;
   AVCodecContext *vdec;
   enum AVCodecID vdec_codec;
+  /* The decoder is the backend's and is kept across segments with sentinels: the last
+   * keyframe packet seen, whose copies push a segment's last frames out. */
+  bool vdec_sentinels;
+  AVPacket *sentinel;
   uint8_t *vdec_extra;
   size_t vdec_extra_len;
   /* Packets since the last keyframe of the previous segment, in 90 kHz ticks. */
@@ -168,6 +172,11 @@ typedef struct seg {
   int64_t prime_max_pts; /* frames up to this pts come from the primed GOP: discard */
   bool priming;
   int64_t decoded;
+  /* packets the decoder took and frames it gave back this segment, sentinels left out */
+  int64_t dec_in, dec_out;
+  /* frame_ts's history: the last pts and dts seen, and how often each went backwards */
+  int64_t ts_last_pts, ts_last_dts;
+  int64_t ts_back_pts, ts_back_dts;
   AVFrame *frame;
   pthread_mutex_t err_mu; /* renditions fail from their own threads */
   atomic_int abort;
@@ -290,6 +299,7 @@ static void rw_stop(rworker_t *w);
 void media_session_free(media_session_t *s) {
   if (!s) return;
   avcodec_free_context(&s->vdec);
+  av_packet_free(&s->sentinel);
   free(s->vdec_extra);
   pl_free(&s->gop);
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) rw_stop(&s->rw[i]);
@@ -403,6 +413,7 @@ static int decoder_open(seg_t *g) {
            !memcmp(s->vdec_extra, par->extradata, s->vdec_extra_len);
   if (same) return 0;
   avcodec_free_context(&s->vdec);
+  av_packet_free(&s->sentinel);
   free(s->vdec_extra);
   s->vdec_extra = NULL;
   s->vdec_extra_len = 0;
@@ -445,8 +456,12 @@ static int decoder_open(seg_t *g) {
     else
       hw_fallback_note(&s->fb, &s->opts.log, &s->route->dev[1], -1, hc, 0, 0, why);
   }
+  bool sentinels = !cpu && s->be->decoder_sentinels;
   if (ret >= 0) {
-    c->thread_count = 0;
+    /* The CPU decodes with a thread per core; a device decoder gets one thread, as frame
+     * threads only queue work in front of it, and so does one kept with sentinels (each
+     * frame thread would hold back one more frame at a segment's end). */
+    c->thread_count = c->hw_device_ctx || sentinels ? 1 : 0;
     ret = hw_codec_open(c, codec, NULL);
   }
   if (ret < 0) {
@@ -457,6 +472,7 @@ static int decoder_open(seg_t *g) {
   }
   s->vdec = c;
   s->vdec_codec = par->codec_id;
+  s->vdec_sentinels = sentinels;
   return 0;
 }
 
@@ -825,9 +841,36 @@ static void rw_wait_idle(rworker_t *w) {
 /* ---- decode loop ------------------------------------------------------------------------------
  */
 
+/* Timestamps of sentinel packets: far below any real one, far from overflowing arithmetic. */
+#define SENTINEL_TS (-((int64_t)1 << 50))
+
+/* A frame's timestamp: its pts, unless this segment's pts have gone backwards more often than
+ * its dts, then its dts (the best effort FFmpeg makes, with the history of this segment's real
+ * frames only: a kept decoder's own history runs on across segments and counts sentinels).
+ * A frame that a sentinel pushed out has no dts of its own, as one drained at the end has
+ * none. */
+static int64_t frame_ts(seg_t *g, const AVFrame *f) {
+  int64_t pts = f->pts;
+  int64_t dts = f->pkt_dts == SENTINEL_TS ? AV_NOPTS_VALUE : f->pkt_dts;
+  if (dts != AV_NOPTS_VALUE) {
+    if (dts <= g->ts_last_dts) g->ts_back_dts++;
+    g->ts_last_dts = dts;
+  } else if (pts != AV_NOPTS_VALUE) {
+    g->ts_last_dts = pts;
+  }
+  if (pts != AV_NOPTS_VALUE) {
+    if (pts <= g->ts_last_pts) g->ts_back_pts++;
+    g->ts_last_pts = pts;
+  } else if (dts != AV_NOPTS_VALUE) {
+    g->ts_last_pts = dts;
+  }
+  if (pts != AV_NOPTS_VALUE && (dts == AV_NOPTS_VALUE || g->ts_back_pts <= g->ts_back_dts))
+    return pts;
+  return dts;
+}
+
 static int handle_frame(seg_t *g, AVFrame *f) {
-  int64_t pts = f->best_effort_timestamp;
-  if (pts == AV_NOPTS_VALUE) pts = f->pts;
+  int64_t pts = frame_ts(g, f);
   if (g->priming ||
       (g->prime_max_pts != AV_NOPTS_VALUE && pts != AV_NOPTS_VALUE && pts <= g->prime_max_pts))
     return 0; /* a frame of the previous segment, decoded only as a reference */
@@ -854,16 +897,35 @@ static int handle_frame(seg_t *g, AVFrame *f) {
   return atomic_load(&g->abort) ? LP_EMEDIA : 0;
 }
 
+/* Sentinels a segment's end may take before the decoder is drained and reset instead. */
+#define SENTINEL_MAX 8
+
 static int decode_packet(seg_t *g, const AVPacket *p) {
-  AVCodecContext *d = g->s->vdec;
+  media_session_t *s = g->s;
+  AVCodecContext *d = s->vdec;
+  bool sentinel = p && p->pts == SENTINEL_TS;
   int ret = avcodec_send_packet(d, p);
   if (ret < 0 && ret != AVERROR(EAGAIN) && ret != AVERROR_EOF && ret != AVERROR_INVALIDDATA)
     return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
+  if (ret == 0 && p && !sentinel) {
+    g->dec_in++;
+    /* the newest keyframe, so that a sentinel never carries stale parameter sets */
+    if (s->vdec_sentinels && (p->flags & AV_PKT_FLAG_KEY)) {
+      if (!s->sentinel && !(s->sentinel = av_packet_alloc())) return LP_ENOMEM;
+      av_packet_unref(s->sentinel);
+      if (av_packet_ref(s->sentinel, p) < 0) av_packet_free(&s->sentinel);
+    }
+  }
   for (;;) {
     ret = avcodec_receive_frame(d, g->frame);
     if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return 0;
     if (ret == AVERROR_INVALIDDATA) continue;
     if (ret < 0) return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
+    if (g->frame->pts == SENTINEL_TS) {
+      av_frame_unref(g->frame); /* a sentinel's own picture, now or from an earlier segment */
+      continue;
+    }
+    g->dec_out++;
     ret = handle_frame(g, g->frame);
     av_frame_unref(g->frame);
     if (ret < 0) return ret;
@@ -930,6 +992,45 @@ static bool is_continuation(seg_t *g) {
          t - end <= av_rescale_q(CONTINUATION_GAP_US, AV_TIME_BASE_Q, TB_90K);
 }
 
+/* Gets the segment's last frames (a 1-frame segment's only one) out of the decoder. A kept
+ * decoder is fed sentinels, copies of the last keyframe with SENTINEL_TS, until every packet it
+ * took has given its frame; the sentinels' own frames come out later and are dropped. Where
+ * that does not settle (a packet that gave no frame, field pairs), and on other backends, it is
+ * drained and reset: FFmpeg then sets the decoder up again at the next keyframe (cheap on the
+ * CPU, a new device decoder and surface pool on a GPU). */
+static int end_decode(seg_t *g) {
+  media_session_t *s = g->s;
+  if (s->vdec_sentinels && s->sentinel) {
+    AVPacket *p = av_packet_alloc();
+    if (!p) return LP_ENOMEM;
+    int n = 0, ret = 0;
+    while (g->dec_out < g->dec_in && n < SENTINEL_MAX && ret >= 0) {
+      if (av_packet_ref(p, s->sentinel) < 0) {
+        ret = LP_ENOMEM;
+        break;
+      }
+      p->pts = p->dts = SENTINEL_TS;
+      ret = decode_packet(g, p);
+      av_packet_unref(p);
+      n++;
+    }
+    av_packet_free(&p);
+    if (ret < 0) return ret;
+    if (g->dec_out >= g->dec_in) {
+      g->res->decoder_kept = true;
+      return 0;
+    }
+    LOGV_C(4, &s->opts.log,
+           "media: %" PRId64 " of %" PRId64 " packets gave no frame after %d sentinels; "
+           "draining the decoder",
+           g->dec_in - g->dec_out, g->dec_in, n);
+  }
+  int ret = decode_packet(g, NULL);
+  if (ret < 0) return ret;
+  avcodec_flush_buffers(s->vdec);
+  return 0;
+}
+
 static int seg_video(seg_t *g) {
   media_session_t *s = g->s;
   size_t first_kf = 0;
@@ -956,10 +1057,7 @@ static int seg_video(seg_t *g) {
   }
   for (size_t i = start; i < g->vpk.n; i++)
     if ((ret = decode_packet(g, g->vpk.p[i])) < 0) return ret;
-  /* Drain the decoder so a segment's last frames (a 1-frame segment's only one) come out, then
-   * reset it; the context itself, and any device state, stays for the next segment. */
-  if ((ret = decode_packet(g, NULL)) < 0) return ret;
-  avcodec_flush_buffers(s->vdec);
+  if ((ret = end_decode(g)) < 0) return ret;
   gop_cache_update(g, first_kf, has_kf);
   return 0;
 }
@@ -1323,7 +1421,13 @@ int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
   memset(out, 0, sizeof(*out));
   out->error_rendition = -1;
   uint64_t t0 = lp_now_ns();
-  seg_t g = {.s = s, .res = out, .vi = -1, .ai = -1, .prime_max_pts = AV_NOPTS_VALUE};
+  seg_t g = {.s = s,
+             .res = out,
+             .vi = -1,
+             .ai = -1,
+             .prime_max_pts = AV_NOPTS_VALUE,
+             .ts_last_pts = INT64_MIN,
+             .ts_last_dts = INT64_MIN};
   pthread_mutex_init(&g.err_mu, NULL);
   atomic_init(&g.abort, 0);
   int ret;

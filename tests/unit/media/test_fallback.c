@@ -2,6 +2,7 @@
  * the codecs and limits the test sets): what the device did not pass in its self-test is
  * decoded or encoded on the CPU for that rendition only, logged once per session, and every
  * output is still right. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -191,12 +192,118 @@ static void test_backend_limits_without_table(void **state) {
   free(data);
 }
 
+/* Two sessions over the same segments: the fake device as it is (each segment's decode ends
+ * with a drain and a flush) and the same device with decoder_sentinels (it ends with sentinel
+ * packets and keeps the decoder). Every segment must give the same renditions, byte for byte:
+ * the same frames with the same timestamps (x264 on one thread encodes them the same way every
+ * time; with VBV on several it need not). Returns the segments that ended with sentinels. */
+static int same_with_sentinels(const char *const *paths, int n) {
+  hw_backend_t keep = fake_backend;
+  keep.decoder_sentinels = true;
+  fake_config_t c = {.devices = 1,
+                     .dec = HW_CODEC_BIT(HW_CODEC_H264) | HW_CODEC_BIT(HW_CODEC_HEVC),
+                     .enc = HW_CODEC_BIT(HW_CODEC_H264),
+                     .limits = {16, 16, 4096, 4096, 2, true}};
+  fake_configure(&c);
+  media_profile_t ps[2] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_H264)};
+  media_session_t *ss[2];
+  for (int k = 0; k < 2; k++) {
+    media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+    o.preset = "ultrafast";
+    o.encoder_threads = 1;
+    o.backend_impl = k ? &keep : &fake_backend;
+    o.device = 0;
+    ss[k] = media_session_new(&o);
+    assert_non_null(ss[k]);
+  }
+  int kept = 0;
+  for (int i = 0; i < n; i++) {
+    size_t len;
+    uint8_t *data = slurp(paths[i], &len);
+    media_result_t r[2];
+    int ret[2];
+    for (int k = 0; k < 2; k++) ret[k] = media_session_transcode(ss[k], data, len, ps, 2, &r[k]);
+    free(data);
+    if (ret[0] != ret[1] || strcmp(r[0].error, r[1].error) != 0)
+      fail_msg("%s: %d '%s' with a flush, %d '%s' with sentinels", paths[i], ret[0], r[0].error,
+               ret[1], r[1].error);
+    assert_false(r[0].decoder_kept);
+    if (ret[0] == 0) {
+      assert_int_equal(r[0].decoded_frames, r[1].decoded_frames);
+      assert_int_equal(r[0].n, r[1].n);
+      for (size_t j = 0; j < r[0].n; j++) {
+        const media_rendition_t *a = &r[0].renditions[j], *b = &r[1].renditions[j];
+        if (a->frames != b->frames || a->pixels != b->pixels || a->keyframes != b->keyframes ||
+            a->len != b->len || memcmp(a->data, b->data, a->len) != 0) {
+          fail_msg("%s rendition %zu: %" PRId64 " frames, %zu bytes with a flush; %" PRId64
+                   " frames, %zu bytes with sentinels",
+                   paths[i], j, a->frames, a->len, b->frames, b->len);
+        }
+      }
+      if (r[1].decoder_kept) kept++;
+    }
+    media_result_free(&r[0]);
+    media_result_free(&r[1]);
+  }
+  media_session_free(ss[0]);
+  media_session_free(ss[1]);
+  return kept;
+}
+
+#define BSRC                                                                                       \
+  "-f lavfi -i testsrc2=size=640x360:rate=30 -c:v libx264 -preset veryfast -bf 3 -g 15 "           \
+  "-b-pyramid normal"
+
+/* H.264 with B-frames (pyramid), consecutive segments, then segments of 1 and 2 frames; HEVC
+ * with B-frames. The decoder is kept through all of them, with the frames a drain gives. */
+static void test_sentinels_keep_the_decoder(void **state) {
+  (void)state;
+  const char *h264[5] = {
+      gen("sent0.ts", BSRC " -frames:v 30 -output_ts_offset 10"),
+      gen("sent1.ts", BSRC " -frames:v 30 -output_ts_offset 11"),
+      gen("sent2.ts", BSRC " -frames:v 45 -output_ts_offset 12"),
+      gen("sent3.ts", BSRC " -frames:v 1 -output_ts_offset 14"),
+      gen("sent4.ts", BSRC " -frames:v 2 -output_ts_offset 15"),
+  };
+  assert_int_equal(same_with_sentinels(h264, 5), 5);
+  const char *hevc[2] = {
+      gen("sent_h0.ts", "-f lavfi -i testsrc2=size=640x360:rate=30 -frames:v 20 -c:v libx265 "
+                        "-preset ultrafast -x265-params bframes=4:log-level=error"),
+      gen("sent_h1.ts", "-f lavfi -i testsrc2=size=640x360:rate=30 -frames:v 20 -c:v libx265 "
+                        "-preset ultrafast -x265-params bframes=4:log-level=error "
+                        "-output_ts_offset 1"),
+  };
+  assert_int_equal(same_with_sentinels(hevc, 2), 2);
+}
+
+/* The segments that broke transcoders (shared/media): a GOP split over two segments (the second
+ * has no keyframe), broken timestamps, missing SEI, a portrait source, a stream with no video
+ * frames. Same outputs and same errors either way. */
+static void test_sentinels_on_broken_media(void **state) {
+  (void)state;
+  const char *gop[2] = {media_file("kryp-1.ts"), media_file("kryp-2.ts")};
+  same_with_sentinels(gop, 2);
+  const char *each[] = {media_file("duplicate-audio-dts.ts"),
+                        media_file("missing-sei-and-pes.ts"),
+                        media_file("portrait.ts"),
+                        media_file("skip_1.ts"),
+                        media_file("transmux.ts"),
+                        media_file("zero-frame.ts"),
+                        media_file("vertical-sample.ts")};
+  size_t n = sizeof(each) / sizeof(each[0]);
+  for (size_t i = 0; i < n; i++) same_with_sentinels(&each[i], 1);
+  /* all of them through one session, as a stream whose source changes would */
+  assert_true(same_with_sentinels(each, (int)n) > 0);
+}
+
 int main(void) {
   lp_log_set_level(3);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_encode_falls_back_per_rendition),
       cmocka_unit_test(test_decode_and_encode_on_cpu),
       cmocka_unit_test(test_backend_limits_without_table),
+      cmocka_unit_test(test_sentinels_keep_the_decoder),
+      cmocka_unit_test(test_sentinels_on_broken_media),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
