@@ -2,13 +2,13 @@
 # Device acceptance check: every input goes through `lpod transcode` twice, on the CPU backend
 # and on the device, and each rendition of the device run must decode (ffprobe -count_frames)
 # to the same codec, size and frame count as the CPU run's; a segment the CPU refuses must be
-# refused on the device too. Inputs: a generated reference source (1280x720 30 fps, six 2 s
+# refused on the device too. Inputs: a generated reference source (SIZE at 30 fps, SEGS 2 s
 # segments through one session, as a stream's) and every .ts file in MEDIA, one session each.
 # Prints one line per rendition and exits 1 on any difference.
 #
 # usage: scripts/gpu-check.sh [LPOD_BINARY] [OUTDIR]
 # env:   BACKEND (nvidia), DEVICE (0), MEDIA (../shared/media when present, else none),
-#        PROFILES (P720p30fps16x9,P360p30fps16x9,P240p30fps16x9)
+#        PROFILES (P720p30fps16x9,P360p30fps16x9,P240p30fps16x9), SIZE (1280x720), SEGS (6)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,8 @@ BACKEND=${BACKEND:-nvidia}
 DEVICE=${DEVICE:-0}
 MEDIA=${MEDIA-../shared/media}
 PROFILES=${PROFILES:-P720p30fps16x9,P360p30fps16x9,P240p30fps16x9}
+SIZE=${SIZE:-1280x720}
+SEGS=${SEGS:-6}
 [ -x "$LPOD" ] || { echo "gpu-check: no lpod binary at $LPOD" >&2; exit 2; }
 for t in ffmpeg ffprobe python3; do
   command -v "$t" >/dev/null || { echo "gpu-check: $t not found" >&2; exit 2; }
@@ -27,8 +29,8 @@ mkdir -p "$OUT/src"
 
 if [ ! -f "$OUT/src/index.m3u8" ]; then
   ffmpeg -nostdin -v error -y \
-    -f lavfi -i "testsrc2=size=1280x720:rate=30,noise=alls=6:allf=t+u" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 12 \
+    -f lavfi -i "testsrc2=size=${SIZE}:rate=30,noise=alls=6:allf=t+u" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t $((SEGS * 2)) \
     -c:v libx264 -preset veryfast -b:v 6M -g 60 -keyint_min 60 -sc_threshold 0 \
     -c:a aac -b:a 128k -f hls -hls_time 2 -hls_list_size 0 \
     -hls_segment_filename "$OUT/src/seg%03d.ts" "$OUT/src/index.m3u8"
@@ -51,8 +53,8 @@ run() { # backend name inputs...
     echo ok >"$OUT/$be/$name.rc"
   else
     # the segment's error, else why the tool stopped
-    { grep -h "error:" "$OUT/$be/$name.txt" || tail -n 1 "$OUT/$be/$name.log"; } |
-      head -n 1 >"$OUT/$be/$name.rc"
+    { grep -h "error:" "$OUT/$be/$name.txt" || grep -h "^transcode: " "$OUT/$be/$name.log" ||
+      tail -n 1 "$OUT/$be/$name.log"; } | head -n 1 >"$OUT/$be/$name.rc"
   fi
 }
 
