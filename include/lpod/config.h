@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* -localWorkers auto */
+#define LP_LOCAL_WORKERS_AUTO (-1)
+
 typedef struct lp_config {
   /* role and addressing */
   bool orchestrator;
@@ -19,7 +22,9 @@ typedef struct lp_config {
   char *orch_secret;  /* literal or contents of the file it names */
   int max_sessions;   /* outer cap on concurrent streams */
   bool max_sessions_auto;
-  int local_workers; /* combined mode: transcode in this many child processes (0: in process) */
+  /* combined mode: transcode in this many child processes (0: in process; LP_LOCAL_WORKERS_AUTO:
+   * one per device of the table, the CPU counting as one when there is no other) */
+  int local_workers;
   char *datadir;
   int verbosity;
   /* devices */

@@ -200,7 +200,9 @@ typedef struct pool_supervisor_opts {
   int capacity;            /* -maxSessions of each child; 0: 10 */
   int verbosity;           /* -v of the children */
   const char *const *extra_args; /* more flags for every child (devices), NULL-terminated */
-  const char *env; /* one more NAME=VALUE in the children's environment (copied), NULL: none */
+  /* one more NAME=VALUE in the children's environment (copied), NULL: none; a "%d" in it
+   * becomes the child's index (0 .. workers - 1) */
+  const char *env;
 } pool_supervisor_opts_t;
 
 int pool_supervisor_start(uv_loop_t *loop, const pool_supervisor_opts_t *opts,

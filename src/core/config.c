@@ -15,7 +15,7 @@
 
 extern char **environ;
 
-typedef enum { F_BOOL, F_STR, F_INT, F_DOUBLE, F_DUR, F_MAXSESS } ftype_t;
+typedef enum { F_BOOL, F_STR, F_INT, F_DOUBLE, F_DUR, F_MAXSESS, F_WORKERS } ftype_t;
 
 enum { FL_SECRET = 1, FL_LITERAL_OR_FILE = 2 };
 
@@ -50,9 +50,9 @@ static const flagdef_t flags[] = {
      "Shared orchestrator/transcoder secret, or a file holding it"},
     {"maxSessions", "MaxSessions", F_MAXSESS, OFF(max_sessions), "10", 0,
      "Outer cap on concurrent streams, or 'auto'"},
-    {"localWorkers", "LocalWorkers", F_INT, OFF(local_workers), "0", 0,
+    {"localWorkers", "LocalWorkers", F_WORKERS, OFF(local_workers), "0", 0,
      "-orchestrator -transcoder: transcode in N supervised child processes, so that a crash "
-     "costs only their segments (0: in this process)"},
+     "costs only their segments (0: in this process; 'auto': one per device)"},
     {"dataDir", "Datadir", F_STR, OFF(datadir), "", 0,
      "Data directory (default ~/.lpData/<network>)"},
     {"datadir", "Datadir", F_STR, OFF(datadir), "", 0, "Deprecated spelling of -dataDir"},
@@ -376,6 +376,22 @@ static int set_value(lp_config_t *cfg, const flagdef_t *f, const char *v, pctx_t
     }
     cfg->max_sessions_auto = false;
     cfg->max_sessions = (int)n;
+    return 0;
+  }
+  case F_WORKERS: {
+    if (strcmp(v, "auto") == 0) {
+      *(int *)base = LP_LOCAL_WORKERS_AUTO;
+      return 0;
+    }
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end || errno || n < 0 || n > 64) {
+      seterr(p, "%s: -%s must be a number from 0 to 64 or 'auto', got \"%s\"", p->where, f->name,
+             v);
+      return LP_EINVAL;
+    }
+    *(int *)base = (int)n;
     return 0;
   }
   }
@@ -733,6 +749,12 @@ static void value_string(const lp_config_t *cfg, const flagdef_t *f, char *out, 
       snprintf(out, n, "auto");
     else
       snprintf(out, n, "%d", cfg->max_sessions);
+    break;
+  case F_WORKERS:
+    if (*(const int *)base == LP_LOCAL_WORKERS_AUTO)
+      snprintf(out, n, "auto");
+    else
+      snprintf(out, n, "%d", *(const int *)base);
     break;
   }
 }

@@ -843,32 +843,54 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
 /* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
  * remote transcoders can join too, or a random one) goes to a private file in the data dir,
  * and the supervisor starts the children against the node's own port over loopback. */
+static int write_table(const hw_table_t *t, const char *path) {
+  char *json = hw_table_json(t);
+  if (!json) return LP_ENOMEM;
+  int rc = lp_file_write_atomic(path, json, strlen(json), 0600);
+  free(json);
+  if (rc) LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
+  return rc;
+}
+
 /* The workers' device table: probed once here (in a child, as a node's is) and written to the
- * data dir, where each worker reads it instead of probing the devices again. */
-static int workers_device_table(const lp_config_t *cfg, char *env, size_t envlen) {
+ * data dir, where each worker reads it instead of probing the devices again. With one worker
+ * per device (-localWorkers auto), worker i gets a table of the CPU and device i + 1 in
+ * devices-<i>.json (the supervisor puts i in for %d), the CPU alone when there is no device;
+ * *workers is then how many. */
+static int workers_device_table(const lp_config_t *cfg, bool per_device, int *workers, char *env,
+                                size_t envlen) {
   hw_table_t *t = calloc(1, sizeof *t);
   if (!t) return LP_ENOMEM;
   bool in_process;
   int rc = orch_devices(cfg, false, t, &in_process);
-  char *json = rc ? NULL : hw_table_json(t);
-  free(t);
-  if (rc) return rc;
-  if (!json) return LP_ENOMEM;
   char path[900];
-  snprintf(path, sizeof path, "%s/devices.json", cfg->datadir);
-  rc = lp_file_write_atomic(path, json, strlen(json), 0600);
-  free(json);
-  if (rc)
-    LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
-  else
-    snprintf(env, envlen, "%s=%s", ORCH_DEVICE_TABLE_ENV, path);
+  if (!rc && !per_device) {
+    snprintf(path, sizeof path, "%s/devices.json", cfg->datadir);
+    if (!(rc = write_table(t, path))) snprintf(env, envlen, "%s=%s", ORCH_DEVICE_TABLE_ENV, path);
+  } else if (!rc) {
+    *workers = t->n > 1 ? t->n - 1 : 1;
+    hw_table_t *one = calloc(1, sizeof *one);
+    if (!one) rc = LP_ENOMEM;
+    for (int i = 0; i < *workers && !rc; i++) {
+      one->n = t->n > 1 ? 2 : 1;
+      one->dev[0] = t->dev[HW_TABLE_CPU];
+      if (t->n > 1) one->dev[1] = t->dev[i + 1];
+      snprintf(path, sizeof path, "%s/devices-%d.json", cfg->datadir, i);
+      rc = write_table(one, path);
+    }
+    free(one);
+    if (!rc) snprintf(env, envlen, "%s=%s/devices-%%d.json", ORCH_DEVICE_TABLE_ENV, cfg->datadir);
+  }
+  free(t);
   return rc;
 }
 
 static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *secret,
                                const char *http_addr) {
   char path[1024], env[1024];
-  int rc = workers_device_table(cfg, env, sizeof env);
+  bool per_device = cfg->local_workers == LP_LOCAL_WORKERS_AUTO;
+  int workers = cfg->local_workers;
+  int rc = workers_device_table(cfg, per_device, &workers, env, sizeof env);
   if (rc) return rc;
   snprintf(path, sizeof path, "%s/pool-secret", cfg->datadir);
   rc = lp_file_write_atomic(path, secret, strlen(secret), 0600);
@@ -905,7 +927,7 @@ static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const cha
   so.orch_addr = addr;
   so.secret_file = path;
   so.datadir = cfg->datadir;
-  so.workers = cfg->local_workers;
+  so.workers = workers;
   so.capacity = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
   so.verbosity = cfg->verbosity;
   so.extra_args = extra;
@@ -914,13 +936,14 @@ static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const cha
   if (rc)
     LOGE("Local workers: cannot start them: %s", lp_strerror(rc));
   else
-    LOGI("Local workers: %d transcoder process(es) register over %s", cfg->local_workers, addr);
+    LOGI("Local workers: %d transcoder process(es)%s register over %s", workers,
+         per_device ? ", one per device," : "", addr);
   return rc;
 }
 
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
   bool standalone = !cfg->transcoder;
-  bool workers = cfg->transcoder && cfg->local_workers > 0;
+  bool workers = cfg->transcoder && cfg->local_workers != 0;
   bool pooled = standalone || workers;
   char secret[2 * 32 + 1] = "";
   if (standalone && (!cfg->orch_secret || !cfg->orch_secret[0])) {

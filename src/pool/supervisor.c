@@ -129,7 +129,11 @@ static void child_spawn(sup_child_t *c) {
         !(s->env && strncmp(environ[i], s->env, envlen) == 0))
       env[k++] = environ[i];
   env[k++] = parent;
-  if (s->env) env[k++] = s->env;
+  /* "%d" in the variable stands for the child's index */
+  char mine[1100] = "";
+  const char *pct = s->env ? strstr(s->env, "%d") : NULL;
+  if (pct) snprintf(mine, sizeof mine, "%.*s%d%s", (int)(pct - s->env), s->env, c->index, pct + 2);
+  if (s->env) env[k++] = pct ? mine : s->env;
   env[k] = NULL;
   uv_stdio_container_t stdio[3];
   for (int i = 0; i < 3; i++) {

@@ -785,6 +785,53 @@ static void test_supervised_workers(void **state) {
   run_for(100);
 }
 
+/* One worker per device (-localWorkers auto): a "%d" in the supervisor's environment variable
+ * gives each child its own device table file. The two children register only if each found
+ * its file: a child reading the literal name would find none and stop. */
+static void test_supervised_workers_own_tables(void **state) {
+  (void)state;
+  char secret_file[400], addr[64], cmd[600], path[400], env[500];
+  snprintf(secret_file, sizeof secret_file, "%s/pool.secret", g.dir);
+  assert_int_equal(lp_file_write_atomic(secret_file, SECRET "\n", strlen(SECRET) + 1, 0600), 0);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  /* a table as the node writes it: the CPU, from `lpod devices -json` */
+  snprintf(cmd, sizeof cmd, "%s devices -testTranscoder=false -json 2>/dev/null",
+           getenv("LPOD_BIN"));
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  char table[16384];
+  size_t n = fread(table, 1, sizeof table - 1, p);
+  assert_int_equal(pclose(p), 0);
+  assert_true(n > 0 && strstr(table, "\"devices\""));
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/wdev-%d.json", g.dir, i);
+    assert_int_equal(lp_file_write_atomic(path, table, n, 0600), 0);
+  }
+  snprintf(env, sizeof env, "LPOD_DEVICE_TABLE=%s/wdev-%%d.json", g.dir);
+  pool_supervisor_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.exe = getenv("LPOD_BIN");
+  so.orch_addr = addr;
+  so.secret_file = secret_file;
+  so.datadir = g.dir;
+  so.workers = 2;
+  so.capacity = 2;
+  so.verbosity = 3;
+  so.env = env;
+  pool_supervisor_t *sup = NULL;
+  assert_int_equal(pool_supervisor_start(&g.loop, &so, &sup), 0);
+  assert_true(wait_transcoders(2, 30000));
+  assert_true(pool_supervisor_pid(sup, 0) > 0 && pool_supervisor_pid(sup, 1) > 0);
+  assert_int_equal(pool_supervisor_restarts(sup, 0), 0);
+  assert_int_equal(pool_supervisor_restarts(sup, 1), 0);
+  sup_stopped = false;
+  pool_supervisor_stop(sup, on_sup_stopped, NULL);
+  assert_true(run_until(&sup_stopped, 20000));
+  assert_true(wait_transcoders(0, 10000));
+  pool_supervisor_free(sup);
+  run_for(100);
+}
+
 /* ---- setup
  * --------------------------------------------------------------------------------------- */
 
@@ -847,11 +894,17 @@ static int teardown(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_register_refused),      cmocka_unit_test(test_results_malformed),
-      cmocka_unit_test(test_task_timeout),          cmocka_unit_test(test_two_transcoders),
-      cmocka_unit_test(test_wait_from_thread),      cmocka_unit_test(test_kill_mid_segment),
-      cmocka_unit_test(test_wrong_secret_process),  cmocka_unit_test(test_sigterm_drains),
-      cmocka_unit_test(test_several_orchestrators), cmocka_unit_test(test_supervised_workers),
+      cmocka_unit_test(test_register_refused),
+      cmocka_unit_test(test_results_malformed),
+      cmocka_unit_test(test_task_timeout),
+      cmocka_unit_test(test_two_transcoders),
+      cmocka_unit_test(test_wait_from_thread),
+      cmocka_unit_test(test_kill_mid_segment),
+      cmocka_unit_test(test_wrong_secret_process),
+      cmocka_unit_test(test_sigterm_drains),
+      cmocka_unit_test(test_several_orchestrators),
+      cmocka_unit_test(test_supervised_workers),
+      cmocka_unit_test(test_supervised_workers_own_tables),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

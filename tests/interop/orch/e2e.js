@@ -579,9 +579,10 @@ async function waitIdle(node, need) {
 // next one is refused with OrchestratorCapped, and the admitted ones then run in real time.
 // Run on its own (ctest RUN_SERIAL): the real-time part needs the machine's cores.
 test('local-workers', async () => {
-  // combined mode with -localWorkers: transcoding runs in a supervised child process; a kill -9
-  // of the child costs only its segment, the node keeps serving and the child comes back
-  const node = await startNode(['-localWorkers', '1']);
+  // combined mode with -localWorkers auto: transcoding runs in supervised child processes, one
+  // per device (here the CPU alone, so one); a kill -9 of the child costs only its segment, the
+  // node keeps serving and the child comes back
+  const node = await startNode(['-localWorkers', 'auto']);
   const children = () => {
     const out = require('child_process').spawnSync('pgrep', ['-P', String(node.child.pid)], { encoding: 'utf8' });
     return out.stdout.split('\n').filter(Boolean).map(Number);
@@ -625,10 +626,10 @@ test('local-workers', async () => {
     const again = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 2, [P240]) }, seg360);
     assert.strictEqual(again.status, 200);
     assert.ok(decodeResult(again.body).data, 'transcoded by the restarted worker');
-    assert.match(node.log(), /Local workers: 1 transcoder process\(es\) register over 127\.0\.0\.1:/);
-    // the node probed its devices once; the worker read that table and registered its codecs,
-    // AV1 among them, which the node now advertises as its own
-    assert.match(node.log(), /Devices: \d+, from the node's table .*devices\.json/);
+    assert.match(node.log(), /Local workers: 1 transcoder process\(es\), one per device, register over 127\.0\.0\.1:/);
+    // the node probed its devices once; the worker read its own device's table and registered
+    // its codecs, AV1 among them, which the node now advertises as its own
+    assert.match(node.log(), /Devices: \d+, from the node's table .*devices-0\.json/);
     assert.strictEqual(BigInt(info.capabilities.bitstring[15]) & 3n, 3n, 'AV1 from the worker');
     // a job that needs AV1 encode (961) is accepted and goes to that worker
     const av1caps = { capabilities: { bitstring: [0x1003, ...Array(14).fill(0), 2] } };

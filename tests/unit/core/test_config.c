@@ -189,6 +189,23 @@ static void test_flag_forms(void **state) {
   assert_string_equal(c.cpu_preset, "veryfast");
   lp_config_free(&c);
 
+  /* -localWorkers: a count, or one worker per device */
+  assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", "auto", NULL), LP_CFG_OK);
+  assert_int_equal(c.local_workers, LP_LOCAL_WORKERS_AUTO);
+  char *t = lp_config_table(&c);
+  assert_non_null(t);
+  assert_non_null(strstr(t, "auto"));
+  free(t);
+  lp_config_free(&c);
+  assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", "3", NULL), LP_CFG_OK);
+  assert_int_equal(c.local_workers, 3);
+  lp_config_free(&c);
+  char *bad[] = {"-1", "65", "two", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", bad[i], NULL), LP_CFG_ERROR);
+    assert_non_null(strstr(err, "-localWorkers must be a number from 0 to 64 or 'auto'"));
+  }
+
   /* Accepted go-livepeer flags that lpod does not implement: value consumed, no error. */
   assert_int_equal(LOAD(&c, empty_env, err, "-gateway", "-transcodingOptions", "P240p30fps16x9",
                         "-orchestrator", NULL),
