@@ -840,9 +840,6 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
   return 0;
 }
 
-/* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
- * remote transcoders can join too, or a random one) goes to a private file in the data dir,
- * and the supervisor starts the children against the node's own port over loopback. */
 static int write_table(const hw_table_t *t, const char *path) {
   char *json = hw_table_json(t);
   if (!json) return LP_ENOMEM;
@@ -885,6 +882,9 @@ static int workers_device_table(const lp_config_t *cfg, bool per_device, int *wo
   return rc;
 }
 
+/* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
+ * remote transcoders can join too, or a random one) goes to a private file in the data dir,
+ * and the supervisor starts the children against the node's own port over loopback. */
 static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *secret,
                                const char *http_addr) {
   char path[1024], env[1024];
