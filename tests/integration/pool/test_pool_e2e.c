@@ -742,9 +742,9 @@ static void on_sup_stopped(void *arg) {
   sup_stopped = true;
 }
 
-static void test_supervised_workers(void **state) {
-  (void)state;
-  char secret_file[400], addr[64];
+/* Starts n lpod children against the test's pool, with env for them (NULL: none). */
+static pool_supervisor_t *start_children(int n, const char *env) {
+  static char secret_file[400], addr[64];
   snprintf(secret_file, sizeof secret_file, "%s/pool.secret", g.dir);
   assert_int_equal(lp_file_write_atomic(secret_file, SECRET "\n", strlen(SECRET) + 1, 0600), 0);
   snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
@@ -754,11 +754,27 @@ static void test_supervised_workers(void **state) {
   so.orch_addr = addr;
   so.secret_file = secret_file;
   so.datadir = g.dir;
-  so.workers = 1;
+  so.workers = n;
   so.capacity = 2;
   so.verbosity = 3;
+  so.env = env;
   pool_supervisor_t *sup = NULL;
   assert_int_equal(pool_supervisor_start(&g.loop, &so, &sup), 0);
+  return sup;
+}
+
+static void stop_children(pool_supervisor_t *sup) {
+  sup_stopped = false;
+  pool_supervisor_stop(sup, on_sup_stopped, NULL);
+  assert_true(run_until(&sup_stopped, 20000));
+  assert_true(wait_transcoders(0, 10000));
+  pool_supervisor_free(sup);
+  run_for(100);
+}
+
+static void test_supervised_workers(void **state) {
+  (void)state;
+  pool_supervisor_t *sup = start_children(1, NULL);
   assert_true(wait_transcoders(1, 20000));
   int pid = pool_supervisor_pid(sup, 0);
   assert_true(pid > 0);
@@ -776,13 +792,7 @@ static void test_supervised_workers(void **state) {
   submit("sess-sup", 2, g.small, g.small_len, 2, &o);
   assert_true(run_until(&o.done, 60000));
   check_output(&o, 2);
-
-  sup_stopped = false;
-  pool_supervisor_stop(sup, on_sup_stopped, NULL);
-  assert_true(run_until(&sup_stopped, 20000));
-  assert_true(wait_transcoders(0, 10000));
-  pool_supervisor_free(sup);
-  run_for(100);
+  stop_children(sup);
 }
 
 /* One worker per device (-localWorkers auto): a "%d" in the supervisor's environment variable
@@ -790,10 +800,7 @@ static void test_supervised_workers(void **state) {
  * its file: a child reading the literal name would find none and stop. */
 static void test_supervised_workers_own_tables(void **state) {
   (void)state;
-  char secret_file[400], addr[64], cmd[600], path[400], env[500];
-  snprintf(secret_file, sizeof secret_file, "%s/pool.secret", g.dir);
-  assert_int_equal(lp_file_write_atomic(secret_file, SECRET "\n", strlen(SECRET) + 1, 0600), 0);
-  snprintf(addr, sizeof addr, "127.0.0.1:%d", g.port);
+  char cmd[600], path[400], env[500];
   /* a table as the node writes it: the CPU, from `lpod devices -json` */
   snprintf(cmd, sizeof cmd, "%s devices -testTranscoder=false -json 2>/dev/null",
            getenv("LPOD_BIN"));
@@ -808,28 +815,12 @@ static void test_supervised_workers_own_tables(void **state) {
     assert_int_equal(lp_file_write_atomic(path, table, n, 0600), 0);
   }
   snprintf(env, sizeof env, "LPOD_DEVICE_TABLE=%s/wdev-%%d.json", g.dir);
-  pool_supervisor_opts_t so;
-  memset(&so, 0, sizeof so);
-  so.exe = getenv("LPOD_BIN");
-  so.orch_addr = addr;
-  so.secret_file = secret_file;
-  so.datadir = g.dir;
-  so.workers = 2;
-  so.capacity = 2;
-  so.verbosity = 3;
-  so.env = env;
-  pool_supervisor_t *sup = NULL;
-  assert_int_equal(pool_supervisor_start(&g.loop, &so, &sup), 0);
+  pool_supervisor_t *sup = start_children(2, env);
   assert_true(wait_transcoders(2, 30000));
   assert_true(pool_supervisor_pid(sup, 0) > 0 && pool_supervisor_pid(sup, 1) > 0);
   assert_int_equal(pool_supervisor_restarts(sup, 0), 0);
   assert_int_equal(pool_supervisor_restarts(sup, 1), 0);
-  sup_stopped = false;
-  pool_supervisor_stop(sup, on_sup_stopped, NULL);
-  assert_true(run_until(&sup_stopped, 20000));
-  assert_true(wait_transcoders(0, 10000));
-  pool_supervisor_free(sup);
-  run_for(100);
+  stop_children(sup);
 }
 
 /* ---- setup
