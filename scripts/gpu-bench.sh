@@ -61,7 +61,8 @@ for line in "${devs[@]}"; do
   safe=${name//[^A-Za-z0-9_-]/_}
   echo "gpu-bench: $name ($backend): lpod bench, $SESSIONS session(s)..." >&2
   if "$LPOD" bench -in "$OUT/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" \
-    -sessions "$SESSIONS" -backend "$backend" -device "$idx" -json "$OUT/$safe.json" -csv "$OUT/$safe.csv"; then
+    -sessions "$SESSIONS" -backend "$backend" -device "$idx" -json "$OUT/$safe.json" \
+    -csv "$OUT/$safe.csv"; then
     pairs+=("$name=$OUT/$safe.json")
   else
     echo "gpu-bench: $name: lpod bench failed" >&2
