@@ -256,9 +256,9 @@ static int run_node(int argc, char **argv) {
     /* The worker copies the device table; a device flag that selects nothing usable stops it. */
     hw_table_t *devs = calloc(1, sizeof *devs);
     /* as the node: exit 2 for unusable flags, 1 for devices */
-    int code = 2, rc = pool_worker_check_flags(&n.cfg);
-    if (rc == 0 && (rc = devs ? orch_transcoder_devices(&n.cfg, devs) : LP_ENOMEM)) code = 1;
-    if (rc == 0) rc = pool_worker_start(n.loop, &n.cfg, devs, &n.worker);
+    int code = 2, cap = 0, rc = pool_worker_check_flags(&n.cfg);
+    if (rc == 0 && (rc = devs ? orch_transcoder_devices(&n.cfg, devs, &cap) : LP_ENOMEM)) code = 1;
+    if (rc == 0) rc = pool_worker_start(n.loop, &n.cfg, devs, cap, &n.worker);
     free(devs);
     if (rc) {
       n.exit_code = code;

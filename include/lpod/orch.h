@@ -83,12 +83,14 @@ int orch_node_activity(orch_node_t *n);
 bool orch_node_ready(orch_node_t *n, char *why, size_t whylen);
 
 /* The device table of a transcoder (`-transcoder` without `-orchestrator`): probed and
- * self-tested by a child `lpod calibrate` as the node's is (without the capacity model, which a
- * transcoder does not use), or, for a -localWorkers child, read from the file the node names in
- * ORCH_DEVICE_TABLE_ENV, so that the node probes once for all of its workers. Logs the table or
- * why it failed. */
+ * self-tested by a child `lpod calibrate` as the node's is, or, for a -localWorkers child, read
+ * from the file the node names in ORCH_DEVICE_TABLE_ENV, so that the node probes once for all
+ * of its workers. Logs the table or why it failed. With -maxSessions auto (and -costAdmission)
+ * the probe also calibrates the devices and *capacity is what the capacity model fits on them:
+ * streams of its reference job (720p30 -> 360p30 H.264) at the target real-time ratio, every
+ * device counted; otherwise, and for a -localWorkers child, *capacity is 0. */
 #define ORCH_DEVICE_TABLE_ENV "LPOD_DEVICE_TABLE"
-int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t);
+int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t, int *capacity);
 
 /* `lpod gateway`: discover an orchestrator, send segments, download the renditions. */
 int orch_cli_gateway(int argc, char **argv);

@@ -155,8 +155,10 @@ typedef struct pool_worker pool_worker_t;
  * devices passed, places each new session on the usable device with the fewest sessions (the
  * CPU when there is none), routes each rendition through the table as the node does, and
  * quarantines a device that fails, moving its sessions and re-testing it later. */
+/* capacity > 0 replaces cfg->max_sessions (-maxSessions auto: what the capacity model fits on
+ * the devices); 0 takes cfg's, a stream per CPU for auto. */
 int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
-                      pool_worker_t **out);
+                      int capacity, pool_worker_t **out);
 /* The flags pool_worker_start needs (-orchAddr, -orchSecret): LP_EINVAL with a log line when
  * one is missing, so that a transcoder can stop before it probes its devices. */
 int pool_worker_check_flags(const lp_config_t *cfg);

@@ -205,11 +205,30 @@ int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_pro
   return 0;
 }
 
-int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t) {
+/* What the capacity model fits on the table's devices (their calibration read from the data
+ * dir, where the probe child left it, or measured here when the probe ran in this process). */
+static int model_capacity(const lp_config_t *cfg, const hw_table_t *t, bool in_process) {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop)) return 0;
+  orch_admit_t *a = NULL;
+  int rc = orch_admit_new(&loop, cfg, t, in_process, &a);
+  int cap = rc ? 0 : orch_admit_capacity(a);
+  if (a) orch_admit_free(a);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  if (rc) LOGW("capacity: no model (%s); -maxSessions auto counts the CPUs", lp_strerror(rc));
+  return cap;
+}
+
+int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t, int *capacity) {
+  *capacity = 0;
   const char *file = getenv(ORCH_DEVICE_TABLE_ENV);
   if (!file || !*file) {
     bool in_process;
-    return orch_devices(cfg, false, t, &in_process);
+    bool model = cfg->max_sessions_auto && cfg->cost_admission;
+    int rc = orch_devices(cfg, model, t, &in_process);
+    if (!rc && model) *capacity = model_capacity(cfg, t, in_process);
+    return rc;
   }
   /* a -localWorkers child: the node probed once for all of them */
   char *json = NULL;

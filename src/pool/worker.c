@@ -913,7 +913,7 @@ int pool_worker_check_flags(const lp_config_t *cfg) {
 }
 
 int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
-                      pool_worker_t **out) {
+                      int capacity, pool_worker_t **out) {
   *out = NULL;
   int frc = pool_worker_check_flags(cfg);
   if (frc) return frc;
@@ -939,8 +939,9 @@ int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t 
     *w->table = *table;
   }
   worker_caps(w);
-  w->capacity = cfg->max_sessions;
-  if (cfg->max_sessions_auto) {
+  w->capacity = capacity > 0 ? capacity : cfg->max_sessions;
+  if (cfg->max_sessions_auto && capacity <= 0) {
+    /* without a capacity model: a stream per CPU */
     lp_sched_cpu_limits_t lim;
     w->capacity = lp_sched_cpu_limits(NULL, &lim) == 0 ? LP_MAX(1, (int)lim.effective) : 1;
   }

@@ -170,7 +170,7 @@ static void worker_start(worker_t *wk, const hw_table_t *t) {
       LP_CFG_OK)
     fail_msg("config: %s", err);
   lp_log_set_level(LP_V_DEBUG);
-  assert_int_equal(pool_worker_start(&g.loop, &wk->cfg, t, &wk->w), 0);
+  assert_int_equal(pool_worker_start(&g.loop, &wk->cfg, t, 0, &wk->w), 0);
   assert_true(wait_transcoders(1, 10000));
 }
 

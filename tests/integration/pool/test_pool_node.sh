@@ -99,4 +99,22 @@ grep -q 'needs -orchAddr' "$DIR/t4.log" || fail "no reason given for the missing
 if grep -q 'Devices: ' "$DIR/t4.log"; then fail "it probed its devices first"; fi
 # The transcoders that serve registered the codecs their device table passed.
 grep -q 'Devices: .* probed in' "$DIR/t2.log" || fail "t2 did not probe its devices"
+# -maxSessions auto: a transcoder registers what the capacity model fits on its devices, not a
+# count of CPUs (-testTranscoder=false: the model's built-in costs, no minute of calibration).
+"$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -maxSessions auto \
+  -testTranscoder=false -dataDir "$DIR/t5" -cliAddr 127.0.0.1:0 >"$DIR/t5.log" 2>&1 &
+T5=$!
+PIDS="$PIDS $T5"
+n=0
+until grep -q 'Registering transcoder with orchestrator' "$DIR/t5.log"; do
+  n=$((n + 1))
+  [ $n -lt 600 ] || fail "the -maxSessions auto transcoder did not register"
+  sleep 0.1
+done
+room=$(sed -n 's/.*capacity: room for \([0-9]*\) streams.*/\1/p' "$DIR/t5.log" | head -n 1)
+reg=$(sed -n 's/.*Registering transcoder with orchestrator .*capacity=\([0-9]*\).*/\1/p' \
+  "$DIR/t5.log" | head -n 1)
+[ -n "$room" ] && [ "$room" -gt 0 ] || fail "no capacity from the model in the t5 log"
+[ "$reg" = "$room" ] || fail "t5 registered capacity $reg, the model fits $room"
+kill "$T5"
 echo "PASS"
