@@ -30,19 +30,7 @@ child_cpu() {
   tail -1 | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%.3f", s }'
 }
 
-# Source: moving test pattern with temporal noise (so the encoder works as on camera content),
-# a keyframe at every segment boundary, AAC audio; cut into an HLS playlist.
-if [ ! -f "$WORK/src/index.m3u8" ]; then
-  mkdir -p "$WORK/src"
-  echo "generating ${DUR}s of ${SIZE}@${FPS} source..." >&2
-  ffmpeg -nostdin -v error -y \
-    -f lavfi -i "testsrc2=size=${SIZE}:rate=${FPS},noise=alls=6:allf=t+u" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$DUR" \
-    -c:v libx264 -preset veryfast -b:v 6M -g $((FPS * SEG_S)) -keyint_min $((FPS * SEG_S)) \
-    -sc_threshold 0 -c:a aac -b:a 128k \
-    -f hls -hls_time "$SEG_S" -hls_list_size 0 -hls_segment_filename "$WORK/src/seg%03d.ts" \
-    "$WORK/src/index.m3u8"
-fi
+"$(dirname "$0")/ref-source.sh" "$WORK/src" "$DUR" "$SIZE" "$FPS" "$SEG_S"
 cat "$WORK"/src/seg*.ts > "$WORK/all.ts"
 
 # The reference ladder: P720p30fps16x9, P360p30fps16x9, P240p30fps16x9 with lpms's rate

@@ -28,18 +28,7 @@ PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
 DUR=$((SEGS * SEG_S))
 [ -x "$LPOD" ] || { echo "gpu-bench: no lpod binary at $LPOD" >&2; exit 2; }
 command -v ffmpeg >/dev/null || { echo "gpu-bench: ffmpeg not found" >&2; exit 2; }
-mkdir -p "$OUT/src"
-
-# Source: moving test pattern with temporal noise, a keyframe at every segment boundary, AAC.
-if [ ! -f "$OUT/src/index.m3u8" ]; then
-  ffmpeg -nostdin -v error -y \
-    -f lavfi -i "testsrc2=size=${SIZE}:rate=${FPS},noise=alls=6:allf=t+u" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$DUR" \
-    -c:v libx264 -preset veryfast -b:v 6M -g $((FPS * SEG_S)) -keyint_min $((FPS * SEG_S)) \
-    -sc_threshold 0 -c:a aac -b:a 128k \
-    -f hls -hls_time "$SEG_S" -hls_list_size 0 -hls_segment_filename "$OUT/src/seg%03d.ts" \
-    "$OUT/src/index.m3u8"
-fi
+scripts/ref-source.sh "$OUT/src" "$DUR" "$SIZE" "$FPS" "$SEG_S"
 cat "$OUT"/src/seg*.ts > "$OUT/all.ts"
 
 # shellcheck disable=SC2086

@@ -25,18 +25,9 @@ for t in ffmpeg ffprobe python3; do
   command -v "$t" >/dev/null || { echo "gpu-check: $t not found" >&2; exit 2; }
 done
 rm -rf "$OUT/sw" "$OUT/$BACKEND"
-mkdir -p "$OUT/src"
+scripts/ref-source.sh "$OUT/src" $((SEGS * 2)) "$SIZE" 30 2
 
-if [ ! -f "$OUT/src/index.m3u8" ]; then
-  ffmpeg -nostdin -v error -y \
-    -f lavfi -i "testsrc2=size=${SIZE}:rate=30,noise=alls=6:allf=t+u" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t $((SEGS * 2)) \
-    -c:v libx264 -preset veryfast -b:v 6M -g 60 -keyint_min 60 -sc_threshold 0 \
-    -c:a aac -b:a 128k -f hls -hls_time 2 -hls_list_size 0 \
-    -hls_segment_filename "$OUT/src/seg%03d.ts" "$OUT/src/index.m3u8"
-fi
-
-# name, then the lpod transcode inputs of one session
+# the reference segments go through one session; each MEDIA file through its own
 inputs=()
 ladder=()
 for s in "$OUT"/src/seg*.ts; do ladder+=(-in "$s"); done

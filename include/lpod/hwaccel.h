@@ -130,11 +130,11 @@ void hw_encoder_free(AVCodecContext **c);
 
 /* Backends built into this binary, by name ("sw" is always there). NULL if unknown. */
 const hw_backend_t *hw_backend_find(const char *name);
+/* All built-in backends, NULL-terminated. */
+const hw_backend_t *const *hw_backend_list(void);
 /* The NVIDIA driver's version from the text of /proc/driver/nvidia/version, "" when it names
  * none (builds with the NVIDIA backend). */
 void hw_nv_driver_version(const char *text, char *out, size_t len);
-/* All built-in backends, NULL-terminated. */
-const hw_backend_t *const *hw_backend_list(void);
 
 /* ==== Additions for the hardware backends and the device table (hwaccel/devices.c) ==========
  * The fields and entries below are optional for a backend: NULL / false / 0 means "not

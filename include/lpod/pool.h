@@ -149,14 +149,14 @@ void pool_result_free(pool_result_t *r);
 typedef struct pool_worker pool_worker_t;
 
 /* Starts registering with every address in cfg->orch_addr (comma list of host:port; https is
- * implied, as go-livepeer does) with cfg->orch_secret and capacity cfg->max_sessions. The
- * config must outlive the worker. LP_EINVAL with a log line when the flags are unusable.
+ * implied, as go-livepeer does) with cfg->orch_secret. The capacity it registers is capacity
+ * when > 0 (-maxSessions auto: what the capacity model fits on the devices), else
+ * cfg->max_sessions, or a stream per CPU for auto. The config must outlive the worker.
+ * LP_EINVAL with a log line when the flags are unusable.
  * table (copied; NULL: the CPU only) is the device table: the worker registers the codecs its
  * devices passed, places each new session on the usable device with the fewest sessions (the
  * CPU when there is none), routes each rendition through the table as the node does, and
  * quarantines a device that fails, moving its sessions and re-testing it later. */
-/* capacity > 0 replaces cfg->max_sessions (-maxSessions auto: what the capacity model fits on
- * the devices); 0 takes cfg's, a stream per CPU for auto. */
 int pool_worker_start(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table,
                       int capacity, pool_worker_t **out);
 /* The flags pool_worker_start needs (-orchAddr, -orchSecret): LP_EINVAL with a log line when

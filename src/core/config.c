@@ -310,6 +310,16 @@ int lp_parse_duration_ms(const char *s, int64_t *out_ms) {
   return 0;
 }
 
+/* v is a whole decimal number from lo to hi, and nothing else. */
+static bool int_in(const char *v, long lo, long hi, int *out) {
+  char *end;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (*v == '\0' || *end || errno || n < lo || n > hi) return false;
+  *out = (int)n;
+  return true;
+}
+
 static int set_value(lp_config_t *cfg, const flagdef_t *f, const char *v, pctx_t *p) {
   char *base = (char *)cfg + f->off;
   switch (f->type) {
@@ -330,14 +340,12 @@ static int set_value(lp_config_t *cfg, const flagdef_t *f, const char *v, pctx_t
     return 0;
   }
   case F_INT: {
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end || errno || n < -1000000000L || n > 1000000000L) {
+    int n;
+    if (!int_in(v, -1000000000L, 1000000000L, &n)) {
       seterr(p, "%s: invalid integer value \"%s\" for -%s", p->where, v, f->name);
       return LP_EINVAL;
     }
-    *(int *)base = (int)n;
+    *(int *)base = n;
     return 0;
   }
   case F_DOUBLE: {
@@ -367,15 +375,13 @@ static int set_value(lp_config_t *cfg, const flagdef_t *f, const char *v, pctx_t
       cfg->max_sessions = 0;
       return 0;
     }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end || errno || n <= 0 || n > 1000000) {
+    int n;
+    if (!int_in(v, 1, 1000000, &n)) {
       seterr(p, "%s: -maxSessions must be a positive number or 'auto', got \"%s\"", p->where, v);
       return LP_EINVAL;
     }
     cfg->max_sessions_auto = false;
-    cfg->max_sessions = (int)n;
+    cfg->max_sessions = n;
     return 0;
   }
   case F_WORKERS: {
@@ -383,15 +389,13 @@ static int set_value(lp_config_t *cfg, const flagdef_t *f, const char *v, pctx_t
       *(int *)base = LP_LOCAL_WORKERS_AUTO;
       return 0;
     }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end || errno || n < 0 || n > 64) {
+    int n;
+    if (!int_in(v, 0, 64, &n)) {
       seterr(p, "%s: -%s must be a number from 0 to 64 or 'auto', got \"%s\"", p->where, f->name,
              v);
       return LP_EINVAL;
     }
-    *(int *)base = (int)n;
+    *(int *)base = n;
     return 0;
   }
   }

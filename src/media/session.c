@@ -909,11 +909,12 @@ static int decode_packet(seg_t *g, const AVPacket *p) {
     return seg_fail_av(g, ret, HW_STAGE_DECODE, -1);
   if (ret == 0 && p && !sentinel) {
     g->dec_in++;
-    /* the newest keyframe, so that a sentinel never carries stale parameter sets */
+    /* the newest keyframe, so that a sentinel never carries stale parameter sets (without
+     * memory for it there is none, and the segment ends with a drain) */
     if (s->vdec_sentinels && (p->flags & AV_PKT_FLAG_KEY)) {
-      if (!s->sentinel && !(s->sentinel = av_packet_alloc())) return LP_ENOMEM;
-      av_packet_unref(s->sentinel);
-      if (av_packet_ref(s->sentinel, p) < 0) av_packet_free(&s->sentinel);
+      if (!s->sentinel) s->sentinel = av_packet_alloc();
+      if (s->sentinel) av_packet_unref(s->sentinel);
+      if (s->sentinel && av_packet_ref(s->sentinel, p) < 0) av_packet_free(&s->sentinel);
     }
   }
   for (;;) {
@@ -1000,19 +1001,16 @@ static bool is_continuation(seg_t *g) {
  * CPU, a new device decoder and surface pool on a GPU). */
 static int end_decode(seg_t *g) {
   media_session_t *s = g->s;
-  if (s->vdec_sentinels && s->sentinel) {
-    AVPacket *p = av_packet_alloc();
-    if (!p) return LP_ENOMEM;
+  AVPacket *p = s->vdec_sentinels && s->sentinel ? av_packet_alloc() : NULL;
+  if (p) {
     int n = 0, ret = 0;
-    while (g->dec_out < g->dec_in && n < SENTINEL_MAX && ret >= 0) {
-      if (av_packet_ref(p, s->sentinel) < 0) {
-        ret = LP_ENOMEM;
-        break;
-      }
+    /* a copy that cannot be made (memory) leaves the rest to the drain below */
+    while (g->dec_out < g->dec_in && n < SENTINEL_MAX && av_packet_ref(p, s->sentinel) == 0) {
       p->pts = p->dts = SENTINEL_TS;
       ret = decode_packet(g, p);
       av_packet_unref(p);
       n++;
+      if (ret < 0) break;
     }
     av_packet_free(&p);
     if (ret < 0) return ret;

@@ -28,6 +28,25 @@ extern char **environ;
 #define PROBE_OUT_MAX (1 << 20)
 #define PROBE_EXIT_GRACE_MS 10000
 
+/* Builds the capacity model over the table once, outside any serving loop: with measure, the
+ * devices without a valid cached calibration are measured and the cache in the data dir is
+ * written; otherwise the cache (or the built-in costs) is read. *capacity is how many streams
+ * of the model's reference job fit on the devices. */
+static int run_model(const lp_config_t *cfg, const hw_table_t *t, bool measure, int *capacity) {
+  *capacity = 0;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop)) return LP_ENOMEM;
+  orch_admit_t *a = NULL;
+  int rc = orch_admit_new(&loop, cfg, t, measure, &a);
+  if (a) {
+    *capacity = orch_admit_capacity(a);
+    orch_admit_free(a);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT); /* closes the model's timer */
+  uv_loop_close(&loop);
+  return rc;
+}
+
 int orch_cli_calibrate(int argc, char **argv) {
   lp_config_t cfg;
   char err[1024];
@@ -51,18 +70,10 @@ int orch_cli_calibrate(int argc, char **argv) {
     LOGE("Devices: %s", why[0] ? why : "the probe failed");
     goto out;
   }
-  if (cfg.cost_admission) {
-    uv_loop_t loop;
-    orch_admit_t *a = NULL;
-    if (uv_loop_init(&loop)) goto out;
-    int rc = orch_admit_new(&loop, &cfg, t, true, &a);
-    if (a) orch_admit_free(a);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    if (rc) {
-      LOGE("calibrate: %s", lp_strerror(rc));
-      goto out;
-    }
+  int cap, rc = cfg.cost_admission ? run_model(&cfg, t, true, &cap) : 0;
+  if (rc) {
+    LOGE("calibrate: %s", lp_strerror(rc));
+    goto out;
   }
   char *json = hw_table_json(t);
   /* stdout is closed once the table is out, so that the node reads it at once even when a
@@ -205,21 +216,6 @@ int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_pro
   return 0;
 }
 
-/* What the capacity model fits on the table's devices (their calibration read from the data
- * dir, where the probe child left it, or measured here when the probe ran in this process). */
-static int model_capacity(const lp_config_t *cfg, const hw_table_t *t, bool in_process) {
-  uv_loop_t loop;
-  if (uv_loop_init(&loop)) return 0;
-  orch_admit_t *a = NULL;
-  int rc = orch_admit_new(&loop, cfg, t, in_process, &a);
-  int cap = rc ? 0 : orch_admit_capacity(a);
-  if (a) orch_admit_free(a);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
-  if (rc) LOGW("capacity: no model (%s); -maxSessions auto counts the CPUs", lp_strerror(rc));
-  return cap;
-}
-
 int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t, int *capacity) {
   *capacity = 0;
   const char *file = getenv(ORCH_DEVICE_TABLE_ENV);
@@ -227,7 +223,10 @@ int orch_transcoder_devices(const lp_config_t *cfg, hw_table_t *t, int *capacity
     bool in_process;
     bool model = cfg->max_sessions_auto && cfg->cost_admission;
     int rc = orch_devices(cfg, model, t, &in_process);
-    if (!rc && model) *capacity = model_capacity(cfg, t, in_process);
+    if (!rc && model && (rc = run_model(cfg, t, in_process, capacity))) {
+      LOGW("capacity: no model (%s); -maxSessions auto counts the CPUs", lp_strerror(rc));
+      rc = 0;
+    }
     return rc;
   }
   /* a -localWorkers child: the node probed once for all of them */

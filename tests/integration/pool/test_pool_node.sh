@@ -111,7 +111,8 @@ until grep -q 'Registering transcoder with orchestrator' "$DIR/t5.log"; do
   [ $n -lt 600 ] || fail "the -maxSessions auto transcoder did not register"
   sleep 0.1
 done
-room=$(sed -n 's/.*capacity: room for \([0-9]*\) streams.*/\1/p' "$DIR/t5.log" | head -n 1)
+# the transcoder's own model (its probe child logs one too, before it)
+room=$(sed -n 's/.*capacity: room for \([0-9]*\) streams.*/\1/p' "$DIR/t5.log" | tail -n 1)
 reg=$(sed -n 's/.*Registering transcoder with orchestrator .*capacity=\([0-9]*\).*/\1/p' \
   "$DIR/t5.log" | head -n 1)
 [ -n "$room" ] && [ "$room" -gt 0 ] || fail "no capacity from the model in the t5 log"
