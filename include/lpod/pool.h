@@ -6,6 +6,9 @@
  * are sticky to one transcoder; a new session goes to the live, compatible transcoder with the
  * most free capacity (registered capacity minus sessions assigned).
  *
+ * The node's own worker processes register with secrets of their own; pool_manager_submit_to
+ * sends a new session to one of them (the capacity model placed it on that worker's device).
+ *
  * Transcoder side (pool_worker_*): `lpod -transcoder -orchAddr A[,B...] -orchSecret S` registers
  * with every listed orchestrator, keeps one warm media session per stream and transcodes on one
  * thread per stream.
@@ -53,6 +56,11 @@ typedef struct pool_manager_opts {
   size_t max_part_bytes;   /* one rendition in a result upload; 0: 48 MiB (go's MaxSegSize) */
   size_t max_result_bytes; /* a whole result upload; 0: 256 MiB */
   uint64_t min_timeout_ms; /* task timeout is max(this, 4 x duration); 0: 8000 (spec §1.5) */
+  /* The node's own worker processes (-localWorkers): worker i registers with local_secrets[i]
+   * (copied; none empty), which tags its registration as local worker i for
+   * pool_manager_submit_to. Others register with secret. */
+  const char *const *local_secrets;
+  int n_local;
   /* Transcoders came or went: capacity and capabilities changed (for -maxSessions auto and the
    * advertised capabilities). Optional. */
   void (*on_change)(pool_manager_t *m, void *arg);
@@ -104,6 +112,15 @@ typedef void (*pool_done_fn)(pool_result_t *res, void *arg);
  * transcoder being available is reported through done. */
 int pool_manager_submit(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
                         const uint8_t *input, size_t len, pool_done_fn done, void *arg);
+/* Where a new session goes (pool_manager_submit_to): any transcoder; a local worker before a
+ * remote one; only a transcoder that is not a local worker; or, for an index i >= 0, local
+ * worker i, then another local worker, then any. A session already placed stays where it is. */
+#define POOL_TARGET_ANY (-1)
+#define POOL_TARGET_LOCAL (-2)
+#define POOL_TARGET_REMOTE (-3)
+int pool_manager_submit_to(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
+                           int target, const uint8_t *input, size_t len, pool_done_fn done,
+                           void *arg);
 /* The same from the engine's view, for callers that hold profiles rather than a SegData. */
 typedef struct pool_job {
   const char *session_id; /* required */
@@ -141,6 +158,8 @@ int pool_manager_load(const pool_manager_t *m);
 size_t pool_manager_caps(const pool_manager_t *m, uint64_t *bits, size_t nwords);
 /* Whether some live transcoder could take a new session with these job capabilities now. */
 bool pool_manager_can_take(const pool_manager_t *m, const Net__Capabilities *job);
+/* The same among the transcoders that are not local workers. */
+bool pool_manager_can_take_remote(const pool_manager_t *m, const Net__Capabilities *job);
 void pool_result_free(pool_result_t *r);
 
 /* ---- transcoder side ----------------------------------------------------------------------------
@@ -196,7 +215,8 @@ typedef struct pool_supervisor pool_supervisor_t;
 typedef struct pool_supervisor_opts {
   const char *exe;         /* lpod executable; NULL: /proc/self/exe */
   const char *orch_addr;   /* the node's service port as the children dial it: "127.0.0.1:8935" */
-  const char *secret_file; /* file holding the pool secret (kept off the command line) */
+  const char *secret_file; /* file holding the pool secret (kept off the command line); a "%d"
+                              in it becomes the child's index (0 .. workers - 1) */
   const char *datadir;     /* children get <datadir>/worker-<i> (each locks its own) */
   int workers;             /* processes; 0: 1 */
   int capacity;            /* -maxSessions of each child; 0: 10 */

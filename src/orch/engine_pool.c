@@ -8,6 +8,9 @@
 
 static void pool_done(pool_result_t *res, void *arg) {
   orch_job_t *job = arg;
+  /* the transcoder's time, the hop included: what the capacity model's real-time check and
+   * the transcode-time metrics read */
+  job->engine_ns = lp_now_ns() - job->t_submit - job->queued_ns;
   if (res->err == 0 && res->n == job->n_profiles) {
     job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
     for (size_t i = 0; job->out && i < res->n; i++) {
@@ -36,8 +39,13 @@ static void pool_done(pool_result_t *res, void *arg) {
 static int pool_start(void *ctx, orch_job_t *job) {
   orch_pool_engine_t *pe = ctx;
   if (!pe->manager) return LP_EUNSUPP;
-  return pool_manager_submit(pe->manager, job->sd, job->session_id, job->input, job->input_len,
-                             pool_done, job);
+  int target = POOL_TARGET_ANY;
+  if (pe->placed)
+    target = job->device < 0                     ? POOL_TARGET_REMOTE
+             : pe->per_device && job->device > 0 ? job->device - 1
+                                                 : POOL_TARGET_LOCAL;
+  return pool_manager_submit_to(pe->manager, job->sd, job->session_id, target, job->input,
+                                job->input_len, pool_done, job);
 }
 
 static void pool_session_ended(void *ctx, const char *session_id) {

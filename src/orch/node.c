@@ -26,6 +26,8 @@
  * -orchMinLivepeerVersion, which names go-livepeer releases, not lpod's own. */
 #define LIVEPEER_COMPAT_VERSION "0.9.1"
 #define DEFAULT_SERVICE_PORT "8935"
+/* The session count a local worker registers when the capacity model admits the work. */
+#define LOCAL_WORKER_UNCAPPED 256
 
 struct orch_node {
   uv_loop_t *loop;
@@ -38,7 +40,10 @@ struct orch_node {
   orch_pool_engine_t pool_eng; /* the engine seam on it */
   bool max_auto;               /* -maxSessions auto: the transcoders' capacity, or the work */
   hw_table_t *table;           /* local transcoding: the devices */
-  orch_media_ctx_t media;      /* the media engine's view of them */
+  hw_table_t *wtable;          /* -localWorkers: the devices, probed once for the workers */
+  int workers;                 /* -localWorkers: how many */
+  char (*worker_secrets)[2 * 32 + 1]; /* -localWorkers: each one's pool secret, until written */
+  orch_media_ctx_t media;             /* the media engine's view of them */
   /* Device health (local transcoding with a device beside the CPU): session threads report
    * failed devices through fail_async; the loop quarantines them and re-tests them later. */
   bool dev_watch;           /* the mutexes and handles below are initialised */
@@ -322,13 +327,19 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
   }
   bool is_new = !orch_sessions_exists(c->sessions, j->session_id);
   char why[160];
+  int rc;
   if (!c->admit) {
     j->device = count_placement(s->node, j->session_id);
-  } else if (orch_admit_session(c->admit, j, is_new, why, sizeof why)) {
-    seg_write_error(s, why);
-    return;
+  } else if ((rc = orch_admit_session(c->admit, j, is_new, why, sizeof why)) != 0) {
+    /* no room on the node's own devices: a remote transcoder may still take the stream */
+    if (rc != LP_ECAPACITY || !is_new || !c->spill ||
+        !pool_manager_can_take_remote(c->spill, sd->capabilities)) {
+      seg_write_error(s, why);
+      return;
+    }
+    j->device = -1;
   }
-  int rc = orch_sessions_submit(c->sessions, j);
+  rc = orch_sessions_submit(c->sessions, j);
   if (rc && is_new && c->admit) orch_admit_release(c->admit, j->session_id);
   metrics_sessions(s->node);
   if (rc == LP_ECAPACITY)
@@ -649,6 +660,7 @@ static void sessions_closed(void *arg) {
   orch_admit_free(n->core.admit);
   n->core.admit = NULL;
   free(n->table);
+  free(n->wtable);
   n->table = NULL;
   orch_sessions_free(n->core.sessions);
   orch_store_free(n->core.store);
@@ -671,7 +683,9 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   uint64_t bits[ORCH_CAP_WORDS] = {0};
   pool_manager_caps(m, bits, ORCH_CAP_WORDS);
   for (int i = 0; i < ORCH_CAP_WORDS; i++) c->bits[i] |= bits[i];
-  if (n->max_auto) orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
+  /* with the capacity model (local workers) the model decides, not the registered counts */
+  if (n->max_auto && !n->core.admit)
+    orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
   lp_metric_set(lp_metric_gauge("livepeer_transcoders_number", "Registered transcoders", NULL),
                 NULL, pool_manager_transcoders(m));
   lp_metric_set(lp_metric_gauge("livepeer_transcoders_capacity",
@@ -840,6 +854,43 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
   return 0;
 }
 
+/* -localWorkers: the devices are probed once here (in a child, as a node's are; calibrated too
+ * when the capacity model admits the work) for all of the workers. With the model, the node
+ * admits each new stream by its cost and places it on a device, and the stream goes to the
+ * worker that has that device. One worker per device (-localWorkers auto): worker i gets the
+ * CPU and device i + 1, the CPU alone when there is no device. */
+static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
+  if (!(n->wtable = calloc(1, sizeof *n->wtable))) return LP_ENOMEM;
+  bool in_process;
+  int rc = orch_devices(cfg, cfg->cost_admission, n->wtable, &in_process);
+  if (rc) return rc;
+  bool per_device = cfg->local_workers == LP_LOCAL_WORKERS_AUTO;
+  n->workers = !per_device ? cfg->local_workers : n->wtable->n > 1 ? n->wtable->n - 1 : 1;
+  if (!(n->worker_secrets = calloc((size_t)n->workers, sizeof *n->worker_secrets)))
+    return LP_ENOMEM;
+  for (int i = 0; i < n->workers; i++) {
+    uint8_t r[32];
+    if (RAND_bytes(r, sizeof r) != 1) return LP_EIO;
+    lp_hex_encode(r, sizeof r, n->worker_secrets[i]);
+    OPENSSL_cleanse(r, sizeof r);
+  }
+  if (!cfg->cost_admission) {
+    LOGI("Capacity: -costAdmission=false: new streams go to the worker with the most free "
+         "sessions");
+    return 0;
+  }
+  if ((rc = orch_admit_new(n->loop, cfg, n->wtable, in_process, &n->core.admit))) {
+    LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
+    return rc;
+  }
+  n->pool_eng.placed = true;
+  n->pool_eng.per_device = per_device && n->wtable->n > 1;
+  LOGI("Capacity: new streams are admitted by their cost and placed on a device; %s",
+       n->pool_eng.per_device ? "the worker of that device transcodes them"
+                              : "a local worker transcodes them");
+  return 0;
+}
+
 static int write_table(const hw_table_t *t, const char *path) {
   char *json = hw_table_json(t);
   if (!json) return LP_ENOMEM;
@@ -849,55 +900,49 @@ static int write_table(const hw_table_t *t, const char *path) {
   return rc;
 }
 
-/* The workers' device table: probed once here (in a child, as a node's is) and written to the
- * data dir, where each worker reads it instead of probing the devices again. With one worker
- * per device (-localWorkers auto), worker i gets a table of the CPU and device i + 1 in
- * devices-<i>.json (the supervisor puts i in for %d), the CPU alone when there is no device;
- * *workers is then how many. */
-static int workers_device_table(const lp_config_t *cfg, bool per_device, int *workers, char *env,
+/* The workers' device tables in the data dir, where each worker reads its own instead of
+ * probing the devices again: devices.json for all, or, one worker per device, devices-<i>.json
+ * (the supervisor puts i in for %d). */
+static int workers_device_table(const orch_node_t *n, const char *dir, bool per_device, char *env,
                                 size_t envlen) {
-  hw_table_t *t = calloc(1, sizeof *t);
-  if (!t) return LP_ENOMEM;
-  bool in_process;
-  int rc = orch_devices(cfg, false, t, &in_process);
+  const hw_table_t *t = n->wtable;
   char path[900];
-  if (!rc && !per_device) {
-    snprintf(path, sizeof path, "%s/devices.json", cfg->datadir);
-    if (!(rc = write_table(t, path))) snprintf(env, envlen, "%s=%s", ORCH_DEVICE_TABLE_ENV, path);
-  } else if (!rc) {
-    *workers = t->n > 1 ? t->n - 1 : 1;
-    hw_table_t *one = calloc(1, sizeof *one);
-    if (!one) rc = LP_ENOMEM;
-    for (int i = 0; i < *workers && !rc; i++) {
-      one->n = t->n > 1 ? 2 : 1;
-      one->dev[0] = t->dev[HW_TABLE_CPU];
-      if (t->n > 1) one->dev[1] = t->dev[i + 1];
-      snprintf(path, sizeof path, "%s/devices-%d.json", cfg->datadir, i);
-      rc = write_table(one, path);
-    }
-    free(one);
-    if (!rc) snprintf(env, envlen, "%s=%s/devices-%%d.json", ORCH_DEVICE_TABLE_ENV, cfg->datadir);
+  if (!per_device) {
+    snprintf(path, sizeof path, "%s/devices.json", dir);
+    int rc = write_table(t, path);
+    if (!rc) snprintf(env, envlen, "%s=%s", ORCH_DEVICE_TABLE_ENV, path);
+    return rc;
   }
-  free(t);
+  hw_table_t *one = calloc(1, sizeof *one);
+  if (!one) return LP_ENOMEM;
+  int rc = 0;
+  for (int i = 0; i < n->workers && !rc; i++) {
+    one->n = t->n > 1 ? 2 : 1;
+    one->dev[0] = t->dev[HW_TABLE_CPU];
+    if (t->n > 1) one->dev[1] = t->dev[i + 1];
+    snprintf(path, sizeof path, "%s/devices-%d.json", dir, i);
+    rc = write_table(one, path);
+  }
+  free(one);
+  if (!rc) snprintf(env, envlen, "%s=%s/devices-%%d.json", ORCH_DEVICE_TABLE_ENV, dir);
   return rc;
 }
 
-/* -localWorkers: the pool secret the children present (the operator's -orchSecret, so that
- * remote transcoders can join too, or a random one) goes to a private file in the data dir,
- * and the supervisor starts the children against the node's own port over loopback. */
-static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *secret,
-                               const char *http_addr) {
+/* -localWorkers: each worker's pool secret (its own, which tells the pool which worker it is)
+ * goes to a private file in the data dir, and the supervisor starts the workers against the
+ * node's own port over loopback. */
+static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const char *http_addr) {
   char path[1024], env[1024];
   bool per_device = cfg->local_workers == LP_LOCAL_WORKERS_AUTO;
-  int workers = cfg->local_workers;
-  int rc = workers_device_table(cfg, per_device, &workers, env, sizeof env);
+  int rc = workers_device_table(n, cfg->datadir, per_device, env, sizeof env);
   if (rc) return rc;
-  snprintf(path, sizeof path, "%s/pool-secret", cfg->datadir);
-  rc = lp_file_write_atomic(path, secret, strlen(secret), 0600);
-  if (rc) {
-    LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
-    return rc;
+  for (int i = 0; i < n->workers && !rc; i++) {
+    snprintf(path, sizeof path, "%s/pool-secret-%d", cfg->datadir, i);
+    rc = lp_file_write_atomic(path, n->worker_secrets[i], strlen(n->worker_secrets[i]), 0600);
+    if (rc) LOGE("Local workers: cannot write %s: %s", path, lp_strerror(rc));
   }
+  if (rc) return rc;
+  snprintf(path, sizeof path, "%s/pool-secret-%%d", cfg->datadir);
   /* the address the port is bound to, or loopback when it listens on every interface */
   char addr[300];
   const char *colon = strrchr(http_addr, ':');
@@ -927,8 +972,13 @@ static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const cha
   so.orch_addr = addr;
   so.secret_file = path;
   so.datadir = cfg->datadir;
-  so.workers = workers;
-  so.capacity = cfg->max_sessions > 0 ? cfg->max_sessions : 10;
+  so.workers = n->workers;
+  /* With the capacity model the node admits the work: a worker's registered count is only a
+   * ceiling (-maxSessions, or LOCAL_WORKER_UNCAPPED). Without it, each registers -maxSessions
+   * (10 for auto) and the pool counts sessions. */
+  so.capacity = cfg->max_sessions > 0 ? cfg->max_sessions
+                : n->core.admit       ? LOCAL_WORKER_UNCAPPED
+                                      : 10;
   so.verbosity = cfg->verbosity;
   so.extra_args = extra;
   so.env = env;
@@ -936,9 +986,17 @@ static int start_local_workers(orch_node_t *n, const lp_config_t *cfg, const cha
   if (rc)
     LOGE("Local workers: cannot start them: %s", lp_strerror(rc));
   else
-    LOGI("Local workers: %d transcoder process(es)%s register over %s", workers,
+    LOGI("Local workers: %d transcoder process(es)%s register over %s", n->workers,
          per_device ? ", one per device," : "", addr);
   return rc;
+}
+
+/* The workers' secrets live in their files and in the pool; the node drops its copy. */
+static void forget_worker_secrets(orch_node_t *n) {
+  if (!n->worker_secrets) return;
+  OPENSSL_cleanse(n->worker_secrets, (size_t)n->workers * sizeof *n->worker_secrets);
+  free(n->worker_secrets);
+  n->worker_secrets = NULL;
 }
 
 int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) {
@@ -998,6 +1056,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   } else if ((rc = start_devices(n, cfg, &engine))) {
     goto fail;
   }
+  if (workers && (rc = start_worker_devices(n, cfg))) goto fail;
   rc = LP_ENOMEM;
   c->store = orch_store_new();
   if (!c->store) goto fail;
@@ -1008,7 +1067,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   /* go-livepeer's -maxSessions auto: the sum of the registered transcoders' capacities */
   /* with local transcoding, auto leaves the capacity model alone to decide */
   n->max_auto = cfg->max_sessions_auto && (pooled || c->admit);
-  if (n->max_auto) max_sessions = pooled ? 0 : INT_MAX;
+  if (n->max_auto) max_sessions = pooled && !c->admit ? 0 : INT_MAX;
   c->sessions = orch_sessions_new(loop, &engine, c->store, max_sessions, idle_ms);
   if (!c->sessions) goto fail;
   orch_sessions_on_end(c->sessions, session_ended, n);
@@ -1059,22 +1118,26 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     po.service_uri = c->service_uri;
     po.on_change = pool_changed;
     po.arg = n;
+    const char *wsecrets[64];
+    for (int i = 0; i < n->workers && i < 64; i++) wsecrets[i] = n->worker_secrets[i];
+    po.local_secrets = wsecrets;
+    po.n_local = LP_MIN(n->workers, 64);
     rc = pool_manager_new(loop, n->srv, &po, &n->pool);
     if (rc) {
       LOGE("Orchestrator: cannot start the transcoder pool: %s", lp_strerror(rc));
       goto fail;
     }
     n->pool_eng.manager = n->pool;
+    if (c->admit) c->spill = n->pool;
   }
   rc = net_server_listen(n->srv, err, sizeof err);
   if (rc) {
     LOGE("Orchestrator: %s", err);
     goto fail;
   }
-  if (workers &&
-      (rc = start_local_workers(n, cfg, secret[0] ? secret : cfg->orch_secret, http_addr)) != 0)
-    goto fail;
+  if (workers && (rc = start_local_workers(n, cfg, http_addr)) != 0) goto fail;
   OPENSSL_cleanse(secret, sizeof secret);
+  forget_worker_secrets(n);
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
   if (n->table) watch_devices(n); /* nothing can fail after this: its handles need a close */
@@ -1089,6 +1152,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   return 0;
 fail:
   OPENSSL_cleanse(secret, sizeof secret);
+  forget_worker_secrets(n);
   free(http_addr);
   free(host);
   free(port);
@@ -1110,6 +1174,7 @@ fail:
     uv_run(loop, UV_RUN_NOWAIT);
   }
   free(n->table);
+  free(n->wtable);
   free(n);
   return rc ? rc : LP_EIO;
 }
@@ -1163,6 +1228,7 @@ void orch_node_free(orch_node_t *n) {
   }
   if (n->pool) {
     n->pool_eng.manager = NULL;
+    n->core.spill = NULL;
     pool_manager_free(n->pool);
     n->pool = NULL;
   }
@@ -1175,7 +1241,8 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
     /* remote transcoders set the capacity; with local transcoding the capacity model does */
     if (!n->pool && !n->core.admit) return LP_EINVAL;
     n->max_auto = true;
-    orch_sessions_set_max(n->core.sessions, n->pool ? pool_manager_capacity(n->pool) : INT_MAX);
+    orch_sessions_set_max(n->core.sessions,
+                          n->pool && !n->core.admit ? pool_manager_capacity(n->pool) : INT_MAX);
   } else {
     if (max_sessions <= 0) return LP_EINVAL;
     n->max_auto = false;

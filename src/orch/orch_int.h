@@ -229,6 +229,10 @@ typedef struct orch_media_ctx {
  * sessions exist (it needs the server); until then segments fail as unavailable. */
 typedef struct orch_pool_engine {
   pool_manager_t *manager;
+  /* -localWorkers with the capacity model: a new session goes where the model placed it
+   * (job->device): device d >= 1 to worker d - 1 when each worker has its own device
+   * (per_device), the CPU to any local worker, -1 (no room here) to a remote transcoder */
+  bool placed, per_device;
 } orch_pool_engine_t;
 void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out);
 
@@ -324,8 +328,19 @@ typedef struct orch_core {
   orch_store_t *store;
   orch_sessions_t *sessions;
   orch_admit_t *admit; /* NULL: sessions are counted only (remote transcoders, tests) */
+  /* -localWorkers with the capacity model: the pool whose remote transcoders (those that are not
+   * the node's workers) take new sessions the model has no room for; NULL: none */
+  const pool_manager_t *spill;
   bool stopping;
 } orch_core_t;
+
+/* No room for a new session: the capacity model refuses it (see orch_admit_room) and no remote
+ * transcoder could take it either. */
+static inline bool orch_core_no_room(orch_core_t *c, const orch_profile_t *profiles, size_t n,
+                                     const Net__Capabilities *job_caps) {
+  return c->admit && orch_admit_room(c->admit, profiles, n) &&
+         !(c->spill && pool_manager_can_take_remote(c->spill, job_caps));
+}
 
 /* ---- TranscodeResult (spec §4.4) ---------------------------------------------------------- */
 /* Builds the response body for a finished job: its renditions stored under

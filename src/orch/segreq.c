@@ -200,8 +200,8 @@ static int check_seg_creds(orch_core_t *c, const char *hdr, size_t len, orch_seg
   }
   r->session_id = t->session_id;
   if (c->stopping || orch_sessions_check_capacity(c->sessions, t->session_id) ||
-      (c->admit && !orch_sessions_exists(c->sessions, t->session_id) &&
-       orch_admit_room(c->admit, r->profiles, r->n_profiles))) {
+      (!orch_sessions_exists(c->sessions, t->session_id) &&
+       orch_core_no_room(c, r->profiles, r->n_profiles, r->sd->capabilities))) {
     set_err(e, 403, "%s", "OrchestratorCapped");
     return LP_ECAPACITY;
   }

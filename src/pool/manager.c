@@ -1,6 +1,7 @@
 /* Orchestrator side of the remote transcoder protocol (spec/protocol.md §6): registrations,
  * NotifySegment pushes, input hosting, result uploads, selection, timeouts and retries. */
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ struct pool_tc {
   char peer[64];    /* "ip:port" for logs */
   char peer_ip[64]; /* results must come from the same address */
   bool draining;    /* said it is shutting down: no new work */
+  int local;        /* the node's local worker this is (its secret's index), or -1 */
   pool_tc_t *next;
 };
 
@@ -54,6 +56,7 @@ struct pool_task {
   uint8_t *input;
   size_t input_len;
   pool_tc_t *tc;
+  int target;     /* POOL_TARGET_* or a local worker's index: where a new session goes */
   bool receiving; /* an upload for it is being read: later ones are duplicates */
   uint64_t sent_ns, served_ns, upload_ns; /* push, input served, upload headers (hop_ns) */
   bool finished;
@@ -95,6 +98,8 @@ struct pool_manager {
   bool closing; /* under calls_mu */
   net_server_t *srv;
   char *secret;
+  char **local_secrets; /* local worker i registers with local_secrets[i] */
+  int n_local;
   char *service_uri;
   char *orch_id;
   size_t max_part, max_result;
@@ -258,6 +263,21 @@ static void on_tc_abort(net_req_t *req, void *arg) {
   tc_drop(tc, "transcoder disconnected");
 }
 
+#define SECRET_NONE (-2)
+
+/* Whose secret this is: -1 the pool's, i local worker i's, SECRET_NONE nobody's. Every
+ * comparison runs, in constant time, whatever matched. */
+static int secret_owner(const pool_manager_t *m, const char *secret) {
+  size_t len = strlen(secret);
+  int owner = SECRET_NONE;
+  if (lp_consttime_eq(secret, len, m->secret, strlen(m->secret))) owner = -1;
+  for (int i = 0; i < m->n_local; i++)
+    if (lp_consttime_eq(secret, len, m->local_secrets[i], strlen(m->local_secrets[i])) &&
+        owner == SECRET_NONE)
+      owner = i;
+  return owner;
+}
+
 static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *arg) {
   pool_manager_t *m = arg;
   if (!m) {
@@ -271,7 +291,8 @@ static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *ar
   }
   const char *peer = net_req_peer(req);
   const char *secret = rr->secret ? rr->secret : "";
-  if (!lp_consttime_eq(secret, strlen(secret), m->secret, strlen(m->secret))) {
+  int local = secret_owner(m, secret);
+  if (local == SECRET_NONE) {
     LOGE("Transcoder registration refused: invalid secret peer=%s", peer ? peer : "?");
     net__register_request__free_unpacked(rr, NULL);
     net_grpc_finish(req, NET_GRPC_UNKNOWN, "invalid secret");
@@ -293,6 +314,7 @@ static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *ar
   tc->req = req;
   tc->serial = ++m->tc_serial;
   tc->capacity = rr->capacity;
+  tc->local = local;
   snprintf(tc->peer, sizeof tc->peer, "%s", peer ? peer : "?");
   peer_ip(peer, tc->peer_ip, sizeof tc->peer_ip);
   if (rr->capabilities) {
@@ -310,13 +332,27 @@ static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *ar
   m->tcs = tc;
   net_req_set_data(req, tc);
   net_req_on_abort(req, on_tc_abort, tc);
-  LOGI("Got a RegisterTranscoder request from transcoder=%s capacity=%" PRId64 " version=%s",
-       tc->peer, tc->capacity, tc->version[0] ? tc->version : "?");
+  char who[32] = "";
+  if (local >= 0) snprintf(who, sizeof who, " localWorker=%d", local);
+  LOGI("Got a RegisterTranscoder request from transcoder=%s capacity=%" PRId64 " version=%s%s",
+       tc->peer, tc->capacity, tc->version[0] ? tc->version : "?", who);
   notify_change(m);
 }
 
-/* Sticky first, then the compatible transcoder with the most free slots (capacity minus
- * sessions); ties go to the lower load factor. */
+/* How well a transcoder suits a task's target: 0 best, then 1 and 2; -1 never. */
+static int target_rank(int target, const pool_tc_t *tc) {
+  switch (target) {
+  case POOL_TARGET_ANY: return 0;
+  case POOL_TARGET_REMOTE: return tc->local < 0 ? 0 : -1;
+  case POOL_TARGET_LOCAL: return tc->local >= 0 ? 0 : 1;
+  default: /* local worker `target`, another local worker, then anyone */
+    return tc->local == target ? 0 : tc->local >= 0 ? 1 : 2;
+  }
+}
+
+/* Sticky first; then, among the transcoders that suit the target best and have a free slot, the
+ * compatible one with the most free slots (capacity minus sessions); ties go to the lower load
+ * factor. */
 static int select_tc(pool_manager_t *m, pool_task_t *t, pool_tc_t **out) {
   pool_sess_t *s = sess_find(m, t->session_id);
   if (s && s->tc && !s->tc->draining) {
@@ -325,17 +361,22 @@ static int select_tc(pool_manager_t *m, pool_task_t *t, pool_tc_t **out) {
   }
   const Net__Capabilities *job = t->sd->capabilities;
   pool_tc_t *best = NULL;
+  int best_rank = 0;
   bool any_compatible = false;
   for (pool_tc_t *tc = m->tcs; tc; tc = tc->next) {
-    if (!tc->req || tc->draining || !pool_caps_compatible(job, tc->bits, tc->nbits, tc->version))
+    int rank = target_rank(t->target, tc);
+    if (!tc->req || tc->draining || rank < 0 ||
+        !pool_caps_compatible(job, tc->bits, tc->nbits, tc->version))
       continue;
     any_compatible = true;
     int64_t free_slots = tc->capacity - tc->load;
     if (free_slots <= 0) continue;
-    if (!best) {
+    if (!best || rank < best_rank) {
       best = tc;
+      best_rank = rank;
       continue;
     }
+    if (rank > best_rank) continue;
     int64_t best_free = best->capacity - best->load;
     /* load/capacity compared without division */
     if (free_slots > best_free ||
@@ -467,8 +508,10 @@ static void task_dispatch(pool_task_t *t) {
     rc = net_grpc_send(tc->req, buf, len);
     free(buf);
     if (rc == 0) {
-      LOGV(LP_V_DEBUG, "Sent segment to transcoder=%s taskId=%" PRId64 " sessionID=%s attempt=%d",
-           tc->peer, t->id, t->session_id, t->attempts);
+      LOGV(LP_V_DEBUG,
+           "Sent segment to transcoder=%s localWorker=%d taskId=%" PRId64
+           " sessionID=%s attempt=%d",
+           tc->peer, tc->local, t->id, t->session_id, t->attempts);
       uv_timer_start(&t->timer, on_task_timer, t->timeout_ms, 0);
       return;
     }
@@ -508,7 +551,13 @@ static Net__SegData *segdata_for_transcoder(const Net__SegData *in) {
 
 int pool_manager_submit(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
                         const uint8_t *input, size_t len, pool_done_fn done, void *arg) {
-  if (!m || !sd || !done) return LP_EINVAL;
+  return pool_manager_submit_to(m, sd, session_id, POOL_TARGET_ANY, input, len, done, arg);
+}
+
+int pool_manager_submit_to(pool_manager_t *m, const Net__SegData *sd, const char *session_id,
+                           int target, const uint8_t *input, size_t len, pool_done_fn done,
+                           void *arg) {
+  if (!m || !sd || !done || target < POOL_TARGET_REMOTE) return LP_EINVAL;
   size_t np;
   pool_segdata_profiles(sd, &np);
   if (np == 0) return LP_EINVAL;
@@ -517,6 +566,7 @@ int pool_manager_submit(pool_manager_t *m, const Net__SegData *sd, const char *s
   pool_task_t *t = calloc(1, sizeof *t);
   if (!t) return LP_ENOMEM;
   t->m = m;
+  t->target = target;
   t->done = done;
   t->arg = arg;
   t->n_profiles = np;
@@ -764,7 +814,8 @@ static void on_results(net_req_t *req, void *arg) {
     return;
   }
   const char *cred = net_req_header(req, "Credentials");
-  if (!cred || !lp_consttime_eq(cred, strlen(cred), m->secret, strlen(m->secret))) {
+  int owner = cred ? secret_owner(m, cred) : SECRET_NONE;
+  if (owner == SECRET_NONE) {
     LOGW("Result upload with wrong credentials peer=%s", net_req_peer(req));
     net_resp_error(req, 401, "Unauthorized");
     return;
@@ -784,7 +835,8 @@ static void on_results(net_req_t *req, void *arg) {
   if (t && t->tc) {
     char ip[64];
     peer_ip(net_req_peer(req), ip, sizeof ip);
-    if (strcmp(ip, t->tc->peer_ip) != 0) {
+    /* local workers share the loopback address; their secrets tell them apart */
+    if (strcmp(ip, t->tc->peer_ip) != 0 || owner != t->tc->local) {
       LOGW("Result upload for a task of another transcoder taskId=%" PRId64 " peer=%s", task_id,
            net_req_peer(req));
       net_resp_error(req, 403, "Forbidden");
@@ -981,6 +1033,19 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
   uv_async_init(loop, &m->async, on_calls);
   m->async.data = m;
   m->secret = strdup(opts->secret);
+  bool local_ok = true;
+  if (opts->n_local > 0) {
+    m->local_secrets = calloc((size_t)opts->n_local, sizeof *m->local_secrets);
+    local_ok = m->local_secrets != NULL;
+    for (int i = 0; local_ok && i < opts->n_local; i++) {
+      if (!opts->local_secrets[i] || !opts->local_secrets[i][0]) {
+        pool_manager_free(m);
+        return LP_EINVAL;
+      }
+      local_ok = (m->local_secrets[i] = strdup(opts->local_secrets[i])) != NULL;
+      m->n_local = i + 1;
+    }
+  }
   if (opts->service_uri) {
     m->service_uri = strdup(opts->service_uri);
   } else {
@@ -995,7 +1060,7 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
   m->min_timeout_ms = opts->min_timeout_ms ? opts->min_timeout_ms : 8000;
   m->on_change = opts->on_change;
   m->arg = opts->arg;
-  if (!m->secret || !m->service_uri || !m->orch_id) {
+  if (!m->secret || !local_ok || !m->service_uri || !m->orch_id) {
     pool_manager_free(m);
     return LP_ENOMEM;
   }
@@ -1069,7 +1134,13 @@ void pool_manager_free(pool_manager_t *m) {
     free(s->id);
     free(s);
   }
+  OPENSSL_cleanse(m->secret, strlen(m->secret));
   free(m->secret);
+  for (int i = 0; i < m->n_local; i++) {
+    OPENSSL_cleanse(m->local_secrets[i], strlen(m->local_secrets[i]));
+    free(m->local_secrets[i]);
+  }
+  free(m->local_secrets);
   free(m->service_uri);
   free(m->orch_id);
   uv_close((uv_handle_t *)&m->async, on_mgr_closed);
@@ -1106,12 +1177,20 @@ size_t pool_manager_caps(const pool_manager_t *m, uint64_t *bits, size_t nwords)
   return used;
 }
 
-bool pool_manager_can_take(const pool_manager_t *m, const Net__Capabilities *job) {
+static bool can_take(const pool_manager_t *m, const Net__Capabilities *job, bool remote_only) {
   for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next)
-    if (tc->req && !tc->draining && tc->load < tc->capacity &&
+    if (tc->req && !tc->draining && tc->load < tc->capacity && (!remote_only || tc->local < 0) &&
         pool_caps_compatible(job, tc->bits, tc->nbits, tc->version))
       return true;
   return false;
+}
+
+bool pool_manager_can_take(const pool_manager_t *m, const Net__Capabilities *job) {
+  return can_take(m, job, false);
+}
+
+bool pool_manager_can_take_remote(const pool_manager_t *m, const Net__Capabilities *job) {
+  return can_take(m, job, true);
 }
 
 void pool_result_free(pool_result_t *r) {

@@ -42,6 +42,14 @@ struct pool_supervisor {
 
 static void child_spawn(sup_child_t *c);
 
+/* text with its first "%d" replaced by the child's index */
+static const char *per_child(const char *text, int index, char *buf, size_t cap) {
+  const char *pct = strstr(text, "%d");
+  if (!pct) return text;
+  snprintf(buf, cap, "%.*s%d%s", (int)(pct - text), text, index, pct + 2);
+  return buf;
+}
+
 static void maybe_stopped(pool_supervisor_t *s) {
   if (!s->stopping || !s->stopped) return;
   for (int i = 0; i < s->n; i++)
@@ -96,13 +104,14 @@ static void child_spawn(sup_child_t *c) {
     return;
   }
   const char *args[SUP_MAX_ARGS];
+  char secret_file[1100];
   size_t n = 0;
   args[n++] = s->exe;
   args[n++] = "-transcoder";
   args[n++] = "-orchAddr";
   args[n++] = s->orch_addr;
   args[n++] = "-orchSecret";
-  args[n++] = s->secret_file;
+  args[n++] = per_child(s->secret_file, c->index, secret_file, sizeof secret_file);
   args[n++] = "-maxSessions";
   args[n++] = s->capacity;
   args[n++] = "-dataDir";
@@ -129,11 +138,8 @@ static void child_spawn(sup_child_t *c) {
         !(s->env && strncmp(environ[i], s->env, envlen) == 0))
       env[k++] = environ[i];
   env[k++] = parent;
-  /* "%d" in the variable stands for the child's index */
-  char mine[1100] = "";
-  const char *pct = s->env ? strstr(s->env, "%d") : NULL;
-  if (pct) snprintf(mine, sizeof mine, "%.*s%d%s", (int)(pct - s->env), s->env, c->index, pct + 2);
-  if (s->env) env[k++] = pct ? mine : s->env;
+  char mine[1100];
+  if (s->env) env[k++] = (char *)per_child(s->env, c->index, mine, sizeof mine);
   env[k] = NULL;
   uv_stdio_container_t stdio[3];
   for (int i = 0; i < 3; i++) {

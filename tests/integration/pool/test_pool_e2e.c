@@ -734,6 +734,124 @@ static void test_task_timeout(void **state) {
   run_for(100);
 }
 
+/* The node's own workers register with secrets of their own, and a new session goes where its
+ * target says: the named worker, a local worker before a remote transcoder, or a remote one
+ * only. A named worker that is gone leaves the session to another local worker. Results must
+ * come with the credentials of the transcoder that has the task. */
+static void test_local_targets(void **state) {
+  (void)state;
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  net_server_t *srv2 = NULL;
+  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
+  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
+  static const char *const locals[] = {"worker-0-secret", "worker-1-secret"};
+  pool_manager_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.secret = SECRET;
+  mo.local_secrets = locals;
+  mo.n_local = 2;
+  mo.min_timeout_ms = 300;
+  pool_manager_t *m2 = NULL;
+  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  int port = g.port;
+  g.port = net_server_port(srv2);
+  /* a client (connection) each, so that closing one is a disconnect the manager sees */
+  static fake_t w0, w1, remote, bad;
+  net_client_t *cw0 = net_client_new(&g.loop), *cw1 = net_client_new(&g.loop),
+               *cr = net_client_new(&g.loop);
+  assert_true(cw0 && cw1 && cr);
+  fake_register(&remote, cr, SECRET, 8);
+  fake_register(&w0, cw0, locals[0], 8);
+  fake_register(&w1, cw1, locals[1], 8);
+  fake_register(&bad, g.client, "worker-2-secret", 8);
+  assert_true(run_until(&bad.ended, 10000));
+  assert_string_equal(bad.message, "invalid secret");
+  uint64_t end = lp_now_ms() + 10000;
+  while (pool_manager_transcoders(m2) != 3 && lp_now_ms() < end) run_for(20);
+  assert_int_equal(pool_manager_transcoders(m2), 3);
+
+  static const struct {
+    const char *session;
+    int target;
+  } cases[] = {{"to-w1", 1},
+               {"to-w0", 0},
+               {"local-a", POOL_TARGET_LOCAL},
+               {"local-b", POOL_TARGET_LOCAL},
+               {"remote", POOL_TARGET_REMOTE}};
+  static outcome_t o[6]; /* outlives a failed assertion: the tasks still report to it */
+  seg_req_t r;
+  for (size_t i = 0; i < LP_ARRAY_LEN(cases); i++) {
+    int n0 = w0.nmsg, n1 = w1.nmsg, nr = remote.nmsg;
+    seg_req_init(&r, cases[i].session, 1, 1);
+    memset(&o[i], 0, sizeof o[i]);
+    assert_int_equal(pool_manager_submit_to(m2, &r.sd, NULL, cases[i].target, g.small, g.small_len,
+                                            on_done, &o[i]),
+                     0);
+    end = lp_now_ms() + 5000;
+    while (w0.nmsg + w1.nmsg + remote.nmsg == n0 + n1 + nr && lp_now_ms() < end) run_for(10);
+    int got = w0.nmsg > n0 ? 0 : w1.nmsg > n1 ? 1 : remote.nmsg > nr ? -1 : -9;
+    print_message("session %s -> %s\n", cases[i].session,
+                  got == -1  ? "remote"
+                  : got == 0 ? "worker 0"
+                  : got == 1 ? "worker 1"
+                             : "nobody");
+    if (cases[i].target >= 0)
+      assert_int_equal(got, cases[i].target);
+    else if (cases[i].target == POOL_TARGET_LOCAL)
+      assert_true(got == 0 || got == 1);
+    else
+      assert_int_equal(got, -1);
+  }
+  /* the two LOCAL sessions went to the worker with more free slots each time: one apiece */
+  assert_int_equal(w0.nmsg, 2);
+  assert_int_equal(w1.nmsg, 2);
+  /* worker 1's result posted with worker 0's credentials is refused */
+  char task[32];
+  snprintf(task, sizeof task, "%" PRId64, w1.task_id);
+  net_header_t h[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
+                      {"Credentials", locals[0]},
+                      {"TaskId", task},
+                      {"Content-Type", POOL_ERROR_CONTENT_TYPE}};
+  int saved = g.port;
+  g.port = net_server_port(srv2);
+  assert_int_equal(post_results(h, LP_ARRAY_LEN(h), "x", 1), 403);
+  g.port = saved;
+  /* worker 1 goes away: its two tasks are retried on worker 0, a local worker, rather than on
+   * the remote transcoder; a new session meant for worker 1 goes to worker 0 too */
+  net_client_free(cw1);
+  end = lp_now_ms() + 10000;
+  while (pool_manager_transcoders(m2) != 2 && lp_now_ms() < end) run_for(20);
+  assert_int_equal(pool_manager_transcoders(m2), 2);
+  end = lp_now_ms() + 5000;
+  while (w0.nmsg < 4 && lp_now_ms() < end) run_for(10);
+  assert_int_equal(w0.nmsg, 4);
+  assert_int_equal(remote.nmsg, 1);
+  int n0 = w0.nmsg;
+  seg_req_init(&r, "to-w1-late", 1, 1);
+  memset(&o[5], 0, sizeof o[5]);
+  assert_int_equal(pool_manager_submit_to(m2, &r.sd, NULL, 1, g.small, g.small_len, on_done, &o[5]),
+                   0);
+  end = lp_now_ms() + 5000;
+  while (w0.nmsg == n0 && lp_now_ms() < end) run_for(10);
+  assert_int_equal(w0.nmsg, n0 + 1);
+  /* the others go too: with no transcoder left, every task ends */
+  net_client_free(cw0);
+  net_client_free(cr);
+  for (size_t i = 0; i < 6; i++) {
+    assert_true(run_until(&o[i].done, 10000));
+    assert_int_not_equal(o[i].err, 0);
+  }
+  g.port = port;
+  pool_manager_free(m2);
+  run_for(100);
+  net_server_free(srv2);
+  run_for(100);
+}
+
 /* Combined mode's worker processes: a supervised child registers over loopback and serves; after
  * kill -9 it is restarted, registers again and serves the stream's next segment. */
 static bool sup_stopped;
@@ -888,6 +1006,7 @@ int main(void) {
       cmocka_unit_test(test_register_refused),
       cmocka_unit_test(test_results_malformed),
       cmocka_unit_test(test_task_timeout),
+      cmocka_unit_test(test_local_targets),
       cmocka_unit_test(test_two_transcoders),
       cmocka_unit_test(test_wait_from_thread),
       cmocka_unit_test(test_kill_mid_segment),

@@ -174,6 +174,7 @@ function curlGet(url, name) {
 
 function makeSegment(size, seconds) {
   const file = path.join(tmp, `in${size}-${seconds}s.ts`);
+  if (fs.existsSync(file)) return fs.readFileSync(file);
   execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30`, '-f', 'lavfi',
     '-i', 'sine=frequency=440:sample_rate=48000', '-t', String(seconds), '-c:v', 'libx264', '-preset', 'ultrafast',
     '-g', '60', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-f', 'mpegts', file]);
@@ -644,6 +645,32 @@ test('local-workers', async () => {
   assert.deepStrictEqual(children(), []);
 });
 
+// Every stream's first segment at once; which streams the node admitted (their renditions
+// came back) and which it refused (OrchestratorCapped, before or after the early 200).
+async function firstSegments(node, infos, body, profiles) {
+  const first = await Promise.all(infos.map((info) =>
+    postSegment(node, { 'livepeer-segment': segHeader(info, body, 0, profiles) }, body)));
+  const admitted = [];
+  const refused = [];
+  first.forEach((r, i) => {
+    if (r.status === 403) {
+      assert.strictEqual(r.body.toString(), 'OrchestratorCapped\n');
+      refused.push(i);
+      return;
+    }
+    assert.strictEqual(r.status, 200);
+    const res = decodeResult(r.body);
+    if (res.error) {
+      assert.strictEqual(res.error, 'OrchestratorCapped');
+      refused.push(i);
+    } else {
+      assert.strictEqual(res.data.segments.length, profiles.length);
+      admitted.push(i);
+    }
+  });
+  return { admitted, refused };
+}
+
 test('admission', async () => {
   const body = makeSegment('640x360', 2);
   const node = await startNode(['-costAdmission=true', '-maxSessions', 'auto', '-targetRealtimeRatio', '0.25']);
@@ -655,29 +682,10 @@ test('admission', async () => {
     await waitIdle(node);
     // every stream's first segment at once: all are weighed before any has been transcoded,
     // so the budget they are weighed against is the one read below
-    const first = await Promise.all(infos.map((info) =>
-      postSegment(node, { 'livepeer-segment': segHeader(info, body, 0, profiles) }, body)));
+    const { admitted, refused } = await firstSegments(node, infos, body, profiles);
     const st = await adminStatus(node);
     const dev = st.Capacity.devices[0];
     const eng = dev.engines[0];
-    const admitted = [];
-    const refused = [];
-    first.forEach((r, i) => {
-      if (r.status === 403) {
-        assert.strictEqual(r.body.toString(), 'OrchestratorCapped\n');
-        refused.push(i);
-        return;
-      }
-      assert.strictEqual(r.status, 200);
-      const res = decodeResult(r.body);
-      if (res.error) {
-        assert.strictEqual(res.error, 'OrchestratorCapped');
-        refused.push(i);
-      } else {
-        assert.strictEqual(res.data.segments.length, 1);
-        admitted.push(i);
-      }
-    });
     const cost = eng.committed / admitted.length;
     assert.ok(admitted.length >= 2, `room for at least two streams (${admitted.length})`);
     assert.ok(refused.length >= 1, 'the node filled up');
@@ -732,6 +740,50 @@ test('admission', async () => {
     const lightCost = [...node.log().matchAll(/capacity: admitted .* cost=(\d+)wu\/s/g)].pop()[1];
     console.log(`     a stream refused at full load admitted once the others ended (${lightCost} wu/s)`);
     assert.match(node.log(), /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
+  } finally {
+    await node.stop();
+  }
+});
+
+// Admission by cost with the transcoding in a worker process (-localWorkers auto): the node's
+// model admits and refuses new streams as it does in process, the admitted ones go to the
+// worker of the device they were placed on (here the CPU's: worker 0), their segments' times
+// come back to the model, and an ended stream gives its room back.
+test('admission-workers', async () => {
+  const body = makeSegment('640x360', 2);
+  const node = await startNode(['-localWorkers', 'auto', '-costAdmission=true', '-maxSessions', 'auto',
+    '-targetRealtimeRatio', '0.25']);
+  const profiles = [P240];
+  try {
+    for (let i = 0; i < 150 && !/localWorker=0\n/.test(node.log()); i++) await sleep(100);
+    assert.match(node.log(), /Got a RegisterTranscoder request .* localWorker=0\n/, 'the worker registered as local worker 0');
+    assert.match(node.log(), /Capacity: new streams are admitted by their cost and placed on a device/);
+    const infos = [];
+    for (let i = 0; i < 16; i++) infos.push(await getOrch(node));
+    await waitIdle(node);
+    const { admitted, refused } = await firstSegments(node, infos, body, profiles);
+    const dev = (await adminStatus(node)).Capacity.devices[0];
+    console.log(`     admitted ${admitted.length} of ${infos.length} streams, all transcoded by the worker`);
+    assert.ok(admitted.length >= 1 && refused.length >= 1, `the model filled up (${admitted.length} admitted)`);
+    assert.strictEqual(dev.sessions, admitted.length, 'the model holds the admitted streams');
+    const log = node.log();
+    assert.strictEqual((log.match(/capacity: admitted 640x360@30\.00 -> 1 renditions on cpu/g) || []).length, admitted.length);
+    assert.match(log, /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
+    // every admitted first segment went to worker 0, none elsewhere
+    const sent = [...log.matchAll(/Sent segment to transcoder=\S+ localWorker=(-?\d+)/g)].map((m) => m[1]);
+    assert.deepStrictEqual(sent, admitted.map(() => '0'));
+    // the worker's time is the segment's engine time, which the real-time check reads
+    const engine = [...log.matchAll(/Transcoded segment renditions=1 .* engine=([\d.]+)ms/g)].map((m) => Number(m[1]));
+    assert.strictEqual(engine.length, admitted.length);
+    assert.ok(engine.every((ms) => ms > 10), `engine times from the worker: ${engine}`);
+    // ended streams give their room back (the worker is told to close them too)
+    for (const i of admitted) await unary(node, 'EndTranscodingSession', { auth_token: infos[i].auth_token });
+    assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, 0);
+    await waitIdle(node);
+    const late = infos[refused[0]];
+    const r = await postSegment(node, { 'livepeer-segment': segHeader(late, body, 0, profiles) }, body);
+    assert.strictEqual(r.status, 200, `${r.body}`);
+    assert.ok(decodeResult(r.body).data, 'a refused stream is admitted once the others ended');
   } finally {
     await node.stop();
   }
