@@ -200,6 +200,11 @@ int pool_worker_activity(const pool_worker_t *w);
  * frame rates, H.264 profiles, GOP, auth tokens, HEVC/VP8/VP9 decode and encode. Not MPEG-7
  * signatures nor segment slicing, which the engine does not do. */
 uint64_t pool_worker_caps_word0(void);
+/* What a transcoder with device table t (NULL: the CPU alone, untested) registers with: the
+ * formats, profiles, GOP and auth tokens the engine always honours, and the codecs some device
+ * of the table passed (the CPU included, where every rendition can fall back). Fills
+ * bits[0..words) and returns the words used. */
+size_t pool_table_caps(const hw_table_t *t, uint64_t *bits, size_t words);
 /* The capability words the worker registers with (up to words of them; the rest zeroed);
  * returns how many it sends. */
 size_t pool_worker_caps(const pool_worker_t *w, uint64_t *bits, size_t words);

@@ -50,9 +50,10 @@ static const flagdef_t flags[] = {
      "Shared orchestrator/transcoder secret, or a file holding it"},
     {"maxSessions", "MaxSessions", F_MAXSESS, OFF(max_sessions), "10", 0,
      "Outer cap on concurrent streams, or 'auto'"},
-    {"localWorkers", "LocalWorkers", F_WORKERS, OFF(local_workers), "0", 0,
+    {"localWorkers", "LocalWorkers", F_WORKERS, OFF(local_workers), "auto", 0,
      "-orchestrator -transcoder: transcode in N supervised child processes, so that a crash "
-     "costs only their segments (0: in this process; 'auto': one per device)"},
+     "costs only their segments (0: in this process; 'auto': one per device, in this process "
+     "when the service port is plain http://)"},
     {"dataDir", "Datadir", F_STR, OFF(datadir), "", 0,
      "Data directory (default ~/.lpData/<network>)"},
     {"datadir", "Datadir", F_STR, OFF(datadir), "", 0, "Deprecated spelling of -dataDir"},

@@ -42,6 +42,9 @@ struct orch_node {
   hw_table_t *table;           /* local transcoding: the devices */
   hw_table_t *wtable;          /* -localWorkers: the devices, probed once for the workers */
   int workers;                 /* -localWorkers: how many */
+  /* -localWorkers: what the workers register with, advertised from the start (before they
+   * register, and while one restarts: segments wait a moment for it) */
+  uint64_t worker_caps[ORCH_CAP_WORDS];
   char (*worker_secrets)[2 * 32 + 1]; /* -localWorkers: each one's pool secret, until written */
   orch_media_ctx_t media;             /* the media engine's view of them */
   /* Device health (local transcoding with a device beside the CPU): session threads report
@@ -674,7 +677,8 @@ static void sessions_closed(void *arg) {
   uv_close((uv_handle_t *)&n->drain_timer, node_timer_closed);
 }
 
-/* A standalone orchestrator does what its transcoders do: their bits, plus auth tokens. */
+/* A pooled orchestrator does what its transcoders do: their bits, plus auth tokens, plus what
+ * its local workers will register with. */
 static void pool_changed(pool_manager_t *m, void *arg) {
   orch_node_t *n = arg;
   orch_caps_t *c = &n->core.caps;
@@ -682,7 +686,7 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   orch_caps_set(c, ORCH_CAP_AUTH_TOKEN);
   uint64_t bits[ORCH_CAP_WORDS] = {0};
   pool_manager_caps(m, bits, ORCH_CAP_WORDS);
-  for (int i = 0; i < ORCH_CAP_WORDS; i++) c->bits[i] |= bits[i];
+  for (int i = 0; i < ORCH_CAP_WORDS; i++) c->bits[i] |= bits[i] | n->worker_caps[i];
   /* with the capacity model (local workers) the model decides, not the registered counts */
   if (n->max_auto && !n->core.admit)
     orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
@@ -864,6 +868,8 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
   bool in_process;
   int rc = orch_devices(cfg, cfg->cost_admission, n->wtable, &in_process);
   if (rc) return rc;
+  pool_table_caps(n->wtable, n->worker_caps, ORCH_CAP_WORDS);
+  for (int i = 0; i < ORCH_CAP_WORDS; i++) n->core.caps.bits[i] |= n->worker_caps[i];
   bool per_device = cfg->local_workers == LP_LOCAL_WORKERS_AUTO;
   n->workers = !per_device ? cfg->local_workers : n->wtable->n > 1 ? n->wtable->n - 1 : 1;
   if (!(n->worker_secrets = calloc((size_t)n->workers, sizeof *n->worker_secrets)))
@@ -1035,9 +1041,15 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   node_caps(&c->caps);
   orch_engine_t engine = orch_engine_media;
   if (workers && strncmp(c->service_uri, "http://", 7) == 0) {
-    LOGE("Orchestrator: -localWorkers needs the TLS service port; the workers dial it");
-    rc = LP_EINVAL;
-    goto fail;
+    if (cfg->local_workers != LP_LOCAL_WORKERS_AUTO) {
+      LOGE("Orchestrator: -localWorkers needs the TLS service port; the workers dial it");
+      rc = LP_EINVAL;
+      goto fail;
+    }
+    LOGW("Orchestrator: the service port is plain http://, which the local workers cannot "
+         "dial; transcoding in this process (-localWorkers 0)");
+    workers = false;
+    pooled = standalone;
   }
   if (workers && (!cfg->orch_secret || !cfg->orch_secret[0])) {
     uint8_t r[32];
@@ -1266,7 +1278,8 @@ static void status_set(cJSON *obj, const char *key, cJSON *v) {
 void orch_node_status(orch_node_t *n, cJSON *status) {
   status_set(status, "RegisteredTranscodersNumber",
              cJSON_CreateNumber(n->pool ? pool_manager_transcoders(n->pool) : 0));
-  status_set(status, "LocalTranscoding", cJSON_CreateBool(n->pool == NULL));
+  /* local workers transcode on this machine too */
+  status_set(status, "LocalTranscoding", cJSON_CreateBool(n->pool == NULL || n->workers > 0));
   status_set(status, "Sessions", cJSON_CreateNumber(orch_sessions_count(n->core.sessions)));
   status_set(status, "MaxSessions", cJSON_CreateNumber(max_sessions_shown(n)));
   status_set(status, "SegmentsInFlight", cJSON_CreateNumber(n->in_flight));

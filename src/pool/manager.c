@@ -17,6 +17,9 @@
 #define POOL_MIN_RENDITION 25 /* go rejects smaller renditions */
 #define POOL_MAX_ERROR_BODY 4096
 #define POOL_TOKEN_HEX 32
+/* How long a new segment waits for a local worker that is starting or restarting, when no
+ * transcoder can take it now. */
+#define POOL_LOCAL_WAIT_MS 5000
 
 typedef struct pool_tc pool_tc_t;
 typedef struct pool_task pool_task_t;
@@ -63,6 +66,8 @@ struct pool_task {
   int attempts;
   pool_result_t pending; /* an outcome decided before dispatch, delivered from the timer */
   bool has_pending;
+  bool waiting;    /* for a local worker to register; pending holds the outcome if none does */
+  bool redispatch; /* dispatch_waiting's mark */
   uv_timer_t timer;
   pool_done_fn done;
   void *arg;
@@ -278,6 +283,22 @@ static int secret_owner(const pool_manager_t *m, const char *secret) {
   return owner;
 }
 
+/* A transcoder registered: the segments waiting for one try again, oldest first. */
+static void dispatch_waiting(pool_manager_t *m) {
+  for (pool_task_t *t = m->tasks; t; t = t->next) t->redispatch = t->waiting && !t->finished;
+  for (;;) { /* once each: a task may go back to waiting */
+    pool_task_t *oldest = NULL;
+    for (pool_task_t *t = m->tasks; t; t = t->next)
+      if (t->redispatch) oldest = t; /* the list is newest first */
+    if (!oldest) return;
+    oldest->redispatch = false;
+    oldest->waiting = false;
+    oldest->has_pending = false;
+    uv_timer_stop(&oldest->timer);
+    task_dispatch(oldest);
+  }
+}
+
 static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *arg) {
   pool_manager_t *m = arg;
   if (!m) {
@@ -332,6 +353,7 @@ static void on_register(net_req_t *req, const uint8_t *msg, size_t len, void *ar
   m->tcs = tc;
   net_req_set_data(req, tc);
   net_req_on_abort(req, on_tc_abort, tc);
+  dispatch_waiting(m);
   char who[32] = "";
   if (local >= 0) snprintf(who, sizeof who, " localWorker=%d", local);
   LOGI("Got a RegisterTranscoder request from transcoder=%s capacity=%" PRId64 " version=%s%s",
@@ -470,16 +492,38 @@ static void task_defer(pool_task_t *t, int err, const char *text) {
   uv_timer_start(&t->timer, on_task_timer, 0, 0);
 }
 
+/* Some local worker is not registered now (starting, or restarting after a crash). */
+static bool local_missing(const pool_manager_t *m) {
+  uint64_t seen = 0;
+  int live = 0;
+  for (const pool_tc_t *tc = m->tcs; tc; tc = tc->next)
+    if (tc->req && !tc->draining && tc->local >= 0 && tc->local < 64 &&
+        !(seen & (1ull << tc->local))) {
+      seen |= 1ull << tc->local;
+      live++;
+    }
+  return live < LP_MIN(m->n_local, 64);
+}
+
 static void task_dispatch(pool_task_t *t) {
   pool_manager_t *m = t->m;
   for (;;) {
     pool_tc_t *tc = NULL;
     int rc = select_tc(m, t, &tc);
     if (rc) {
-      task_defer(t, rc,
-                 rc == LP_EUNSUPP  ? "no transcoders can provide requested capabilities"
-                 : rc == LP_ENOMEM ? "out of memory"
-                                   : "no transcoders available");
+      const char *text = rc == LP_EUNSUPP  ? "no transcoders can provide requested capabilities"
+                         : rc == LP_ENOMEM ? "out of memory"
+                                           : "no transcoders available";
+      /* A segment nobody has tried yet waits a moment for a local worker that is on its way;
+       * one whose transcoder died under it does not (it may be what killed the worker). */
+      if (rc != LP_ENOMEM && t->attempts == 0 && local_missing(m)) {
+        task_defer(t, rc, text);
+        t->waiting = true;
+        uv_timer_start(&t->timer, on_task_timer, POOL_LOCAL_WAIT_MS, 0);
+        LOGV(LP_V_DEBUG, "Segment waits for a local worker sessionID=%s", t->session_id);
+        return;
+      }
+      task_defer(t, rc, text);
       return;
     }
     t->attempts++;

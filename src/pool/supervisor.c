@@ -133,10 +133,15 @@ static void child_spawn(sup_child_t *c) {
   if (!env) return;
   size_t k = 0;
   size_t envlen = s->env ? strcspn(s->env, "=") + 1 : 0;
-  for (size_t i = 0; i < ne; i++)
-    if (strncmp(environ[i], "LPOD_WORKER_PARENT=", 19) != 0 &&
-        !(s->env && strncmp(environ[i], s->env, envlen) == 0))
-      env[k++] = environ[i];
+  /* systemd's notify socket and watchdog are the node's: a child would report as the service */
+  static const char *const drop[] = {
+      "LPOD_WORKER_PARENT=", "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="};
+  for (size_t i = 0; i < ne; i++) {
+    bool keep = !(s->env && strncmp(environ[i], s->env, envlen) == 0);
+    for (size_t d = 0; d < LP_ARRAY_LEN(drop) && keep; d++)
+      keep = strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+    if (keep) env[k++] = environ[i];
+  }
   env[k++] = parent;
   char mine[1100];
   if (s->env) env[k++] = (char *)per_child(s->env, c->index, mine, sizeof mine);

@@ -148,22 +148,22 @@ size_t pool_worker_caps(const pool_worker_t *w, uint64_t *bits, size_t words) {
   return w->ncaps;
 }
 
-/* What this transcoder registers with: the formats, profiles, GOP and auth tokens the engine
- * always honours, and the codecs some device of its table passed (the CPU included, where every
- * rendition can fall back). */
-static void worker_caps(pool_worker_t *w) {
-  memset(w->caps, 0, sizeof w->caps);
-  w->ncaps = 1;
-  if (!w->table) {
-    w->caps[0] = pool_worker_caps_word0();
-    return;
+size_t pool_table_caps(const hw_table_t *t, uint64_t *bits, size_t words) {
+  memset(bits, 0, words * sizeof *bits);
+  if (!t) {
+    if (words) bits[0] = pool_worker_caps_word0();
+    return 1;
   }
   int caps[64];
   static const int always[] = {1, 2, 3, 4, 7, 8, 9, 10, 11, 12};
   size_t n = 0;
   for (size_t i = 0; i < LP_ARRAY_LEN(always); i++) caps[n++] = always[i];
-  n += hw_table_capabilities(w->table, caps + n, LP_ARRAY_LEN(caps) - n);
-  w->ncaps = LP_MAX((size_t)1, hw_caps_to_bits(caps, n, w->caps, WORKER_CAP_WORDS));
+  n += hw_table_capabilities(t, caps + n, LP_ARRAY_LEN(caps) - n);
+  return LP_MAX((size_t)1, hw_caps_to_bits(caps, n, bits, words));
+}
+
+static void worker_caps(pool_worker_t *w) {
+  w->ncaps = pool_table_caps(w->table, w->caps, WORKER_CAP_WORDS);
 }
 
 /* Where a new session runs: the usable device (not the CPU) with the fewest sessions, else the

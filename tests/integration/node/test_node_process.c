@@ -367,7 +367,18 @@ static void test_admin_api_on_running_node(void **state) {
   assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
   snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/healthz >/dev/null", cport);
   assert_int_equal(system(cmd), 0);
-  snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/readyz >/dev/null", cport);
+  /* ready once its transcoding worker has registered, a moment after the port opens */
+  snprintf(cmd, sizeof cmd,
+           "for i in $(seq 200); do curl -sf http://127.0.0.1:%d/readyz >/dev/null && exit 0; "
+           "sleep 0.1; done; exit 1",
+           cport);
+  assert_int_equal(system(cmd), 0);
+  /* the worker process does not inherit systemd's notify socket: only the node reports */
+  snprintf(cmd, sizeof cmd,
+           "w=$(pgrep -P %d -f -- '-transcoder -orchAddr') && test -n \"$w\" && "
+           "grep -qz '^LPOD_WORKER_PARENT=' /proc/$w/environ && "
+           "! grep -qz '^NOTIFY_SOCKET=' /proc/$w/environ",
+           (int)pid);
   assert_int_equal(system(cmd), 0);
   snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics | grep -q '^livepeer_versions{'",
            cport);

@@ -737,7 +737,8 @@ static void test_task_timeout(void **state) {
 /* The node's own workers register with secrets of their own, and a new session goes where its
  * target says: the named worker, a local worker before a remote transcoder, or a remote one
  * only. A named worker that is gone leaves the session to another local worker. Results must
- * come with the credentials of the transcoder that has the task. */
+ * come with the credentials of the transcoder that has the task. A segment no transcoder can
+ * take waits while a local worker is missing. */
 static void test_local_targets(void **state) {
   (void)state;
   net_server_opts_t so;
@@ -845,6 +846,27 @@ static void test_local_targets(void **state) {
     assert_true(run_until(&o[i].done, 10000));
     assert_int_not_equal(o[i].err, 0);
   }
+  /* with no local worker up, a new segment waits for one instead of failing, and goes to the
+   * first that registers */
+  static outcome_t wait_o;
+  seg_req_init(&r, "waits", 1, 1);
+  memset(&wait_o, 0, sizeof wait_o);
+  assert_int_equal(
+      pool_manager_submit_to(m2, &r.sd, NULL, 1, g.small, g.small_len, on_done, &wait_o), 0);
+  run_for(500);
+  assert_false(wait_o.done);
+  net_client_t *again = net_client_new(&g.loop);
+  assert_non_null(again);
+  fake_register(&w0, again, locals[0], 8);
+  end = lp_now_ms() + 5000;
+  while (w0.nmsg == 0 && lp_now_ms() < end) run_for(10);
+  assert_int_equal(w0.nmsg, 1);
+  assert_string_equal(w0.session, "waits");
+  assert_false(wait_o.done);
+  /* its transcoder gone, a segment that was sent is not held back: it fails at once */
+  net_client_free(again);
+  assert_true(run_until(&wait_o.done, 3000));
+  assert_int_equal(wait_o.attempts, 1);
   g.port = port;
   pool_manager_free(m2);
   run_for(100);

@@ -10,6 +10,7 @@
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
 //          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
+//          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 'use strict';
 
 const assert = require('assert');
@@ -24,7 +25,7 @@ const protobuf = require('protobufjs');
 const { keccak256 } = require('js-sha3');
 const { sleep, freePort, startLpod } = require('./lpod_proc');
 
-const args = { preset: 'veryfast', segments: '6', levels: '0.5,1,1.5,2,3' };
+const args = { preset: 'veryfast', segments: '6', levels: '0.5,1,1.5,2,3', workers: '0' };
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 if (!args.lpod) {
   console.error('usage: node bench_load.js --lpod <lpod> [--preset P] [--segments N] [--levels ...] [--capacity N] [--caps ...] [--json FILE]');
@@ -88,7 +89,7 @@ async function startNode(extra) {
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
-    '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-cpuPreset', args.preset, '-v', args.v || '3', ...extra];
+    '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-cpuPreset', args.preset, '-v', args.v || '3', '-localWorkers', args.workers, ...extra];
   // the first start of a cost-admission node calibrates its devices first (about 35 s on 2 cores)
   const { child, log, exited } = await startLpod(args.lpod, argv, port, { waitMs: 120000 });
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));

@@ -42,19 +42,21 @@ const MP4_144 = { name: 'mp4_144', width: 256, height: 144, bitrate: 300000, fps
 
 
 // One lpod process, offchain, O+T on a free port.
-async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder']) {
+// plain: the service port speaks plain HTTP (h2c and HTTP/1.1) instead of TLS
+async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder'], { plain = false } = {}) {
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
-  const argv = [...roles, '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
+  const argv = [...roles, '-network', 'offchain', '-serviceAddr', `${plain ? 'http://' : ''}127.0.0.1:${port}`,
     '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-v', '5', '-testTranscoder=false',
     // admission by cost reads the CPU's load, which other tests running beside these share;
     // the 'admission' test turns it on and runs alone
     '-costAdmission=false', ...extraArgs];
   const { child, log: getLog, exited } = await startLpod(args.lpod, argv, port,
     { env: { ...process.env, ...env } });
-  const base = `https://127.0.0.1:${port}`;
-  const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
-  const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
+  const base = `${plain ? 'http' : 'https'}://127.0.0.1:${port}`;
+  const creds = plain ? grpc.credentials.createInsecure()
+    : grpc.credentials.createSsl(fs.readFileSync(path.join(datadir, 'cert.pem')), null, null,
+      { checkServerIdentity: () => undefined });
   const client = new grpcDef.net.Orchestrator(`127.0.0.1:${port}`, creds);
   const session = http2.connect(base, { rejectUnauthorized: false });
   session.on('error', () => {});
@@ -588,16 +590,18 @@ test('local-workers', async () => {
     const out = require('child_process').spawnSync('pgrep', ['-P', String(node.child.pid)], { encoding: 'utf8' });
     return out.stdout.split('\n').filter(Boolean).map(Number);
   };
-  const ready = async (what) => {
+  // the node advertises its workers' codecs from the start; registrations are in its log
+  const registered = () => (node.log().match(/Got a RegisterTranscoder request .* localWorker=0\n/g) || []).length;
+  const ready = async (what, n) => {
     for (let i = 0; i < 150; i++) {
       const info = await getOrch(node).catch(() => null);
-      if (info && (BigInt(info.capabilities.bitstring[0]) & 0x1003n) === 0x1003n) return info;
+      if (info && (BigInt(info.capabilities.bitstring[0]) & 0x1003n) === 0x1003n && registered() >= n) return info;
       await sleep(100);
     }
     throw new Error(`${what}: no worker registered\n${node.log().slice(-2500)}`);
   };
   try {
-    let info = await ready('first start');
+    let info = await ready('first start', 1);
     const [pid] = children();
     assert.ok(pid > 0, 'a worker process runs under the node');
     const r = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 0, [P240]) }, seg360);
@@ -621,12 +625,15 @@ test('local-workers', async () => {
     // the node never stopped serving, and the supervisor brings a new worker
     const st = await unary(node, 'Ping', { value: Buffer.from('x') }).catch((e) => e);
     assert.ok(!(st instanceof Error), `the node still answers: ${st}`);
-    info = await ready('restart');
-    const [pid2] = children();
-    assert.ok(pid2 > 0 && pid2 !== pid, 'a new worker process');
+    // the stream's next segment, sent while no worker is registered, waits for the new one
+    assert.strictEqual(registered(), 1, 'sent before the new worker registered');
     const again = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 2, [P240]) }, seg360);
     assert.strictEqual(again.status, 200);
-    assert.ok(decodeResult(again.body).data, 'transcoded by the restarted worker');
+    assert.ok(decodeResult(again.body).data, `transcoded by the restarted worker: ${again.body}`);
+    assert.match(node.log(), /Segment waits for a local worker sessionID=/);
+    info = await ready('restart', 2);
+    const [pid2] = children();
+    assert.ok(pid2 > 0 && pid2 !== pid, 'a new worker process');
     assert.match(node.log(), /Local workers: 1 transcoder process\(es\), one per device, register over 127\.0\.0\.1:/);
     // the node probed its devices once; the worker read its own device's table and registered
     // its codecs, AV1 among them, which the node now advertises as its own
@@ -671,9 +678,30 @@ async function firstSegments(node, infos, body, profiles) {
   return { admitted, refused };
 }
 
+// The default -localWorkers auto on a plain http:// service port, which the workers cannot
+// dial: the node says so and transcodes in its own process.
+test('plain-http', async () => {
+  const node = await startNode([], {}, undefined, { plain: true });
+  try {
+    const info = await getOrch(node);
+    assert.match(info.transcoder, /^http:\/\/127\.0\.0\.1:/);
+    const r = await postSegment(node, { 'livepeer-segment': segHeader(info, seg360, 0, [P240]) }, seg360);
+    assert.strictEqual(r.status, 200);
+    const res = decodeResult(r.body);
+    assert.ok(res.data, res.error);
+    assert.strictEqual(res.data.segments.length, 1);
+    assert.match(node.log(), /the service port is plain http:\/\/, which the local workers cannot dial; transcoding in this process/);
+    assert.doesNotMatch(node.log(), /Local workers:|RegisterTranscoder/);
+  } finally {
+    await node.stop();
+  }
+});
+
 test('admission', async () => {
   const body = makeSegment('640x360', 2);
-  const node = await startNode(['-costAdmission=true', '-maxSessions', 'auto', '-targetRealtimeRatio', '0.25']);
+  // in process: the engine's own feedback (admission-workers below runs it through a worker)
+  const node = await startNode(['-localWorkers', '0', '-costAdmission=true', '-maxSessions', 'auto',
+    '-targetRealtimeRatio', '0.25']);
   const profiles = [P240];
   const TRIES = 24;
   try {
