@@ -140,6 +140,12 @@ bool lp_policy_restore(const lp_policy_t *s);
 /* Makes the calling thread an ordinary time-shared one (SCHED_OTHER) if it is not; true when
  * it was not. For threads that must never run real-time, whatever created them. */
 bool lp_policy_normal(void);
+/* For a thread that transcodes: ordinary time-shared (lp_policy_normal) and a little nicer
+ * (5) than the event loops, in this process or in the node a worker process serves. The
+ * loops' work is short and latency-bound (the early 200 has a 2 s deadline at the gateway),
+ * transcoding is long and throughput-bound; the codec threads it starts inherit the nice
+ * value. Returns true when the thread had a real-time policy. */
+bool lp_thread_transcode_priority(void);
 
 /* Hands the heap's free memory back to the system (glibc's malloc_trim; nothing elsewhere). For
  * when a node goes idle: what its last streams used is otherwise kept for the process's life. */

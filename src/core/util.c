@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -199,6 +201,16 @@ bool lp_policy_normal(void) {
   sp.sched_priority = 0;
   pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
   return true;
+}
+
+#define TRANSCODE_NICE 5
+
+bool lp_thread_transcode_priority(void) {
+  bool was_rt = lp_policy_normal();
+  /* per thread on Linux: the thread id, not the process */
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), TRANSCODE_NICE) != 0)
+    LOGV(LP_V_DEBUG, "could not lower a transcoding thread's priority: %s", strerror(errno));
+  return was_rt;
 }
 
 void lp_malloc_release(void) {

@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "orch_int.h"
@@ -62,20 +60,15 @@ static void post_done(orch_sessions_t *ss, orch_job_t *job) {
   uv_async_send(&ss->async);
 }
 
-/* Workers (and the codec threads they start, which inherit it) run a little nicer than the
- * loop: the loop's work is short and latency-bound (the early 200 has a 2 s deadline at the
- * gateway), transcoding is long and throughput-bound. */
-#define WORKER_NICE 5
-
 static void worker_main(void *arg) {
   orch_session_t *s = arg;
   orch_sessions_t *ss = s->owner;
   void *state = NULL;
   bool opened = false;
-  /* nice means nothing to a real-time thread, and a real-time encoder starves the loop */
-  if (lp_policy_normal()) LOGW("session worker started with a real-time policy; made it normal");
-  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE) != 0)
-    LOGV(LP_V_DEBUG, "could not lower the worker's priority sessionID=%s", s->id);
+  /* nicer than the loop; nice means nothing to a real-time thread, and a real-time encoder
+   * starves the loop */
+  if (lp_thread_transcode_priority())
+    LOGW("session worker started with a real-time policy; made it normal");
   for (;;) {
     uv_mutex_lock(&s->mu);
     while (!s->q_head && !s->quit) uv_cond_wait(&s->cv, &s->mu);

@@ -381,6 +381,10 @@ static void *sess_thread(void *arg) {
   pool_worker_t *w = s->w;
   media_session_t *ms = NULL;
   int ms_dev = HW_TABLE_CPU;
+  /* nicer than this process's loop and, for a local worker, than the node's, which answer
+   * gateways and move every segment in and out */
+  if (lp_thread_transcode_priority())
+    LOGW("transcoder session thread started with a real-time policy; made it normal");
   for (;;) {
     pthread_mutex_lock(&s->mu);
     while (!s->queue && !s->closing) pthread_cond_wait(&s->cv, &s->mu);
