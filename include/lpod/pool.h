@@ -42,6 +42,11 @@
  * "send no more work here" and retries the segment elsewhere; a go-livepeer orchestrator passes
  * it to the gateway, which retries on another orchestrator. */
 #define POOL_ERR_DRAINING "transcoder is shutting down"
+/* lpod's own result-upload header: the devices of the transcoder's table quarantined now
+ * (comma-separated names, "none" for none), sent by a transcoder with devices beside the CPU.
+ * An lpod node reads it from its local workers so that its capacity model places no stream on
+ * a device a worker quarantined; go-livepeer ignores it. */
+#define POOL_DEVICES_DOWN_HEADER "Lpod-Devices-Down"
 
 /* ---- orchestrator side ------------------------------------------------------------------------
  */
@@ -61,6 +66,9 @@ typedef struct pool_manager_opts {
    * pool_manager_submit_to. Others register with secret. */
   const char *const *local_secrets;
   int n_local;
+  /* A local worker's result upload said which of its devices are quarantined now
+   * (POOL_DEVICES_DOWN_HEADER's value). Optional. */
+  void (*on_devices)(pool_manager_t *m, int local, const char *down, void *arg);
   /* Transcoders came or went: capacity and capabilities changed (for -maxSessions auto and the
    * advertised capabilities). Optional. */
   void (*on_change)(pool_manager_t *m, void *arg);

@@ -59,3 +59,22 @@ void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out) {
   out->start = pool_start;
   out->session_ended = pool_session_ended;
 }
+
+static bool name_listed(const char *list, const char *name) {
+  size_t nl = strlen(name);
+  for (const char *p = list; *p;) {
+    size_t tl = strcspn(p, ",");
+    if (tl == nl && strncmp(p, name, nl) == 0) return true;
+    p += tl;
+    if (*p == ',') p++;
+  }
+  return false;
+}
+
+uint32_t orch_worker_devices_down(const hw_table_t *t, bool per_device, int worker,
+                                  const char *down) {
+  uint32_t bits = 0;
+  for (int j = 1; j < t->n && j < 32; j++)
+    if ((!per_device || j == worker + 1) && name_listed(down, t->dev[j].name)) bits |= 1u << j;
+  return bits;
+}

@@ -46,7 +46,10 @@ struct orch_node {
    * register, and while one restarts: segments wait a moment for it) */
   uint64_t worker_caps[ORCH_CAP_WORDS];
   char (*worker_secrets)[2 * 32 + 1]; /* -localWorkers: each one's pool secret, until written */
-  orch_media_ctx_t media;             /* the media engine's view of them */
+  uint32_t *worker_down;  /* -localWorkers: per worker, the table entries it reports quarantined */
+  uint32_t wdown;         /* their union: what the capacity model has down */
+  bool wper_device;       /* -localWorkers auto with devices: worker i has entry i + 1 */
+  orch_media_ctx_t media; /* the media engine's view of them */
   /* Device health (local transcoding with a device beside the CPU): session threads report
    * failed devices through fail_async; the loop quarantines them and re-tests them later. */
   bool dev_watch;           /* the mutexes and handles below are initialised */
@@ -664,6 +667,7 @@ static void sessions_closed(void *arg) {
   n->core.admit = NULL;
   free(n->table);
   free(n->wtable);
+  free(n->worker_down);
   n->table = NULL;
   orch_sessions_free(n->core.sessions);
   orch_store_free(n->core.store);
@@ -703,6 +707,28 @@ static void pool_changed(pool_manager_t *m, void *arg) {
        "lpodCaps=0x%llx",
        pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
        (unsigned long long)c->bits[0], (unsigned long long)c->bits[ORCH_CAP_WORDS - 1]);
+}
+
+/* A local worker's result upload listed its quarantined devices: the capacity model places no
+ * new stream on a device while some worker has it quarantined, and again once none has. */
+static void workers_devices(pool_manager_t *m, int local, const char *down, void *arg) {
+  (void)m;
+  orch_node_t *n = arg;
+  if (!n->wtable || local < 0 || local >= n->workers || !n->worker_down) return;
+  n->worker_down[local] = orch_worker_devices_down(n->wtable, n->wper_device, local, down);
+  uint32_t all = 0;
+  for (int i = 0; i < n->workers; i++) all |= n->worker_down[i];
+  for (int j = 1; j < n->wtable->n && j < 32; j++) {
+    bool now = all & (1u << j), was = n->wdown & (1u << j);
+    if (now == was) continue;
+    if (n->core.admit) orch_admit_device_down(n->core.admit, j, now);
+    if (now)
+      LOGW("Devices: local worker %d quarantined %s; new streams go elsewhere", local,
+           n->wtable->dev[j].name);
+    else
+      LOGI("Devices: %s is back in service at the local workers", n->wtable->dev[j].name);
+  }
+  n->wdown = all;
 }
 
 /* The codec capabilities become what the device table's self-tests passed. */
@@ -872,7 +898,8 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
   for (int i = 0; i < ORCH_CAP_WORDS; i++) n->core.caps.bits[i] |= n->worker_caps[i];
   bool per_device = cfg->local_workers == LP_LOCAL_WORKERS_AUTO;
   n->workers = !per_device ? cfg->local_workers : n->wtable->n > 1 ? n->wtable->n - 1 : 1;
-  if (!(n->worker_secrets = calloc((size_t)n->workers, sizeof *n->worker_secrets)))
+  if (!(n->worker_secrets = calloc((size_t)n->workers, sizeof *n->worker_secrets)) ||
+      !(n->worker_down = calloc((size_t)n->workers, sizeof *n->worker_down)))
     return LP_ENOMEM;
   for (int i = 0; i < n->workers; i++) {
     uint8_t r[32];
@@ -880,6 +907,7 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
     lp_hex_encode(r, sizeof r, n->worker_secrets[i]);
     OPENSSL_cleanse(r, sizeof r);
   }
+  n->wper_device = per_device && n->wtable->n > 1;
   if (!cfg->cost_admission) {
     LOGI("Capacity: -costAdmission=false: new streams go to the worker with the most free "
          "sessions");
@@ -890,7 +918,7 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
     return rc;
   }
   n->pool_eng.placed = true;
-  n->pool_eng.per_device = per_device && n->wtable->n > 1;
+  n->pool_eng.per_device = n->wper_device;
   LOGI("Capacity: new streams are admitted by their cost and placed on a device; %s",
        n->pool_eng.per_device ? "the worker of that device transcodes them"
                               : "a local worker transcodes them");
@@ -1129,6 +1157,7 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
     po.secret = secret[0] ? secret : cfg->orch_secret;
     po.service_uri = c->service_uri;
     po.on_change = pool_changed;
+    po.on_devices = workers_devices;
     po.arg = n;
     const char *wsecrets[64];
     for (int i = 0; i < n->workers && i < 64; i++) wsecrets[i] = n->worker_secrets[i];
@@ -1187,6 +1216,7 @@ fail:
   }
   free(n->table);
   free(n->wtable);
+  free(n->worker_down);
   free(n);
   return rc ? rc : LP_EIO;
 }

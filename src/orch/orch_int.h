@@ -235,6 +235,11 @@ typedef struct orch_pool_engine {
   bool placed, per_device;
 } orch_pool_engine_t;
 void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out);
+/* A local worker's POOL_DEVICES_DOWN_HEADER (down: comma-separated device names, or "none") as
+ * entries of the node's table t: bit j set when entry j (j >= 1) is listed and is the worker's
+ * (with one worker per device, worker i has only entry i + 1). */
+uint32_t orch_worker_devices_down(const hw_table_t *t, bool per_device, int worker,
+                                  const char *down);
 
 /* ---- sessions (spec §5.3) ------------------------------------------------------------------- */
 /* Segments a session may hold: one transcoding plus four waiting (go's buffered channel of 4). */

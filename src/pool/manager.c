@@ -110,6 +110,7 @@ struct pool_manager {
   size_t max_part, max_result;
   uint64_t min_timeout_ms;
   void (*on_change)(pool_manager_t *m, void *arg);
+  void (*on_devices)(pool_manager_t *m, int local, const char *down, void *arg);
   void *arg;
   pool_tc_t *tcs;
   pool_sess_t *sessions;
@@ -864,6 +865,8 @@ static void on_results(net_req_t *req, void *arg) {
     net_resp_error(req, 401, "Unauthorized");
     return;
   }
+  const char *down = net_req_header(req, POOL_DEVICES_DOWN_HEADER);
+  if (down && owner >= 0 && m->on_devices) m->on_devices(m, owner, down, m->arg);
   char type[128], boundary[POOL_BOUNDARY_MAX + 1];
   const char *ct = net_req_header(req, "Content-Type");
   if (!ct || pool_mime_parse(ct, type, sizeof type, boundary, sizeof boundary)) {
@@ -1103,6 +1106,7 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
   m->max_result = opts->max_result_bytes ? opts->max_result_bytes : (size_t)256 << 20;
   m->min_timeout_ms = opts->min_timeout_ms ? opts->min_timeout_ms : 8000;
   m->on_change = opts->on_change;
+  m->on_devices = opts->on_devices;
   m->arg = opts->arg;
   if (!m->secret || !local_ok || !m->service_uri || !m->orch_id) {
     pool_manager_free(m);

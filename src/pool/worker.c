@@ -276,6 +276,25 @@ static void on_uploaded(const net_fetch_result_t *res, void *arg) {
 }
 
 /* Posts the renditions (or error text when error is set) to the task's orchestrator. */
+/* POOL_DEVICES_DOWN_HEADER's value: the table's quarantined devices, or NULL when the table has
+ * no device beside the CPU. Runs on the loop, the only writer of device health. */
+static const char *devices_down(const pool_worker_t *w, char *buf, size_t len) {
+  if (!w->table || w->table->n < 2) return NULL;
+  size_t used = 0;
+  buf[0] = 0;
+  for (int i = 0; i < w->table->n; i++) {
+    const hw_device_t *d = &w->table->dev[i];
+    if (d->state != HW_DEV_QUARANTINED) continue;
+    int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", d->name);
+    if (n < 0 || (size_t)n >= len - used) { /* what fits; the names are short */
+      buf[used] = 0;
+      break;
+    }
+    used += (size_t)n;
+  }
+  return used ? buf : "none";
+}
+
 static void task_upload(worker_task_t *t, const char *error) {
   pool_worker_t *w = t->w;
   lp_buf_t body = LP_BUF_INIT;
@@ -299,19 +318,22 @@ static void task_upload(worker_task_t *t, const char *error) {
   snprintf(taskid, sizeof taskid, "%" PRId64, t->id);
   char url[320];
   snprintf(url, sizeof url, "%s%s", t->orch->base, POOL_RESULTS_PATH);
+  char down[512];
   net_header_t h[] = {
       {"Authorization", POOL_AUTH_HEADER_VALUE},
       {"Credentials", w->cfg->orch_secret},
       {"TaskId", taskid},
       {"Pixels", pixels},
       {"Content-Type", ctype},
+      {POOL_DEVICES_DOWN_HEADER, devices_down(w, down, sizeof down)},
   };
   net_fetch_opts_t fo;
   memset(&fo, 0, sizeof fo);
   fo.method = "POST";
   fo.url = url;
   fo.headers = h;
-  fo.nheaders = LP_ARRAY_LEN(h);
+  /* the devices header only from a transcoder that has devices beside the CPU */
+  fo.nheaders = LP_ARRAY_LEN(h) - (h[LP_ARRAY_LEN(h) - 1].value ? 0 : 1);
   fo.body = body.data;
   fo.body_len = body.len;
   fo.version = NET_HTTP_2; /* go's O accepts results over HTTP/2 only */

@@ -43,7 +43,18 @@ static struct {
   pool_manager_t *mgr;
   int port;
   int log_fd;
+  /* what the manager last heard of the worker's quarantined devices (POOL_DEVICES_DOWN_HEADER) */
+  int down_reports, down_local;
+  char down[256];
 } g;
+
+static void on_devices(pool_manager_t *m, int local, const char *down, void *arg) {
+  (void)m;
+  (void)arg;
+  g.down_reports++;
+  g.down_local = local;
+  snprintf(g.down, sizeof g.down, "%s", down);
+}
 
 static void on_tick(uv_timer_t *h) { (void)h; }
 
@@ -239,9 +250,14 @@ static void test_device_fails(void **state) {
   fake_config()->dead_device = 2; /* fake:1 passed at start, now it no longer opens */
 
   log_reset();
+  g.down_reports = 0;
   transcode("a", 0); /* fake:0 */
   int on_device = fake_encoders_opened();
   assert_true(on_device >= 2);
+  /* the result says which devices the worker has quarantined: none yet */
+  assert_int_equal(g.down_reports, 1);
+  assert_int_equal(g.down_local, 0);
+  assert_string_equal(g.down, "none");
   /* fake:1 fails to open: the segment is done on the CPU and comes back right anyway. */
   transcode("b", 0);
   assert_int_equal(fake_encoders_opened(), on_device);
@@ -259,6 +275,8 @@ static void test_device_fails(void **state) {
   log_reset();
   transcode("b", 1);
   assert_true(fake_encoders_opened() >= on_device + 2);
+  /* and the node hears of the quarantine with the next result */
+  assert_string_equal(g.down, "fake:1");
   transcode("c", 0);
   log = log_text();
   assert_non_null(strstr(log, "Session key=0/c runs on fake:0"));
@@ -296,7 +314,12 @@ static int setup(void **state) {
   g.port = net_server_port(g.srv);
   pool_manager_opts_t mo;
   memset(&mo, 0, sizeof mo);
-  mo.secret = SECRET;
+  /* the worker registers as the node's local worker 0, whose device reports the node reads */
+  static const char *const locals[] = {SECRET};
+  mo.secret = "remote-transcoders-secret";
+  mo.local_secrets = locals;
+  mo.n_local = 1;
+  mo.on_devices = on_devices;
   return pool_manager_new(&g.loop, g.srv, &mo, &g.mgr) ? -1 : 0;
 }
 

@@ -174,7 +174,31 @@ static int teardown(void **st) {
   return system(cmd) ? 0 : 0;
 }
 
+/* A local worker's list of quarantined devices, as entries of the node's table: by exact name,
+ * and with one worker per device only that worker's own entry. */
+static void test_worker_devices_down(void **st) {
+  (void)st;
+  hw_table_t *t = calloc(1, sizeof *t);
+  assert_non_null(t);
+  t->n = 4;
+  const char *names[] = {"cpu", "nvidia:0", "nvidia:1", "nvidia:10"};
+  for (int i = 0; i < 4; i++) snprintf(t->dev[i].name, sizeof t->dev[i].name, "%s", names[i]);
+  assert_int_equal(orch_worker_devices_down(t, true, 0, "none"), 0);
+  assert_int_equal(orch_worker_devices_down(t, true, 0, "nvidia:0"), 1u << 1);
+  /* worker 1 owns entry 2 only: its report of another entry is not its to make */
+  assert_int_equal(orch_worker_devices_down(t, true, 1, "nvidia:0"), 0);
+  assert_int_equal(orch_worker_devices_down(t, true, 1, "nvidia:0,nvidia:1"), 1u << 2);
+  /* names match whole: nvidia:1 is not nvidia:10 */
+  assert_int_equal(orch_worker_devices_down(t, true, 2, "nvidia:1"), 0);
+  assert_int_equal(orch_worker_devices_down(t, true, 2, "nvidia:10"), 1u << 3);
+  /* -localWorkers N: every worker has every device; the CPU is never down */
+  assert_int_equal(orch_worker_devices_down(t, false, 0, "cpu,nvidia:10,nvidia:0"),
+                   (1u << 1) | (1u << 3));
+  free(t);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fails)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fails),
+                                     cmocka_unit_test(test_worker_devices_down)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }
