@@ -42,6 +42,10 @@
  * "send no more work here" and retries the segment elsewhere; a go-livepeer orchestrator passes
  * it to the gateway, which retries on another orchestrator. */
 #define POOL_ERR_DRAINING "transcoder is shutting down"
+/* What a segment fails with after two local workers went away while they had it (the second
+ * time it is not retried): lpms's text for a transcoder process that died, which gateways take
+ * as bad input, so they neither retry it elsewhere nor hold it against the orchestrator. */
+#define POOL_ERR_WORKERS_LOST "Unrecoverable state, restart process"
 /* lpod's own result-upload header: the devices of the transcoder's table quarantined now
  * (comma-separated names, "none" for none), sent by a transcoder with devices beside the CPU.
  * An lpod node reads it from its local workers so that its capacity model places no stream on

@@ -66,8 +66,9 @@ struct pool_task {
   int attempts;
   pool_result_t pending; /* an outcome decided before dispatch, delivered from the timer */
   bool has_pending;
-  bool waiting;    /* for a local worker to register; pending holds the outcome if none does */
-  bool redispatch; /* dispatch_waiting's mark */
+  bool waiting;     /* for a local worker to register; pending holds the outcome if none does */
+  bool redispatch;  /* dispatch_waiting's mark */
+  int local_losses; /* local workers that went away while they had it */
   uv_timer_t timer;
   pool_done_fn done;
   void *arg;
@@ -227,7 +228,15 @@ static void tc_drop(pool_tc_t *tc, const char *why) {
     if (!t) break;
     t->tc = NULL;
     uv_timer_stop(&t->timer);
-    if (t->attempts < POOL_MAX_ATTEMPTS) {
+    /* A local worker that goes away with segments in flight most likely crashed, and one of
+     * them may be why: each gets one more try, and a segment two workers were lost under is
+     * not handed to a third. */
+    if (tc->local >= 0 && ++t->local_losses >= 2) {
+      LOGE("Segment was in flight on two local workers that went away; not retrying it "
+           "taskId=%" PRId64 " sessionID=%s",
+           t->id, t->session_id);
+      task_fail(t, LP_EMEDIA, POOL_ERR_WORKERS_LOST);
+    } else if (t->attempts < POOL_MAX_ATTEMPTS) {
       LOGW("Retrying segment on another transcoder taskId=%" PRId64 " sessionID=%s", t->id,
            t->session_id);
       task_dispatch(t);

@@ -874,6 +874,80 @@ static void test_local_targets(void **state) {
   run_for(100);
 }
 
+/* A segment in flight on a local worker that goes away gets one more try on another worker;
+ * lost under a second one, it fails with lpms's "dead process" text instead of being handed to
+ * a third (a segment that crashes workers must not take them all down), even with transcoders
+ * left that could take it. */
+static void test_local_losses(void **state) {
+  (void)state;
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  net_server_t *srv2 = NULL;
+  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
+  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
+  static const char *const locals[] = {"lw-0-secret", "lw-1-secret", "lw-2-secret"};
+  pool_manager_opts_t mo;
+  memset(&mo, 0, sizeof mo);
+  mo.secret = SECRET;
+  mo.local_secrets = locals;
+  mo.n_local = 3;
+  pool_manager_t *m2 = NULL;
+  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  int port = g.port;
+  g.port = net_server_port(srv2);
+  static fake_t w[3], remote;
+  net_client_t *cw[3], *cr = net_client_new(&g.loop);
+  assert_non_null(cr);
+  fake_register(&remote, cr, SECRET, 8);
+  for (int i = 0; i < 3; i++) {
+    assert_non_null(cw[i] = net_client_new(&g.loop));
+    fake_register(&w[i], cw[i], locals[i], 8);
+  }
+  g.port = port;
+  uint64_t end = lp_now_ms() + 10000;
+  while (pool_manager_transcoders(m2) != 4 && lp_now_ms() < end) run_for(20);
+  assert_int_equal(pool_manager_transcoders(m2), 4);
+  static outcome_t o;
+  memset(&o, 0, sizeof o);
+  seg_req_t r;
+  seg_req_init(&r, "poison", 1, 1);
+  assert_int_equal(
+      pool_manager_submit_to(m2, &r.sd, NULL, POOL_TARGET_LOCAL, g.small, g.small_len, on_done, &o),
+      0);
+  bool gone[3] = {false, false, false};
+  for (int loss = 0; loss < 2; loss++) {
+    int holder = -1;
+    end = lp_now_ms() + 5000;
+    while (holder < 0 && lp_now_ms() < end) {
+      run_for(10);
+      for (int i = 0; i < 3; i++)
+        if (!gone[i] && w[i].nmsg > 0) holder = i;
+    }
+    assert_true(holder >= 0);
+    assert_int_equal(remote.nmsg, 0); /* local workers first */
+    assert_false(o.done);
+    net_client_free(cw[holder]); /* the worker dies with the segment */
+    gone[holder] = true;
+  }
+  assert_true(run_until(&o.done, 5000));
+  assert_int_equal(o.err, LP_EMEDIA);
+  assert_string_equal(o.error, POOL_ERR_WORKERS_LOST);
+  assert_int_equal(o.attempts, 2);
+  int third = !gone[0] ? 0 : !gone[1] ? 1 : 2;
+  assert_int_equal(w[third].nmsg, 0);
+  assert_int_equal(remote.nmsg, 0);
+  net_client_free(cw[third]);
+  net_client_free(cr);
+  run_for(100);
+  pool_manager_free(m2);
+  run_for(100);
+  net_server_free(srv2);
+  run_for(100);
+}
+
 /* Combined mode's worker processes: a supervised child registers over loopback and serves; after
  * kill -9 it is restarted, registers again and serves the stream's next segment. */
 static bool sup_stopped;
@@ -1029,6 +1103,7 @@ int main(void) {
       cmocka_unit_test(test_results_malformed),
       cmocka_unit_test(test_task_timeout),
       cmocka_unit_test(test_local_targets),
+      cmocka_unit_test(test_local_losses),
       cmocka_unit_test(test_two_transcoders),
       cmocka_unit_test(test_wait_from_thread),
       cmocka_unit_test(test_kill_mid_segment),
