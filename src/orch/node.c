@@ -705,7 +705,7 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   metrics_sessions(n);
   LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx "
        "lpodCaps=0x%llx",
-       pool_manager_transcoders(m), pool_manager_capacity(m), orch_sessions_max(n->core.sessions),
+       pool_manager_transcoders(m), pool_manager_capacity(m), max_sessions_shown(n),
        (unsigned long long)c->bits[0], (unsigned long long)c->bits[ORCH_CAP_WORDS - 1]);
 }
 

@@ -780,8 +780,9 @@ test('admission', async () => {
 test('admission-workers', async () => {
   const body = makeSegment('640x360', 2);
   const node = await startNode(['-localWorkers', 'auto', '-costAdmission=true', '-maxSessions', 'auto',
-    '-targetRealtimeRatio', '0.25']);
+    '-targetRealtimeRatio', '0.25', '-orchSecret', 's3cret']);
   const profiles = [P240];
+  let t = null;
   try {
     for (let i = 0; i < 150 && !/localWorker=0\n/.test(node.log()); i++) await sleep(100);
     assert.match(node.log(), /Got a RegisterTranscoder request .* localWorker=0\n/, 'the worker registered as local worker 0');
@@ -804,6 +805,21 @@ test('admission-workers', async () => {
     const engine = [...log.matchAll(/Transcoded segment renditions=1 .* engine=([\d.]+)ms/g)].map((m) => Number(m[1]));
     assert.strictEqual(engine.length, admitted.length);
     assert.ok(engine.every((ms) => ms > 10), `engine times from the worker: ${engine}`);
+    // a remote transcoder joins: a stream the node's own devices have no room for goes to it
+    const tdir = fs.mkdtempSync(path.join(tmp, 't-'));
+    t = spawn(args.lpod, ['-transcoder', '-orchAddr', `127.0.0.1:${node.port}`, '-orchSecret', 's3cret',
+      '-maxSessions', '1', '-datadir', tdir, '-cliAddr', '127.0.0.1:0', '-testTranscoder=false'], { stdio: 'ignore' });
+    const remoteUp = /Got a RegisterTranscoder request from transcoder=\S+ capacity=1 version=\S+\n/;
+    for (let i = 0; i < 150 && !remoteUp.test(node.log()); i++) await sleep(100);
+    assert.match(node.log(), remoteUp, 'the remote transcoder registered (not as a local worker)');
+    assert.ok(refused.length >= 2, `two refused streams to use (${refused.length})`);
+    const spilled = infos[refused[1]];
+    const sr = await postSegment(node, { 'livepeer-segment': segHeader(spilled, body, 0, profiles) }, body);
+    assert.strictEqual(sr.status, 200, `${sr.body}`);
+    assert.ok(decodeResult(sr.body).data, `a refused stream goes to the remote transcoder: ${decodeResult(sr.body).error}`);
+    assert.match(node.log(), /Sent segment to transcoder=\S+ localWorker=-1 /);
+    assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, admitted.length, 'not in the model');
+    await unary(node, 'EndTranscodingSession', { auth_token: spilled.auth_token });
     // ended streams give their room back (the worker is told to close them too)
     for (const i of admitted) await unary(node, 'EndTranscodingSession', { auth_token: infos[i].auth_token });
     assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, 0);
@@ -813,6 +829,11 @@ test('admission-workers', async () => {
     assert.strictEqual(r.status, 200, `${r.body}`);
     assert.ok(decodeResult(r.body).data, 'a refused stream is admitted once the others ended');
   } finally {
+    if (t) {
+      const texit = new Promise((res) => (t.exitCode !== null ? res() : t.on('exit', res)));
+      t.kill('SIGTERM');
+      await Promise.race([texit, sleep(10000)]);
+    }
     await node.stop();
   }
 });
