@@ -1099,7 +1099,7 @@ int pool_manager_new(uv_loop_t *loop, net_server_t *srv, const pool_manager_opts
         return LP_EINVAL;
       }
       local_ok = (m->local_secrets[i] = strdup(opts->local_secrets[i])) != NULL;
-      m->n_local = i + 1;
+      if (local_ok) m->n_local = i + 1;
     }
   }
   if (opts->service_uri) {
@@ -1191,7 +1191,7 @@ void pool_manager_free(pool_manager_t *m) {
     free(s->id);
     free(s);
   }
-  OPENSSL_cleanse(m->secret, strlen(m->secret));
+  if (m->secret) OPENSSL_cleanse(m->secret, strlen(m->secret));
   free(m->secret);
   for (int i = 0; i < m->n_local; i++) {
     OPENSSL_cleanse(m->local_secrets[i], strlen(m->local_secrets[i]));
