@@ -313,6 +313,26 @@ static long get_url(const char *url, lp_buf_t *body) {
   return h.err ? -1 : h.status;
 }
 
+/* A second service port with a pool manager of its own (mo), for the options the shared one
+ * lacks; stop_second frees both. */
+static void start_second(const pool_manager_opts_t *mo, net_server_t **srv, pool_manager_t **m) {
+  net_server_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.addr = "127.0.0.1:0";
+  so.cert_dir = g.dir;
+  char err[256];
+  assert_int_equal(net_server_new(&g.loop, &so, srv, err, sizeof err), 0);
+  assert_int_equal(net_server_listen(*srv, err, sizeof err), 0);
+  assert_int_equal(pool_manager_new(&g.loop, *srv, mo, m), 0);
+}
+
+static void stop_second(net_server_t *srv, pool_manager_t *m) {
+  pool_manager_free(m);
+  run_for(100);
+  net_server_free(srv);
+  run_for(100);
+}
+
 /* ---- tests
  * ---------------------------------------------------------------------------------------- */
 
@@ -648,19 +668,12 @@ static void test_sigterm_drains(void **state) {
  * connections is retried in the background without holding the others up. */
 static void test_several_orchestrators(void **state) {
   (void)state;
-  net_server_opts_t so;
-  memset(&so, 0, sizeof so);
-  so.addr = "127.0.0.1:0";
-  so.cert_dir = g.dir;
-  char err[256];
-  net_server_t *srv2 = NULL;
-  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
-  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
   pool_manager_opts_t mo;
   memset(&mo, 0, sizeof mo);
   mo.secret = SECRET;
+  net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  start_second(&mo, &srv2, &m2);
   char addrs[128];
   snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:1,127.0.0.1:%d", g.port,
            net_server_port(srv2));
@@ -685,29 +698,20 @@ static void test_several_orchestrators(void **state) {
   check_output(&b, 1);
   kill(t, SIGTERM);
   assert_int_equal(wait_exit(t, 20000), 0);
-  pool_manager_free(m2);
-  net_server_free(srv2);
-  run_for(100);
+  stop_second(srv2, m2);
 }
 
 /* A transcoder that never answers: the task ends after max(min timeout, 4 x duration) with go's
  * text, the transcoder's stream is closed, and the segment is not retried. */
 static void test_task_timeout(void **state) {
   (void)state;
-  net_server_opts_t so;
-  memset(&so, 0, sizeof so);
-  so.addr = "127.0.0.1:0";
-  so.cert_dir = g.dir;
-  char err[256];
-  net_server_t *srv2 = NULL;
-  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
-  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
   pool_manager_opts_t mo;
   memset(&mo, 0, sizeof mo);
   mo.secret = SECRET;
   mo.min_timeout_ms = 300;
+  net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  start_second(&mo, &srv2, &m2);
   int port = g.port;
   g.port = net_server_port(srv2);
   fake_t f;
@@ -729,9 +733,7 @@ static void test_task_timeout(void **state) {
   assert_int_equal(f.nmsg, 1);
   assert_true(run_until(&f.ended, 10000));
   assert_int_equal(pool_manager_transcoders(m2), 0);
-  pool_manager_free(m2);
-  net_server_free(srv2);
-  run_for(100);
+  stop_second(srv2, m2);
 }
 
 /* The node's own workers register with secrets of their own, and a new session goes where its
@@ -741,14 +743,6 @@ static void test_task_timeout(void **state) {
  * take waits while a local worker is missing. */
 static void test_local_targets(void **state) {
   (void)state;
-  net_server_opts_t so;
-  memset(&so, 0, sizeof so);
-  so.addr = "127.0.0.1:0";
-  so.cert_dir = g.dir;
-  char err[256];
-  net_server_t *srv2 = NULL;
-  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
-  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
   static const char *const locals[] = {"worker-0-secret", "worker-1-secret"};
   pool_manager_opts_t mo;
   memset(&mo, 0, sizeof mo);
@@ -756,8 +750,9 @@ static void test_local_targets(void **state) {
   mo.local_secrets = locals;
   mo.n_local = 2;
   mo.min_timeout_ms = 300;
+  net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  start_second(&mo, &srv2, &m2);
   int port = g.port;
   g.port = net_server_port(srv2);
   /* a client (connection) each, so that closing one is a disconnect the manager sees */
@@ -868,10 +863,7 @@ static void test_local_targets(void **state) {
   assert_true(run_until(&wait_o.done, 3000));
   assert_int_equal(wait_o.attempts, 1);
   g.port = port;
-  pool_manager_free(m2);
-  run_for(100);
-  net_server_free(srv2);
-  run_for(100);
+  stop_second(srv2, m2);
 }
 
 /* A segment in flight on a local worker that goes away gets one more try on another worker;
@@ -880,22 +872,15 @@ static void test_local_targets(void **state) {
  * left that could take it. */
 static void test_local_losses(void **state) {
   (void)state;
-  net_server_opts_t so;
-  memset(&so, 0, sizeof so);
-  so.addr = "127.0.0.1:0";
-  so.cert_dir = g.dir;
-  char err[256];
-  net_server_t *srv2 = NULL;
-  assert_int_equal(net_server_new(&g.loop, &so, &srv2, err, sizeof err), 0);
-  assert_int_equal(net_server_listen(srv2, err, sizeof err), 0);
   static const char *const locals[] = {"lw-0-secret", "lw-1-secret", "lw-2-secret"};
   pool_manager_opts_t mo;
   memset(&mo, 0, sizeof mo);
   mo.secret = SECRET;
   mo.local_secrets = locals;
   mo.n_local = 3;
+  net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  assert_int_equal(pool_manager_new(&g.loop, srv2, &mo, &m2), 0);
+  start_second(&mo, &srv2, &m2);
   int port = g.port;
   g.port = net_server_port(srv2);
   static fake_t w[3], remote;
@@ -942,10 +927,7 @@ static void test_local_losses(void **state) {
   net_client_free(cw[third]);
   net_client_free(cr);
   run_for(100);
-  pool_manager_free(m2);
-  run_for(100);
-  net_server_free(srv2);
-  run_for(100);
+  stop_second(srv2, m2);
 }
 
 /* Combined mode's worker processes: a supervised child registers over loopback and serves; after
