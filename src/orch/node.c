@@ -344,6 +344,10 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
       return;
     }
     j->device = -1;
+  } else if (!is_new && c->spill && orch_sessions_first_device(c->sessions, j->session_id) < 0) {
+    /* the model holds no room for a stream that went to a remote transcoder: it stays with
+     * remote transcoders, and fails if none is left rather than run here uncharged */
+    j->device = -1;
   }
   rc = orch_sessions_submit(c->sessions, j);
   if (rc && is_new && c->admit) orch_admit_release(c->admit, j->session_id);

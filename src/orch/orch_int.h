@@ -256,6 +256,9 @@ void orch_sessions_close(orch_sessions_t *ss, void (*closed)(void *), void *arg)
 void orch_sessions_free(orch_sessions_t *ss);
 int orch_sessions_count(const orch_sessions_t *ss);
 bool orch_sessions_exists(const orch_sessions_t *ss, const char *session_id);
+/* The device its first segment was placed on (orch_job_t.device; -1: a remote transcoder), 0
+ * for a session not in the table. */
+int orch_sessions_first_device(const orch_sessions_t *ss, const char *session_id);
 void orch_sessions_set_max(orch_sessions_t *ss, int max_sessions);
 int orch_sessions_max(const orch_sessions_t *ss);
 /* CheckCapacity: 0 when the session exists or a new one fits, else LP_ECAPACITY. */

@@ -23,6 +23,7 @@ struct orch_session {
   orch_job_t *q_head, *q_tail; /* waiting, worker side */
   bool quit;
   orch_job_t *running;       /* loop-side engines: the job the engine has now */
+  int first_device;          /* where its first segment was placed (orch_job_t.device) */
   orch_session_t *next;      /* in the table or the detached list */
   orch_session_t *exit_next; /* on the exited list */
 };
@@ -231,6 +232,11 @@ static orch_session_t *find(const orch_sessions_t *ss, const char *id) {
 
 bool orch_sessions_exists(const orch_sessions_t *ss, const char *id) { return find(ss, id); }
 
+int orch_sessions_first_device(const orch_sessions_t *ss, const char *id) {
+  const orch_session_t *s = find(ss, id);
+  return s ? s->first_device : 0;
+}
+
 int orch_sessions_check_capacity(const orch_sessions_t *ss, const char *id) {
   if (find(ss, id)) return 0;
   return ss->count >= ss->max ? LP_ECAPACITY : 0;
@@ -289,6 +295,7 @@ int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
   if (!s) {
     if (ss->count >= ss->max) return LP_ECAPACITY;
     if (!(s = session_new(ss, job->session_id))) return LP_ENOMEM;
+    s->first_device = job->device;
   }
   if (s->jobs >= 1 + ORCH_SESSION_QUEUE) return LP_EAGAIN;
   uv_timer_stop(&s->idle);

@@ -526,7 +526,8 @@ static void task_dispatch(pool_task_t *t) {
                                            : "no transcoders available";
       /* A segment nobody has tried yet waits a moment for a local worker that is on its way;
        * one whose transcoder died under it does not (it may be what killed the worker). */
-      if (rc != LP_ENOMEM && t->attempts == 0 && local_missing(m)) {
+      if (rc != LP_ENOMEM && t->attempts == 0 && t->target != POOL_TARGET_REMOTE &&
+          local_missing(m)) {
         task_defer(t, rc, text);
         t->waiting = true;
         uv_timer_start(&t->timer, on_task_timer, POOL_LOCAL_WAIT_MS, 0);

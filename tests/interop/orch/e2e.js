@@ -819,6 +819,16 @@ test('admission-workers', async () => {
     assert.ok(decodeResult(sr.body).data, `a refused stream goes to the remote transcoder: ${decodeResult(sr.body).error}`);
     assert.match(node.log(), /Sent segment to transcoder=\S+ localWorker=-1 /);
     assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, admitted.length, 'not in the model');
+    // the remote transcoder dies: that stream's next segment fails rather than run on the
+    // node's own worker, which the model has no room charged for
+    t.kill('SIGKILL');
+    for (let i = 0; i < 100 && !/Removing remote transcoder peer=/.test(node.log()); i++) await sleep(100);
+    const sr2 = await postSegment(node, { 'livepeer-segment': segHeader(spilled, body, 1, profiles) }, body);
+    const res2 = sr2.status === 200 ? decodeResult(sr2.body) : { error: `${sr2.status} ${sr2.body}` };
+    assert.ok(!res2.data && res2.error, `not transcoded here: ${JSON.stringify(res2)}`);
+    const sid = spilled.auth_token.session_id;
+    assert.match(node.log(), new RegExp(`Sent segment to transcoder=\\S+ localWorker=-1 taskId=\\d+ sessionID=${sid}`));
+    assert.doesNotMatch(node.log(), new RegExp(`Sent segment to transcoder=\\S+ localWorker=0 taskId=\\d+ sessionID=${sid}`));
     await unary(node, 'EndTranscodingSession', { auth_token: spilled.auth_token });
     // ended streams give their room back (the worker is told to close them too)
     for (const i of admitted) await unary(node, 'EndTranscodingSession', { auth_token: infos[i].auth_token });
@@ -830,7 +840,7 @@ test('admission-workers', async () => {
     assert.ok(decodeResult(r.body).data, 'a refused stream is admitted once the others ended');
   } finally {
     if (t) {
-      const texit = new Promise((res) => (t.exitCode !== null ? res() : t.on('exit', res)));
+      const texit = new Promise((res) => (t.exitCode !== null || t.signalCode !== null ? res() : t.on('exit', res)));
       t.kill('SIGTERM');
       await Promise.race([texit, sleep(10000)]);
     }
