@@ -232,14 +232,14 @@ typedef struct pool_supervisor pool_supervisor_t;
 typedef struct pool_supervisor_opts {
   const char *exe;         /* lpod executable; NULL: /proc/self/exe */
   const char *orch_addr;   /* the node's service port as the children dial it: "127.0.0.1:8935" */
-  const char *secret_file; /* file holding the pool secret (kept off the command line); a "%d"
-                              in it becomes the child's index (0 .. workers - 1) */
+  const char *secret_file; /* file holding the pool secret (kept off the command line); its
+                              last "%d" becomes the child's index (0 .. workers - 1) */
   const char *datadir;     /* children get <datadir>/worker-<i> (each locks its own) */
   int workers;             /* processes; 0: 1 */
   int capacity;            /* -maxSessions of each child; 0: 10 */
   int verbosity;           /* -v of the children */
   const char *const *extra_args; /* more flags for every child (devices), NULL-terminated */
-  /* one more NAME=VALUE in the children's environment (copied), NULL: none; a "%d" in it
+  /* one more NAME=VALUE in the children's environment (copied), NULL: none; its last "%d"
    * becomes the child's index (0 .. workers - 1) */
   const char *env;
 } pool_supervisor_opts_t;

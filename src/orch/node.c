@@ -48,7 +48,6 @@ struct orch_node {
   char (*worker_secrets)[2 * 32 + 1]; /* -localWorkers: each one's pool secret, until written */
   uint32_t *worker_down;  /* -localWorkers: per worker, the table entries it reports quarantined */
   uint32_t wdown;         /* their union: what the capacity model has down */
-  bool wper_device;       /* -localWorkers auto with devices: worker i has entry i + 1 */
   orch_media_ctx_t media; /* the media engine's view of them */
   /* Device health (local transcoding with a device beside the CPU): session threads report
    * failed devices through fail_async; the loop quarantines them and re-tests them later. */
@@ -719,7 +718,7 @@ static void workers_devices(pool_manager_t *m, int local, const char *down, void
   (void)m;
   orch_node_t *n = arg;
   if (!n->wtable || local < 0 || local >= n->workers || !n->worker_down) return;
-  n->worker_down[local] = orch_worker_devices_down(n->wtable, n->wper_device, local, down);
+  n->worker_down[local] = orch_worker_devices_down(n->wtable, n->pool_eng.per_device, local, down);
   uint32_t all = 0;
   for (int i = 0; i < n->workers; i++) all |= n->worker_down[i];
   for (int j = 1; j < n->wtable->n && j < 32; j++) {
@@ -865,6 +864,19 @@ static void watch_devices(orch_node_t *n) {
   n->media.arg = n;
 }
 
+/* The capacity model over the probed table t, unless -costAdmission=false (without: what
+ * happens then, for the log). */
+static int start_model(orch_node_t *n, const lp_config_t *cfg, const hw_table_t *t, bool in_process,
+                       const char *without) {
+  if (!cfg->cost_admission) {
+    LOGI("Capacity: -costAdmission=false: %s", without);
+    return 0;
+  }
+  int rc = orch_admit_new(n->loop, cfg, t, in_process, &n->core.admit);
+  if (rc) LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
+  return rc;
+}
+
 static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *engine) {
   n->table = calloc(1, sizeof *n->table);
   if (!n->table) return LP_ENOMEM;
@@ -877,15 +889,8 @@ static int start_devices(orch_node_t *n, const lp_config_t *cfg, orch_engine_t *
   n->media.table = n->table;
   n->media.cpu_preset = cfg->cpu_preset;
   engine->ctx = &n->media;
-  if (!cfg->cost_admission) {
-    LOGI("Capacity: -costAdmission=false: new streams are counted against -maxSessions only");
-    return 0;
-  }
-  if ((rc = orch_admit_new(n->loop, cfg, n->table, in_process, &n->core.admit))) {
-    LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
-    return rc;
-  }
-  return 0;
+  return start_model(n, cfg, n->table, in_process,
+                     "new streams are counted against -maxSessions only");
 }
 
 /* -localWorkers: the devices are probed once here (in a child, as a node's are; calibrated too
@@ -911,18 +916,11 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
     lp_hex_encode(r, sizeof r, n->worker_secrets[i]);
     OPENSSL_cleanse(r, sizeof r);
   }
-  n->wper_device = per_device && n->wtable->n > 1;
-  if (!cfg->cost_admission) {
-    LOGI("Capacity: -costAdmission=false: new streams go to the worker with the most free "
-         "sessions");
-    return 0;
-  }
-  if ((rc = orch_admit_new(n->loop, cfg, n->wtable, in_process, &n->core.admit))) {
-    LOGE("Capacity: cannot start the capacity model: %s", lp_strerror(rc));
-    return rc;
-  }
+  n->pool_eng.per_device = per_device && n->wtable->n > 1;
+  rc = start_model(n, cfg, n->wtable, in_process,
+                   "new streams go to the worker with the most free sessions");
+  if (rc || !n->core.admit) return rc;
   n->pool_eng.placed = true;
-  n->pool_eng.per_device = n->wper_device;
   LOGI("Capacity: new streams are admitted by their cost and placed on a device; %s",
        n->pool_eng.per_device ? "the worker of that device transcodes them"
                               : "a local worker transcodes them");

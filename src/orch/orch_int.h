@@ -229,9 +229,10 @@ typedef struct orch_media_ctx {
  * sessions exist (it needs the server); until then segments fail as unavailable. */
 typedef struct orch_pool_engine {
   pool_manager_t *manager;
-  /* -localWorkers with the capacity model: a new session goes where the model placed it
-   * (job->device): device d >= 1 to worker d - 1 when each worker has its own device
-   * (per_device), the CPU to any local worker, -1 (no room here) to a remote transcoder */
+  /* -localWorkers with the capacity model (placed): a new session goes where the model placed
+   * it (job->device): device d >= 1 to worker d - 1 when each worker has its own device
+   * (per_device, which holds with or without the model), the CPU to any local worker, -1 (no
+   * room here) to a remote transcoder */
   bool placed, per_device;
 } orch_pool_engine_t;
 void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out);

@@ -42,9 +42,11 @@ struct pool_supervisor {
 
 static void child_spawn(sup_child_t *c);
 
-/* text with its first "%d" replaced by the child's index */
+/* text with its last "%d" replaced by the child's index: the placeholder is in a file name,
+ * and a data dir path before it may hold a "%d" of its own */
 static const char *per_child(const char *text, int index, char *buf, size_t cap) {
-  const char *pct = strstr(text, "%d");
+  const char *pct = NULL;
+  for (const char *p = strstr(text, "%d"); p; p = strstr(p + 1, "%d")) pct = p;
   if (!pct) return text;
   snprintf(buf, cap, "%.*s%d%s", (int)(pct - text), text, index, pct + 2);
   return buf;

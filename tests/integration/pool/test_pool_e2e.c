@@ -991,9 +991,9 @@ static void test_supervised_workers(void **state) {
   stop_children(sup);
 }
 
-/* One worker per device (-localWorkers auto): a "%d" in the supervisor's environment variable
- * gives each child its own device table file. The two children register only if each found
- * its file: a child reading the literal name would find none and stop. */
+/* One worker per device (-localWorkers auto): the last "%d" in the supervisor's environment
+ * variable gives each child its own device table file. The two children register only if each
+ * found its file: a child reading another name would find none and stop. */
 static void test_supervised_workers_own_tables(void **state) {
   (void)state;
   char cmd[600], path[400], env[500];
@@ -1006,11 +1006,15 @@ static void test_supervised_workers_own_tables(void **state) {
   size_t n = fread(table, 1, sizeof table - 1, p);
   assert_int_equal(pclose(p), 0);
   assert_true(n > 0 && strstr(table, "\"devices\""));
+  /* in a folder whose name holds a "%d" of its own, as a data dir path may: only the file
+   * name's is the child's index */
+  snprintf(path, sizeof path, "%s/t%%d", g.dir);
+  assert_int_equal(mkdir(path, 0700), 0);
   for (int i = 0; i < 2; i++) {
-    snprintf(path, sizeof path, "%s/wdev-%d.json", g.dir, i);
+    snprintf(path, sizeof path, "%s/t%%d/wdev-%d.json", g.dir, i);
     assert_int_equal(lp_file_write_atomic(path, table, n, 0600), 0);
   }
-  snprintf(env, sizeof env, "LPOD_DEVICE_TABLE=%s/wdev-%%d.json", g.dir);
+  snprintf(env, sizeof env, "LPOD_DEVICE_TABLE=%s/t%%d/wdev-%%d.json", g.dir);
   pool_supervisor_t *sup = start_children(2, env);
   assert_true(wait_transcoders(2, 30000));
   assert_true(pool_supervisor_pid(sup, 0) > 0 && pool_supervisor_pid(sup, 1) > 0);
