@@ -8,6 +8,8 @@
 
 BIGNUM *pm_bn_from_u256(const pm_u256_t *v);
 int pm_bn_to_u256(const BIGNUM *bn, pm_u256_t *out);
+/* Tests: true makes Keccak take the portable code even where the CPU has BMI2. */
+void pm_keccak_generic_only(bool on);
 /* 2^256 - 1 */
 BIGNUM *pm_bn_max_win_prob(void);
 
