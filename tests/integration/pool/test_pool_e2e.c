@@ -238,7 +238,9 @@ static void fake_on_done(int status, const char *message, void *arg) {
   snprintf(f->message, sizeof f->message, "%s", message ? message : "");
 }
 
-static void fake_register(fake_t *f, net_client_t *client, const char *secret, int64_t capacity) {
+/* Registers at the service port `port` (g.port, or a second one's). */
+static void fake_register(fake_t *f, net_client_t *client, int port, const char *secret,
+                          int64_t capacity) {
   memset(f, 0, sizeof *f);
   Net__RegisterRequest rr = NET__REGISTER_REQUEST__INIT;
   Net__Capabilities caps = NET__CAPABILITIES__INIT;
@@ -252,7 +254,7 @@ static void fake_register(fake_t *f, net_client_t *client, const char *secret, i
   uint8_t buf[256];
   size_t len = net__register_request__pack(&rr, buf);
   char base[64];
-  snprintf(base, sizeof base, "https://127.0.0.1:%d", g.port);
+  snprintf(base, sizeof base, "https://127.0.0.1:%d", port);
   net_grpc_call_opts_t co = {base, POOL_REGISTER_METHOD, buf, len, true, 0, 0};
   assert_int_equal(net_client_grpc(client, &co, fake_on_msg, fake_on_done, f, &f->call), 0);
 }
@@ -272,10 +274,11 @@ static void on_http(const net_fetch_result_t *res, void *arg) {
   lp_buf_append(&h->body, res->body, res->body_len);
 }
 
-/* POSTs to /transcodeResults over HTTP/2; returns the status. */
-static long post_results(const net_header_t *hdrs, size_t n, const void *body, size_t len) {
+/* POSTs to /transcodeResults at the service port `port` over HTTP/2; returns the status. */
+static long post_results(int port, const net_header_t *hdrs, size_t n, const void *body,
+                         size_t len) {
   char url[128];
-  snprintf(url, sizeof url, "https://127.0.0.1:%d%s", g.port, POOL_RESULTS_PATH);
+  snprintf(url, sizeof url, "https://127.0.0.1:%d%s", port, POOL_RESULTS_PATH);
   net_fetch_opts_t fo;
   memset(&fo, 0, sizeof fo);
   fo.method = "POST";
@@ -314,8 +317,8 @@ static long get_url(const char *url, lp_buf_t *body) {
 }
 
 /* A second service port with a pool manager of its own (mo), for the options the shared one
- * lacks; stop_second frees both. */
-static void start_second(const pool_manager_opts_t *mo, net_server_t **srv, pool_manager_t **m) {
+ * lacks; returns its port. stop_second frees both. */
+static int start_second(const pool_manager_opts_t *mo, net_server_t **srv, pool_manager_t **m) {
   net_server_opts_t so;
   memset(&so, 0, sizeof so);
   so.addr = "127.0.0.1:0";
@@ -324,6 +327,7 @@ static void start_second(const pool_manager_opts_t *mo, net_server_t **srv, pool
   assert_int_equal(net_server_new(&g.loop, &so, srv, err, sizeof err), 0);
   assert_int_equal(net_server_listen(*srv, err, sizeof err), 0);
   assert_int_equal(pool_manager_new(&g.loop, *srv, mo, m), 0);
+  return net_server_port(*srv);
 }
 
 static void stop_second(net_server_t *srv, pool_manager_t *m) {
@@ -339,11 +343,11 @@ static void stop_second(net_server_t *srv, pool_manager_t *m) {
 static void test_register_refused(void **state) {
   (void)state;
   fake_t f;
-  fake_register(&f, g.client, "wrong-secret", 2);
+  fake_register(&f, g.client, g.port, "wrong-secret", 2);
   assert_true(run_until(&f.ended, 10000));
   assert_int_equal(f.status, NET_GRPC_UNKNOWN);
   assert_string_equal(f.message, "invalid secret");
-  fake_register(&f, g.client, SECRET, 0);
+  fake_register(&f, g.client, g.port, SECRET, 0);
   assert_true(run_until(&f.ended, 10000));
   assert_string_equal(f.message, "zero capacity");
   assert_int_equal(pool_manager_transcoders(g.mgr), 0);
@@ -361,7 +365,7 @@ static void test_results_malformed(void **state) {
   /* A client of its own, so that freeing it closes the connection like a dying process. */
   net_client_t *fc = net_client_new(&g.loop);
   assert_non_null(fc);
-  fake_register(&f, fc, SECRET, 1);
+  fake_register(&f, fc, g.port, SECRET, 1);
   assert_true(wait_transcoders(1, 10000));
   assert_int_equal(pool_manager_capacity(g.mgr), 1);
   uint64_t caps[2] = {0, 0};
@@ -392,38 +396,38 @@ static void test_results_malformed(void **state) {
   const char *mp = "multipart/mixed; boundary=XYZ";
   net_header_t h_noauth[] = {
       {"Credentials", SECRET}, {"TaskId", tid}, {"Pixels", "1"}, {"Content-Type", mp}};
-  assert_int_equal(post_results(h_noauth, 4, "x", 1), 401);
+  assert_int_equal(post_results(g.port, h_noauth, 4, "x", 1), 401);
   net_header_t h_cred[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
                            {"Credentials", "nope"},
                            {"TaskId", tid},
                            {"Pixels", "1"},
                            {"Content-Type", mp}};
-  assert_int_equal(post_results(h_cred, 5, "x", 1), 401);
+  assert_int_equal(post_results(g.port, h_cred, 5, "x", 1), 401);
   net_header_t h_ct[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
                          {"Credentials", SECRET},
                          {"TaskId", tid},
                          {"Pixels", "1"},
                          {"Content-Type", "garbage"}};
-  assert_int_equal(post_results(h_ct, 5, "x", 1), 415);
+  assert_int_equal(post_results(g.port, h_ct, 5, "x", 1), 415);
   net_header_t h_tid[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
                           {"Credentials", SECRET},
                           {"TaskId", "12x"},
                           {"Pixels", "1"},
                           {"Content-Type", mp}};
-  assert_int_equal(post_results(h_tid, 5, "x", 1), 400);
+  assert_int_equal(post_results(g.port, h_tid, 5, "x", 1), 400);
   net_header_t h_px[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
                          {"Credentials", SECRET},
                          {"TaskId", tid},
                          {"Pixels", "many"},
                          {"Content-Type", mp}};
-  assert_int_equal(post_results(h_px, 5, "x", 1), 400);
+  assert_int_equal(post_results(g.port, h_px, 5, "x", 1), 400);
   /* A task nobody knows is dropped quietly. */
   net_header_t h_unknown[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
                               {"Credentials", SECRET},
                               {"TaskId", "5"},
                               {"Pixels", "1"},
                               {"Content-Type", mp}};
-  assert_int_equal(post_results(h_unknown, 5, "--XYZ--\r\n", 9), 200);
+  assert_int_equal(post_results(g.port, h_unknown, 5, "--XYZ--\r\n", 9), 200);
   assert_false(o.done);
   /* A broken multipart body for the real task: 500, and the task fails with the reason. */
   net_header_t h_ok[] = {{"Authorization", POOL_AUTH_HEADER_VALUE},
@@ -432,11 +436,11 @@ static void test_results_malformed(void **state) {
                          {"Pixels", "1"},
                          {"Content-Type", mp}};
   const char *broken = "--XYZ\r\nPixels: 10\r\n\r\nrendition bytes without an end";
-  assert_int_equal(post_results(h_ok, 5, broken, strlen(broken)), 500);
+  assert_int_equal(post_results(g.port, h_ok, 5, broken, strlen(broken)), 500);
   assert_true(run_until(&o.done, 2000));
   assert_int_equal(o.err, LP_EPROTO);
   /* A late duplicate for the finished task is dropped. */
-  assert_int_equal(post_results(h_ok, 5, broken, strlen(broken)), 200);
+  assert_int_equal(post_results(g.port, h_ok, 5, broken, strlen(broken)), 200);
 
   /* A transcoding error travels with its text. */
   submit("fake-s2", 1, g.small, g.small_len, 2, &o);
@@ -447,7 +451,7 @@ static void test_results_malformed(void **state) {
                           {"TaskId", tid},
                           {"Pixels", "0"},
                           {"Content-Type", POOL_ERROR_CONTENT_TYPE}};
-  assert_int_equal(post_results(h_err, 5, "No keyframes in input", 21), 200);
+  assert_int_equal(post_results(g.port, h_err, 5, "No keyframes in input", 21), 200);
   assert_true(run_until(&o.done, 2000));
   assert_int_equal(o.err, LP_EMEDIA);
   assert_string_equal(o.error, "No keyframes in input");
@@ -463,7 +467,7 @@ static void test_results_malformed(void **state) {
                           {"Content-Type", mp}};
   const char *one = "--XYZ\r\nContent-Type: video/mp2t\r\nPixels: 10\r\n\r\n"
                     "0123456789012345678901234567890123456789\r\n--XYZ--\r\n";
-  assert_int_equal(post_results(h_one, 5, one, strlen(one)), 200);
+  assert_int_equal(post_results(g.port, h_one, 5, one, strlen(one)), 200);
   assert_true(run_until(&o.done, 2000));
   assert_int_equal(o.err, LP_EPROTO);
   assert_string_equal(o.error, "segment / profile mismatch");
@@ -473,7 +477,7 @@ static void test_results_malformed(void **state) {
   run_for(300);
   snprintf(tid, sizeof tid, "%" PRId64, f.task_id);
   h_one[2].value = tid;
-  assert_int_equal(post_results(h_one, 5, one, strlen(one)), 200);
+  assert_int_equal(post_results(g.port, h_one, 5, one, strlen(one)), 200);
   assert_true(run_until(&o.done, 2000));
   assert_int_equal(o.err, 0);
   assert_int_equal(o.n, 1);
@@ -711,15 +715,10 @@ static void test_task_timeout(void **state) {
   mo.min_timeout_ms = 300;
   net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  start_second(&mo, &srv2, &m2);
-  int port = g.port;
-  g.port = net_server_port(srv2);
+  int port2 = start_second(&mo, &srv2, &m2);
   fake_t f;
-  fake_register(&f, g.client, SECRET, 1);
-  g.port = port;
-  uint64_t end = lp_now_ms() + 10000;
-  while (pool_manager_transcoders(m2) != 1 && lp_now_ms() < end) run_for(20);
-  assert_int_equal(pool_manager_transcoders(m2), 1);
+  fake_register(&f, g.client, port2, SECRET, 1);
+  assert_true(pt_wait_transcoders(&g.loop, m2, 1, 10000));
   seg_req_t r;
   seg_req_init(&r, "slow", 1, 1);
   r.sd.duration = 50;
@@ -752,23 +751,20 @@ static void test_local_targets(void **state) {
   mo.min_timeout_ms = 300;
   net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  start_second(&mo, &srv2, &m2);
-  int port = g.port;
-  g.port = net_server_port(srv2);
+  int port2 = start_second(&mo, &srv2, &m2);
   /* a client (connection) each, so that closing one is a disconnect the manager sees */
   static fake_t w0, w1, remote, bad;
   net_client_t *cw0 = net_client_new(&g.loop), *cw1 = net_client_new(&g.loop),
                *cr = net_client_new(&g.loop);
   assert_true(cw0 && cw1 && cr);
-  fake_register(&remote, cr, SECRET, 8);
-  fake_register(&w0, cw0, locals[0], 8);
-  fake_register(&w1, cw1, locals[1], 8);
-  fake_register(&bad, g.client, "worker-2-secret", 8);
+  fake_register(&remote, cr, port2, SECRET, 8);
+  fake_register(&w0, cw0, port2, locals[0], 8);
+  fake_register(&w1, cw1, port2, locals[1], 8);
+  fake_register(&bad, g.client, port2, "worker-2-secret", 8);
   assert_true(run_until(&bad.ended, 10000));
   assert_string_equal(bad.message, "invalid secret");
-  uint64_t end = lp_now_ms() + 10000;
-  while (pool_manager_transcoders(m2) != 3 && lp_now_ms() < end) run_for(20);
-  assert_int_equal(pool_manager_transcoders(m2), 3);
+  uint64_t end;
+  assert_true(pt_wait_transcoders(&g.loop, m2, 3, 10000));
 
   static const struct {
     const char *session;
@@ -812,16 +808,11 @@ static void test_local_targets(void **state) {
                       {"Credentials", locals[0]},
                       {"TaskId", task},
                       {"Content-Type", POOL_ERROR_CONTENT_TYPE}};
-  int saved = g.port;
-  g.port = net_server_port(srv2);
-  assert_int_equal(post_results(h, LP_ARRAY_LEN(h), "x", 1), 403);
-  g.port = saved;
+  assert_int_equal(post_results(port2, h, LP_ARRAY_LEN(h), "x", 1), 403);
   /* worker 1 goes away: its two tasks are retried on worker 0, a local worker, rather than on
    * the remote transcoder; a new session meant for worker 1 goes to worker 0 too */
   net_client_free(cw1);
-  end = lp_now_ms() + 10000;
-  while (pool_manager_transcoders(m2) != 2 && lp_now_ms() < end) run_for(20);
-  assert_int_equal(pool_manager_transcoders(m2), 2);
+  assert_true(pt_wait_transcoders(&g.loop, m2, 2, 10000));
   end = lp_now_ms() + 5000;
   while (w0.nmsg < 4 && lp_now_ms() < end) run_for(10);
   assert_int_equal(w0.nmsg, 4);
@@ -852,7 +843,7 @@ static void test_local_targets(void **state) {
   assert_false(wait_o.done);
   net_client_t *again = net_client_new(&g.loop);
   assert_non_null(again);
-  fake_register(&w0, again, locals[0], 8);
+  fake_register(&w0, again, port2, locals[0], 8);
   end = lp_now_ms() + 5000;
   while (w0.nmsg == 0 && lp_now_ms() < end) run_for(10);
   assert_int_equal(w0.nmsg, 1);
@@ -862,7 +853,6 @@ static void test_local_targets(void **state) {
   net_client_free(again);
   assert_true(run_until(&wait_o.done, 3000));
   assert_int_equal(wait_o.attempts, 1);
-  g.port = port;
   stop_second(srv2, m2);
 }
 
@@ -880,21 +870,17 @@ static void test_local_losses(void **state) {
   mo.n_local = 3;
   net_server_t *srv2 = NULL;
   pool_manager_t *m2 = NULL;
-  start_second(&mo, &srv2, &m2);
-  int port = g.port;
-  g.port = net_server_port(srv2);
+  int port2 = start_second(&mo, &srv2, &m2);
   static fake_t w[3], remote;
   net_client_t *cw[3], *cr = net_client_new(&g.loop);
   assert_non_null(cr);
-  fake_register(&remote, cr, SECRET, 8);
+  fake_register(&remote, cr, port2, SECRET, 8);
   for (int i = 0; i < 3; i++) {
     assert_non_null(cw[i] = net_client_new(&g.loop));
-    fake_register(&w[i], cw[i], locals[i], 8);
+    fake_register(&w[i], cw[i], port2, locals[i], 8);
   }
-  g.port = port;
-  uint64_t end = lp_now_ms() + 10000;
-  while (pool_manager_transcoders(m2) != 4 && lp_now_ms() < end) run_for(20);
-  assert_int_equal(pool_manager_transcoders(m2), 4);
+  uint64_t end;
+  assert_true(pt_wait_transcoders(&g.loop, m2, 4, 10000));
   static outcome_t o;
   memset(&o, 0, sizeof o);
   seg_req_t r;
