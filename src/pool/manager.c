@@ -524,17 +524,16 @@ static void task_dispatch(pool_task_t *t) {
       const char *text = rc == LP_EUNSUPP  ? "no transcoders can provide requested capabilities"
                          : rc == LP_ENOMEM ? "out of memory"
                                            : "no transcoders available";
-      /* A segment nobody has tried yet waits a moment for a local worker that is on its way;
-       * one whose transcoder died under it does not (it may be what killed the worker). */
+      task_defer(t, rc, text);
+      /* A segment nobody has tried yet waits a moment for a local worker that is on its way
+       * (the deferred outcome comes later, unless a registration dispatches it first); one
+       * whose transcoder died under it does not (it may be what killed the worker). */
       if (rc != LP_ENOMEM && t->attempts == 0 && t->target != POOL_TARGET_REMOTE &&
           local_missing(m)) {
-        task_defer(t, rc, text);
         t->waiting = true;
         uv_timer_start(&t->timer, on_task_timer, POOL_LOCAL_WAIT_MS, 0);
         LOGV(LP_V_DEBUG, "Segment waits for a local worker sessionID=%s", t->session_id);
-        return;
       }
-      task_defer(t, rc, text);
       return;
     }
     t->attempts++;
