@@ -275,7 +275,6 @@ static void on_uploaded(const net_fetch_result_t *res, void *arg) {
   task_done(t);
 }
 
-/* Posts the renditions (or error text when error is set) to the task's orchestrator. */
 /* POOL_DEVICES_DOWN_HEADER's value: the table's quarantined devices, or NULL when the table has
  * no device beside the CPU. Runs on the loop, the only writer of device health. */
 static const char *devices_down(const pool_worker_t *w, char *buf, size_t len) {
@@ -295,6 +294,7 @@ static const char *devices_down(const pool_worker_t *w, char *buf, size_t len) {
   return used ? buf : "none";
 }
 
+/* Posts the renditions (or error text when error is set) to the task's orchestrator. */
 static void task_upload(worker_task_t *t, const char *error) {
   pool_worker_t *w = t->w;
   lp_buf_t body = LP_BUF_INIT;

@@ -192,15 +192,21 @@ static void test_flag_forms(void **state) {
   /* -localWorkers: a count, or one worker per device */
   assert_int_equal(LOAD(&c, empty_env, err, NULL), LP_CFG_OK);
   assert_int_equal(c.local_workers, LP_LOCAL_WORKERS_AUTO); /* the default */
+  char *t = lp_config_table(&c);                            /* non-default values only */
+  assert_non_null(t);
+  assert_null(strstr(t, "LocalWorkers"));
+  free(t);
   lp_config_free(&c);
   assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", "auto", NULL), LP_CFG_OK);
   assert_int_equal(c.local_workers, LP_LOCAL_WORKERS_AUTO);
   lp_config_free(&c);
   assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", "0", NULL), LP_CFG_OK);
   assert_int_equal(c.local_workers, 0);
-  char *t = lp_config_table(&c);
+  t = lp_config_table(&c);
   assert_non_null(t);
-  assert_non_null(strstr(t, "LocalWorkers"));
+  char row[64];
+  snprintf(row, sizeof row, "| %-21s | %-19s |", "LocalWorkers", "0");
+  assert_non_null(strstr(t, row));
   free(t);
   lp_config_free(&c);
   assert_int_equal(LOAD(&c, empty_env, err, "-localWorkers", "3", NULL), LP_CFG_OK);
