@@ -9,7 +9,9 @@ BASELINE is a JSON file (bench/baseline*.json):
 Each NAME=RESULT.json pair is one `lpod bench -json` output checked against runs[NAME]: every
 metric named in thresholds that the baseline run has must be in the result and must not be worse
 than the baseline by more than its tolerance (tolerance_pct of the baseline value, or
-tolerance_abs). A NAME without a baseline run is reported and passes, unless --strict.
+tolerance_abs). A baseline run that records "sessions" is compared only with a result of as
+many sessions (4 streams sharing a machine are not 1 stream slower): any other count is a usage
+error. A NAME without a baseline run is reported and passes, unless --strict.
 --scale multiplies every tolerance (noisy runners). --update writes a baseline with the given
 results as its runs (thresholds kept) to OUT, for refreshing the committed file.
 Exit status: 0 no regression, 1 regression, 2 bad usage or unreadable input.
@@ -106,6 +108,10 @@ def main(argv):
             if strict:
                 regressions += 1
             continue
+        if "sessions" in base and result.get("sessions") != base["sessions"]:
+            fail_usage("%s: the baseline run in %s is for %s session(s), %s has %s; compare "
+                       "with a baseline of the same setup" % (name, args[0], base["sessions"],
+                                                             path, result.get("sessions")))
         print("%s:" % name)
         for metric, rule in sorted(thresholds.items()):
             if metric not in base:
@@ -127,6 +133,8 @@ def main(argv):
         for name, result in results.items():
             out["runs"][name] = {m: result[m] for m in thresholds
                                  if isinstance(result.get(m), (int, float))}
+            if isinstance(result.get("sessions"), int):
+                out["runs"][name]["sessions"] = result["sessions"]
         with open(update, "w") as f:
             json.dump(out, f, indent=2, sort_keys=True)
             f.write("\n")

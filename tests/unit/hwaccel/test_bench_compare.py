@@ -90,6 +90,11 @@ expect("several runs are checked each", [base, "cpu=" + same, "nvidia:0=" + writ
     "nvidia:0:", "REGRESSION realtime_ratio")
 expect("--scale widens the tolerances", ["--scale", "3", base, "cpu=" + write(
     "slow2.json", sample(realtime_ratio=0.70))], 0, "no regression")
+sbase = write("sessions.json", dict(BASELINE, runs={"cpu": dict(BASELINE["runs"]["cpu"],
+                                                                 sessions=2)}))
+expect("a baseline of as many sessions compares", [sbase, "cpu=" + same], 0, "no regression")
+expect("a baseline of another session count is a usage error", [sbase, "cpu=" + write(
+    "four.json", sample(sessions=4))], 2, "is for 2 session(s)", "has 4")
 expect("a run without baseline passes", [base, "qsv:0=" + same], 0, "qsv:0: no baseline run")
 expect("--strict fails a run without baseline", ["--strict", base, "qsv:0=" + same], 1,
        "failing (--strict)")
@@ -104,7 +109,8 @@ expect("--update writes a baseline", ["--update", new_base, base, "qsv:0=" + sam
        "wrote " + new_base)
 with open(new_base) as f:
     nb = json.load(f)
-if nb.get("runs", {}).get("qsv:0", {}).get("throughput") != 3.2 or "cpu" not in nb["runs"]:
+qsv = nb.get("runs", {}).get("qsv:0", {})
+if qsv.get("throughput") != 3.2 or qsv.get("sessions") != 2 or "cpu" not in nb["runs"]:
     failures += 1
     print("FAIL --update content: %s" % nb)
 expect("the updated baseline accepts its own results", ["--strict", new_base, "qsv:0=" + same],
