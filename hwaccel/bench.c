@@ -17,10 +17,13 @@
  *   scale  = (decode + scale) - (decode)
  *   encode = (decode + scale + encode) - (decode + scale)
  * A difference under BENCH_MIN_SHARE of its larger run is below what two runs resolve (the
- * device's engines overlap, or noise); it counts as that share, so the figure stays finite. */
+ * device's engines overlap, or noise); it counts as that share, so the figure stays finite.
+ * With hw_bench_req_t.cpu_time a stage on the CPU is timed by the process's CPU time instead of
+ * the wall clock. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hw_int.h"
 
@@ -111,17 +114,26 @@ static hw_enc_params_t bench_enc_params(const hw_bench_req_t *r) {
 
 typedef struct run {
   hw_pipe_t *pipe; /* NULL: decoding alone */
+  bool cpu;        /* timed by the process's CPU time (hw_bench_req_t.cpu_time) */
   int seen;        /* frames into the run */
   int64_t out0;    /* frames out of its last stage when the clock started */
   uint64_t t0;
 } run_t;
+
+/* The run's clock: the process's CPU time over all its threads, or the wall clock. */
+static uint64_t run_clock(const run_t *p) {
+  struct timespec ts;
+  if (p->cpu && clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  return lp_now_ns();
+}
 
 static int64_t run_outputs(const run_t *p) { return p->pipe ? p->pipe->outputs : p->seen; }
 
 static void run_count(run_t *p) {
   if (++p->seen != BENCH_WARM) return;
   p->out0 = run_outputs(p);
-  p->t0 = lp_now_ns();
+  p->t0 = run_clock(p);
 }
 
 static int run_frame(void *ud, AVFrame *f) {
@@ -133,7 +145,7 @@ static int run_frame(void *ud, AVFrame *f) {
 
 /* Stops the clock: *spf is seconds per frame out of the last stage since it started. */
 static int run_stop(const run_t *p, double *spf, char *why, size_t wlen) {
-  uint64_t t1 = lp_now_ns();
+  uint64_t t1 = run_clock(p);
   int64_t n = run_outputs(p) - p->out0;
   if (p->seen < BENCH_WARM || n <= 0) {
     snprintf(why, wlen, "only %d frames went in and %lld came out timed", p->seen, (long long)n);
@@ -168,9 +180,9 @@ static int run_end(run_t *p, int ret, const hw_device_t *d, double *spf, char *w
 /* Decodes frames frames of the clip through be, then pipe's stages (pipe NULL: decoding
  * alone). */
 static int run_clip(const hw_device_t *d, const hw_backend_t *be, AVBufferRef *device,
-                    const hw_clip_t *clip, int frames, hw_pipe_t *pipe, double *spf, char *why,
-                    size_t wlen) {
-  run_t p = {.pipe = pipe};
+                    const hw_clip_t *clip, int frames, hw_pipe_t *pipe, bool cpu, double *spf,
+                    char *why, size_t wlen) {
+  run_t p = {.pipe = pipe, .cpu = cpu};
   int ret = hw_clip_decode(be, device, clip, 0, frames, run_frame, &p, why, wlen);
   return run_end(&p, ret, d, spf, why, wlen);
 }
@@ -203,11 +215,12 @@ static int bench_clip(const hw_device_t *d, AVBufferRef *device, const hw_bench_
   int n = BENCH_WARM + frames;
   double t[2] = {0, 0};
   if (r->stage == HW_BENCH_DECODE) {
-    ret = run_clip(d, be, dev, &clip, n, NULL, &t[1], why, wlen);
+    ret =
+        run_clip(d, be, dev, &clip, n, NULL, r->cpu_time && be == &hw_backend_sw, &t[1], why, wlen);
   } else {
     hw_pipe_t *base = r->stage == HW_BENCH_SCALE ? NULL : &pipe[0];
-    ret = run_clip(d, be, dev, &clip, n, base, &t[0], why, wlen);
-    if (ret >= 0) ret = run_clip(d, be, dev, &clip, n, &pipe[1], &t[1], why, wlen);
+    ret = run_clip(d, be, dev, &clip, n, base, false, &t[0], why, wlen);
+    if (ret >= 0) ret = run_clip(d, be, dev, &clip, n, &pipe[1], false, &t[1], why, wlen);
   }
   hw_clip_free(&clip);
   if (ret >= 0) *spf = LP_MAX(t[1] - t[0], BENCH_MIN_SHARE * t[1]);
@@ -238,7 +251,7 @@ static int bench_cpu(const hw_device_t *d, const hw_bench_req_t *r, int frames, 
                     .ep = bench_enc_params(r),
                     .why = why,
                     .wlen = wlen};
-  run_t p = {.pipe = &pipe};
+  run_t p = {.pipe = &pipe, .cpu = r->cpu_time};
   for (int i = 0; ret >= 0 && i < total; i++) {
     ring[i % k]->pts = i;
     ret = scale ? hw_pipe_frame(&pipe, ring[i % k]) : hw_pipe_encode(&pipe, ring[i % k]);

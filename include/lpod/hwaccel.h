@@ -325,6 +325,12 @@ typedef struct hw_bench_req {
   int in_w, in_h, out_w, out_h;
   /* frames to time, 0 = a default that keeps one call around a second on a 2-core CPU at 1080p */
   int frames;
+  /* Time a stage that runs on the CPU (the CPU device's decoder, scaler and encoders, a device's
+   * CPU encoders) by the process's CPU time, all threads together, instead of the wall clock:
+   * fps is then frames per CPU second, what the stage costs on a machine whose every core is
+   * busy with streams, where one stream's wall time only says how well it spreads over cores.
+   * Ignored for stages on a device. The process must run nothing else meanwhile. */
+  bool cpu_time;
 } hw_bench_req_t;
 /* Decodes, scales or encodes synthetic frames the way the media engine does (decoders and CPU
  * encoders with automatic threads) and returns in fps the frames per second of that stage alone

@@ -106,6 +106,10 @@ typedef struct lp_sched_cost {
   int enc_sessions, dec_sessions;      /* hardware sessions the job holds (0 on CPU) */
   uint64_t mem_bytes;                  /* device memory estimate (0 on CPU) */
   bool supported;                      /* false: a stage has coefficient 0 on this device */
+  /* wu/s on the CPU device for the renditions this device encodes on the host's CPU
+   * (lp_sched_device_desc_t.cpu_encode), set by the scheduler when it places a job; counted in
+   * total, not in engine[] */
+  double host_cpu;
 } lp_sched_cost_t;
 
 void lp_sched_job_rates(const lp_sched_job_t *job, lp_sched_rates_t *out);
@@ -220,6 +224,11 @@ typedef struct lp_sched_device_desc {
   double cpus;        /* CPU: effective CPUs (lp_sched_cpu_limits); ignored otherwise */
   int max_enc_sessions, max_dec_sessions; /* hardware session caps; 0 = none */
   uint64_t mem_total;                     /* device memory; 0 = unknown (telemetry may tell) */
+  /* Codecs (bit 1 << lp_sched_codec_t) this device encodes on the host's CPU from its frames, as
+   * a GPU without NVENC does. Their encode cost is charged to the CPU device (the first one of
+   * kind cpu) instead of this device's encoder, since both share the same cores. Ignored for a
+   * CPU device and when the scheduler has none. */
+  unsigned cpu_encode;
 } lp_sched_device_desc_t;
 
 /* Adds a device with the built-in coefficients; returns its index in *index. */
@@ -325,6 +334,7 @@ typedef struct lp_sched_device_info {
   int enc_sessions, max_enc_sessions;
   uint64_t mem_committed, mem_total;
   uint64_t admitted, refused;
+  double host_cpu; /* wu/s its sessions' CPU encodes hold on the CPU device (cpu_encode) */
 } lp_sched_device_info_t;
 int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *out);
 int lp_sched_sessions(const lp_sched_t *s);

@@ -63,8 +63,13 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
   r.in_h = req->in_height;
   r.out_w = req->out_width;
   r.out_h = req->out_height;
+  /* A stage on the CPU is charged as a share of all its cores (docs/capacity.md, Calibration):
+   * timed by CPU time, then spread over the effective CPU count. */
+  r.cpu_time = kind_of(d) == LP_SCHED_DEV_CPU ||
+               (req->stage == LP_SCHED_STAGE_ENCODE && !(d->enc & HW_CODEC_BIT(r.codec)));
   char why[192] = "";
   int rc = hw_bench_stage(d, &r, fps, why, sizeof why);
+  if (rc == 0 && r.cpu_time && dev->cpus > 0) *fps *= dev->cpus;
   if (rc == 0 && req->stage == LP_SCHED_STAGE_ENCODE)
     LOGV(LP_V_DEBUG, "capacity: %s encode %s %s (%s): %.1f fps", d->name,
          lp_sched_codec_name(req->codec), lp_sched_preset_name(req->preset),
@@ -126,6 +131,9 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
     desc.cpus = cpus;
     desc.max_enc_sessions = d->max_enc_sessions;
     desc.mem_total = d->mem_total;
+    /* what a device encodes on the CPU from its frames (a GPU without NVENC) shares the cores
+     * of the CPU device, and is charged there */
+    if (desc.kind != LP_SCHED_DEV_CPU) desc.cpu_encode = d->enc_cpu & ~d->enc;
     int idx;
     if ((rc = lp_sched_add_device(a->sched, &desc, &idx))) goto fail;
     lp_sched_source_t *src = NULL;

@@ -9,7 +9,8 @@
 #include <time.h>
 
 #define CACHE_NAME "capacity.json"
-#define CACHE_VERSION 1
+/* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock) */
+#define CACHE_VERSION 2
 #define CACHE_MAX (1u << 20)
 #define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
 #define REF_IN_W 1920
@@ -130,8 +131,8 @@ static int measure(const sched_device_t *d, const lp_sched_device_desc_t *desc,
 
 static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                      lp_sched_coefs_t *out) {
-  lp_sched_device_desc_t desc = {d->kind, d->name,    d->id,      d->driver,
-                                 d->cpus, d->max_enc, d->max_dec, d->mem_total};
+  lp_sched_device_desc_t desc = {d->kind,    d->name,    d->id,        d->driver,    d->cpus,
+                                 d->max_enc, d->max_dec, d->mem_total, d->cpu_encode};
   lp_sched_coefs_t c;
   memset(&c, 0, sizeof c);
   lp_sched_bench_req_t r = {LP_SCHED_STAGE_DECODE,

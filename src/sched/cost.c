@@ -204,3 +204,23 @@ void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
     out->mem_bytes = MEM_BASE + (uint64_t)(surfaces * 1.5);
   }
 }
+
+void sched_cost_split_host(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
+                           const lp_sched_coefs_t *host, unsigned cpu_encode,
+                           const lp_sched_job_t *job, lp_sched_cost_t *cost) {
+  int e_enc = lp_sched_stage_engine(kind, LP_SCHED_STAGE_ENCODE);
+  size_t n = LP_MIN(job->n_renditions, (size_t)LP_SCHED_MAX_RENDITIONS);
+  for (size_t i = 0; i < n; i++) {
+    const lp_sched_rendition_t *r = &job->renditions[i];
+    if (!(cpu_encode & (1u << r->codec))) continue;
+    double rate = (double)r->width * r->height * out_fps(job, r) / MPX;
+    double own = c->encode[r->codec][r->preset] * rate;
+    double on_host = host->encode[r->codec][r->preset] * rate;
+    cost->engine[e_enc] = LP_MAX(0.0, cost->engine[e_enc] - own);
+    cost->total += on_host - own;
+    cost->host_cpu += on_host;
+    if (on_host <= 0) cost->supported = false;
+    if (cost->enc_sessions > 0) cost->enc_sessions--;
+  }
+  cost->total = LP_MAX(0.0, cost->total);
+}

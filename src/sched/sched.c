@@ -105,6 +105,7 @@ int lp_sched_add_device(lp_sched_t *s, const lp_sched_device_desc_t *desc, int *
   d->max_enc = desc->max_enc_sessions;
   d->max_dec = desc->max_dec_sessions;
   d->mem_total = desc->mem_total;
+  d->cpu_encode = desc->kind == LP_SCHED_DEV_CPU ? 0 : desc->cpu_encode;
   d->corr = 1.0;
   lp_sched_coefs_default(d->kind, d->cpus, &d->coefs);
   if (index) *index = s->n_devs;
@@ -346,10 +347,30 @@ static void appendf(char *buf, size_t cap, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* The CPU device that carries d's CPU encodes, or -1 (d is a CPU, encodes nothing on the CPU, or
+ * the scheduler has no CPU device). */
+static int host_of(const lp_sched_t *s, const sched_device_t *d) {
+  if (d->kind == LP_SCHED_DEV_CPU || !d->cpu_encode) return -1;
+  for (int i = 0; i < s->n_devs; i++)
+    if (s->devs[i].kind == LP_SCHED_DEV_CPU) return i;
+  return -1;
+}
+
+/* A job's cost on d, its CPU encodes moved to the host's CPU. */
+static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched_job_t *job,
+                    lp_sched_cost_t *c) {
+  lp_sched_job_cost(d->kind, &d->coefs, job, c);
+  int h = host_of(s, d);
+  if (h >= 0) sched_cost_split_host(d->kind, &d->coefs, &s->devs[h].coefs, d->cpu_encode, job, c);
+}
+
 /* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of its
- * budget after the job (placement picks the lowest). */
+ * budget after the job (placement picks the lowest). The CPU encodes of a device that has them
+ * (c->host_cpu) must fit the CPU device's budget too. */
 static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
                                  const lp_sched_cost_t *c, double *score, char *why, size_t wlen) {
+  int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
+  const sched_device_t *h = hi >= 0 ? &s->devs[hi] : NULL;
   if (d->cap_sessions > 0 && d->sessions >= d->cap_sessions) {
     snprintf(why, wlen, "%s streams %d/%d", d->name, d->sessions, d->cap_sessions);
     return LP_SCHED_R_DEVICE_CAP;
@@ -362,9 +383,10 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     snprintf(why, wlen, "%s quarantined after a failure", d->name);
     return LP_SCHED_R_DEVICE_DOWN;
   }
-  if (d->behind) {
-    snprintf(why, wlen, "%s behind real time (ratio %.2f > %.2f)", d->name, d->rt,
-             s->o.target_rt_ratio);
+  if (d->behind || (h && h->behind)) {
+    const sched_device_t *b = d->behind ? d : h;
+    snprintf(why, wlen, "%s behind real time (ratio %.2f > %.2f)%s", b->name, b->rt,
+             s->o.target_rt_ratio, b == h ? ", where this device's encodes run" : "");
     return LP_SCHED_R_OVERLOADED;
   }
   double budget = sched_budget(s, d);
@@ -375,6 +397,11 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
                lp_sched_engine_name(d->kind, e), c->engine[e], budget);
       return LP_SCHED_R_TOO_LARGE;
     }
+  }
+  if (h && c->host_cpu > sched_budget(s, h)) {
+    snprintf(why, wlen, "%s: its CPU encodes need %.0f wu/s of %s, budget %.0f", d->name,
+             c->host_cpu, h->name, sched_budget(s, h));
+    return LP_SCHED_R_TOO_LARGE;
   }
   const lp_sched_sample_t *t = fresh_sample(s, d);
   if (d->max_enc > 0 && c->enc_sessions > 0) {
@@ -428,6 +455,15 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     }
     worst = LP_MAX(worst, (load + c->engine[e]) / budget);
   }
+  if (h) {
+    double hb = sched_budget(s, h), load = engine_load(s, h, 0);
+    if (load + c->host_cpu > hb) {
+      snprintf(why, wlen, "%s: its CPU encodes on %s %.0f+%.0f > %.0f wu/s", d->name, h->name, load,
+               c->host_cpu, hb);
+      return LP_SCHED_R_BUSY;
+    }
+    worst = LP_MAX(worst, (load + c->host_cpu) / hb);
+  }
   *score = worst;
   return LP_SCHED_FIT;
 }
@@ -475,7 +511,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
   for (int i = 0; i < s->n_devs; i++) {
     sched_device_t *d = &s->devs[i];
     lp_sched_cost_t c;
-    lp_sched_job_cost(d->kind, &d->coefs, job, &c);
+    cost_on(s, d, job, &c);
     double score = 0;
     char why[160];
     why[0] = '\0';
@@ -554,6 +590,13 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->cost = c;
   s->n_sess++;
   sched_device_t *d = &s->devs[v->device];
+  ss->host = c.host_cpu > 0 ? host_of(s, d) : -1;
+  if (ss->host >= 0) {
+    sched_device_t *h = &s->devs[ss->host];
+    h->committed[0] += c.host_cpu;
+    h->hosted++;
+    d->host_cpu += c.host_cpu;
+  }
   for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) d->committed[e] += c.engine[e];
   d->enc += c.enc_sessions;
   d->dec += c.dec_sessions;
@@ -598,11 +641,22 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
   d->enc = LP_MAX(0, d->enc - ss->cost.enc_sessions);
   d->dec = LP_MAX(0, d->dec - ss->cost.dec_sessions);
   d->mem = d->mem > ss->cost.mem_bytes ? d->mem - ss->cost.mem_bytes : 0;
+  if (ss->host >= 0) {
+    sched_device_t *h = &s->devs[ss->host];
+    h->committed[0] = LP_MAX(0.0, h->committed[0] - ss->cost.host_cpu);
+    if (h->src) h->rel_since.engine[0] += ss->cost.host_cpu;
+    d->host_cpu = LP_MAX(0.0, d->host_cpu - ss->cost.host_cpu);
+    if (--h->hosted <= 0) {
+      h->hosted = 0;
+      if (h->sessions <= 0) memset(h->committed, 0, sizeof h->committed); /* float residue */
+    }
+  }
   d->sessions--;
   if (d->sessions <= 0) {
     /* nothing left to measure: forget the lateness (float residue too), keep the correction */
     d->sessions = 0;
-    memset(d->committed, 0, sizeof d->committed);
+    d->host_cpu = 0;
+    if (d->hosted <= 0) memset(d->committed, 0, sizeof d->committed);
     d->enc = d->dec = 0;
     d->mem = 0;
     d->rt = 0;
@@ -619,17 +673,20 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
 /* ---- live correction ---- */
 
 /* The real-time ratio the model predicts for the device: its fullest engine's committed work as
- * a share of that engine's time (the sessions on it run side by side). */
-static double model_rt(const sched_device_t *d) {
+ * a share of that engine's time (the sessions on it run side by side). A device whose sessions
+ * encode on the host's CPU is as late as that CPU, which other streams share. */
+static double model_rt(const lp_sched_t *s, const sched_device_t *d) {
   double u = 0;
   for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
     u = LP_MAX(u, d->committed[e] / ENGINE_FULL);
+  int h = d->host_cpu > 0 ? host_of(s, d) : -1;
+  if (h >= 0) u = LP_MAX(u, s->devs[h].committed[0] / ENGINE_FULL);
   return u;
 }
 
 /* How full the model says the device is: its fullest engine against the budget. */
 static double model_util(const lp_sched_t *s, const sched_device_t *d) {
-  return model_rt(d) * ENGINE_FULL / sched_budget(s, d);
+  return model_rt(s, d) * ENGINE_FULL / sched_budget(s, d);
 }
 
 /* The measured ratio to hold against model_rt: the streams' own ratios weighed by their cost.
@@ -681,7 +738,7 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
     double before = d->corr;
     /* measured over predicted: above 1 the work costs more than the model says (pipeline
      * overheads, small renditions, other load), below 1 less */
-    double pred = model_rt(d);
+    double pred = model_rt(s, d);
     double meas = measured_rt(s, ss->dev);
     double q = pred >= MODEL_RT_MIN && meas > 0 ? meas / pred : 1;
     /* the streams cost more than they were admitted for: the budget moves towards what the
@@ -755,6 +812,7 @@ int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *o
   if (!out->mem_total && t && (t->fields & LP_SCHED_TEL_MEM)) out->mem_total = t->mem_total;
   out->admitted = d->admitted;
   out->refused = d->refused;
+  out->host_cpu = d->host_cpu;
   return 0;
 }
 
@@ -767,25 +825,36 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
   }
   if (lp_sched_job_validate(job, NULL, 0)) return 0;
   long total = 0, nvidia = 0;
-  for (int i = 0; i < s->n_devs; i++) {
-    const sched_device_t *d = &s->devs[i];
-    lp_sched_cost_t c;
-    lp_sched_job_cost(d->kind, &d->coefs, job, &c);
-    if (!c.supported) continue;
-    double n = INFINITY, budget = sched_budget(s, d);
-    for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
-      if (c.engine[e] > 0) n = fmin(n, floor(budget / c.engine[e]));
-    if (d->max_enc > 0 && c.enc_sessions > 0) n = fmin(n, d->max_enc / c.enc_sessions);
-    if (d->max_dec > 0 && c.dec_sessions > 0) n = fmin(n, d->max_dec / c.dec_sessions);
-    if (d->mem_total && c.mem_bytes)
-      n = fmin(n, floor((double)d->mem_total * (1 - s->o.mem_reserve) / (double)c.mem_bytes));
-    if (d->cap_sessions > 0) n = fmin(n, d->cap_sessions);
-    if (!(isfinite(n) && n > 0)) continue;
-    if (d->kind == LP_SCHED_DEV_NVIDIA)
-      nvidia += (long)n;
-    else
-      total += (long)n;
-  }
+  /* The CPU's budget is shared: devices that encode on it take their part first (the rest of
+   * their job runs on the device), the CPU device counts what is left. */
+  int host = -1;
+  for (int i = 0; i < s->n_devs && host < 0; i++)
+    if (s->devs[i].kind == LP_SCHED_DEV_CPU) host = i;
+  double host_left = host >= 0 ? sched_budget(s, &s->devs[host]) : 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < s->n_devs; i++) {
+      const sched_device_t *d = &s->devs[i];
+      if ((d->kind == LP_SCHED_DEV_CPU) != (pass == 1)) continue;
+      lp_sched_cost_t c;
+      cost_on(s, d, job, &c);
+      if (!c.supported) continue;
+      double n = INFINITY, budget = sched_budget(s, d);
+      for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+        if (c.engine[e] > 0)
+          n = fmin(n, floor((i == host && e == 0 ? host_left : budget) / c.engine[e]));
+      if (c.host_cpu > 0) n = fmin(n, floor(host_left / c.host_cpu));
+      if (d->max_enc > 0 && c.enc_sessions > 0) n = fmin(n, d->max_enc / c.enc_sessions);
+      if (d->max_dec > 0 && c.dec_sessions > 0) n = fmin(n, d->max_dec / c.dec_sessions);
+      if (d->mem_total && c.mem_bytes)
+        n = fmin(n, floor((double)d->mem_total * (1 - s->o.mem_reserve) / (double)c.mem_bytes));
+      if (d->cap_sessions > 0) n = fmin(n, d->cap_sessions);
+      if (!(isfinite(n) && n > 0)) continue;
+      if (c.host_cpu > 0) host_left = fmax(0, host_left - n * c.host_cpu);
+      if (d->kind == LP_SCHED_DEV_NVIDIA)
+        nvidia += (long)n;
+      else
+        total += (long)n;
+    }
   /* a hardware job holds one encoder session per rendition */
   if (s->nvenc_system_cap > 0 && nvidia > 0)
     nvidia = LP_MIN(nvidia, (long)s->nvenc_system_cap / (long)job->n_renditions);
@@ -826,6 +895,7 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddNumberToObject(o, "memTotal", (double)in.mem_total);
     cJSON_AddNumberToObject(o, "admitted", (double)in.admitted);
     cJSON_AddNumberToObject(o, "refused", (double)in.refused);
+    if (s->devs[i].cpu_encode) cJSON_AddNumberToObject(o, "hostCpu", in.host_cpu);
     cJSON *engs = cJSON_AddArrayToObject(o, "engines");
     if (!engs) return LP_ENOMEM;
     for (int e = 0; e < in.n_engines; e++) {

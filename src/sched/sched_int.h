@@ -7,6 +7,7 @@
 typedef struct sched_session {
   char *id;
   int dev;
+  int host; /* the CPU device that carries its CPU encodes (cost.host_cpu), -1 none */
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
   int segments; /* reported so far */
@@ -19,8 +20,9 @@ typedef struct sched_device {
   double cpus;
   int max_enc, max_dec;
   uint64_t mem_total;
-  int cap_sessions; /* -perGpuMax entry; 0 = none */
-  bool down;        /* quarantined: no new sessions */
+  unsigned cpu_encode; /* codecs encoded on the host's CPU (lp_sched_device_desc_t) */
+  int cap_sessions;    /* -perGpuMax entry; 0 = none */
+  bool down;           /* quarantined: no new sessions */
   lp_sched_coefs_t coefs;
   bool calibrated;
   lp_sched_source_t *src;
@@ -39,6 +41,8 @@ typedef struct sched_device {
   } rel_window, rel_since;
   bool sampled_once;
   double committed[LP_SCHED_MAX_ENGINES];
+  double host_cpu; /* wu/s its sessions hold on the CPU device for their CPU encodes */
+  int hosted;      /* CPU device: other devices' sessions whose CPU encodes it carries */
   int enc, dec, sessions;
   uint64_t mem;
   double rt;    /* EWMA of the real-time ratio of every segment on the device */
@@ -58,6 +62,13 @@ struct lp_sched {
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
 };
 
+/* Moves the encode cost of a job's renditions whose codec is in cpu_encode from the encoder of a
+ * device (its kind and coefficients: cost already holds lp_sched_job_cost's result) to the
+ * host's CPU, weighed with the CPU device's coefficients: cost->host_cpu. Those renditions hold
+ * no hardware encoder session either. */
+void sched_cost_split_host(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
+                           const lp_sched_coefs_t *host, unsigned cpu_encode,
+                           const lp_sched_job_t *job, lp_sched_cost_t *cost);
 /* The device's usable budget per engine: 1000 × target × correction. */
 double sched_budget(const lp_sched_t *s, const sched_device_t *d);
 /* Parses and writes the "coefs" object of a calibration record. */

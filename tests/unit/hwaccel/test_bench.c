@@ -29,7 +29,7 @@ static int probe_cpu(void **state) {
 }
 
 static hw_bench_req_t small(hw_bench_stage_t stage, hw_codec_t codec, const char *preset) {
-  return (hw_bench_req_t){stage, codec, preset, 320, 180, 160, 90, 8};
+  return (hw_bench_req_t){stage, codec, preset, 320, 180, 160, 90, 8, false};
 }
 
 /* Runs req on d and checks the rate. */
@@ -58,6 +58,18 @@ static void test_cpu_h264_stages(void **state) {
   bench_ok(cpu, small(HW_BENCH_SCALE, HW_CODEC_H264, NULL));
   /* The scaler ignores the codec. */
   bench_ok(cpu, small(HW_BENCH_SCALE, (hw_codec_t)99, NULL));
+}
+
+/* Every CPU stage also runs on the process's CPU clock (the capacity model's calibration). */
+static void test_cpu_stages_by_cpu_time(void **state) {
+  (void)state;
+  const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
+  static const hw_bench_stage_t stages[] = {HW_BENCH_DECODE, HW_BENCH_SCALE, HW_BENCH_ENCODE};
+  for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
+    hw_bench_req_t r = small(stages[i], HW_CODEC_H264, "veryfast");
+    r.cpu_time = true;
+    bench_ok(cpu, r);
+  }
 }
 
 static void test_cpu_h264_encode_tiers(void **state) {
@@ -117,7 +129,7 @@ static void test_missing_codec(void **state) {
 static void test_invalid_requests(void **state) {
   (void)state;
   const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
-  hw_bench_req_t zero = {HW_BENCH_ENCODE, HW_CODEC_H264, NULL, 0, 0, 0, 0, 0};
+  hw_bench_req_t zero = {HW_BENCH_ENCODE, HW_CODEC_H264, NULL, 0, 0, 0, 0, 0, false};
   bench_fails(cpu, zero, LP_EINVAL);
   hw_bench_req_t r = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
   r.out_w = 161;
@@ -169,9 +181,10 @@ int main(void) {
   lp_log_set_level(1);
   av_log_set_level(AV_LOG_FATAL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_cpu_h264_stages),  cmocka_unit_test(test_cpu_h264_encode_tiers),
-      cmocka_unit_test(test_fake_gpu_routes),  cmocka_unit_test(test_missing_codec),
-      cmocka_unit_test(test_invalid_requests), cmocka_unit_test(test_preset_names),
+      cmocka_unit_test(test_cpu_h264_stages),       cmocka_unit_test(test_cpu_stages_by_cpu_time),
+      cmocka_unit_test(test_cpu_h264_encode_tiers), cmocka_unit_test(test_fake_gpu_routes),
+      cmocka_unit_test(test_missing_codec),         cmocka_unit_test(test_invalid_requests),
+      cmocka_unit_test(test_preset_names),
   };
   return cmocka_run_group_tests(tests, probe_cpu, NULL);
 }

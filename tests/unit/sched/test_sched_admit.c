@@ -51,7 +51,7 @@ static lp_sched_t *sched_with(int max_sessions) {
 
 static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, double enc,
                    int max_enc, uint64_t mem) {
-  lp_sched_device_desc_t d = {kind, name, name, "1.0", 1, max_enc, 0, mem};
+  lp_sched_device_desc_t d = {kind, name, name, "1.0", 1, max_enc, 0, mem, 0};
   int idx = -1;
   assert_int_equal(lp_sched_add_device(s, &d, &idx), 0);
   lp_sched_coefs_t c = coefs(enc);
@@ -144,7 +144,7 @@ static void test_bad_input(void **state) {
   lp_sched_coefs_t bad = coefs(-1);
   assert_int_equal(lp_sched_set_coefs(s, 0, &bad), LP_EINVAL);
   assert_int_equal(lp_sched_set_coefs(s, 7, &bad), LP_EINVAL);
-  lp_sched_device_desc_t d = {(lp_sched_dev_kind_t)9, "x", "x", "", 1, 0, 0, 0};
+  lp_sched_device_desc_t d = {(lp_sched_dev_kind_t)9, "x", "x", "", 1, 0, 0, 0, 0};
   assert_int_equal(lp_sched_add_device(s, &d, NULL), LP_EINVAL);
   /* unknown sessions are ignored by the feedback */
   assert_int_equal(lp_sched_report_segment(s, "nobody", 5000, 1000), LP_SCHED_ON_TIME);
@@ -772,6 +772,83 @@ static void test_correction_follows_the_measured_cost(void **state) {
   lp_sched_free(s);
 }
 
+/* A GPU without NVENC encodes on the host's CPU: that work is charged to the CPU device, whose
+ * cores it shares, not to a separate encoder of the GPU, and it holds no hardware encoder
+ * session. */
+static void test_cpu_encodes_charged_to_cpu(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
+                              1u << LP_SCHED_CODEC_H264};
+  int gpu = -1;
+  assert_int_equal(lp_sched_add_device(s, &d, &gpu), 0);
+  lp_sched_coefs_t c = coefs(20); /* the CPU route's own figure, as calibration measures it */
+  assert_int_equal(lp_sched_set_coefs(s, gpu, &c), 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1); /* decode 10 wu/s; encode 200 wu/s on the CPU */
+
+  /* an empty node fits 4: the CPU's 800 wu/s hold four jobs' encodes, wherever they run */
+  assert_int_equal(lp_sched_capacity_for(s, &j), 4);
+  const char *ids[] = {"a", "b", "c", "d"};
+  lp_sched_verdict_t v;
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(lp_sched_admit(s, ids[i], &j, &v), 0);
+    assert_int_equal(v.device, gpu); /* its CPU share is the lower one: no decode there */
+  }
+  lp_sched_device_info_t ci, gi;
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_int_equal(lp_sched_device_info(s, gpu, &gi), 0);
+  assert_true(fabs(ci.committed[0] - 800) < 1e-9);
+  assert_true(fabs(gi.host_cpu - 800) < 1e-9);
+  assert_true(fabs(gi.committed[0] - 40) < 1e-9); /* nvdec */
+  assert_true(gi.committed[2] < 1e-9);            /* nvenc: nothing runs there */
+  assert_int_equal(gi.enc_sessions, 0);
+  assert_int_equal(ci.sessions, 0);
+  assert_int_equal(gi.sessions, 4);
+
+  /* a fifth fits neither the GPU (its encodes need the CPU) nor the CPU itself */
+  assert_int_equal(lp_sched_admit(s, "e", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_non_null(strstr(v.detail, "nvidia:0: its CPU encodes on cpu 800+200 > 800 wu/s"));
+  assert_non_null(strstr(v.detail, "cpu cpu 800+210 > 800 wu/s"));
+
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *devs = cJSON_GetObjectItemCaseSensitive(o, "devices");
+  const cJSON *g = cJSON_GetArrayItem(devs, gpu);
+  assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(g, "hostCpu")));
+  assert_true(fabs(cJSON_GetObjectItemCaseSensitive(g, "hostCpu")->valuedouble - 800) < 1e-9);
+  assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(devs, cpu), "hostCpu"));
+  cJSON_Delete(o);
+
+  /* a release gives the CPU back its share */
+  assert_int_equal(lp_sched_release(s, "a"), 0);
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_true(fabs(ci.committed[0] - 600) < 1e-9);
+  assert_int_equal(lp_sched_admit(s, "e", &j, &v), 0);
+  const char *rest[] = {"b", "c", "d", "e"};
+  for (int i = 0; i < 4; i++) assert_int_equal(lp_sched_release(s, rest[i]), 0);
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_int_equal(lp_sched_device_info(s, gpu, &gi), 0);
+  assert_true(ci.committed[0] == 0 && gi.host_cpu == 0 && gi.committed[0] == 0);
+
+  /* the CPU's own session and a GPU session both count on the CPU; the CPU session's end keeps
+   * what the GPU session holds there */
+  lp_sched_set_device_down(s, gpu, true);
+  assert_int_equal(lp_sched_admit(s, "cpu-1", &j, &v), 0);
+  assert_int_equal(v.device, cpu);
+  lp_sched_set_device_down(s, gpu, false);
+  assert_int_equal(lp_sched_admit(s, "gpu-1", &j, &v), 0);
+  assert_int_equal(v.device, gpu);
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_true(fabs(ci.committed[0] - 410) < 1e-9);
+  assert_int_equal(lp_sched_release(s, "cpu-1"), 0);
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_true(fabs(ci.committed[0] - 200) < 1e-9);
+  assert_int_equal(lp_sched_release(s, "gpu-1"), 0);
+  lp_sched_free(s);
+}
+
 static void test_json(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
@@ -847,6 +924,7 @@ int main(void) {
       cmocka_unit_test(test_stream_behind),
       cmocka_unit_test(test_correction_grows),
       cmocka_unit_test(test_correction_follows_the_measured_cost),
+      cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
   };

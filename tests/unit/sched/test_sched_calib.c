@@ -35,9 +35,10 @@ static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sche
 static lp_sched_t *node(const char *driver, double cpus, bool third) {
   lp_sched_t *s = NULL;
   assert_int_equal(lp_sched_new(NULL, &s), 0);
-  lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0};
-  lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0};
-  lp_sched_device_desc_t gpu2 = {LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0};
+  lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0, 0};
+  lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0, 0};
+  lp_sched_device_desc_t gpu2 = {
+      LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0, 0};
   assert_int_equal(lp_sched_add_device(s, &cpu, NULL), 0);
   assert_int_equal(lp_sched_add_device(s, &gpu, NULL), 0);
   if (third) assert_int_equal(lp_sched_add_device(s, &gpu2, NULL), 0);
@@ -92,6 +93,22 @@ static void test_measure_and_cache(void **state) {
   assert_true(lp_sched_device_calibrated(s, 0));
   lp_sched_get_coefs(s, 0, &c);
   assert_memory_equal(&c, &first_cpu, sizeof c);
+  lp_sched_free(s);
+
+  /* a cache of the version before CPU stages were timed by CPU time is measured again */
+  assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
+  char *ver = strstr(text, "\"version\":");
+  assert_non_null(ver);
+  ver += strlen("\"version\":");
+  while (*ver == ' ' || *ver == '\t') ver++;
+  assert_int_equal(*ver, '2');
+  *ver = '1';
+  assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
+  free(text);
+  reset(&b);
+  s = node("535.104", 2, false);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_free(s);
 
   /* a new driver invalidates the GPU's record only */
@@ -170,7 +187,7 @@ static void test_failures(void **state) {
   lp_sched_free(s);
 
   /* a damaged cache file is replaced */
-  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":1,\"devices\":[{\"kind\":"), 0);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":2,\"devices\":[{\"kind\":"), 0);
   reset(&b);
   s = node("535", 2, false);
   assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
@@ -179,7 +196,7 @@ static void test_failures(void **state) {
   /* a record with bad coefficients counts as stale */
   assert_int_equal(
       tmpdir_write(dir, "capacity.json",
-                   "{\"version\":1,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
+                   "{\"version\":2,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
                    "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
       0);
   reset(&b);
