@@ -846,6 +846,17 @@ static void test_cpu_encodes_charged_to_cpu(void **state) {
   assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
   assert_true(fabs(ci.committed[0] - 200) < 1e-9);
   assert_int_equal(lp_sched_release(s, "gpu-1"), 0);
+
+  /* a CPU behind real time turns away the GPU's streams too, since their encodes run there */
+  lp_sched_set_device_down(s, gpu, true);
+  assert_int_equal(lp_sched_admit(s, "cpu-2", &j, &v), 0);
+  lp_sched_set_device_down(s, gpu, false);
+  for (int i = 0; i < 3; i++) lp_sched_report_segment(s, "cpu-2", 1900, 2000);
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_true(ci.behind);
+  assert_int_equal(lp_sched_admit(s, "gpu-2", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_OVERLOADED);
+  assert_non_null(strstr(v.detail, "where this device's encodes run"));
   lp_sched_free(s);
 }
 
