@@ -120,12 +120,13 @@ typedef struct run {
   uint64_t t0;
 } run_t;
 
-/* The run's clock: the process's CPU time over all its threads, or the wall clock. */
+/* The run's clock: the process's CPU time over all its threads (0 should the clock fail, which
+ * then ends the run as "the clock did not advance"), or the wall clock. */
 static uint64_t run_clock(const run_t *p) {
-  struct timespec ts;
-  if (p->cpu && clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-  return lp_now_ns();
+  if (!p->cpu) return lp_now_ns();
+  struct timespec ts = {0, 0};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static int64_t run_outputs(const run_t *p) { return p->pipe ? p->pipe->outputs : p->seen; }

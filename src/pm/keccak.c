@@ -114,9 +114,7 @@ void pm_keccak_update(pm_keccak_t *k, const void *data, size_t len) {
       continue;
     }
     if (k->pos % 8 == 0 && len >= 8) {
-      uint64_t lane = 0;
-      for (int i = 7; i >= 0; i--) lane = (lane << 8) | p[i];
-      k->st[k->pos / 8] ^= lane;
+      k->st[k->pos / 8] ^= load_le64(p);
       k->pos += 8;
       p += 8;
       len -= 8;

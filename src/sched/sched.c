@@ -57,6 +57,7 @@ int lp_sched_new(const lp_sched_opts_t *opts, lp_sched_t **out) {
   else
     s->o = (lp_sched_opts_t)LP_SCHED_OPTS_INIT;
   opts_normalise(&s->o);
+  s->cpu_dev = -1;
   *out = s;
   return 0;
 }
@@ -108,6 +109,7 @@ int lp_sched_add_device(lp_sched_t *s, const lp_sched_device_desc_t *desc, int *
   d->cpu_encode = desc->kind == LP_SCHED_DEV_CPU ? 0 : desc->cpu_encode;
   d->corr = 1.0;
   lp_sched_coefs_default(d->kind, d->cpus, &d->coefs);
+  if (d->kind == LP_SCHED_DEV_CPU && s->cpu_dev < 0) s->cpu_dev = s->n_devs;
   if (index) *index = s->n_devs;
   s->n_devs++;
   return 0;
@@ -350,10 +352,7 @@ static void appendf(char *buf, size_t cap, const char *fmt, ...) {
 /* The CPU device that carries d's CPU encodes, or -1 (d is a CPU, encodes nothing on the CPU, or
  * the scheduler has no CPU device). */
 static int host_of(const lp_sched_t *s, const sched_device_t *d) {
-  if (d->kind == LP_SCHED_DEV_CPU || !d->cpu_encode) return -1;
-  for (int i = 0; i < s->n_devs; i++)
-    if (s->devs[i].kind == LP_SCHED_DEV_CPU) return i;
-  return -1;
+  return d->kind != LP_SCHED_DEV_CPU && d->cpu_encode ? s->cpu_dev : -1;
 }
 
 /* A job's cost on d, its CPU encodes moved to the host's CPU. */
@@ -827,9 +826,7 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
   long total = 0, nvidia = 0;
   /* The CPU's budget is shared: devices that encode on it take their part first (the rest of
    * their job runs on the device), the CPU device counts what is left. */
-  int host = -1;
-  for (int i = 0; i < s->n_devs && host < 0; i++)
-    if (s->devs[i].kind == LP_SCHED_DEV_CPU) host = i;
+  int host = s->cpu_dev;
   double host_left = host >= 0 ? sched_budget(s, &s->devs[host]) : 0;
   for (int pass = 0; pass < 2; pass++)
     for (int i = 0; i < s->n_devs; i++) {

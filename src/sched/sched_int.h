@@ -60,6 +60,7 @@ struct lp_sched {
   sched_session_t *sess;
   size_t n_sess, cap_sess;
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
+  int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
 };
 
 /* Moves the encode cost of a job's renditions whose codec is in cpu_encode from the encoder of a

@@ -45,6 +45,14 @@ static lp_sched_t *node(const char *driver, double cpus, bool third) {
   return s;
 }
 
+/* A node of node()'s devices, calibrated with b against the cache in dir (which must succeed). */
+static lp_sched_t *calibrate_node(bench_t *b, const char *dir, const char *driver, double cpus,
+                                  bool third, const char *ffmpeg, bool force) {
+  lp_sched_t *s = node(driver, cpus, third);
+  assert_int_equal(lp_sched_calibrate(s, dir, ffmpeg, force, fake_bench, b), 0);
+  return s;
+}
+
 static void reset(bench_t *b) {
   memset(b, 0, sizeof *b);
   b->fps = 250;
@@ -57,8 +65,7 @@ static void test_measure_and_cache(void **state) {
   assert_non_null(dir);
   bench_t b;
   reset(&b);
-  lp_sched_t *s = node("535.104", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  lp_sched_t *s = calibrate_node(&b, dir, "535.104", 2, false, "5.1.6", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   /* VP8 on NVENC: one medium try, no fast/slow tries */
@@ -87,8 +94,7 @@ static void test_measure_and_cache(void **state) {
 
   /* same node again: no benchmark, same numbers */
   reset(&b);
-  s = node("535.104", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535.104", 2, false, "5.1.6", false);
   assert_int_equal(b.calls[LP_SCHED_DEV_CPU] + b.calls[LP_SCHED_DEV_NVIDIA], 0);
   assert_true(lp_sched_device_calibrated(s, 0));
   lp_sched_get_coefs(s, 0, &c);
@@ -106,39 +112,34 @@ static void test_measure_and_cache(void **state) {
   assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
   free(text);
   reset(&b);
-  s = node("535.104", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535.104", 2, false, "5.1.6", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_free(s);
 
   /* a new driver invalidates the GPU's record only */
   reset(&b);
-  s = node("550.54", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "550.54", 2, false, "5.1.6", false);
   assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
   assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_free(s);
 
   /* fewer CPUs (a smaller container) invalidates the CPU's record */
   reset(&b);
-  s = node("550.54", 1, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1.6", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "550.54", 1, false, "5.1.6", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], 0);
   lp_sched_free(s);
 
   /* a new FFmpeg invalidates everything */
   reset(&b);
-  s = node("550.54", 1, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "6.0", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "550.54", 1, false, "6.0", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_free(s);
 
   /* -calibrate measures again although the records are valid */
   reset(&b);
   b.fps = 500;
-  s = node("550.54", 1, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "6.0", true, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "550.54", 1, false, "6.0", true);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0 && b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_get_coefs(s, 1, &c);
   assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 1000.0 / (500 * 1920 * 1080 / 1e6)) < 1e-9);
@@ -163,8 +164,7 @@ static void test_failures(void **state) {
   /* the GPU's benchmark fails: it keeps the estimates and gets no record; the CPU is cached */
   reset(&b);
   b.fail_kind = LP_SCHED_DEV_NVIDIA;
-  s = node("535", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(lp_sched_device_calibrated(s, 0));
   assert_false(lp_sched_device_calibrated(s, 1));
   lp_sched_get_coefs(s, 1, &c);
@@ -172,8 +172,7 @@ static void test_failures(void **state) {
   assert_memory_equal(&c, &d, sizeof c);
   lp_sched_free(s);
   reset(&b);
-  s = node("535", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
   assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
   lp_sched_free(s);
@@ -181,16 +180,14 @@ static void test_failures(void **state) {
   /* nonsense throughput is an error, not a coefficient */
   reset(&b);
   b.fps = 0;
-  s = node("536", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "536", 2, false, "5.1", false);
   assert_false(lp_sched_device_calibrated(s, 1));
   lp_sched_free(s);
 
   /* a damaged cache file is replaced */
   assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":2,\"devices\":[{\"kind\":"), 0);
   reset(&b);
-  s = node("535", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   lp_sched_free(s);
   /* a record with bad coefficients counts as stale */
@@ -200,8 +197,7 @@ static void test_failures(void **state) {
                    "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
       0);
   reset(&b);
-  s = node("535", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   lp_sched_free(s);
 
@@ -217,17 +213,14 @@ static void test_absent_devices_kept(void **state) {
   char *dir = tmpdir_new();
   bench_t b;
   reset(&b);
-  lp_sched_t *s = node("535", 2, true);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  lp_sched_t *s = calibrate_node(&b, dir, "535", 2, true, "5.1", false);
   lp_sched_free(s);
   /* the second GPU is out for a while; a forced run keeps its record */
   reset(&b);
-  s = node("535", 2, false);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", true, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
   lp_sched_free(s);
   reset(&b);
-  s = node("535", 2, true);
-  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  s = calibrate_node(&b, dir, "535", 2, true, "5.1", false);
   assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA] + b.calls[LP_SCHED_DEV_CPU], 0);
   assert_true(lp_sched_device_calibrated(s, 2));
   lp_sched_free(s);
