@@ -7,6 +7,7 @@
 #
 # usage: scripts/bench-ffmpeg.sh [LPOD_BINARY] [WORKDIR]
 # env:   SEGS (10), PRESET (medium), SIZE (1920x1080), FPS (30), SEG_S (2), ROUNDS (1),
+#        DEPTH (lpod bench -depth: segments a stream keeps in flight, 2 by default),
 #        KEEP=1 keeps WORKDIR
 set -euo pipefail
 
@@ -18,6 +19,7 @@ SIZE=${SIZE:-1920x1080}
 FPS=${FPS:-30}
 SEG_S=${SEG_S:-2}
 ROUNDS=${ROUNDS:-1}
+DEPTH=${DEPTH:-2}
 DUR=$((SEGS * SEG_S))
 mkdir -p "$WORK"
 [ -x "$LPOD" ] || { echo "no lpod binary at $LPOD" >&2; exit 2; }
@@ -64,9 +66,11 @@ round() {
 
   echo "round $1: lpod bench, 1 stream..." >&2
   "$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 1 \
+    -depth "$DEPTH" \
     -csv "$WORK/lpod1.csv" -json "$WORK/lpod1.json" 2>"$WORK/lpod1.txt"
   echo "round $1: lpod bench, 2 concurrent streams..." >&2
   "$LPOD" bench -in "$WORK/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" -sessions 2 \
+    -depth "$DEPTH" \
     -csv "$WORK/lpod2.csv" -json "$WORK/lpod2.json" 2>"$WORK/lpod2.txt"
 
   l1_wall=$(jget "$WORK/lpod1.json" wall_s)
@@ -95,7 +99,7 @@ p_lpod=$(psnr "$WORK/q/0_P720p30fps16x9.ts")
 p_ff=$(psnr "$WORK/ff_720.ts")
 
 # Per round: wall and CPU seconds, and the four ratios (lpod over ffmpeg, higher is better).
-echo "source: ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}"
+echo "source: ${SEGS} x ${SEG_S}s ${SIZE}@${FPS} H.264 + AAC; ladder 720p/360p/240p x264 ${PRESET}; lpod -depth ${DEPTH}"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "round | ffmpeg/seg wall CPU | ffmpeg long wall CPU | lpod 1 wall CPU | lpod 2 wall CPU | 1 vs per-seg wall CPU | 2 vs long wall CPU"
 : >"$WORK/ratios"

@@ -170,7 +170,20 @@ media_session_t *media_session_new(const media_session_opts_t *opts);
  * profile, LP_EDEVICE device, LP_ENOMEM). out is always safe to pass to media_result_free. */
 int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
                             const media_profile_t *profiles, size_t n, media_result_t *out);
+/* The same, without waiting for the result: returns once the input is decoded (the input, and
+ * profiles, need to stay valid during the call only) and calls done(arg, out, ret) once, with
+ * what media_session_transcode would return, when the segment's renditions are encoded. done
+ * runs on one of the session's threads (or on the caller's, for a segment that failed before
+ * any rendition started), must not call into the session, and owns out from then on; out must
+ * stay valid until then. Results come back in submission order. On the CPU backend the next
+ * segment may be submitted at once and decodes while this one's encoders drain; a third, and
+ * any second on a device backend, waits in the call for the oldest to complete. */
+typedef void (*media_done_fn)(void *arg, media_result_t *out, int ret);
+void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
+                          const media_profile_t *profiles, size_t n, media_result_t *out,
+                          media_done_fn done, void *arg);
 void media_result_free(media_result_t *r);
+/* Waits for the segments still in flight (their callbacks run), then frees the session. */
 void media_session_free(media_session_t *s);
 /* Segments transcoded so far and whether the video decoder is warm (tests, metrics). */
 int64_t media_session_segments(const media_session_t *s);

@@ -26,6 +26,7 @@ typedef struct bench {
   size_t nprof;
   media_session_opts_t opts;
   int sessions, repeat, stagger_ms;
+  int depth; /* segments a stream keeps in flight */
   bool live;
   FILE *csv;
   pthread_mutex_t mu;
@@ -61,6 +62,52 @@ static void sleep_until(double t) {
   nanosleep(&ts, NULL);
 }
 
+/* One segment in flight, and where it came from. */
+typedef struct pending {
+  bench_t *b;
+  int worker;
+  size_t n; /* its index in the stream */
+  const bseg_t *sg;
+  media_result_t res;
+} pending_t;
+
+/* A segment's result, on whichever thread it completes. */
+static void seg_done(void *arg, media_result_t *res, int ret) {
+  pending_t *p = arg;
+  bench_t *b = p->b;
+  const bseg_t *sg = p->sg;
+  /* the engine's time on the segment, from its start to its result (a segment submitted while
+   * two are in flight waits for the older one first: that wait is not counted) */
+  double dt = (double)res->transcode_ns / 1e9;
+  pthread_mutex_lock(&b->mu);
+  if (ret < 0) {
+    b->failed++;
+    if (!b->first_error[0])
+      snprintf(b->first_error, sizeof(b->first_error), "%s: %s", sg->path, res->error);
+  } else {
+    b->done++;
+    b->realtime += dt <= sg->dur;
+    b->src_s += sg->dur;
+    b->xcode_s += dt;
+    for (size_t k = 0; k < res->n; k++) {
+      b->frames += res->renditions[k].frames;
+      b->pixels += res->renditions[k].pixels;
+    }
+  }
+  if (b->csv) {
+    time_t t = time(NULL);
+    struct tm tm;
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    fprintf(b->csv, "%s,%d,%zu,%.3f,%.4f,%" PRId64 "%s%s\n", ts, p->worker, p->n, sg->dur, dt,
+            ret < 0 ? 0 : res->renditions[0].frames, ret < 0 ? ",error:" : "",
+            ret < 0 ? res->error : "");
+  }
+  pthread_mutex_unlock(&b->mu);
+  media_result_free(res);
+  free(p);
+}
+
 static void *worker_run(void *arg) {
   worker_t *w = arg;
   bench_t *b = w->b;
@@ -78,36 +125,22 @@ static void *worker_run(void *arg) {
   for (int r = 0; r < b->repeat; r++) {
     for (size_t i = 0; i < b->nseg; i++) {
       const bseg_t *sg = &b->segs[i];
-      media_result_t res;
-      double t0 = now_s();
-      int ret = media_session_transcode(s, sg->data, sg->len, b->profiles, b->nprof, &res);
-      double dt = now_s() - t0;
-      pthread_mutex_lock(&b->mu);
-      if (ret < 0) {
+      pending_t *p = calloc(1, sizeof(*p));
+      if (!p) {
+        pthread_mutex_lock(&b->mu);
         b->failed++;
-        if (!b->first_error[0])
-          snprintf(b->first_error, sizeof(b->first_error), "%s: %s", sg->path, res.error);
+        pthread_mutex_unlock(&b->mu);
+        continue;
+      }
+      *p = (pending_t){.b = b, .worker = w->id, .n = (size_t)r * b->nseg + i, .sg = sg};
+      /* In flight: the next segment decodes while this one's encoders drain. One at a time:
+       * each result comes back before the next segment starts. */
+      if (b->depth > 1) {
+        media_session_submit(s, sg->data, sg->len, b->profiles, b->nprof, &p->res, seg_done, p);
       } else {
-        b->done++;
-        b->realtime += dt <= sg->dur;
-        b->src_s += sg->dur;
-        b->xcode_s += dt;
-        for (size_t k = 0; k < res.n; k++) {
-          b->frames += res.renditions[k].frames;
-          b->pixels += res.renditions[k].pixels;
-        }
+        int ret = media_session_transcode(s, sg->data, sg->len, b->profiles, b->nprof, &p->res);
+        seg_done(p, &p->res, ret);
       }
-      if (b->csv) {
-        time_t t = time(NULL);
-        struct tm tm;
-        char ts[32];
-        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-        fprintf(b->csv, "%s,%d,%zu,%.3f,%.4f,%" PRId64 "%s%s\n", ts, w->id, (size_t)r * b->nseg + i,
-                sg->dur, dt, ret < 0 ? 0 : res.renditions[0].frames, ret < 0 ? ",error:" : "",
-                ret < 0 ? res.error : "");
-      }
-      pthread_mutex_unlock(&b->mu);
-      media_result_free(&res);
       media_t += sg->dur;
       /* Live pacing: the next segment "arrives" one segment duration after this one did. */
       if (b->live) sleep_until(start + media_t);
@@ -118,7 +151,7 @@ static void *worker_run(void *arg) {
       pthread_mutex_unlock(&b->mu);
     }
   }
-  media_session_free(s);
+  media_session_free(s); /* after the segments still in flight */
   return NULL;
 }
 
@@ -213,14 +246,17 @@ static int load_segments(const char *in, int max, bench_t *b) {
 }
 
 static void bench_usage(void) {
-  fprintf(stderr,
-          "usage: lpod bench -in PLAYLIST.m3u8|DIR [-profiles P240p30fps16x9,...|ladder.json]\n"
-          "                  [-sessions N] [-live] [-repeat R] [-segs K] [-stagger MS]\n"
-          "                  [-preset NAME] [-threads N] [-backend sw] [-device N]\n"
-          "                  [-csv FILE|-] [-json FILE|-]\n"
-          "One warm session per concurrent stream; segments are read into memory first.\n"
-          "A device backend is probed first, as the node does, and routes by what it passed.\n"
-          "CSV columns: timestamp,session,segment,seg_dur,transcode_time,frames\n");
+  fprintf(
+      stderr,
+      "usage: lpod bench -in PLAYLIST.m3u8|DIR [-profiles P240p30fps16x9,...|ladder.json]\n"
+      "                  [-sessions N] [-live] [-repeat R] [-segs K] [-stagger MS] [-depth 1|2]\n"
+      "                  [-preset NAME] [-threads N] [-backend sw] [-device N]\n"
+      "                  [-csv FILE|-] [-json FILE|-]\n"
+      "One warm session per concurrent stream; segments are read into memory first.\n"
+      "-depth: segments a stream keeps in flight (default 2: the next one decodes while\n"
+      "this one's encoders drain, on the CPU backend; 1: each result before the next).\n"
+      "A device backend is probed first, as the node does, and routes by what it passed.\n"
+      "CSV columns: timestamp,session,segment,seg_dur,transcode_time,frames\n");
 }
 
 static const char *fval(int argc, char **argv, int *i, const char *name) {
@@ -241,6 +277,7 @@ int media_cli_bench(int argc, char **argv) {
   b.sessions = 1;
   b.repeat = 1;
   b.stagger_ms = 300;
+  b.depth = 2;
   const char *in = NULL, *profiles = "P240p30fps16x9,P360p30fps16x9,P720p30fps16x9";
   const char *csv = NULL, *json = NULL;
   int segs = 0;
@@ -266,6 +303,8 @@ int media_cli_bench(int argc, char **argv) {
       segs = atoi(v);
     else if ((v = fval(argc, argv, &i, "stagger")))
       b.stagger_ms = atoi(v);
+    else if ((v = fval(argc, argv, &i, "depth")))
+      b.depth = atoi(v);
     else if ((v = fval(argc, argv, &i, "preset")))
       b.opts.preset = v;
     else if ((v = fval(argc, argv, &i, "threads")))
@@ -283,7 +322,7 @@ int media_cli_bench(int argc, char **argv) {
       return 2;
     }
   }
-  if (!in || b.sessions < 1 || b.sessions > 256 || b.repeat < 1) {
+  if (!in || b.sessions < 1 || b.sessions > 256 || b.repeat < 1 || b.depth < 1 || b.depth > 2) {
     bench_usage();
     return 2;
   }
@@ -338,15 +377,16 @@ int media_cli_bench(int argc, char **argv) {
   size_t warm = b.rss_after_first_kb;
   size_t per_session = warm > rss0 ? (warm - rss0) / (size_t)b.sessions : 0;
   fprintf(stderr,
-          "| Concurrent Sessions | %d\n| Total Segs Transcoded | %" PRId64
-          "\n| Failed Segs | %" PRId64 "\n| Real-Time Segs Transcoded | %" PRId64
+          "| Concurrent Sessions | %d\n| Segments In Flight per Session | %d\n"
+          "| Total Segs Transcoded | %" PRId64 "\n| Failed Segs | %" PRId64
+          "\n| Real-Time Segs Transcoded | %" PRId64
           "\n| Real-Time Segs Ratio | %.4f\n| Total Source Duration | %.3fs\n"
           "| Total Transcoding Duration | %.3fs\n| Real-Time Duration Ratio | %.4f\n"
           "| Wall Time | %.3fs\n| Throughput (source s / wall s) | %.4f\n| CPU Time | %.3fs\n"
           "| RSS start / after first pass / end | %zu / %zu / %zu KiB (peak %ld KiB)\n"
           "| RSS per warm session | %zu KiB\n",
-          b.sessions, b.done, b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio, wall,
-          speed, cpu, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
+          b.sessions, b.depth, b.done, b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio,
+          wall, speed, cpu, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
   if (b.first_error[0]) fprintf(stderr, "first error: %s\n", b.first_error);
   if (json) {
     FILE *fp = strcmp(json, "-") ? fopen(json, "w") : stdout;
@@ -355,16 +395,17 @@ int media_cli_bench(int argc, char **argv) {
       rc = 2;
     } else {
       fprintf(fp,
-              "{\"sessions\":%d,\"live\":%s,\"segments\":%zu,\"repeat\":%d,\"profiles\":%zu,"
+              "{\"sessions\":%d,\"depth\":%d,\"live\":%s,\"segments\":%zu,\"repeat\":%d,"
+              "\"profiles\":%zu,"
               "\"transcoded\":%" PRId64 ",\"failed\":%" PRId64 ",\"realtime_segments\":%" PRId64
               ",\"realtime_share\":%.6f,\"source_s\":%.6f,\"transcode_s\":%.6f,"
               "\"realtime_ratio\":%.6f,\"wall_s\":%.6f,\"throughput\":%.6f,\"cpu_s\":%.3f,"
               "\"frames\":%" PRId64 ",\"pixels\":%" PRId64
               ",\"rss_start_kb\":%zu,\"rss_first_pass_kb\":%zu,\"rss_end_kb\":%zu,"
               "\"rss_peak_kb\":%ld,\"rss_per_session_kb\":%zu}\n",
-              b.sessions, b.live ? "true" : "false", b.nseg, b.repeat, b.nprof, b.done, b.failed,
-              b.realtime, share, b.src_s, b.xcode_s, rt_ratio, wall, speed, cpu, b.frames, b.pixels,
-              rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
+              b.sessions, b.depth, b.live ? "true" : "false", b.nseg, b.repeat, b.nprof, b.done,
+              b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio, wall, speed, cpu, b.frames,
+              b.pixels, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
       if (fp != stdout) fclose(fp);
     }
   }

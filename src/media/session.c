@@ -8,7 +8,14 @@
  *
  * Each rendition runs on its own thread of the session (scale, fps, encode, mux), fed frame
  * references by the decoding thread through a short queue: renditions encode in parallel, and
- * at a segment's end all encoders drain at once instead of one after another. */
+ * at a segment's end all encoders drain at once instead of one after another.
+ *
+ * A segment is submitted, and completes later: the call returns once its input is decoded, and
+ * the last rendition thread to finish it hands the result to the caller's callback. On the CPU
+ * backend a session keeps two sets of rendition threads, so that the next segment, when the
+ * caller already has it, decodes and starts encoding while this one's encoders drain (the
+ * drain of an x264 encoder's look-ahead and frame threads runs on fewer cores than the middle
+ * of a segment). Results come back in submission order. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -86,9 +93,11 @@ typedef struct rworker {
   struct out *o;
 } rworker_t;
 
-/* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH). */
+/* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH); used by one
+ * segment at a time (busy, under the session's mu). */
 typedef struct warm_enc {
   AVCodecContext *enc;
+  bool busy;
   const hw_backend_t *be; /* whose encoder it is */
   media_profile_t prof;
   AVCodecParameters *par;
@@ -112,8 +121,15 @@ struct media_session {
   int64_t gop_last_dts, gop_last_dur;
   enum AVCodecID gop_codec;
   warm_enc_t warm[MEDIA_MAX_OUTPUTS];
-  rworker_t rw[MEDIA_MAX_OUTPUTS];
-  int64_t segments;
+  /* Two sets of rendition threads: a segment takes the set the segment still in flight (if
+   * any) does not use. */
+  rworker_t rw[2][MEDIA_MAX_OUTPUTS];
+  /* Segments submitted and not yet handed back, oldest first (under mu); at most depth. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct seg *fl[2];
+  int nfl, depth;
+  atomic_llong segments;
   /* A device backend's routing table: entry 0 the CPU, entry 1 this session's device (copied
    * from the node's table, or made from the backend's limits); NULL on the CPU backend. */
   hw_table_t *route;
@@ -180,6 +196,16 @@ typedef struct seg {
   AVFrame *frame;
   pthread_mutex_t err_mu; /* renditions fail from their own threads */
   atomic_int abort;
+  /* Submission: the rendition thread set, the caller's copy of the profiles, its callback. */
+  int set;
+  media_profile_t *profs;
+  media_done_fn done;
+  void *done_arg;
+  uint64_t t0;
+  int ret;            /* the decoding side's outcome */
+  bool queued;        /* rendition threads hold its frames: the last of them completes it */
+  atomic_int pending; /* rendition threads yet to finish it */
+  bool finished;      /* completed, waiting for an older segment to be handed back (under mu) */
 } seg_t;
 
 /* ---- errors ---------------------------------------------------------------------------------- */
@@ -286,30 +312,53 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
     free(s);
     return NULL;
   }
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  /* A device's frames come from a fixed pool and its encoders may be kept warm: its segments
+   * run one at a time. */
+  s->depth = be == &hw_backend_sw ? 2 : 1;
+  atomic_init(&s->segments, 0);
   return s;
 }
 
 static void warm_clear(warm_enc_t *w) {
   hw_encoder_free(&w->enc);
   avcodec_parameters_free(&w->par);
+  w->busy = false;
+}
+
+/* A segment is done with rendition i's warm encoder: kept for the next one, or closed. */
+static void warm_release(media_session_t *s, int i, bool close) {
+  pthread_mutex_lock(&s->mu);
+  if (close)
+    warm_clear(&s->warm[i]);
+  else
+    s->warm[i].busy = false;
+  pthread_mutex_unlock(&s->mu);
 }
 
 static void rw_stop(rworker_t *w);
 
 void media_session_free(media_session_t *s) {
   if (!s) return;
+  pthread_mutex_lock(&s->mu);
+  while (s->nfl) pthread_cond_wait(&s->cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
   avcodec_free_context(&s->vdec);
   av_packet_free(&s->sentinel);
   free(s->vdec_extra);
   pl_free(&s->gop);
-  for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) rw_stop(&s->rw[i]);
+  for (int k = 0; k < 2; k++)
+    for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) rw_stop(&s->rw[k][i]);
   for (int i = 0; i < MEDIA_MAX_OUTPUTS; i++) warm_clear(&s->warm[i]);
   av_buffer_unref(&s->device);
   free(s->route);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
   free(s);
 }
 
-int64_t media_session_segments(const media_session_t *s) { return s->segments; }
+int64_t media_session_segments(const media_session_t *s) { return atomic_load(&s->segments); }
 
 void media_result_free(media_result_t *r) {
   if (!r) return;
@@ -599,8 +648,9 @@ static int out_close_encoder(seg_t *g, out_t *o, bool end_of_segment) {
   if ((ret = out_receive_packets(g, o)) < 0) return ret;
   if (o->enc_warm && end_of_segment && o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
     avcodec_flush_buffers(o->enc);
+    warm_release(g->s, o->idx, false);
   } else if (o->enc_warm) {
-    warm_clear(&g->s->warm[o->idx]);
+    warm_release(g->s, o->idx, true);
   } else {
     hw_encoder_free(&o->enc);
   }
@@ -641,14 +691,17 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
     o->gop_ticks = LP_MAX(1, av_rescale_q(p->gop_ms, (AVRational){1, 1000}, tb));
   }
   warm_enc_t *w = &s->warm[o->idx];
-  if (w->enc &&
+  pthread_mutex_lock(&s->mu);
+  if (w->enc && !w->busy &&
       (memcmp(&w->prof, p, sizeof(*p)) != 0 || w->be != o->enc_be || w->enc->width != f->width ||
        w->enc->height != f->height || av_cmp_q(w->enc->time_base, tb) != 0))
     warm_clear(w);
-  if (w->enc) {
+  if (w->enc && !w->busy) {
     o->enc = w->enc;
-    o->enc_warm = true;
-  } else {
+    o->enc_warm = w->busy = true;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (!o->enc) {
     int ret = o->enc_be->encoder_open(o->enc_be == s->be ? s->device : NULL, &ep, NULL, &o->enc);
     if (ret < 0) {
       if (ret == LP_EUNSUPP)
@@ -656,12 +709,15 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
       return seg_fail(g, ret, ret == LP_ENOMEM ? MEDIA_ERR_SESSION : MEDIA_ERR_INPUT,
                       "Invalid argument", o->idx);
     }
-    if (o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
+    /* kept for the next segments unless another segment of the session holds the slot */
+    pthread_mutex_lock(&s->mu);
+    if (o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH && !w->enc) {
       w->enc = o->enc;
       w->be = o->enc_be;
       w->prof = *p;
-      o->enc_warm = true;
+      o->enc_warm = w->busy = true;
     }
+    pthread_mutex_unlock(&s->mu);
   }
   if (!o->par) {
     o->par = avcodec_parameters_alloc();
@@ -753,11 +809,13 @@ static int out_push(seg_t *g, out_t *o, AVFrame *f, int64_t dur) {
  */
 
 static int out_mux(seg_t *g, out_t *o);
+static void seg_finish(seg_t *g);
 
 static void rw_process(rworker_t *w, rw_item_t *it) {
   seg_t *g = w->g;
   out_t *o = w->o;
   int ret = 0;
+  bool end = !it->f;
   if (it->f) {
     if (!atomic_load(&g->abort)) {
       o->decoded_seen = it->decoded;
@@ -772,6 +830,8 @@ static void rw_process(rworker_t *w, rw_item_t *it) {
   }
   /* Failures not already described (allocation) still stop the segment. */
   if (ret < 0) seg_fail(g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), o->idx);
+  /* The last rendition done with the segment completes it (and may free it). */
+  if (end && atomic_fetch_sub(&g->pending, 1) == 1) seg_finish(g);
 }
 
 static void *rw_main(void *arg) {
@@ -832,12 +892,6 @@ static void rw_push(rworker_t *w, AVFrame *f, int64_t dur, int64_t decoded) {
   pthread_mutex_unlock(&w->mu);
 }
 
-static void rw_wait_idle(rworker_t *w) {
-  pthread_mutex_lock(&w->mu);
-  while (w->n) pthread_cond_wait(&w->cv_out, &w->mu);
-  pthread_mutex_unlock(&w->mu);
-}
-
 /* ---- decode loop ------------------------------------------------------------------------------
  */
 
@@ -892,7 +946,7 @@ static int handle_frame(seg_t *g, AVFrame *f) {
   for (size_t i = 0; i < g->nout; i++) {
     AVFrame *ref = av_frame_clone(f);
     if (!ref) return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
-    rw_push(&g->s->rw[i], ref, dur, g->decoded);
+    rw_push(&g->s->rw[g->set][i], ref, dur, g->decoded);
   }
   return atomic_load(&g->abort) ? LP_EMEDIA : 0;
 }
@@ -1330,7 +1384,7 @@ static void seg_free(seg_t *g) {
     out_t *o = &g->outs[i];
     out_free_graph(o);
     if (o->enc_warm && o->enc)
-      warm_clear(&g->s->warm[o->idx]); /* failed mid-segment */
+      warm_release(g->s, o->idx, true); /* failed mid-segment */
     else
       hw_encoder_free(&o->enc);
     avcodec_parameters_free(&o->par);
@@ -1396,69 +1450,152 @@ static int seg_run(seg_t *g, const uint8_t *in, size_t len) {
     avcodec_parameters_free(&g->aac_par);
   }
   for (size_t i = 0; i < n; i++) {
-    if (rw_start(&s->rw[i]) < 0)
+    rworker_t *w = &s->rw[g->set][i];
+    if (rw_start(w) < 0)
       return seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
-    s->rw[i].g = g;
-    s->rw[i].o = &g->outs[i];
+    w->g = g;
+    w->o = &g->outs[i];
   }
+  g->queued = true;
   ret = g->vpk.n ? seg_video(g) : 0;
   if (ret == 0 && g->vpk.n && g->decoded == 0 && !audio)
     ret = seg_fail(g, LP_EMEDIA, MEDIA_ERR_INPUT, "TranscoderInvalidVideo", -1);
-  if (ret < 0) atomic_store(&g->abort, 1);
-  /* End of segment for every rendition (they drain and mux in parallel), or the abort. */
-  for (size_t i = 0; i < n; i++) rw_push(&s->rw[i], NULL, 0, g->decoded);
-  for (size_t i = 0; i < n; i++) rw_wait_idle(&s->rw[i]);
-  if (ret == 0 && atomic_load(&g->abort)) ret = LP_EMEDIA;
-  if (ret < 0) return ret;
-  s->segments++;
-  return 0;
+  return ret;
 }
 
-int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
-                            const media_profile_t *profiles, size_t n, media_result_t *out) {
-  memset(out, 0, sizeof(*out));
-  out->error_rendition = -1;
-  uint64_t t0 = lp_now_ns();
-  seg_t g = {.s = s,
-             .res = out,
-             .vi = -1,
-             .ai = -1,
-             .prime_max_pts = AV_NOPTS_VALUE,
-             .ts_last_pts = INT64_MIN,
-             .ts_last_dts = INT64_MIN};
-  pthread_mutex_init(&g.err_mu, NULL);
-  atomic_init(&g.abort, 0);
-  int ret;
-  if (!n) {
-    ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Invalid argument", -1);
-  } else if (n > (size_t)s->opts.max_outputs) {
-    ret = seg_fail(&g, LP_EINVAL, MEDIA_ERR_INPUT, "Too many outputs", -1);
-  } else if (!(g.outs = calloc(n, sizeof(*g.outs)))) {
-    ret = seg_fail(&g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
-  } else {
-    g.nout = n;
-    for (size_t i = 0; i < n; i++) {
-      g.outs[i].prof = &profiles[i];
-      g.outs[i].idx = (int)i;
-    }
-    ret = seg_run(&g, in, len);
-  }
+/* The segment is done (every rendition drained and muxed, or stopped): its result is final. It
+ * is handed back now if it is the oldest in flight, else by the older one after its own. */
+static void seg_finish(seg_t *g) {
+  media_session_t *s = g->s;
+  media_result_t *out = g->res;
+  int ret = g->ret;
+  if (ret == 0 && atomic_load(&g->abort)) ret = LP_EMEDIA;
   /* A failed rendition may have found the error while the code that returned did not. */
   if (ret == 0 && out->error[0]) ret = LP_EMEDIA;
-  seg_free(&g);
+  seg_free(g);
+  if (ret < 0) {
+    media_result_free(out);
+    if (!out->error[0]) seg_fail(g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);
+    LOGW_C(&s->opts.log, "media: segment failed: %s", out->error);
+  } else {
+    atomic_fetch_add(&s->segments, 1);
+  }
+  out->transcode_ns = lp_now_ns() - g->t0;
+  pthread_mutex_destroy(&g->err_mu);
+  free(g->profs);
+  g->ret = ret;
+  pthread_mutex_lock(&s->mu);
+  g->finished = true;
+  bool oldest = s->fl[0] == g;
+  pthread_mutex_unlock(&s->mu);
+  while (oldest) {
+    g->done(g->done_arg, g->res, g->ret);
+    pthread_mutex_lock(&s->mu);
+    s->fl[0] = s->fl[1];
+    s->fl[1] = NULL;
+    s->nfl--;
+    seg_t *next = s->nfl && s->fl[0]->finished ? s->fl[0] : NULL;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(g);
+    oldest = (g = next) != NULL;
+  }
+}
+
+void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
+                          const media_profile_t *profiles, size_t n, media_result_t *out,
+                          media_done_fn done, void *arg) {
+  memset(out, 0, sizeof(*out));
+  out->error_rendition = -1;
+  seg_t *g = calloc(1, sizeof(*g));
+  if (!g) {
+    snprintf(out->error, sizeof(out->error), "Cannot allocate memory");
+    out->error_class = MEDIA_ERR_SESSION;
+    done(arg, out, LP_ENOMEM);
+    return;
+  }
+  pthread_mutex_lock(&s->mu);
+  while (s->nfl >= s->depth) pthread_cond_wait(&s->cv, &s->mu);
+  g->set = s->nfl ? 1 - s->fl[0]->set : 0;
+  s->fl[s->nfl++] = g;
+  pthread_mutex_unlock(&s->mu);
+  g->t0 = lp_now_ns();
+  g->s = s;
+  g->res = out;
+  g->vi = g->ai = -1;
+  g->prime_max_pts = AV_NOPTS_VALUE;
+  g->ts_last_pts = g->ts_last_dts = INT64_MIN;
+  g->done = done;
+  g->done_arg = arg;
+  pthread_mutex_init(&g->err_mu, NULL);
+  atomic_init(&g->abort, 0);
+  atomic_init(&g->pending, 0);
+  int ret;
+  if (!n) {
+    ret = seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "Invalid argument", -1);
+  } else if (n > (size_t)s->opts.max_outputs) {
+    ret = seg_fail(g, LP_EINVAL, MEDIA_ERR_INPUT, "Too many outputs", -1);
+  } else if (!(g->outs = calloc(n, sizeof(*g->outs))) ||
+             !(g->profs = malloc(n * sizeof(*g->profs)))) {
+    ret = seg_fail(g, LP_ENOMEM, MEDIA_ERR_SESSION, "Cannot allocate memory", -1);
+  } else {
+    memcpy(g->profs, profiles, n * sizeof(*g->profs));
+    g->nout = n;
+    for (size_t i = 0; i < n; i++) {
+      g->outs[i].prof = &g->profs[i];
+      g->outs[i].idx = (int)i;
+    }
+    ret = seg_run(g, in, len);
+  }
+  g->ret = ret;
+  if (ret < 0) atomic_store(&g->abort, 1);
   if (ret < 0 && s->vdec) {
     /* A segment abandoned half-way leaves frames in the decoder that belong to no one. */
     avcodec_flush_buffers(s->vdec);
     pl_clear(&s->gop);
   }
-  if (ret < 0) {
-    media_result_free(out);
-    if (!out->error[0]) seg_fail(&g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);
-    LOGW_C(&s->opts.log, "media: segment failed: %s", out->error);
+  if (!g->queued) {
+    seg_finish(g);
+    return;
   }
-  pthread_mutex_destroy(&g.err_mu);
-  out->transcode_ns = lp_now_ns() - t0;
-  return ret;
+  /* End of segment for every rendition (they drain and mux in parallel, or see the abort); the
+   * last of them may free g at once, so nothing of it is read after the last push. */
+  size_t nout = g->nout;
+  int64_t decoded = g->decoded;
+  rworker_t *ws = s->rw[g->set];
+  atomic_store(&g->pending, (int)nout);
+  for (size_t i = 0; i < nout; i++) rw_push(&ws[i], NULL, 0, decoded);
+}
+
+typedef struct sync_wait {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  int ret;
+} sync_wait_t;
+
+static void sync_done(void *arg, media_result_t *res, int ret) {
+  sync_wait_t *w = arg;
+  (void)res;
+  pthread_mutex_lock(&w->mu);
+  w->done = true;
+  w->ret = ret;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
+                            const media_profile_t *profiles, size_t n, media_result_t *out) {
+  sync_wait_t w = {.done = false};
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  media_session_submit(s, in, len, profiles, n, out, sync_done, &w);
+  pthread_mutex_lock(&w.mu);
+  while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+  pthread_mutex_unlock(&w.mu);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.mu);
+  return w.ret;
 }
 
 /* ---- probe ------------------------------------------------------------------------------------

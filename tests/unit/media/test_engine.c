@@ -1,7 +1,9 @@
 /* Engine behaviour on generated inputs: short segments, GOP continuation, resolution and
  * pixel-format changes, audio appearing, skipped segments, GOPs, frame rates, guards, formats
  * and codecs. Every output is checked by decoding it. */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -506,6 +509,132 @@ static void test_bframes_mp4(void **st) {
   media_session_free(s);
 }
 
+/* Segments submitted without waiting: the next one decodes while this one's encoders drain
+ * (its callback held here until the next submission has returned, which a session running one
+ * segment at a time could never allow), results come back in submission order, and each is
+ * byte for byte what one segment at a time gives, a broken segment in the middle included. */
+#define OV_SEGS 5
+typedef struct ov_ctx {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool released, held_ok, wrong_result;
+  int order[OV_SEGS], seen, rets[OV_SEGS];
+  media_result_t res[OV_SEGS];
+} ov_ctx_t;
+typedef struct ov_arg {
+  ov_ctx_t *c;
+  int k;
+} ov_arg_t;
+
+static void ov_done(void *arg, media_result_t *r, int ret) {
+  ov_arg_t *a = arg;
+  ov_ctx_t *c = a->c;
+  pthread_mutex_lock(&c->mu); /* no cmocka assertion off the test's thread */
+  c->wrong_result |= r != &c->res[a->k];
+  if (a->k == 0) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    while (!c->released && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0) {
+    }
+    c->held_ok = c->released;
+  }
+  c->rets[a->k] = ret;
+  c->order[c->seen++] = a->k;
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void test_submit_overlap(void **st) {
+  (void)st;
+  const char *full = gen("ov_full.ts", SRC(320, 180, 30) " " AUDIO " -t 4 " X264 " -g 30");
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd),
+           "ffmpeg -nostdin -y -v error -i %s -c copy -f segment -segment_time 1 "
+           "-reset_timestamps 0 %s/ov%%d.ts",
+           full, gen_dir());
+  assert_int_equal(system(cmd), 0);
+  uint8_t *in[OV_SEGS];
+  size_t len[OV_SEGS];
+  for (int k = 0, part = 0; k < OV_SEGS; k++) {
+    if (k == 2) { /* not a segment at all */
+      len[k] = 4096;
+      in[k] = malloc(len[k]);
+      assert_non_null(in[k]);
+      for (size_t i = 0; i < len[k]; i++) in[k][i] = (uint8_t)(i * 7 + 3);
+      continue;
+    }
+    char path[600];
+    snprintf(path, sizeof(path), "%s/ov%d.ts", gen_dir(), part++);
+    in[k] = slurp(path, &len[k]);
+  }
+  media_profile_t ps[2] = {prof(160, 90, 0, 0), prof(256, 144, 30, 0)};
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = "veryfast"; /* a look-ahead to drain */
+  o.encoder_threads = 1; /* x264's frame threads under VBV do not repeat byte for byte */
+
+  media_result_t seq[OV_SEGS];
+  int seq_ret[OV_SEGS];
+  media_session_t *s = media_session_new(&o);
+  assert_non_null(s);
+  for (int k = 0; k < OV_SEGS; k++)
+    seq_ret[k] = media_session_transcode(s, in[k], len[k], ps, 2, &seq[k]);
+  media_session_free(s);
+
+  ov_ctx_t c = {.released = false};
+  ov_arg_t args[OV_SEGS];
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  s = media_session_new(&o);
+  assert_non_null(s);
+  for (int k = 0; k < OV_SEGS; k++) {
+    args[k] = (ov_arg_t){&c, k};
+    uint8_t *copy = malloc(len[k]); /* the input is needed during the call only */
+    assert_non_null(copy);
+    memcpy(copy, in[k], len[k]);
+    media_session_submit(s, copy, len[k], ps, 2, &c.res[k], ov_done, &args[k]);
+    memset(copy, 0, len[k]);
+    free(copy);
+    if (k == 1) {
+      pthread_mutex_lock(&c.mu);
+      c.released = true;
+      pthread_cond_broadcast(&c.cv);
+      pthread_mutex_unlock(&c.mu);
+    }
+  }
+  media_session_free(s); /* waits for the last ones */
+  assert_true(c.held_ok);
+  assert_false(c.wrong_result);
+  assert_int_equal(c.seen, OV_SEGS);
+  for (int k = 0; k < OV_SEGS; k++) {
+    assert_int_equal(c.order[k], k);
+    assert_int_equal(c.rets[k], seq_ret[k]);
+    media_result_t *a = &seq[k], *b = &c.res[k];
+    if (k == 2) {
+      assert_true(c.rets[k] < 0);
+      assert_string_equal(b->error, a->error);
+      continue;
+    }
+    assert_int_equal(c.rets[k], 0);
+    check_renditions(b);
+    assert_int_equal(b->n, 2);
+    assert_int_equal(b->decoded_frames, a->decoded_frames);
+    for (size_t i = 0; i < 2; i++) {
+      assert_true(b->renditions[i].frames > 0);
+      assert_int_equal(b->renditions[i].frames, a->renditions[i].frames);
+      assert_int_equal(b->renditions[i].pixels, a->renditions[i].pixels);
+      assert_int_equal(b->renditions[i].len, a->renditions[i].len);
+      assert_memory_equal(b->renditions[i].data, a->renditions[i].data, a->renditions[i].len);
+    }
+  }
+  for (int k = 0; k < OV_SEGS; k++) {
+    media_result_free(&seq[k]);
+    media_result_free(&c.res[k]);
+    free(in[k]);
+  }
+  pthread_cond_destroy(&c.cv);
+  pthread_mutex_destroy(&c.mu);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_short_segments),
@@ -523,6 +652,7 @@ int main(void) {
       cmocka_unit_test(test_av1),
       cmocka_unit_test(test_sessions_in_parallel),
       cmocka_unit_test(test_bframes_mp4),
+      cmocka_unit_test(test_submit_overlap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
