@@ -1,5 +1,6 @@
 /* The engine seam on the media module: one media session per orchestrator session, made on the
  * session's worker thread and remade after a failure that broke its codec state. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ typedef struct media_state {
   int device;                  /* the table entry ms runs on */
   int failed_device;           /* a device that failed this session: the CPU stands in until */
   uint64_t failed_until_ms;
+  atomic_bool reset; /* a segment broke the codec state (set where it completes) */
   char session_id[sizeof(((orch_job_t *)0)->session_id)];
 } media_state_t;
 
@@ -94,12 +96,9 @@ static int run_on(media_state_t *st, int device, const orch_job_t *job, const me
   return media_session_transcode(ms, job->input, job->input_len, mp, job->n_profiles, res);
 }
 
-static int media_transcode(void *ctx, void *state, orch_job_t *job) {
-  media_state_t *st = state;
-  (void)ctx;
-  media_profile_t *mp = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *mp);
-  if (!mp) return LP_ENOMEM;
-  for (size_t i = 0; i < job->n_profiles; i++) to_media_profile(&job->profiles[i], &mp[i]);
+/* The device a job runs on: where it was placed, unless that device failed this session a
+ * short while ago or is quarantined; the CPU then. */
+static int job_device(const media_state_t *st, const orch_job_t *job) {
   int device = job->device;
   if (device > 0 && device == st->failed_device && lp_now_ms() < st->failed_until_ms) device = 0;
   const orch_media_ctx_t *c = st->ctx;
@@ -109,6 +108,62 @@ static int media_transcode(void *ctx, void *state, orch_job_t *job) {
     if (c->table->dev[device].state == HW_DEV_QUARANTINED) device = 0;
     pthread_mutex_unlock(c->table_mu);
   }
+  return device;
+}
+
+static media_profile_t *job_profiles(const orch_job_t *job) {
+  media_profile_t *mp = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *mp);
+  if (mp)
+    for (size_t i = 0; i < job->n_profiles; i++) to_media_profile(&job->profiles[i], &mp[i]);
+  return mp;
+}
+
+/* A failure that broke the codec state: the next segment gets a fresh media session. */
+static void take_reset(media_state_t *st) {
+  if (atomic_exchange(&st->reset, false) && st->ms) {
+    media_session_free(st->ms);
+    st->ms = NULL;
+  }
+}
+
+/* Hands a segment's result to the job (its renditions, or its error) and frees res. Returns
+ * LP_ENOMEM when the job's outputs cannot be allocated, else 0; a failure that broke the codec
+ * state sets st->reset. */
+static int job_result(media_state_t *st, orch_job_t *job, media_result_t *res, int rc) {
+  if (rc == 0 && res->n == job->n_profiles) {
+    job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
+    if (!job->out) {
+      media_result_free(res);
+      return LP_ENOMEM;
+    }
+    for (size_t i = 0; i < res->n; i++) {
+      job->out[i].data = res->renditions[i].data;
+      job->out[i].len = res->renditions[i].len;
+      job->out[i].pixels = res->renditions[i].pixels;
+      res->renditions[i].data = NULL;
+    }
+    LOGV(LP_V_DEBUG, "Transcoded segment sessionID=%s seqNo=%lld renditions=%zu took=%.1fms",
+         st->session_id, (long long)job->seq, res->n, res->transcode_ns / 1e6);
+  } else {
+    snprintf(job->error, sizeof job->error, "%s",
+             res->error[0] ? res->error : (rc == 0 ? "MismatchedSegments" : lp_strerror(rc)));
+    LOGW("Transcode failed sessionID=%s seqNo=%lld err=%s", st->session_id, (long long)job->seq,
+         job->error);
+    if (res->error_class == MEDIA_ERR_SESSION || res->error_class == MEDIA_ERR_DEVICE)
+      atomic_store(&st->reset, true);
+  }
+  media_result_free(res);
+  return 0;
+}
+
+static int media_transcode(void *ctx, void *state, orch_job_t *job) {
+  media_state_t *st = state;
+  (void)ctx;
+  take_reset(st);
+  media_profile_t *mp = job_profiles(job);
+  if (!mp) return LP_ENOMEM;
+  int device = job_device(st, job);
+  const orch_media_ctx_t *c = st->ctx;
   media_result_t res;
   int rc = run_on(st, device, job, mp, &res);
   if (rc && res.error_class == MEDIA_ERR_DEVICE && device > 0) {
@@ -131,33 +186,50 @@ static int media_transcode(void *ctx, void *state, orch_job_t *job) {
     rc = run_on(st, 0, job, mp, &res);
   }
   free(mp);
-  if (rc == 0 && res.n == job->n_profiles) {
-    job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
-    if (!job->out) {
-      media_result_free(&res);
-      return LP_ENOMEM;
-    }
-    for (size_t i = 0; i < res.n; i++) {
-      job->out[i].data = res.renditions[i].data;
-      job->out[i].len = res.renditions[i].len;
-      job->out[i].pixels = res.renditions[i].pixels;
-      res.renditions[i].data = NULL;
-    }
-    LOGV(LP_V_DEBUG, "Transcoded segment sessionID=%s seqNo=%lld renditions=%zu took=%.1fms",
-         st->session_id, (long long)job->seq, res.n, res.transcode_ns / 1e6);
-  } else {
-    snprintf(job->error, sizeof job->error, "%s",
-             res.error[0] ? res.error : (rc == 0 ? "MismatchedSegments" : lp_strerror(rc)));
-    LOGW("Transcode failed sessionID=%s seqNo=%lld err=%s", st->session_id, (long long)job->seq,
-         job->error);
-    /* The next segment gets fresh codec state when this one broke it. */
-    if (res.error_class == MEDIA_ERR_SESSION || res.error_class == MEDIA_ERR_DEVICE) {
-      media_session_free(st->ms);
-      st->ms = NULL;
-    }
+  return job_result(st, job, &res, rc);
+}
+
+/* A segment submitted to a CPU media session, completing on one of its threads. */
+typedef struct media_pending {
+  media_state_t *st;
+  orch_job_t *job;
+  void (*done)(orch_job_t *job);
+  media_result_t res;
+} media_pending_t;
+
+static void media_submitted(void *arg, media_result_t *res, int rc) {
+  media_pending_t *p = arg;
+  if (job_result(p->st, p->job, res, rc) < 0)
+    snprintf(p->job->error, sizeof p->job->error, "%s", "ErrTranscoderUnavailable");
+  p->done(p->job);
+  free(p);
+}
+
+/* On the CPU a session's next segment, when it is already queued, starts while this one's
+ * encoders drain; a device's segments go one at a time through media_transcode. */
+static void media_submit(void *ctx, void *state, orch_job_t *job, void (*done)(orch_job_t *)) {
+  media_state_t *st = state;
+  if (job_device(st, job) > 0) {
+    if (media_transcode(ctx, state, job) != 0 && !job->error[0])
+      snprintf(job->error, sizeof job->error, "%s", "ErrTranscoderUnavailable");
+    done(job);
+    return;
   }
-  media_result_free(&res);
-  return 0;
+  take_reset(st);
+  media_pending_t *p = calloc(1, sizeof *p);
+  media_profile_t *mp = job_profiles(job);
+  media_session_t *ms = p && mp ? state_session(st, 0) : NULL;
+  if (!ms) {
+    snprintf(job->error, sizeof job->error, "%s", "ErrTranscoderUnavailable");
+    free(mp);
+    free(p);
+    done(job);
+    return;
+  }
+  *p = (media_pending_t){.st = st, .job = job, .done = done};
+  media_session_submit(ms, job->input, job->input_len, mp, job->n_profiles, &p->res,
+                       media_submitted, p);
+  free(mp);
 }
 
 static void media_close(void *ctx, void *state) {
@@ -166,5 +238,5 @@ static void media_close(void *ctx, void *state) {
   free(st);
 }
 
-const orch_engine_t orch_engine_media = {NULL,        media_open, media_transcode,
-                                         media_close, NULL,       NULL};
+const orch_engine_t orch_engine_media = {
+    .open = media_open, .transcode = media_transcode, .submit = media_submit, .close = media_close};

@@ -183,7 +183,8 @@ struct orch_job {
   /* outputs, written by the engine on the worker thread */
   orch_rendition_t *out; /* n_profiles entries, zeroed */
   char error[256];       /* non-empty: the transcode failed with this text */
-  uint64_t engine_ns;    /* time inside the engine's transcode call */
+  uint64_t engine_ns;    /* time in the engine: its transcode call, or submit to done */
+  uint64_t t_engine;     /* lp_now_ns() when the worker handed it to the engine */
   uint64_t queued_ns;    /* submitted -> picked up by the worker */
   /* owner bookkeeping */
   void (*done)(orch_job_t *job, void *arg); /* on the loop thread */
@@ -209,6 +210,10 @@ typedef struct orch_engine {
   int (*start)(void *ctx, orch_job_t *job);
   /* Optional: the session ended (idle, EndTranscodingSession); runs on the loop. */
   void (*session_ended)(void *ctx, const char *session_id);
+  /* Optional, used instead of transcode when set: starts the job and returns once the engine
+   * can take the session's next one, then calls done(job) once, on any thread, with job->out
+   * or job->error filled; jobs complete in submission order, and close waits for them. */
+  void (*submit)(void *ctx, void *state, orch_job_t *job, void (*done)(orch_job_t *job));
 } orch_engine_t;
 
 /* The media module's transcode engine (engine_media.c). Its ctx, when set, is an

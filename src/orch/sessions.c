@@ -61,6 +61,12 @@ static void post_done(orch_sessions_t *ss, orch_job_t *job) {
   uv_async_send(&ss->async);
 }
 
+/* A job the engine completed after its submit call returned (on one of the engine's threads). */
+static void worker_job_done(orch_job_t *job) {
+  job->engine_ns = lp_now_ns() - job->t_engine;
+  post_done(job->session->owner, job);
+}
+
 static void worker_main(void *arg) {
   orch_session_t *s = arg;
   orch_sessions_t *ss = s->owner;
@@ -89,6 +95,11 @@ static void worker_main(void *arg) {
     }
     uint64_t t0 = lp_now_ns();
     job->queued_ns = t0 - job->t_submit;
+    if (opened && ss->engine.submit) {
+      job->t_engine = t0;
+      ss->engine.submit(ss->engine.ctx, state, job, worker_job_done);
+      continue;
+    }
     if (opened && ss->engine.transcode(ss->engine.ctx, state, job) != 0 && !job->error[0])
       strcpy(job->error, "ErrTranscoderUnavailable");
     job->engine_ns = lp_now_ns() - t0;

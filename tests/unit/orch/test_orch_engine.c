@@ -197,8 +197,71 @@ static void test_worker_devices_down(void **st) {
   free(t);
 }
 
+/* Segments submitted on the CPU: the engine takes the next while the last is in flight, the
+ * results come back in order (a broken segment in the middle fails alone), and close waits for
+ * them. A job placed on a device goes through the one-at-a-time path and is done on return. */
+typedef struct submitted {
+  pthread_mutex_t mu;
+  int order[4], n;
+} submitted_t;
+static submitted_t g_sub = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void job_done(orch_job_t *job) {
+  pthread_mutex_lock(&g_sub.mu);
+  g_sub.order[g_sub.n++] = (int)job->seq;
+  pthread_mutex_unlock(&g_sub.mu);
+}
+
+static void test_submit_cpu(void **st) {
+  (void)st;
+  orch_profile_t p;
+  memset(&p, 0, sizeof p);
+  p.name = "p120";
+  p.width = 160;
+  p.height = 120;
+  p.bitrate = 200000;
+  static const uint8_t junk[] = "not a segment at all, not even close";
+  orch_job_t jobs[4];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 4; i++) {
+    snprintf(jobs[i].session_id, sizeof jobs[i].session_id, "c");
+    jobs[i].seq = i;
+    jobs[i].duration_ms = 2000;
+    jobs[i].profiles = &p;
+    jobs[i].n_profiles = 1;
+    jobs[i].input = i == 1 ? junk : g.seg;
+    jobs[i].input_len = i == 1 ? sizeof junk : g.seg_len;
+    jobs[i].device = i == 3 ? 1 : 0;
+  }
+  void *c = NULL;
+  assert_int_equal(orch_engine_media.open(&g.ctx, "c", &c), 0);
+  for (int i = 0; i < 3; i++) orch_engine_media.submit(&g.ctx, c, &jobs[i], job_done);
+  orch_engine_media.close(&g.ctx, c); /* waits for the three */
+  assert_int_equal(g_sub.n, 3);
+  for (int i = 0; i < 3; i++) assert_int_equal(g_sub.order[i], i);
+  assert_string_equal(jobs[0].error, "");
+  assert_string_not_equal(jobs[1].error, "");
+  assert_null(jobs[1].out);
+  assert_string_equal(jobs[2].error, "");
+  for (int i = 0; i < 3; i += 2) {
+    assert_non_null(jobs[i].out);
+    assert_int_equal(jobs[i].out[0].pixels, 160 * 120 * 50);
+    free(jobs[i].out[0].data);
+    free(jobs[i].out);
+  }
+  assert_int_equal(orch_engine_media.open(&g.ctx, "d", &c), 0);
+  orch_engine_media.submit(&g.ctx, c, &jobs[3], job_done);
+  assert_int_equal(g_sub.n, 4); /* on the device: done before submit returned */
+  assert_string_equal(jobs[3].error, "");
+  assert_int_equal(jobs[3].out[0].pixels, 160 * 120 * 50);
+  free(jobs[3].out[0].data);
+  free(jobs[3].out);
+  orch_engine_media.close(&g.ctx, c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fails),
+                                     cmocka_unit_test(test_submit_cpu),
                                      cmocka_unit_test(test_worker_devices_down)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -18,7 +18,8 @@ static int fake_open(void *ctx, const char *sid, void **state) {
 }
 static int fake_transcode(void *ctx, void *state, orch_job_t *job) { return 0; }
 static void fake_close(void *ctx, void *state) {}
-static const orch_engine_t fake_engine = {NULL, fake_open, fake_transcode, fake_close, NULL, NULL};
+static const orch_engine_t fake_engine = {
+    .open = fake_open, .transcode = fake_transcode, .close = fake_close};
 
 typedef struct fixture {
   uv_loop_t loop;

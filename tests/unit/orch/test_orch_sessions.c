@@ -28,16 +28,10 @@ static int fake_open(void *ctx, const char *sid, void **state) {
   return 0;
 }
 
-static int fake_transcode(void *ctx, void *state, orch_job_t *job) {
-  fake_t *f = ctx;
-  uv_mutex_lock(&f->mu);
-  f->running++;
-  while (!f->gate_open) uv_cond_wait(&f->cv, &f->mu);
-  f->running--;
-  uv_mutex_unlock(&f->mu);
+static void fake_fill(orch_job_t *job) {
   if (job->input_len && job->input[0] == 'x') {
     strcpy(job->error, "No keyframes in input");
-    return 0;
+    return;
   }
   job->out = calloc(job->n_profiles, sizeof *job->out);
   for (size_t i = 0; i < job->n_profiles; i++) {
@@ -46,6 +40,16 @@ static int fake_transcode(void *ctx, void *state, orch_job_t *job) {
     memset(job->out[i].data, (int)(job->seq + i), job->out[i].len);
     job->out[i].pixels = 1000 * (int64_t)(i + 1);
   }
+}
+
+static int fake_transcode(void *ctx, void *state, orch_job_t *job) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  f->running++;
+  while (!f->gate_open) uv_cond_wait(&f->cv, &f->mu);
+  f->running--;
+  uv_mutex_unlock(&f->mu);
+  fake_fill(job);
   return 0;
 }
 
@@ -85,7 +89,8 @@ static int setup(void **st) {
   uv_mutex_init(&f->fake.mu);
   uv_cond_init(&f->fake.cv);
   f->fake.gate_open = true;
-  f->engine = (orch_engine_t){&f->fake, fake_open, fake_transcode, fake_close, NULL, NULL};
+  f->engine = (orch_engine_t){
+      .ctx = &f->fake, .open = fake_open, .transcode = fake_transcode, .close = fake_close};
   th_core_init(&f->core, &f->loop, &f->engine, 1, 50);
   f->profiles[0].name = "P240p30fps16x9";
   f->profiles[1].name = "hi";
@@ -338,7 +343,7 @@ static void test_loop_engine(void **st) {
   fixture_t *f = *st;
   async_fake_t a;
   memset(&a, 0, sizeof a);
-  orch_engine_t eng = {&a, NULL, NULL, NULL, async_start, async_ended};
+  orch_engine_t eng = {.ctx = &a, .start = async_start, .session_ended = async_ended};
   orch_sessions_t *ss = orch_sessions_new(&f->loop, &eng, f->core.store, 1, 50);
   for (int i = 0; i < 5; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
   assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), LP_EAGAIN);
@@ -371,6 +376,110 @@ static void test_loop_engine(void **st) {
   orch_sessions_free(ss);
 }
 
+/* An engine with submit: the worker hands it the session's next job without waiting for the
+ * last one; the engine's own thread completes them (in order, once the gate opens), and the
+ * jobs come back through the loop with their engine time. */
+typedef struct submit_fake {
+  fake_t *f;
+  orch_job_t *pending[8];
+  void (*done[8])(orch_job_t *);
+  int npending, completing, nsubmitted, ncompleted;
+  bool quit;
+  uv_thread_t th;
+} submit_fake_t;
+
+static submit_fake_t *g_sub; /* the engine's ctx is the fixture's fake_t */
+
+static void sub_submit(void *ctx, void *state, orch_job_t *job, void (*done)(orch_job_t *)) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  g_sub->pending[g_sub->npending] = job;
+  g_sub->done[g_sub->npending++] = done;
+  g_sub->nsubmitted++;
+  uv_cond_broadcast(&f->cv);
+  uv_mutex_unlock(&f->mu);
+}
+
+static void sub_close(void *ctx, void *state) {
+  fake_t *f = ctx;
+  uv_mutex_lock(&f->mu);
+  while (g_sub->npending || g_sub->completing) uv_cond_wait(&f->cv, &f->mu); /* the contract */
+  f->closed++;
+  uv_mutex_unlock(&f->mu);
+}
+
+static void sub_thread(void *arg) {
+  submit_fake_t *sf = arg;
+  fake_t *f = sf->f;
+  uv_mutex_lock(&f->mu);
+  for (;;) {
+    while (!sf->quit && !(f->gate_open && sf->npending)) uv_cond_wait(&f->cv, &f->mu);
+    if (!sf->npending) break;
+    orch_job_t *job = sf->pending[0];
+    void (*done)(orch_job_t *) = sf->done[0];
+    memmove(sf->pending, sf->pending + 1, (size_t)(sf->npending - 1) * sizeof sf->pending[0]);
+    memmove(sf->done, sf->done + 1, (size_t)(sf->npending - 1) * sizeof sf->done[0]);
+    sf->npending--;
+    sf->completing++;
+    uv_mutex_unlock(&f->mu);
+    fake_fill(job);
+    uv_sleep(2);
+    done(job);
+    uv_mutex_lock(&f->mu);
+    sf->completing--;
+    sf->ncompleted++;
+    uv_cond_broadcast(&f->cv);
+  }
+  uv_mutex_unlock(&f->mu);
+}
+
+static void test_submit_engine(void **st) {
+  fixture_t *f = *st;
+  submit_fake_t sf = {.f = &f->fake};
+  g_sub = &sf;
+  orch_engine_t eng = {
+      .ctx = &f->fake, .open = fake_open, .submit = sub_submit, .close = sub_close};
+  orch_sessions_t *ss = orch_sessions_new(&f->loop, &eng, f->core.store, 1, 5000);
+  assert_int_equal(uv_thread_create(&sf.th, sub_thread, &sf), 0);
+  gate(&f->fake, false);
+  f->jobs[1].input = (const uint8_t *)"x";
+  f->jobs[1].input_len = 1;
+  for (int i = 0; i < 3; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  /* none completed, yet the engine has all three: the worker did not wait for a result */
+  for (;;) {
+    uv_mutex_lock(&f->fake.mu);
+    int n = sf.nsubmitted, c = sf.ncompleted;
+    uv_mutex_unlock(&f->fake.mu);
+    assert_int_equal(c, 0);
+    if (n == 3) break;
+    uv_sleep(1);
+  }
+  /* the queue bound still counts jobs the engine holds */
+  for (int i = 3; i < 5; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), LP_EAGAIN);
+  gate(&f->fake, true);
+  run_until_done(f, 5);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(f->done_order[i], i);
+    assert_true(f->jobs[i].engine_ns >= 2000000); /* submit to done, the engine's 2 ms in it */
+  }
+  assert_string_equal(f->jobs[1].error, "No keyframes in input");
+  assert_string_equal(f->jobs[2].error, "");
+  assert_int_equal(f->jobs[2].out[1].len, 101);
+  int closed = 0;
+  orch_sessions_close(ss, set_flag, &closed);
+  while (!closed) uv_run(&f->loop, UV_RUN_ONCE);
+  orch_sessions_free(ss);
+  uv_mutex_lock(&f->fake.mu);
+  sf.quit = true;
+  uv_cond_broadcast(&f->fake.cv);
+  uv_mutex_unlock(&f->fake.mu);
+  uv_thread_join(&sf.th);
+  assert_int_equal(f->fake.closed, 1);
+  f->jobs[1].input = (const uint8_t *)"ts";
+  f->jobs[1].input_len = 2;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_order_and_busy, setup, teardown),
@@ -378,6 +487,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_end_with_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_body, setup, teardown),
       cmocka_unit_test_setup_teardown(test_loop_engine, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit_engine, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_signature, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
