@@ -436,6 +436,32 @@ test('capacity-busy-idle', async () => {
   }
 });
 
+// In process (-localWorkers 0) a session's queued segments are submitted to the engine without
+// waiting, so the next decodes while the last one's encoders drain: three segments of one
+// session posted at once all come back whole.
+test('in-process-queued', async () => {
+  const node = await startNode(['-localWorkers', '0']);
+  try {
+    const info = await getOrch(node);
+    const rs = await Promise.all([0, 1, 2].map((i) =>
+      postSegment(node, { 'livepeer-segment': segHeader(info, seg360, i, [P240]) }, seg360)));
+    for (let i = 0; i < 3; i++) {
+      assert.strictEqual(rs[i].status, 200);
+      const res = decodeResult(rs[i].body);
+      assert.strictEqual(res.seq, i);
+      assert.ok(res.data, `segment ${i}: error ${res.error}`);
+      const s = res.data.segments[0];
+      const dl = curlGet(s.url, `queued-${i}.ts`);
+      assert.strictEqual(dl.status, 200);
+      const pr = ffprobe(dl.file);
+      assert.strictEqual(Number(pr.nb_read_frames), 30);
+      assert.strictEqual(s.pixels, 30 * pr.width * pr.height);
+    }
+  } finally {
+    await node.stop();
+  }
+});
+
 test('early-200', async () => {
   // The 200 headers come before the transcode ends: ending the session as soon as they arrive
   // catches the segment still transcoding, so its body reports the ended session.
