@@ -104,15 +104,21 @@ static void test_short_segments(void **st) {
   media_session_free(s);
 }
 
+/* Cuts full into 1 s parts <prefix>N.ts in the generated files' folder (how: the segment
+ * muxer's extra options), timestamps kept as a stream's consecutive segments have them. */
+static void cut(const char *full, const char *how, const char *prefix) {
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd),
+           "ffmpeg -nostdin -y -v error -i %s -c copy -f segment %s -reset_timestamps 0 "
+           "%s/%s%%d.ts",
+           full, how, gen_dir(), prefix);
+  assert_int_equal(system(cmd), 0);
+}
+
 static void test_gop_continuation(void **st) {
   (void)st;
   const char *full = gen("cont_full.ts", SRC(320, 180, 30) " -frames:v 60 " X264 " -g 600");
-  char cmd[2048];
-  snprintf(cmd, sizeof(cmd),
-           "ffmpeg -nostdin -y -v error -i %s -c copy -f segment -segment_times 1 "
-           "-break_non_keyframes 1 -reset_timestamps 0 %s/cont%%d.ts",
-           full, gen_dir());
-  assert_int_equal(system(cmd), 0);
+  cut(full, "-segment_times 1 -break_non_keyframes 1", "cont");
   char c0[600], c1[600];
   snprintf(c0, sizeof(c0), "%s/cont0.ts", gen_dir());
   snprintf(c1, sizeof(c1), "%s/cont1.ts", gen_dir());
@@ -547,12 +553,7 @@ static void ov_done(void *arg, media_result_t *r, int ret) {
 static void test_submit_overlap(void **st) {
   (void)st;
   const char *full = gen("ov_full.ts", SRC(320, 180, 30) " " AUDIO " -t 4 " X264 " -g 30");
-  char cmd[2048];
-  snprintf(cmd, sizeof(cmd),
-           "ffmpeg -nostdin -y -v error -i %s -c copy -f segment -segment_time 1 "
-           "-reset_timestamps 0 %s/ov%%d.ts",
-           full, gen_dir());
-  assert_int_equal(system(cmd), 0);
+  cut(full, "-segment_time 1", "ov");
   uint8_t *in[OV_SEGS];
   size_t len[OV_SEGS];
   for (int k = 0, part = 0; k < OV_SEGS; k++) {

@@ -50,13 +50,18 @@ static int count(const char *hay, const char *needle) {
 
 /* One segment, one 160x120 H.264 rendition, on table entry device; returns the error ("" when
  * it transcoded) and checks the output. */
-static void segment(void *state, const char *sid, int64_t seq, int device, char *err) {
+static orch_profile_t p120(void) {
   orch_profile_t p;
   memset(&p, 0, sizeof p);
   p.name = "p120";
   p.width = 160;
   p.height = 120;
   p.bitrate = 200000;
+  return p;
+}
+
+static void segment(void *state, const char *sid, int64_t seq, int device, char *err) {
+  orch_profile_t p = p120();
   orch_job_t job;
   memset(&job, 0, sizeof job);
   snprintf(job.session_id, sizeof job.session_id, "%s", sid);
@@ -214,12 +219,7 @@ static void job_done(orch_job_t *job) {
 
 static void test_submit_cpu(void **st) {
   (void)st;
-  orch_profile_t p;
-  memset(&p, 0, sizeof p);
-  p.name = "p120";
-  p.width = 160;
-  p.height = 120;
-  p.bitrate = 200000;
+  orch_profile_t p = p120();
   static const uint8_t junk[] = "not a segment at all, not even close";
   orch_job_t jobs[4];
   memset(jobs, 0, sizeof jobs);
