@@ -170,14 +170,15 @@ media_session_t *media_session_new(const media_session_opts_t *opts);
  * profile, LP_EDEVICE device, LP_ENOMEM). out is always safe to pass to media_result_free. */
 int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
                             const media_profile_t *profiles, size_t n, media_result_t *out);
-/* The same, without waiting for the result: returns once the input is decoded (the input, and
- * profiles, need to stay valid during the call only) and calls done(arg, out, ret) once, with
- * what media_session_transcode would return, when the segment's renditions are encoded. done
- * runs on one of the session's threads (or on the caller's, for a segment that failed before
- * any rendition started), must not call into the session, and owns out from then on; out must
- * stay valid until then. Results come back in submission order. On the CPU backend the next
- * segment may be submitted at once and decodes while this one's encoders drain; a third, and
- * any second on a device backend, waits in the call for the oldest to complete. */
+/* The same, without waiting for the result: returns once the input is decoded (the input and
+ * the profiles need to stay valid during the call only) and calls done(arg, out, ret) once,
+ * with out filled and what media_session_transcode would return, when the segment's
+ * renditions are encoded; out must stay valid until then, and is the caller's to free after.
+ * done runs on one of the session's threads (or on the caller's, for a segment that failed
+ * before any rendition started) and must not call into the session. Results come back in
+ * submission order. On the CPU backend the next segment may be submitted at once and decodes
+ * while this one's encoders drain; a third, and any second on a device backend, waits in the
+ * call for the oldest to complete. */
 typedef void (*media_done_fn)(void *arg, media_result_t *out, int ret);
 void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
                           const media_profile_t *profiles, size_t n, media_result_t *out,
