@@ -48,6 +48,15 @@ static int pool_start(void *ctx, orch_job_t *job) {
                                 job->input_len, pool_done, job);
 }
 
+/* A session's next segment may go while the last one is still in a local worker, which is lpod:
+ * it queues a stream's segments in order and starts the next while the last one's encoders
+ * drain. A remote transcoder (go-livepeer's among them) gets a stream's segments one at a
+ * time, as go-livepeer's orchestrator sends them. */
+static bool pool_start_beside(void *ctx, const orch_job_t *running, const orch_job_t *next) {
+  const orch_pool_engine_t *pe = ctx;
+  return pe->placed && running->device >= 0 && next->device == running->device;
+}
+
 static void pool_session_ended(void *ctx, const char *session_id) {
   orch_pool_engine_t *pe = ctx;
   if (pe->manager) pool_manager_end_session(pe->manager, session_id);
@@ -58,6 +67,7 @@ void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out) {
   out->ctx = pe;
   out->start = pool_start;
   out->session_ended = pool_session_ended;
+  out->start_beside = pool_start_beside;
 }
 
 static bool name_listed(const char *list, const char *name) {

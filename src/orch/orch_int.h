@@ -210,6 +210,9 @@ typedef struct orch_engine {
   int (*start)(void *ctx, orch_job_t *job);
   /* Optional: the session ended (idle, EndTranscodingSession); runs on the loop. */
   void (*session_ended)(void *ctx, const char *session_id);
+  /* Optional, for start engines: whether next may start while running (the session's job the
+   * engine has) is still in progress; without it a session's jobs go one at a time. */
+  bool (*start_beside)(void *ctx, const orch_job_t *running, const orch_job_t *next);
   /* Optional, used instead of transcode when set: starts the job and returns once the engine
    * can take the session's next one, then calls done(job) once, on any thread, with job->out
    * or job->error filled; jobs complete in submission order, and close waits for them. */

@@ -22,7 +22,8 @@ struct orch_session {
   uv_cond_t cv;
   orch_job_t *q_head, *q_tail; /* waiting, worker side */
   bool quit;
-  orch_job_t *running;       /* loop-side engines: the job the engine has now */
+  orch_job_t *running[2]; /* loop-side engines: the jobs the engine has now */
+  int nrunning;
   int first_device;          /* where its first segment was placed (orch_job_t.device) */
   orch_session_t *next;      /* in the table or the detached list */
   orch_session_t *exit_next; /* on the exited list */
@@ -281,22 +282,30 @@ fail_mu:
   return NULL;
 }
 
-/* Loop-side engines: hands the session's next job to the engine when it has none. */
+/* Loop-side engines: starts the session's next job when the engine has none of it, or when the
+ * engine takes it beside the one it has (start_beside): then it runs while the last one
+ * finishes. */
 static void pump(orch_session_t *s) {
   orch_sessions_t *ss = s->owner;
-  if (s->running || !s->q_head) return;
-  orch_job_t *job = s->q_head;
-  s->q_head = job->next;
-  if (!s->q_head) s->q_tail = NULL;
-  job->started = true;
-  s->running = job;
-  uint64_t t0 = lp_now_ns();
-  job->queued_ns = t0 - job->t_submit;
-  if (ss->engine.start(ss->engine.ctx, job) != 0) {
-    /* answered through the loop, never from inside submit */
-    s->running = NULL;
-    if (!job->error[0]) strcpy(job->error, "ErrTranscoderUnavailable");
-    post_done(ss, job);
+  while (s->q_head) {
+    orch_job_t *job = s->q_head;
+    if (s->nrunning >= 2 ||
+        (s->nrunning == 1 &&
+         !(ss->engine.start_beside && ss->engine.start_beside(ss->engine.ctx, s->running[0], job))))
+      return;
+    s->q_head = job->next;
+    if (!s->q_head) s->q_tail = NULL;
+    job->started = true;
+    s->running[s->nrunning++] = job;
+    uint64_t t0 = lp_now_ns();
+    job->queued_ns = t0 - job->t_submit;
+    if (ss->engine.start(ss->engine.ctx, job) != 0) {
+      /* answered through the loop, never from inside submit */
+      s->running[--s->nrunning] = NULL;
+      if (!job->error[0]) strcpy(job->error, "ErrTranscoderUnavailable");
+      post_done(ss, job);
+      return;
+    }
   }
 }
 
@@ -331,7 +340,8 @@ int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
 void orch_sessions_job_done(orch_job_t *job) {
   orch_session_t *s = job->session;
   orch_sessions_t *ss = s->owner;
-  s->running = NULL;
+  if (s->nrunning > 0 && s->running[0] == job) s->running[0] = s->running[1];
+  if (s->nrunning > 0) s->running[--s->nrunning] = NULL;
   handle_done(ss, job);
   if (!s->in_table) session_unref(s);
 }
@@ -363,8 +373,8 @@ int orch_sessions_end(orch_sessions_t *ss, const char *id) {
     post_done(ss, waiting);
     waiting = next;
   }
-  /* a loop-side engine's job in progress holds the session until orch_sessions_job_done */
-  if (s->running) s->refs++;
+  /* a loop-side engine's jobs in progress hold the session until orch_sessions_job_done */
+  s->refs += s->nrunning;
   if (ss->engine.session_ended) ss->engine.session_ended(ss->engine.ctx, s->id);
   if (ss->ended) ss->ended(ss->ended_arg, s->id);
   uv_timer_stop(&s->idle);

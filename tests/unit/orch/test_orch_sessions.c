@@ -316,7 +316,18 @@ typedef struct async_fake {
   int nstarted;
   int ended;
   bool refuse; /* start fails */
+  int beside;  /* start_beside asked */
+  bool allow;  /* start_beside's answer (never for seq 9) */
+  const orch_job_t *beside_running;
 } async_fake_t;
+
+static bool async_beside(void *ctx, const orch_job_t *running, const orch_job_t *next) {
+  async_fake_t *a = ctx;
+  a->beside++;
+  assert_ptr_equal(running->session, next->session);
+  a->beside_running = running;
+  return a->allow && next->seq != 9;
+}
 
 static int async_start(void *ctx, orch_job_t *job) {
   async_fake_t *a = ctx;
@@ -480,6 +491,58 @@ static void test_submit_engine(void **st) {
   f->jobs[1].input_len = 2;
 }
 
+/* A loop-side engine that takes a session's next job beside the one it has: two at a time, the
+ * third when one of them is done, in order whichever finishes first; teardown with two out
+ * holds the session until both come back. Where start_beside says no, one at a time. */
+static void test_loop_engine_beside(void **st) {
+  fixture_t *f = *st;
+  async_fake_t a;
+  memset(&a, 0, sizeof a);
+  a.allow = true;
+  orch_engine_t eng = {
+      .ctx = &a, .start = async_start, .session_ended = async_ended, .start_beside = async_beside};
+  orch_sessions_t *ss = orch_sessions_new(&f->loop, &eng, f->core.store, 1, 5000);
+  for (int i = 0; i < 5; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  assert_int_equal(a.nstarted, 2);
+  assert_ptr_equal(a.started[0], &f->jobs[0]);
+  assert_ptr_equal(a.started[1], &f->jobs[1]);
+  /* the younger finishes first: the third starts beside the older */
+  async_finish(&f->jobs[1]);
+  assert_int_equal(a.nstarted, 3);
+  assert_ptr_equal(a.started[2], &f->jobs[2]);
+  assert_ptr_equal(a.beside_running, &f->jobs[0]);
+  async_finish(&f->jobs[0]);
+  assert_int_equal(a.nstarted, 4);
+  assert_ptr_equal(a.started[3], &f->jobs[3]);
+  /* the engine says no for this one: it waits for both to finish */
+  f->jobs[4].seq = 9;
+  async_finish(&f->jobs[2]);
+  assert_int_equal(a.nstarted, 4);
+  async_finish(&f->jobs[3]);
+  assert_int_equal(a.nstarted, 5);
+  assert_ptr_equal(a.started[4], &f->jobs[4]);
+  async_finish(&f->jobs[4]);
+  assert_int_equal(f->ndone, 5);
+  /* teardown with two out: both come back as ended, then the session goes */
+  for (int i = 5; i < 7; i++) {
+    f->jobs[i].seq = i;
+    assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
+  }
+  assert_int_equal(a.nstarted, 7);
+  assert_int_equal(orch_sessions_end(ss, "sess1"), 0);
+  async_finish(&f->jobs[6]);
+  async_finish(&f->jobs[5]);
+  assert_int_equal(f->ndone, 7);
+  assert_string_equal(f->jobs[5].error, "session ended");
+  assert_string_equal(f->jobs[6].error, "session ended");
+  assert_true(a.beside >= 4);
+  int closed = 0;
+  orch_sessions_close(ss, set_flag, &closed);
+  while (!closed) uv_run(&f->loop, UV_RUN_ONCE);
+  orch_sessions_free(ss);
+  f->jobs[4].seq = 4;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_order_and_busy, setup, teardown),
@@ -487,6 +550,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_end_with_queue, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_body, setup, teardown),
       cmocka_unit_test_setup_teardown(test_loop_engine, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_loop_engine_beside, setup, teardown),
       cmocka_unit_test_setup_teardown(test_submit_engine, setup, teardown),
       cmocka_unit_test_setup_teardown(test_result_signature, setup, teardown),
   };
