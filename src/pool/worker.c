@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,7 @@ struct worker_task {
   lp_logctx_t log;
   char manifest[128];
   char session_id[64];
+  struct worker_sess *sess; /* whose thread submitted it (CPU segments completing later) */
   worker_task_t *next;
 };
 
@@ -85,7 +87,10 @@ struct worker_sess {
   bool closing;
   bool exited; /* set by the thread under the worker's done lock */
   int busy;    /* tasks queued or running (loop thread view) */
-  int dev;     /* the device table entry its media session runs on: written by the loop under mu */
+  /* a segment that completed on the media session's thread broke its codec state: the thread
+   * opens a fresh session before the next one */
+  atomic_bool reset;
+  int dev; /* the device table entry its media session runs on: written by the loop under mu */
   uint64_t last_used_ms;
   worker_sess_t *next;
 };
@@ -398,6 +403,24 @@ static media_err_class_t sess_transcode(media_session_t **ms, worker_task_t *t) 
   return t->res.error_class;
 }
 
+/* A transcoded task goes to the loop, which uploads its results. */
+static void task_transcoded(pool_worker_t *w, worker_task_t *t) {
+  pthread_mutex_lock(&w->done_mu);
+  t->next = w->done;
+  w->done = t;
+  pthread_mutex_unlock(&w->done_mu);
+  uv_async_send(&w->async);
+}
+
+/* A CPU segment's result, on the media session's thread. */
+static void task_submitted(void *arg, media_result_t *res, int rc) {
+  worker_task_t *t = arg;
+  t->rc = rc;
+  t->dev_class = rc ? res->error_class : MEDIA_ERR_NONE;
+  if (rc && res->error_class != MEDIA_ERR_INPUT) atomic_store(&t->sess->reset, true);
+  task_transcoded(t->w, t);
+}
+
 static void *sess_thread(void *arg) {
   worker_sess_t *s = arg;
   pool_worker_t *w = s->w;
@@ -419,7 +442,8 @@ static void *sess_thread(void *arg) {
     int dev = s->dev;
     pthread_mutex_unlock(&s->mu);
     if (!t) break;
-    if (ms && ms_dev != dev) { /* moved off a quarantined device */
+    if (ms && (ms_dev != dev || atomic_exchange(&s->reset, false))) {
+      /* moved off a quarantined device, or its codec state broke */
       media_session_free(ms);
       ms = NULL;
     }
@@ -428,6 +452,15 @@ static void *sess_thread(void *arg) {
       ms_dev = dev;
     }
     t->dev = dev;
+    if (ms && dev == HW_TABLE_CPU) {
+      /* The CPU takes the stream's next segment while this one's encoders drain: the result
+       * comes back on the media session's thread. */
+      t->sess = s;
+      media_result_free(&t->res);
+      media_session_submit(ms, t->input.data, t->input.len, t->profiles, t->n, &t->res,
+                           task_submitted, t);
+      continue;
+    }
     t->dev_class = sess_transcode(&ms, t);
     if (t->rc && t->dev_class == MEDIA_ERR_DEVICE && dev != HW_TABLE_CPU) {
       /* The device failed, not the segment: this one is done on the CPU now, and the loop
@@ -443,13 +476,9 @@ static void *sess_thread(void *arg) {
       ms_dev = HW_TABLE_CPU;
       sess_transcode(&ms, t);
     }
-    pthread_mutex_lock(&w->done_mu);
-    t->next = w->done;
-    w->done = t;
-    pthread_mutex_unlock(&w->done_mu);
-    uv_async_send(&w->async);
+    task_transcoded(w, t);
   }
-  media_session_free(ms);
+  media_session_free(ms); /* after the segments still in flight */
   pthread_mutex_lock(&w->done_mu);
   s->exited = true;
   pthread_mutex_unlock(&w->done_mu);

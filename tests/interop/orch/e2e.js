@@ -462,6 +462,44 @@ test('in-process-queued', async () => {
   }
 });
 
+// Through a local worker with the capacity model on (the node places the stream, so it knows a
+// local lpod worker has it): the session's queued segments go to the worker without waiting for
+// the last result, the worker takes the next while the last one drains, and all come back whole.
+test('workers-queued', async () => {
+  const node = await startNode(['-localWorkers', 'auto', '-costAdmission=true', '-maxSessions', 'auto',
+    '-orchSecret', 's3cret']);
+  try {
+    for (let i = 0; i < 150 && !/localWorker=0\n/.test(node.log()); i++) await sleep(100);
+    assert.match(node.log(), /Capacity: new streams are admitted by their cost and placed on a device/);
+    const info = await getOrch(node);
+    await waitIdle(node);
+    const rs = await Promise.all([0, 1, 2].map((i) =>
+      postSegment(node, { 'livepeer-segment': segHeader(info, seg360, i, [P240]) }, seg360)));
+    for (let i = 0; i < 3; i++) {
+      assert.strictEqual(rs[i].status, 200);
+      const res = decodeResult(rs[i].body);
+      assert.strictEqual(res.seq, i);
+      assert.ok(res.data, `segment ${i}: error ${res.error}`);
+      const s = res.data.segments[0];
+      const dl = curlGet(s.url, `wqueued-${i}.ts`);
+      assert.strictEqual(dl.status, 200);
+      const pr = ffprobe(dl.file);
+      assert.strictEqual(Number(pr.nb_read_frames), 30);
+      assert.strictEqual(s.pixels, 30 * pr.width * pr.height);
+    }
+    // how many were with the worker at once (timing, so reported, not asserted)
+    let out = 0;
+    let most = 0;
+    for (const l of node.log().split('\n')) {
+      if (/Sent segment to transcoder=\S+ localWorker=0/.test(l)) most = Math.max(most, ++out);
+      else if (/Transcoded segment renditions=/.test(l)) out--;
+    }
+    console.log(`     up to ${most} of the session's segments with the worker at once`);
+  } finally {
+    await node.stop();
+  }
+});
+
 test('early-200', async () => {
   // The 200 headers come before the transcode ends: ending the session as soon as they arrive
   // catches the segment still transcoding, so its body reports the ended session.
