@@ -48,13 +48,15 @@ static int pool_start(void *ctx, orch_job_t *job) {
                                 job->input_len, pool_done, job);
 }
 
-/* A session's next segment may go while the last one is still in a local worker, which is lpod:
- * it queues a stream's segments in order and starts the next while the last one's encoders
- * drain. A remote transcoder (go-livepeer's among them) gets a stream's segments one at a
- * time, as go-livepeer's orchestrator sends them. */
+/* A session's next segment may go while the last one is still in a local worker, which is lpod,
+ * when the stream was placed on the CPU: the worker starts it while the last one's encoders
+ * drain. A device's session there takes one segment at a time, so a segment sent ahead would
+ * only wait, with the wait counted in the time the capacity model reads; and a remote
+ * transcoder (go-livepeer's among them) gets a stream's segments one at a time, as
+ * go-livepeer's orchestrator sends them. */
 static bool pool_start_beside(void *ctx, const orch_job_t *running, const orch_job_t *next) {
   const orch_pool_engine_t *pe = ctx;
-  return pe->placed && running->device >= 0 && next->device == running->device;
+  return pe->placed && running->device == 0 && next->device == 0;
 }
 
 static void pool_session_ended(void *ctx, const char *session_id) {

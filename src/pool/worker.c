@@ -442,7 +442,8 @@ static void *sess_thread(void *arg) {
     int dev = s->dev;
     pthread_mutex_unlock(&s->mu);
     if (!t) break;
-    if (ms && (ms_dev != dev || atomic_exchange(&s->reset, false))) {
+    bool broke = atomic_exchange(&s->reset, false);
+    if (ms && (ms_dev != dev || broke)) {
       /* moved off a quarantined device, or its codec state broke */
       media_session_free(ms);
       ms = NULL;
