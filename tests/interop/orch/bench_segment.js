@@ -2,8 +2,11 @@
 // after another to a running lpod; prints client round trips and the node's own
 // took/engine/overhead figures from its log.
 //
-// usage: node bench_segment.js --port P --cert CERT.pem --log LPOD.log --in SEG.ts
-//        [--streams 4] [--segments 10] [--profiles P144p30fps16x9]
+// usage: node bench_segment.js --port P --cert CERT.pem --log LPOD.log --in SEG.ts[,SEG2.ts,...]
+//        [--streams 4] [--segments 10] [--profiles P144p30fps16x9] [--realtime 1]
+//        [--inflight N (segments a stream keeps outstanding, back to back; default 1)]
+//        [--client h2load]
+// Several --in files are sent in turn, as a stream's consecutive segments.
 'use strict';
 
 const fs = require('fs');
@@ -15,7 +18,7 @@ const protobuf = require('protobufjs');
 const path = require('path');
 const { keccak256 } = require('js-sha3');
 
-const args = { streams: '4', segments: '10', profiles: 'P144p30fps16x9' };
+const args = { streams: '4', segments: '10', profiles: 'P144p30fps16x9', inflight: '1' };
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 const proto = args.proto || path.join(__dirname, '../../../src/proto/lp_rpc.proto');
 const root = protobuf.loadSync(proto);
@@ -27,8 +30,9 @@ const PRESETS = {
   P720p30fps16x9: [1280, 720, 4000000],
 };
 const profiles = args.profiles.split(',').map((n) => ({ name: n, width: PRESETS[n][0], height: PRESETS[n][1], bitrate: PRESETS[n][2], fps: 30 }));
-const body = fs.readFileSync(args.in);
-const hash = Buffer.from(keccak256.arrayBuffer(body));
+const bodies = args.in.split(',').map((f) => fs.readFileSync(f));
+const hashes = bodies.map((b) => Buffer.from(keccak256.arrayBuffer(b)));
+const body = bodies[0];
 const creds = grpc.credentials.createSsl(fs.readFileSync(args.cert), null, null, { checkServerIdentity: () => undefined });
 const client = new def.net.Orchestrator(`127.0.0.1:${args.port}`, creds);
 
@@ -39,12 +43,9 @@ async function stream(id) {
     (e, r) => (e ? rej(e) : res(r))));
   const h2 = http2.connect(info.transcoder, { rejectUnauthorized: false });
   const times = [];
-  // live streams are not in step: each starts its own share of a segment later
-  const start = Date.now() + (args.realtime ? (id * 2000) / Number(args.streams) : 0);
-  for (let seq = 0; seq < Number(args.segments); seq++) {
-    // live pacing: segment k goes out 2 s × k after the first (or when k-1 is back, if later)
-    if (args.realtime) await new Promise((r) => setTimeout(r, Math.max(0, start + seq * 2000 - Date.now())));
-    const sd = SegData.encode({ manifestId: Buffer.from(`bench${id}`), seq, hash, duration: 2000,
+  const send = async (seq) => {
+    const k = seq % bodies.length;
+    const sd = SegData.encode({ manifestId: Buffer.from(`bench${id}`), seq, hash: hashes[k], duration: 2000,
       authToken: { token: info.auth_token.token, sessionId: info.auth_token.session_id, expiration: info.auth_token.expiration },
       fullProfiles: profiles }).finish();
     const t0 = process.hrtime.bigint();
@@ -57,13 +58,24 @@ async function stream(id) {
       r.on('data', (d) => ch.push(d));
       r.on('end', () => res(Buffer.concat(ch)));
       r.on('error', rej);
-      r.end(body);
+      r.end(bodies[k]);
     });
     const t1 = process.hrtime.bigint();
     const tr = TranscodeResult.decode(out);
     if (tr.error) throw new Error(`segment error: ${tr.error}`);
     times.push({ total: Number(t1 - t0) / 1e6, headers: Number(tHeaders - t0) / 1e6 });
+  };
+  // live streams are not in step: each starts its own share of a segment later
+  const start = Date.now() + (args.realtime ? (id * 2000) / Number(args.streams) : 0);
+  const pending = [];
+  for (let seq = 0; seq < Number(args.segments); seq++) {
+    // live pacing: segment k goes out 2 s × k after the first (or when k-1 is back, if later)
+    if (args.realtime) await new Promise((r) => setTimeout(r, Math.max(0, start + seq * 2000 - Date.now())));
+    // a gateway sending ahead keeps up to --inflight segments of the stream outstanding
+    pending.push(send(seq));
+    if (pending.length >= Number(args.inflight)) await pending.shift();
   }
+  await Promise.all(pending);
   h2.close();
   return times;
 }
