@@ -329,8 +329,8 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err,
 
 bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
   if (job->error[0] || job->duration_ms <= 0) return false;
-  lp_sched_health_t h = lp_sched_report_segment(a->sched, job->session_id, job->engine_ns / 1000000,
-                                                (uint64_t)job->duration_ms);
+  lp_sched_health_t h = lp_sched_report_segment(
+      a->sched, job->session_id, job->service_ns / 1000000, (uint64_t)job->duration_ms);
   if (h != LP_SCHED_STREAM_BEHIND) return false;
   lp_sched_session_info_t si;
   double ratio = lp_sched_session_info(a->sched, job->session_id, &si) == 0 ? si.rt_ratio : 0;

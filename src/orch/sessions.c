@@ -25,6 +25,7 @@ struct orch_session {
   orch_job_t *running[2]; /* loop-side engines: the jobs the engine has now */
   int nrunning;
   int first_device;          /* where its first segment was placed (orch_job_t.device) */
+  uint64_t last_done_ns;     /* when the engine last finished one of its jobs (loop side) */
   orch_session_t *next;      /* in the table or the detached list */
   orch_session_t *exit_next; /* on the exited list */
 };
@@ -143,6 +144,15 @@ static void handle_done(orch_sessions_t *ss, orch_job_t *job) {
   orch_session_t *s = job->session;
   s->jobs--;
   ss->jobs--;
+  /* A job the engine took while the session's previous one was still in it shared the engine
+   * with it until then: what it added is the time since that one finished. */
+  job->service_ns = job->engine_ns;
+  if (job->engine_ns) {
+    uint64_t handoff = job->t_submit + job->queued_ns, done = handoff + job->engine_ns;
+    if (s->last_done_ns > handoff && done > s->last_done_ns)
+      job->service_ns = done - s->last_done_ns;
+    s->last_done_ns = LP_MAX(s->last_done_ns, done);
+  }
   if (!s->in_table && !job->error[0]) {
     /* Its results have nowhere to live once the session is gone. */
     for (size_t i = 0; i < job->n_profiles && job->out; i++) {

@@ -474,6 +474,13 @@ static void test_submit_engine(void **st) {
     assert_int_equal(f->done_order[i], i);
     assert_true(f->jobs[i].engine_ns >= 2000000); /* submit to done, the engine's 2 ms in it */
   }
+  /* The capacity model reads what each added: the first its whole time (the gate's wait with
+   * it), each later one only the time since the one before it finished. */
+  assert_int_equal(f->jobs[0].service_ns, f->jobs[0].engine_ns);
+  for (int i = 1; i < 5; i++) {
+    assert_true(f->jobs[i].service_ns >= 2000000);
+    assert_true(f->jobs[i].service_ns < f->jobs[i].engine_ns);
+  }
   assert_string_equal(f->jobs[1].error, "No keyframes in input");
   assert_string_equal(f->jobs[2].error, "");
   assert_int_equal(f->jobs[2].out[1].len, 101);
