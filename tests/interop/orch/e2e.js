@@ -439,24 +439,29 @@ test('capacity-busy-idle', async () => {
 // In process (-localWorkers 0) a session's queued segments are submitted to the engine without
 // waiting, so the next decodes while the last one's encoders drain: three segments of one
 // session posted at once all come back whole.
+// Posts three segments of one session at once; each must come back whole (ffprobe's frames and
+// pixels against the result's).
+async function postQueued(node, info, label) {
+  const rs = await Promise.all([0, 1, 2].map((i) =>
+    postSegment(node, { 'livepeer-segment': segHeader(info, seg360, i, [P240]) }, seg360)));
+  for (let i = 0; i < 3; i++) {
+    assert.strictEqual(rs[i].status, 200);
+    const res = decodeResult(rs[i].body);
+    assert.strictEqual(res.seq, i);
+    assert.ok(res.data, `segment ${i}: error ${res.error}`);
+    const s = res.data.segments[0];
+    const dl = curlGet(s.url, `${label}-${i}.ts`);
+    assert.strictEqual(dl.status, 200);
+    const pr = ffprobe(dl.file);
+    assert.strictEqual(Number(pr.nb_read_frames), 30);
+    assert.strictEqual(s.pixels, 30 * pr.width * pr.height);
+  }
+}
+
 test('in-process-queued', async () => {
   const node = await startNode(['-localWorkers', '0']);
   try {
-    const info = await getOrch(node);
-    const rs = await Promise.all([0, 1, 2].map((i) =>
-      postSegment(node, { 'livepeer-segment': segHeader(info, seg360, i, [P240]) }, seg360)));
-    for (let i = 0; i < 3; i++) {
-      assert.strictEqual(rs[i].status, 200);
-      const res = decodeResult(rs[i].body);
-      assert.strictEqual(res.seq, i);
-      assert.ok(res.data, `segment ${i}: error ${res.error}`);
-      const s = res.data.segments[0];
-      const dl = curlGet(s.url, `queued-${i}.ts`);
-      assert.strictEqual(dl.status, 200);
-      const pr = ffprobe(dl.file);
-      assert.strictEqual(Number(pr.nb_read_frames), 30);
-      assert.strictEqual(s.pixels, 30 * pr.width * pr.height);
-    }
+    await postQueued(node, await getOrch(node), 'queued');
   } finally {
     await node.stop();
   }
@@ -473,20 +478,7 @@ test('workers-queued', async () => {
     assert.match(node.log(), /Capacity: new streams are admitted by their cost and placed on a device/);
     const info = await getOrch(node);
     await waitIdle(node);
-    const rs = await Promise.all([0, 1, 2].map((i) =>
-      postSegment(node, { 'livepeer-segment': segHeader(info, seg360, i, [P240]) }, seg360)));
-    for (let i = 0; i < 3; i++) {
-      assert.strictEqual(rs[i].status, 200);
-      const res = decodeResult(rs[i].body);
-      assert.strictEqual(res.seq, i);
-      assert.ok(res.data, `segment ${i}: error ${res.error}`);
-      const s = res.data.segments[0];
-      const dl = curlGet(s.url, `wqueued-${i}.ts`);
-      assert.strictEqual(dl.status, 200);
-      const pr = ffprobe(dl.file);
-      assert.strictEqual(Number(pr.nb_read_frames), 30);
-      assert.strictEqual(s.pixels, 30 * pr.width * pr.height);
-    }
+    await postQueued(node, info, 'wqueued');
     // how many were with the worker at once (timing, so reported, not asserted)
     let out = 0;
     let most = 0;
