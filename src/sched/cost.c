@@ -174,8 +174,9 @@ int lp_sched_job_validate(const lp_sched_job_t *job, char *err, size_t errlen) {
 #undef FAIL
 }
 
-void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
-                       const lp_sched_job_t *job, lp_sched_cost_t *out) {
+void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
+                    const lp_sched_coefs_t *host, unsigned cpu_encode, const lp_sched_job_t *job,
+                    lp_sched_cost_t *out) {
   memset(out, 0, sizeof *out);
   out->supported = true;
   int e_dec = lp_sched_stage_engine(kind, LP_SCHED_STAGE_DECODE);
@@ -187,40 +188,35 @@ void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
   if (k <= 0) out->supported = false;
   out->engine[e_dec] += k * in_px * src_fps(job) / MPX;
   double surfaces = in_px * MEM_DEC_SURFACES;
+  int on_device = 0;
   size_t n = LP_MIN(job->n_renditions, (size_t)LP_SCHED_MAX_RENDITIONS);
   for (size_t i = 0; i < n; i++) {
     const lp_sched_rendition_t *r = &job->renditions[i];
     double px = (double)r->width * r->height, fps = out_fps(job, r);
     out->engine[e_scl] += c->scale * (in_px + px) * fps / MPX;
-    double ke = c->encode[r->codec][r->preset];
+    /* a rendition the device encodes on the CPU is priced with the CPU's coefficients and
+     * holds no encoder session or surfaces of the device */
+    bool hosted = host && (cpu_encode & (1u << r->codec));
+    double ke = (hosted ? host : c)->encode[r->codec][r->preset];
     if (ke <= 0) out->supported = false;
+    if (hosted) {
+      out->host_cpu += ke * px * fps / MPX;
+      continue;
+    }
     out->engine[e_enc] += ke * px * fps / MPX;
     surfaces += px * MEM_ENC_SURFACES;
+    on_device++;
   }
   for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) out->total += out->engine[e];
+  out->total += out->host_cpu;
   if (kind != LP_SCHED_DEV_CPU) {
-    out->enc_sessions = (int)n;
+    out->enc_sessions = on_device;
     out->dec_sessions = 1;
     out->mem_bytes = MEM_BASE + (uint64_t)(surfaces * 1.5);
   }
 }
 
-void sched_cost_split_host(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
-                           const lp_sched_coefs_t *host, unsigned cpu_encode,
-                           const lp_sched_job_t *job, lp_sched_cost_t *cost) {
-  int e_enc = lp_sched_stage_engine(kind, LP_SCHED_STAGE_ENCODE);
-  size_t n = LP_MIN(job->n_renditions, (size_t)LP_SCHED_MAX_RENDITIONS);
-  for (size_t i = 0; i < n; i++) {
-    const lp_sched_rendition_t *r = &job->renditions[i];
-    if (!(cpu_encode & (1u << r->codec))) continue;
-    double rate = (double)r->width * r->height * out_fps(job, r) / MPX;
-    double own = c->encode[r->codec][r->preset] * rate;
-    double on_host = host->encode[r->codec][r->preset] * rate;
-    cost->engine[e_enc] = LP_MAX(0.0, cost->engine[e_enc] - own);
-    cost->total += on_host - own;
-    cost->host_cpu += on_host;
-    if (on_host <= 0) cost->supported = false;
-    if (cost->enc_sessions > 0) cost->enc_sessions--;
-  }
-  cost->total = LP_MAX(0.0, cost->total);
+void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
+                       const lp_sched_job_t *job, lp_sched_cost_t *out) {
+  sched_job_cost(kind, c, NULL, 0, job, out);
 }

@@ -17,6 +17,7 @@
 #define MODEL_RT_MIN 0.03  /* below this predicted ratio, measured ratios are too noisy to judge */
 #define MODEL_SLACK 1.15   /* measured over predicted beyond this: the model underestimates */
 #define MODEL_GAIN 0.5     /* step towards the measured cost per round of segments */
+#define RESIDUE_WU 1e-6    /* wu/s left after releases below this is float residue */
 
 static char *dupstr(const char *s) {
   s = s ? s : "";
@@ -358,9 +359,8 @@ static int host_of(const lp_sched_t *s, const sched_device_t *d) {
 /* A job's cost on d, its CPU encodes moved to the host's CPU. */
 static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched_job_t *job,
                     lp_sched_cost_t *c) {
-  lp_sched_job_cost(d->kind, &d->coefs, job, c);
   int h = host_of(s, d);
-  if (h >= 0) sched_cost_split_host(d->kind, &d->coefs, &s->devs[h].coefs, d->cpu_encode, job, c);
+  sched_job_cost(d->kind, &d->coefs, h >= 0 ? &s->devs[h].coefs : NULL, d->cpu_encode, job, c);
 }
 
 /* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of its
@@ -589,9 +589,9 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->cost = c;
   s->n_sess++;
   sched_device_t *d = &s->devs[v->device];
-  ss->host = c.host_cpu > 0 ? host_of(s, d) : -1;
-  if (ss->host >= 0) {
-    sched_device_t *h = &s->devs[ss->host];
+  int hi = c.host_cpu > 0 ? host_of(s, d) : -1;
+  if (hi >= 0) {
+    sched_device_t *h = &s->devs[hi];
     h->committed[0] += c.host_cpu;
     h->hosted++;
     d->host_cpu += c.host_cpu;
@@ -640,11 +640,14 @@ int lp_sched_release(lp_sched_t *s, const char *session_id) {
   d->enc = LP_MAX(0, d->enc - ss->cost.enc_sessions);
   d->dec = LP_MAX(0, d->dec - ss->cost.dec_sessions);
   d->mem = d->mem > ss->cost.mem_bytes ? d->mem - ss->cost.mem_bytes : 0;
-  if (ss->host >= 0) {
-    sched_device_t *h = &s->devs[ss->host];
+  int hi = ss->cost.host_cpu > 0 ? host_of(s, d) : -1;
+  if (hi >= 0) {
+    sched_device_t *h = &s->devs[hi];
     h->committed[0] = LP_MAX(0.0, h->committed[0] - ss->cost.host_cpu);
     if (h->src) h->rel_since.engine[0] += ss->cost.host_cpu;
-    d->host_cpu = LP_MAX(0.0, d->host_cpu - ss->cost.host_cpu);
+    /* float residue must not leave the CPU's load in this device's model_rt */
+    d->host_cpu -= ss->cost.host_cpu;
+    if (d->host_cpu < RESIDUE_WU) d->host_cpu = 0;
     if (--h->hosted <= 0) {
       h->hosted = 0;
       if (h->sessions <= 0) memset(h->committed, 0, sizeof h->committed); /* float residue */

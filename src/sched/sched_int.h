@@ -7,7 +7,6 @@
 typedef struct sched_session {
   char *id;
   int dev;
-  int host; /* the CPU device that carries its CPU encodes (cost.host_cpu), -1 none */
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
   int segments; /* reported so far */
@@ -63,13 +62,13 @@ struct lp_sched {
   int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
 };
 
-/* Moves the encode cost of a job's renditions whose codec is in cpu_encode from the encoder of a
- * device (its kind and coefficients: cost already holds lp_sched_job_cost's result) to the
- * host's CPU, weighed with the CPU device's coefficients: cost->host_cpu. Those renditions hold
- * no hardware encoder session either. */
-void sched_cost_split_host(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
-                           const lp_sched_coefs_t *host, unsigned cpu_encode,
-                           const lp_sched_job_t *job, lp_sched_cost_t *cost);
+/* lp_sched_job_cost on a device whose encodes of the codecs in cpu_encode run on the host's CPU
+ * (host: the CPU device's coefficients; NULL: none do): those renditions are priced with the
+ * CPU's coefficients into cost->host_cpu, and hold no encoder session or surfaces of the
+ * device. */
+void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
+                    const lp_sched_coefs_t *host, unsigned cpu_encode, const lp_sched_job_t *job,
+                    lp_sched_cost_t *out);
 /* The device's usable budget per engine: 1000 × target × correction. */
 double sched_budget(const lp_sched_t *s, const sched_device_t *d);
 /* Parses and writes the "coefs" object of a calibration record. */

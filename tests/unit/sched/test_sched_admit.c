@@ -783,7 +783,9 @@ static void test_cpu_encodes_charged_to_cpu(void **state) {
                               1u << LP_SCHED_CODEC_H264};
   int gpu = -1;
   assert_int_equal(lp_sched_add_device(s, &d, &gpu), 0);
-  lp_sched_coefs_t c = coefs(20); /* the CPU route's own figure, as calibration measures it */
+  lp_sched_coefs_t c = coefs(20);
+  /* the GPU has no encoder of its own: its H.264 figure is 0, and the CPU's prices the job */
+  for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
   assert_int_equal(lp_sched_set_coefs(s, gpu, &c), 0);
   lp_sched_job_t j = job(1000, 1000, 10, 1); /* decode 10 wu/s; encode 200 wu/s on the CPU */
 
