@@ -184,7 +184,6 @@ struct orch_job {
   orch_rendition_t *out; /* n_profiles entries, zeroed */
   char error[256];       /* non-empty: the transcode failed with this text */
   uint64_t engine_ns;    /* time in the engine: its transcode call, or submit to done */
-  uint64_t t_engine;     /* lp_now_ns() when the worker handed it to the engine */
   /* engine_ns, less the part spent beside the session's previous job (a job taken while that
    * one was still in the engine adds only the time since it finished): the time per segment
    * the capacity model reads. Set when the job comes back, on the loop. */

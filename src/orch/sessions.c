@@ -65,7 +65,7 @@ static void post_done(orch_sessions_t *ss, orch_job_t *job) {
 
 /* A job the engine completed after its submit call returned (on one of the engine's threads). */
 static void worker_job_done(orch_job_t *job) {
-  job->engine_ns = lp_now_ns() - job->t_engine;
+  job->engine_ns = lp_now_ns() - job->t_submit - job->queued_ns;
   post_done(job->session->owner, job);
 }
 
@@ -98,7 +98,6 @@ static void worker_main(void *arg) {
     uint64_t t0 = lp_now_ns();
     job->queued_ns = t0 - job->t_submit;
     if (opened && ss->engine.submit) {
-      job->t_engine = t0;
       ss->engine.submit(ss->engine.ctx, state, job, worker_job_done);
       continue;
     }
@@ -140,14 +139,16 @@ static void idle_fired(uv_timer_t *t) {
   orch_sessions_end(s->owner, s->id);
 }
 
-static void handle_done(orch_sessions_t *ss, orch_job_t *job) {
+/* ahead: the job came back before an older one of its session that the engine still has (a
+ * loop-side engine running two); it neither counts from nor moves the session's last finish. */
+static void handle_done(orch_sessions_t *ss, orch_job_t *job, bool ahead) {
   orch_session_t *s = job->session;
   s->jobs--;
   ss->jobs--;
   /* A job the engine took while the session's previous one was still in it shared the engine
    * with it until then: what it added is the time since that one finished. */
   job->service_ns = job->engine_ns;
-  if (job->engine_ns) {
+  if (job->engine_ns && !ahead) {
     uint64_t handoff = job->t_submit + job->queued_ns, done = handoff + job->engine_ns;
     if (s->last_done_ns > handoff && done > s->last_done_ns)
       job->service_ns = done - s->last_done_ns;
@@ -166,6 +167,8 @@ static void handle_done(orch_sessions_t *ss, orch_job_t *job) {
   job->session = NULL;
   job->done(job, job->done_arg);
   if (ss->engine.start && s->in_table) pump(s);
+  /* a loop-side engine's session ended with this job not yet handed back held a reference */
+  if (ss->engine.start && !s->in_table) session_unref(s);
 }
 
 static void async_cb(uv_async_t *a) {
@@ -178,7 +181,7 @@ static void async_cb(uv_async_t *a) {
   uv_mutex_unlock(&ss->done_mu);
   while (jobs) {
     orch_job_t *next = jobs->next;
-    handle_done(ss, jobs);
+    handle_done(ss, jobs, false);
     jobs = next;
   }
   while (exited) {
@@ -350,10 +353,10 @@ int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job) {
 void orch_sessions_job_done(orch_job_t *job) {
   orch_session_t *s = job->session;
   orch_sessions_t *ss = s->owner;
+  bool ahead = s->nrunning == 2 && s->running[1] == job;
   if (s->nrunning > 0 && s->running[0] == job) s->running[0] = s->running[1];
   if (s->nrunning > 0) s->running[--s->nrunning] = NULL;
-  handle_done(ss, job);
-  if (!s->in_table) session_unref(s);
+  handle_done(ss, job, ahead);
 }
 
 int orch_sessions_end(orch_sessions_t *ss, const char *id) {
@@ -383,8 +386,9 @@ int orch_sessions_end(orch_sessions_t *ss, const char *id) {
     post_done(ss, waiting);
     waiting = next;
   }
-  /* a loop-side engine's jobs in progress hold the session until orch_sessions_job_done */
-  s->refs += s->nrunning;
+  /* A loop-side engine's session is held by every job not handed back yet (running, waiting,
+   * answered and not yet through the loop), each releasing it in handle_done. */
+  if (ss->engine.start) s->refs += s->jobs;
   if (ss->engine.session_ended) ss->engine.session_ended(ss->engine.ctx, s->id);
   if (ss->ended) ss->ended(ss->ended_arg, s->id);
   uv_timer_stop(&s->idle);

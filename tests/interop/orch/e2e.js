@@ -436,9 +436,6 @@ test('capacity-busy-idle', async () => {
   }
 });
 
-// In process (-localWorkers 0) a session's queued segments are submitted to the engine without
-// waiting, so the next decodes while the last one's encoders drain: three segments of one
-// session posted at once all come back whole.
 // Posts three segments of one session at once; each must come back whole (ffprobe's frames and
 // pixels against the result's).
 async function postQueued(node, info, label) {
@@ -458,6 +455,9 @@ async function postQueued(node, info, label) {
   }
 }
 
+// In process (-localWorkers 0) a session's queued segments are submitted to the engine without
+// waiting, so the next decodes while the last one's encoders drain (correctness only: how many
+// overlapped is timing): three segments of one session posted at once all come back whole.
 test('in-process-queued', async () => {
   const node = await startNode(['-localWorkers', '0']);
   try {

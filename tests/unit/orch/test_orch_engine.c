@@ -250,8 +250,10 @@ static void test_submit_cpu(void **st) {
     free(jobs[i].out);
   }
   assert_int_equal(orch_engine_media.open(&g.ctx, "d", &c), 0);
+  int before = fake_encoders_opened();
   orch_engine_media.submit(&g.ctx, c, &jobs[3], job_done);
   assert_int_equal(g_sub.n, 4); /* on the device: done before submit returned */
+  assert_true(fake_encoders_opened() > before);
   assert_string_equal(jobs[3].error, "");
   assert_int_equal(jobs[3].out[0].pixels, 160 * 120 * 50);
   free(jobs[3].out[0].data);
