@@ -175,8 +175,10 @@ int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
  * with out filled and what media_session_transcode would return, when the segment's
  * renditions are encoded; out must stay valid until then, and is the caller's to free after.
  * done runs on one of the session's threads (or on the caller's, for a segment that failed
- * before any rendition started) and must not call into the session. Results come back in
- * submission order. On the CPU backend the next segment may be submitted at once and decodes
+ * before any rendition started), must not call into the session, and should be short: it may
+ * hand back the next segment's result too, and holds up that thread's next work meanwhile.
+ * Results come back in submission order. A session's segments are submitted from one thread
+ * at a time. On the CPU backend the next segment may be submitted at once and decodes
  * while this one's encoders drain; a third, and any second on a device backend, waits in the
  * call for the oldest to complete. */
 typedef void (*media_done_fn)(void *arg, media_result_t *out, int ret);

@@ -127,15 +127,15 @@ static void *worker_run(void *arg) {
       const bseg_t *sg = &b->segs[i];
       pending_t *p = calloc(1, sizeof(*p));
       if (p) *p = (pending_t){.b = b, .worker = w->id, .n = (size_t)r * b->nseg + i, .sg = sg};
-      /* In flight: the next segment decodes while this one's encoders drain. One at a time:
-       * each result comes back before the next segment starts. */
       if (!p) {
         pthread_mutex_lock(&b->mu);
         b->failed++;
         pthread_mutex_unlock(&b->mu);
       } else if (b->depth > 1) {
+        /* in flight: the next segment decodes while this one's encoders drain */
         media_session_submit(s, sg->data, sg->len, b->profiles, b->nprof, &p->res, seg_done, p);
       } else {
+        /* one at a time: each result comes back before the next segment starts */
         int ret = media_session_transcode(s, sg->data, sg->len, b->profiles, b->nprof, &p->res);
         seg_done(p, &p->res, ret);
       }

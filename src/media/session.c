@@ -93,11 +93,11 @@ typedef struct rworker {
   struct out *o;
 } rworker_t;
 
-/* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH); used by one
- * segment at a time (busy, under the session's mu). */
+/* An encoder kept open across segments (backends whose policy is HW_EOS_FLUSH), in sessions that
+ * take one segment at a time: with two in flight the next segment's encoder would be warm or
+ * fresh depending on whether the last one had drained yet. */
 typedef struct warm_enc {
   AVCodecContext *enc;
-  bool busy;
   const hw_backend_t *be; /* whose encoder it is */
   media_profile_t prof;
   AVCodecParameters *par;
@@ -129,6 +129,8 @@ struct media_session {
   pthread_cond_t cv;
   struct seg *fl[2];
   int nfl, depth;
+  /* the two segments' contexts, made with the session: slot k runs on rendition set k */
+  struct seg *slot;
   atomic_llong segments;
   /* A device backend's routing table: entry 0 the CPU, entry 1 this session's device (copied
    * from the node's table, or made from the backend's limits); NULL on the CPU backend. */
@@ -312,6 +314,12 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
     free(s);
     return NULL;
   }
+  if (!(s->slot = calloc(2, sizeof(*s->slot)))) {
+    av_buffer_unref(&s->device);
+    free(s->route);
+    free(s);
+    return NULL;
+  }
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   /* A device's frames come from a fixed pool and its encoders may be kept warm: its segments
@@ -324,17 +332,6 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
 static void warm_clear(warm_enc_t *w) {
   hw_encoder_free(&w->enc);
   avcodec_parameters_free(&w->par);
-  w->busy = false;
-}
-
-/* A segment is done with rendition i's warm encoder: kept for the next one, or closed. */
-static void warm_release(media_session_t *s, int i, bool close) {
-  pthread_mutex_lock(&s->mu);
-  if (close)
-    warm_clear(&s->warm[i]);
-  else
-    s->warm[i].busy = false;
-  pthread_mutex_unlock(&s->mu);
 }
 
 static void rw_stop(rworker_t *w);
@@ -355,6 +352,7 @@ void media_session_free(media_session_t *s) {
   free(s->route);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
+  free(s->slot);
   free(s);
 }
 
@@ -648,9 +646,8 @@ static int out_close_encoder(seg_t *g, out_t *o, bool end_of_segment) {
   if ((ret = out_receive_packets(g, o)) < 0) return ret;
   if (o->enc_warm && end_of_segment && o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
     avcodec_flush_buffers(o->enc);
-    warm_release(g->s, o->idx, false);
   } else if (o->enc_warm) {
-    warm_release(g->s, o->idx, true);
+    warm_clear(&g->s->warm[o->idx]);
   } else {
     hw_encoder_free(&o->enc);
   }
@@ -691,17 +688,14 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
     o->gop_ticks = LP_MAX(1, av_rescale_q(p->gop_ms, (AVRational){1, 1000}, tb));
   }
   warm_enc_t *w = &s->warm[o->idx];
-  pthread_mutex_lock(&s->mu);
-  if (w->enc && !w->busy &&
+  if (w->enc &&
       (memcmp(&w->prof, p, sizeof(*p)) != 0 || w->be != o->enc_be || w->enc->width != f->width ||
        w->enc->height != f->height || av_cmp_q(w->enc->time_base, tb) != 0))
     warm_clear(w);
-  if (w->enc && !w->busy) {
+  if (w->enc) {
     o->enc = w->enc;
-    o->enc_warm = w->busy = true;
-  }
-  pthread_mutex_unlock(&s->mu);
-  if (!o->enc) {
+    o->enc_warm = true;
+  } else {
     int ret = o->enc_be->encoder_open(o->enc_be == s->be ? s->device : NULL, &ep, NULL, &o->enc);
     if (ret < 0) {
       if (ret == LP_EUNSUPP)
@@ -709,15 +703,12 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
       return seg_fail(g, ret, ret == LP_ENOMEM ? MEDIA_ERR_SESSION : MEDIA_ERR_INPUT,
                       "Invalid argument", o->idx);
     }
-    /* kept for the next segments unless another segment of the session holds the slot */
-    pthread_mutex_lock(&s->mu);
-    if (o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH && !w->enc) {
+    if (s->depth == 1 && o->enc_be->eos_policy(o->enc) == HW_EOS_FLUSH) {
       w->enc = o->enc;
       w->be = o->enc_be;
       w->prof = *p;
-      o->enc_warm = w->busy = true;
+      o->enc_warm = true;
     }
-    pthread_mutex_unlock(&s->mu);
   }
   if (!o->par) {
     o->par = avcodec_parameters_alloc();
@@ -1384,7 +1375,7 @@ static void seg_free(seg_t *g) {
     out_t *o = &g->outs[i];
     out_free_graph(o);
     if (o->enc_warm && o->enc)
-      warm_release(g->s, o->idx, true); /* failed mid-segment */
+      warm_clear(&g->s->warm[o->idx]); /* failed mid-segment */
     else
       hw_encoder_free(&o->enc);
     avcodec_parameters_free(&o->par);
@@ -1497,7 +1488,6 @@ static void seg_finish(seg_t *g) {
     seg_t *next = s->nfl && s->fl[0]->finished ? s->fl[0] : NULL;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    free(g);
     oldest = (g = next) != NULL;
   }
 }
@@ -1507,16 +1497,12 @@ void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
                           media_done_fn done, void *arg) {
   memset(out, 0, sizeof(*out));
   out->error_rendition = -1;
-  seg_t *g = calloc(1, sizeof(*g));
-  if (!g) {
-    snprintf(out->error, sizeof(out->error), "Cannot allocate memory");
-    out->error_class = MEDIA_ERR_SESSION;
-    done(arg, out, LP_ENOMEM);
-    return;
-  }
   pthread_mutex_lock(&s->mu);
   while (s->nfl >= s->depth) pthread_cond_wait(&s->cv, &s->mu);
-  g->set = s->nfl ? 1 - s->fl[0]->set : 0;
+  int set = s->nfl ? 1 - s->fl[0]->set : 0;
+  seg_t *g = &s->slot[set];
+  memset(g, 0, sizeof(*g));
+  g->set = set;
   s->fl[s->nfl++] = g;
   pthread_mutex_unlock(&s->mu);
   g->t0 = lp_now_ns();
