@@ -64,9 +64,9 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
   r.out_w = req->out_width;
   r.out_h = req->out_height;
   /* A stage on the CPU is charged as a share of all its cores (docs/capacity.md, Calibration):
-   * timed by CPU time, then spread over the effective CPU count. */
-  r.cpu_time = kind_of(d) == LP_SCHED_DEV_CPU ||
-               (req->stage == LP_SCHED_STAGE_ENCODE && !(d->enc & HW_CODEC_BIT(r.codec)));
+   * timed by CPU time, then spread over the effective CPU count. (A device's CPU-route encodes
+   * are not measured on it: the CPU device's figures price them.) */
+  r.cpu_time = kind_of(d) == LP_SCHED_DEV_CPU;
   char why[192] = "";
   int rc = hw_bench_stage(d, &r, fps, why, sizeof why);
   if (rc == 0 && r.cpu_time && dev->cpus > 0) *fps *= dev->cpus;

@@ -154,6 +154,8 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
   static const lp_sched_preset_t order[] = {LP_SCHED_PRESET_MEDIUM, LP_SCHED_PRESET_FAST,
                                             LP_SCHED_PRESET_SLOW};
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
+    /* what a device encodes on the CPU is priced with the CPU device's figures */
+    if (d->kind != LP_SCHED_DEV_CPU && (d->cpu_encode & (1u << k))) continue;
     r.codec = (lp_sched_codec_t)k;
     for (size_t q = 0; q < LP_ARRAY_LEN(order); q++) {
       r.preset = order[q];
