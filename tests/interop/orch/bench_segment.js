@@ -81,16 +81,17 @@ async function stream(id) {
 }
 
 // The same stream driven by h2load (nghttp2's C client): the upload is not held back by the
-// client, so the node's body time is its own. Every request of a stream repeats segment 0.
+// client, so the node's body time is its own. Every request of a stream repeats the first
+// --in file as segment 0.
 async function streamH2load(id) {
   const info = await new Promise((res, rej) => client.GetOrchestrator({ address: Buffer.alloc(20), capabilities: { bitstring: [0x1003] } },
     (e, r) => (e ? rej(e) : res(r))));
-  const sd = SegData.encode({ manifestId: Buffer.from(`bench${id}`), seq: 0, hash, duration: 2000,
+  const sd = SegData.encode({ manifestId: Buffer.from(`bench${id}`), seq: 0, hash: hashes[0], duration: 2000,
     authToken: { token: info.auth_token.token, sessionId: info.auth_token.session_id, expiration: info.auth_token.expiration },
     fullProfiles: profiles }).finish();
   if (args.realtime) await new Promise((r) => setTimeout(r, (id * 2000) / Number(args.streams)));
   const out = await new Promise((res, rej) => {
-    execFile('h2load', ['-n', args.segments, '-c', '1', '-m', '1', '-d', args.in,
+    execFile('h2load', ['-n', args.segments, '-c', '1', '-m', '1', '-d', args.in.split(',')[0],
       '-H', `livepeer-segment: ${Buffer.from(sd).toString('base64')}`, '-H', 'content-type: video/MP2T',
       ...(args.realtime ? ['--rps=0.5'] : []), `${info.transcoder}/segment`], (e, so) => (e ? rej(e) : res(so)));
   });
