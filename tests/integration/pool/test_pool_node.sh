@@ -19,8 +19,6 @@ fail() {
   exit 1
 }
 
-# A port nobody listens on: bind 0 and read what the kernel picked.
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 SECRET=pool-node-secret
 
 for i in 1 2 3; do
@@ -28,10 +26,26 @@ for i in 1 2 3; do
     -c:v libx264 -preset ultrafast -g 50 -pix_fmt yuv420p -f mpegts "$DIR/seg$i.ts"
 done
 
-"$LPOD" -orchestrator -orchSecret "$SECRET" -serviceAddr "127.0.0.1:$PORT" \
-  -httpAddr "127.0.0.1:$PORT" -maxSessions auto -dataDir "$DIR/o" -cliAddr 127.0.0.1:0 \
-  >"$DIR/o.log" 2>&1 &
-PIDS="$PIDS $!"
+# The orchestrator on a port nobody listens on: bind 0 and read what the kernel picked. Another
+# process may take it before the node binds it, so a start that finds it in use picks again.
+for attempt in 1 2 3 4 5; do
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$LPOD" -orchestrator -orchSecret "$SECRET" -serviceAddr "127.0.0.1:$PORT" \
+    -httpAddr "127.0.0.1:$PORT" -maxSessions auto -dataDir "$DIR/o" -cliAddr 127.0.0.1:0 \
+    >"$DIR/o.log" 2>&1 &
+  O=$!
+  n=0
+  until grep -q 'Node ready' "$DIR/o.log" || ! kill -0 "$O" 2>/dev/null; do
+    n=$((n + 1))
+    [ $n -lt 1200 ] || fail "the orchestrator did not start"
+    sleep 0.1
+  done
+  if kill -0 "$O" 2>/dev/null; then break; fi
+  wait "$O" || true
+  grep -q 'address already in use' "$DIR/o.log" || fail "the orchestrator stopped at start"
+  [ $attempt -lt 5 ] || fail "no free port in 5 tries"
+done
+PIDS="$PIDS $O"
 "$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -maxSessions 2 \
   -dataDir "$DIR/t1" -cliAddr 127.0.0.1:0 >"$DIR/t1.log" 2>&1 &
 T1=$!
