@@ -9,15 +9,19 @@ BASELINE is a JSON file (bench/baseline*.json):
 Each NAME=RESULT.json pair is one `lpod bench -json` output checked against runs[NAME]: every
 metric named in thresholds that the baseline run has must be in the result and must not be worse
 than the baseline by more than its tolerance (tolerance_pct of the baseline value, or
-tolerance_abs). A baseline run that records "sessions" is compared only with a result of as
-many sessions (4 streams sharing a machine are not 1 stream slower): any other count is a usage
-error. A NAME without a baseline run is reported and passes, unless --strict.
+tolerance_abs). A baseline run that records "sessions" or "depth" (segments in flight per
+session, as the sessions ran them) is compared only with a result of the same setup (4 streams
+sharing a machine are not 1 stream slower, nor one segment at a time as fast as two): any other
+value is a usage error. A NAME without a baseline run is reported and passes, unless --strict.
 --scale multiplies every tolerance (noisy runners). --update writes a baseline with the given
 results as its runs (thresholds kept) to OUT, for refreshing the committed file.
 Exit status: 0 no regression, 1 regression, 2 bad usage or unreadable input.
 """
 import json
 import sys
+
+# what a run's figures depend on besides the code: compared for equality, never as metrics
+SETUP_KEYS = ("sessions", "depth")
 
 
 def fail_usage(msg):
@@ -108,10 +112,11 @@ def main(argv):
             if strict:
                 regressions += 1
             continue
-        if "sessions" in base and result.get("sessions") != base["sessions"]:
-            fail_usage("%s: the baseline run in %s is for %s session(s), %s has %s; compare "
-                       "with a baseline of the same setup" % (name, args[0], base["sessions"],
-                                                             path, result.get("sessions")))
+        for key in SETUP_KEYS:
+            if key in base and result.get(key) != base[key]:
+                fail_usage("%s: the baseline run in %s has %s %s, %s has %s; compare with a "
+                           "baseline of the same setup" % (name, args[0], key, base[key], path,
+                                                          result.get(key)))
         print("%s:" % name)
         for metric, rule in sorted(thresholds.items()):
             if metric not in base:
@@ -133,8 +138,9 @@ def main(argv):
         for name, result in results.items():
             out["runs"][name] = {m: result[m] for m in thresholds
                                  if isinstance(result.get(m), (int, float))}
-            if isinstance(result.get("sessions"), int):
-                out["runs"][name]["sessions"] = result["sessions"]
+            for key in SETUP_KEYS:
+                if isinstance(result.get(key), int):
+                    out["runs"][name][key] = result[key]
         with open(update, "w") as f:
             json.dump(out, f, indent=2, sort_keys=True)
             f.write("\n")

@@ -190,6 +190,8 @@ void media_result_free(media_result_t *r);
 void media_session_free(media_session_t *s);
 /* Segments transcoded so far and whether the video decoder is warm (tests, metrics). */
 int64_t media_session_segments(const media_session_t *s);
+/* Segments the session runs at once: 2 on the CPU backend, 1 on a device's. */
+int media_session_depth(const media_session_t *s);
 
 /* ---- probing and cost hints for a scheduler ----------------------------------------------------
  */

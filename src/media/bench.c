@@ -26,7 +26,8 @@ typedef struct bench {
   size_t nprof;
   media_session_opts_t opts;
   int sessions, repeat, stagger_ms;
-  int depth; /* segments a stream keeps in flight */
+  int depth;     /* segments a stream keeps in flight, as asked */
+  int depth_run; /* as the sessions ran them (a device's run one at a time), under mu */
   bool live;
   FILE *csv;
   pthread_mutex_t mu;
@@ -121,6 +122,10 @@ static void *worker_run(void *arg) {
     pthread_mutex_unlock(&b->mu);
     return NULL;
   }
+  int depth = LP_MIN(b->depth, media_session_depth(s));
+  pthread_mutex_lock(&b->mu);
+  b->depth_run = LP_MAX(b->depth_run, depth);
+  pthread_mutex_unlock(&b->mu);
   double start = now_s(), media_t = 0;
   for (int r = 0; r < b->repeat; r++) {
     for (size_t i = 0; i < b->nseg; i++) {
@@ -131,7 +136,7 @@ static void *worker_run(void *arg) {
         pthread_mutex_lock(&b->mu);
         b->failed++;
         pthread_mutex_unlock(&b->mu);
-      } else if (b->depth > 1) {
+      } else if (depth > 1) {
         /* in flight: the next segment decodes while this one's encoders drain */
         media_session_submit(s, sg->data, sg->len, b->profiles, b->nprof, &p->res, seg_done, p);
       } else {
@@ -374,8 +379,12 @@ int media_cli_bench(int argc, char **argv) {
    * bytes, loaded before, are not counted. */
   size_t warm = b.rss_after_first_kb;
   size_t per_session = warm > rss0 ? (warm - rss0) / (size_t)b.sessions : 0;
+  /* what the sessions ran: a device backend's take one segment at a time whatever was asked */
+  int depth = b.depth_run ? b.depth_run : b.depth;
+  char asked[32] = "";
+  if (depth != b.depth) snprintf(asked, sizeof asked, " (asked %d)", b.depth);
   fprintf(stderr,
-          "| Concurrent Sessions | %d\n| Segments In Flight per Session | %d\n"
+          "| Concurrent Sessions | %d\n| Segments In Flight per Session | %d%s\n"
           "| Total Segs Transcoded | %" PRId64 "\n| Failed Segs | %" PRId64
           "\n| Real-Time Segs Transcoded | %" PRId64
           "\n| Real-Time Segs Ratio | %.4f\n| Total Source Duration | %.3fs\n"
@@ -383,8 +392,8 @@ int media_cli_bench(int argc, char **argv) {
           "| Wall Time | %.3fs\n| Throughput (source s / wall s) | %.4f\n| CPU Time | %.3fs\n"
           "| RSS start / after first pass / end | %zu / %zu / %zu KiB (peak %ld KiB)\n"
           "| RSS per warm session | %zu KiB\n",
-          b.sessions, b.depth, b.done, b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio,
-          wall, speed, cpu, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
+          b.sessions, depth, asked, b.done, b.failed, b.realtime, share, b.src_s, b.xcode_s,
+          rt_ratio, wall, speed, cpu, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
   if (b.first_error[0]) fprintf(stderr, "first error: %s\n", b.first_error);
   if (json) {
     FILE *fp = strcmp(json, "-") ? fopen(json, "w") : stdout;
@@ -393,7 +402,8 @@ int media_cli_bench(int argc, char **argv) {
       rc = 2;
     } else {
       fprintf(fp,
-              "{\"sessions\":%d,\"depth\":%d,\"live\":%s,\"segments\":%zu,\"repeat\":%d,"
+              "{\"sessions\":%d,\"depth\":%d,\"depth_asked\":%d,\"live\":%s,\"segments\":%zu,"
+              "\"repeat\":%d,"
               "\"profiles\":%zu,"
               "\"transcoded\":%" PRId64 ",\"failed\":%" PRId64 ",\"realtime_segments\":%" PRId64
               ",\"realtime_share\":%.6f,\"source_s\":%.6f,\"transcode_s\":%.6f,"
@@ -401,9 +411,9 @@ int media_cli_bench(int argc, char **argv) {
               "\"frames\":%" PRId64 ",\"pixels\":%" PRId64
               ",\"rss_start_kb\":%zu,\"rss_first_pass_kb\":%zu,\"rss_end_kb\":%zu,"
               "\"rss_peak_kb\":%ld,\"rss_per_session_kb\":%zu}\n",
-              b.sessions, b.depth, b.live ? "true" : "false", b.nseg, b.repeat, b.nprof, b.done,
-              b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio, wall, speed, cpu, b.frames,
-              b.pixels, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
+              b.sessions, depth, b.depth, b.live ? "true" : "false", b.nseg, b.repeat, b.nprof,
+              b.done, b.failed, b.realtime, share, b.src_s, b.xcode_s, rt_ratio, wall, speed, cpu,
+              b.frames, b.pixels, rss0, b.rss_after_first_kb, rss1, ru.ru_maxrss, per_session);
       if (fp != stdout) fclose(fp);
     }
   }

@@ -358,6 +358,8 @@ void media_session_free(media_session_t *s) {
 
 int64_t media_session_segments(const media_session_t *s) { return atomic_load(&s->segments); }
 
+int media_session_depth(const media_session_t *s) { return s->depth; }
+
 void media_result_free(media_result_t *r) {
   if (!r) return;
   if (r->renditions)

@@ -108,6 +108,7 @@ if "$LPOD" bench -in "$WORK/segs" -profiles P144p30fps16x9 -preset ultrafast -se
   -repeat 2 -csv "$WORK/bench.csv" -json "$WORK/bench.json" 2>"$WORK/bench.log"; then
   expect "bench transcoded" "$(grep -o '"transcoded":[0-9]*' "$WORK/bench.json" | cut -d: -f2)" 8
   expect "bench csv lines" "$(($(wc -l <"$WORK/bench.csv") - 1))" 8
+  expect "bench depth in the JSON" "$(grep -o '"depth":[0-9]*' "$WORK/bench.json" | cut -d: -f2)" 2
   # two segments in flight per stream (the default), results in each stream's order
   expect "bench results in order" "$(awk -F, 'NR > 1 { if ($3 <= last[$2] && seen[$2]) bad++; last[$2] = $3; seen[$2] = 1 } END { print bad + 0 }' "$WORK/bench.csv")" 0
 else
@@ -117,6 +118,7 @@ if "$LPOD" bench -in "$WORK/segs" -profiles P144p30fps16x9 -preset ultrafast -de
   -repeat 2 -json "$WORK/bench1.json" 2>"$WORK/bench1.log"; then
   expect "bench -depth 1 transcoded" "$(grep -o '"transcoded":[0-9]*' "$WORK/bench1.json" | cut -d: -f2)" 4
   expect "bench -depth 1 in the JSON" "$(grep -o '"depth":[0-9]*' "$WORK/bench1.json" | cut -d: -f2)" 1
+  expect "bench -depth 1 asked" "$(grep -o '"depth_asked":[0-9]*' "$WORK/bench1.json" | cut -d: -f2)" 1
 else
   bad "bench -depth 1 exit"; cat "$WORK/bench1.log"
 fi

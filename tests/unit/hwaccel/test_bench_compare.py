@@ -23,7 +23,7 @@ BASELINE = {
 }
 
 # A real `lpod bench -json` line, as src/media/bench.c prints it.
-SAMPLE = {"sessions": 2, "live": False, "segments": 4, "repeat": 1, "profiles": 3,
+SAMPLE = {"sessions": 2, "depth": 2, "depth_asked": 2, "live": False, "segments": 4, "repeat": 1, "profiles": 3,
           "transcoded": 8, "failed": 0, "realtime_segments": 8, "realtime_share": 1.0,
           "source_s": 16.0, "transcode_s": 9.6, "realtime_ratio": 0.60, "wall_s": 5.0,
           "throughput": 3.2, "cpu_s": 9.9, "frames": 480, "pixels": 123456789,
@@ -94,7 +94,11 @@ sbase = write("sessions.json", dict(BASELINE, runs={"cpu": dict(BASELINE["runs"]
                                                                  sessions=2)}))
 expect("a baseline of as many sessions compares", [sbase, "cpu=" + same], 0, "no regression")
 expect("a baseline of another session count is a usage error", [sbase, "cpu=" + write(
-    "four.json", sample(sessions=4))], 2, "is for 2 session(s)", "has 4")
+    "four.json", sample(sessions=4))], 2, "has sessions 2", "has 4")
+dbase = write("depth.json", dict(BASELINE, runs={"cpu": dict(BASELINE["runs"]["cpu"], depth=2)}))
+expect("a baseline of the same depth compares", [dbase, "cpu=" + same], 0, "no regression")
+expect("a baseline of another depth is a usage error", [dbase, "cpu=" + write(
+    "depth1.json", sample(depth=1, depth_asked=1))], 2, "has depth 2", "has 1")
 expect("a run without baseline passes", [base, "qsv:0=" + same], 0, "qsv:0: no baseline run")
 expect("--strict fails a run without baseline", ["--strict", base, "qsv:0=" + same], 1,
        "failing (--strict)")
@@ -110,7 +114,8 @@ expect("--update writes a baseline", ["--update", new_base, base, "qsv:0=" + sam
 with open(new_base) as f:
     nb = json.load(f)
 qsv = nb.get("runs", {}).get("qsv:0", {})
-if qsv.get("throughput") != 3.2 or qsv.get("sessions") != 2 or "cpu" not in nb["runs"]:
+if (qsv.get("throughput") != 3.2 or qsv.get("sessions") != 2 or qsv.get("depth") != 2 or
+        "cpu" not in nb["runs"]):
     failures += 1
     print("FAIL --update content: %s" % nb)
 expect("the updated baseline accepts its own results", ["--strict", new_base, "qsv:0=" + same],

@@ -87,6 +87,7 @@ static void test_short_segments(void **st) {
   media_profile_t ps[2] = {prof(160, 90, 0, 0), prof(160, 90, 30, 0)};
   static const int counts[] = {1, 2, 3, 5, 6, 10};
   media_session_t *s = new_session();
+  assert_int_equal(media_session_depth(s), 2); /* the CPU's: the next segment beside the last */
   for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
     char name[32], args[256];
     snprintf(name, sizeof(name), "short%d.ts", counts[i]);

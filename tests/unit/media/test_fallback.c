@@ -105,6 +105,7 @@ static void test_encode_falls_back_per_rendition(void **state) {
   media_profile_t ps[3] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_HEVC),
                            prof(640, 360, MEDIA_CODEC_H264)};
   media_session_t *s = session_on(&t);
+  assert_int_equal(media_session_depth(s), 1); /* a device's session: one segment at a time */
   for (int seg = 0; seg < 2; seg++) {
     media_result_t r;
     int ret = media_session_transcode(s, data, len, ps, 3, &r);
