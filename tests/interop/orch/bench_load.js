@@ -1,8 +1,7 @@
 // Load benchmark of admission policies, through the real node (docs/benchmarks.md, "Capacity").
 //
-// A mix of live streams (1080p -> 4 renditions, 720p -> 3, 360p -> 1, in a fixed order that
-// keeps them in nearly equal numbers) is offered at 0.5x to 3x the machine's measured capacity. Each policy runs the same
-// ramp on a fresh node: static -maxSessions caps as go-livepeer counts streams (with
+// A mix of live streams (1080p -> 4 renditions, 720p -> 3, 360p -> 1) is offered at 0.5x to 3x
+// the machine's measured capacity. Each policy runs the same ramp on a fresh node: static -maxSessions caps as go-livepeer counts streams (with
 // -costAdmission=false), go-livepeer's default cap of 10, and lpod's cost-based admission
 // (-maxSessions auto). For each run it reports the work accepted (pixels decoded + encoded by
 // admitted streams) and the share of admitted segments that came back within their duration.
@@ -12,6 +11,14 @@
 //          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
 //          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 //          [--target R (the headroom to judge by as well; default lpod's -targetRealtimeRatio, 0.8)]
+//          [--order blocks|random (default blocks) --seed S]
+//
+// Arrival orders, the same for every policy: "blocks" is one fixed order at every level, blocks
+// of three streams with one of each ladder, so every prefix holds the ladders in nearly equal
+// numbers and a static cap N is always offered the same first N streams. "random" draws each
+// stream's ladder independently at every level (seeded by --seed and the level), so a cap chosen
+// in hindsight has to hold whatever mix arrives, as an operator's does. The capacity phase
+// always uses the blocks.
 //
 // Two judgements: "on time" is a segment answered within its duration; "within target" within
 // R x its duration, the headroom lpod's controller keeps. The best static cap is reported under
@@ -49,6 +56,11 @@ const lpodFlags = args.lpodFlags ? args.lpodFlags.split(/\s+/).filter(Boolean) :
 const flagTarget = lpodFlags.indexOf('-targetRealtimeRatio');
 const TARGET = Number(args.target || (flagTarget >= 0 ? lpodFlags[flagTarget + 1] : 0.8));
 const SEGMENTS = Number(args.segments);
+const ORDER = args.order || 'blocks';
+if (!['blocks', 'random'].includes(ORDER)) {
+  console.error(`--order: blocks or random, not ${ORDER}`);
+  process.exit(2);
+}
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-bench-load-'));
 
 const P720 = { name: 'P720p30fps16x9', width: 1280, height: 720, bitrate: 3000000, fps: 30 };
@@ -68,12 +80,17 @@ for (const l of Object.values(LADDERS)) {
   l.work = px(w, h) + l.profiles.reduce((a, p) => a + px(p.width, p.height), 0);
 }
 
-// One fixed arrival order: blocks of three streams, one of each ladder, in a seeded order
-// within each block, so every prefix holds the ladders in nearly equal numbers.
-function mix(n) {
+// The arrival order of n streams (see "Arrival orders" above); `at` is the level's index.
+function mix(n, at = -1) {
   let seed = 12345;
   const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
   const order = [];
+  if (ORDER === 'random' && at >= 0) {
+    seed = (Number(args.seed || 1) * 7919 + at * 104729) % 2147483648;
+    for (let i = 0; i < 3; i++) rnd();
+    while (order.length < n) order.push('ABC'[Math.floor(rnd() * 3)]);
+    return order;
+  }
   while (order.length < n) {
     const block = ['A', 'B', 'C'];
     for (let i = 2; i > 0; i--) {
@@ -184,8 +201,8 @@ async function stream(node, kind, sources, startAt) {
 }
 
 // One level of offered load on a running node: k streams arriving over one segment duration.
-async function level(node, k, sources) {
-  const kinds = mix(k);
+async function level(node, k, sources, at = -1) {
+  const kinds = mix(k, at);
   const res = await Promise.all(kinds.map((kind, i) => stream(node, kind, sources, Math.floor(i * SEG_MS / k))));
   let work = 0, segs = 0, onTime = 0, inTarget = 0, failed = 0;
   const lat = [];
@@ -219,8 +236,8 @@ async function runPolicy(name, extra, levels, sources) {
   const node = await startNode(extra);
   try {
     const out = [];
-    for (const k of levels) {
-      const r = await level(node, k, sources);
+    for (const [at, k] of levels.entries()) {
+      const r = await level(node, k, sources, at);
       console.log(`  ${name.padEnd(12)} offered ${String(r.offered).padStart(2)} admitted ${String(r.admitted).padStart(2)} ` +
         `(${r.admittedKinds.padEnd(10)}) work ${(r.work / 1e9).toFixed(2)} Gpx  on time ${r.onTime}/${r.segments}` +
         `${r.failed ? ` failed ${r.failed}` : ''}  p99 ${r.p99} ms`);
@@ -264,6 +281,7 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   assert.ok(capacity >= 1, 'the machine keeps at least one stream of the mix in real time');
   const levels = [...new Set(args.levels.split(',').map((x) => Math.max(1, Math.round(Number(x) * capacity))))];
   console.log(`measured capacity: ${capacity} streams of the mix; levels ${levels.join(', ')} streams`);
+  console.log(`arrival order ${ORDER}: ${levels.map((k, at) => mix(k, at).join('')).join(', ')}`);
   const caps = args.caps === 'none' ? [] : args.caps ? args.caps.split(',').map(Number)
     : [...Array(Math.max(2, 2 * capacity)).keys()].map((i) => i + 1);
   const runs = {};
@@ -294,7 +312,8 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
       `${(100 * r.shareTarget).toFixed(1)}% (${r.inTarget}/${r.segments})${marks ? `  <- ${marks}` : ''}`);
   }
   const summary = {
-    preset: args.preset, segments: SEGMENTS, capacity, levels, cpus: os.cpus().length,
+    preset: args.preset, segments: SEGMENTS, capacity, levels, cpus: os.cpus().length, order: ORDER,
+    arrivals: levels.map((k, at) => mix(k, at).join('')),
     best_static: best && best.name, lpod_work_vs_best_static: best ? lp.work / best.work : null,
     lpod_on_time: lp.share,
     target: TARGET, best_static_at_target: bestT && bestT.name,
