@@ -186,6 +186,9 @@ void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
                           const media_profile_t *profiles, size_t n, media_result_t *out,
                           media_done_fn done, void *arg);
 void media_result_free(media_result_t *r);
+/* Whether a segment that failed (ret < 0) left its session's codec state unusable, so that the
+ * next segment needs a fresh session: every failure but a bad input or profile. */
+bool media_failure_breaks_session(int ret, const media_result_t *r);
 /* Waits for the segments still in flight (their callbacks run), then frees the session. */
 void media_session_free(media_session_t *s);
 /* Segments transcoded so far and whether the video decoder is warm (tests, metrics). */

@@ -360,6 +360,10 @@ int64_t media_session_segments(const media_session_t *s) { return atomic_load(&s
 
 int media_session_depth(const media_session_t *s) { return s->depth; }
 
+bool media_failure_breaks_session(int ret, const media_result_t *r) {
+  return ret < 0 && r->error_class != MEDIA_ERR_INPUT;
+}
+
 void media_result_free(media_result_t *r) {
   if (!r) return;
   if (r->renditions)

@@ -149,8 +149,7 @@ static int job_result(media_state_t *st, orch_job_t *job, media_result_t *res, i
              res->error[0] ? res->error : (rc == 0 ? "MismatchedSegments" : lp_strerror(rc)));
     LOGW("Transcode failed sessionID=%s seqNo=%lld err=%s", st->session_id, (long long)job->seq,
          job->error);
-    if (res->error_class == MEDIA_ERR_SESSION || res->error_class == MEDIA_ERR_DEVICE)
-      atomic_store(&st->reset, true);
+    if (media_failure_breaks_session(rc, res)) atomic_store(&st->reset, true);
   }
   media_result_free(res);
   return 0;

@@ -396,7 +396,7 @@ static media_err_class_t sess_transcode(media_session_t **ms, worker_task_t *t) 
   }
   t->rc = media_session_transcode(*ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
   if (!t->rc) return MEDIA_ERR_NONE;
-  if (t->res.error_class != MEDIA_ERR_INPUT) {
+  if (media_failure_breaks_session(t->rc, &t->res)) {
     media_session_free(*ms);
     *ms = NULL;
   }
@@ -417,7 +417,7 @@ static void task_submitted(void *arg, media_result_t *res, int rc) {
   worker_task_t *t = arg;
   t->rc = rc;
   t->dev_class = rc ? res->error_class : MEDIA_ERR_NONE;
-  if (rc && res->error_class != MEDIA_ERR_INPUT) atomic_store(&t->sess->reset, true);
+  if (media_failure_breaks_session(rc, res)) atomic_store(&t->sess->reset, true);
   task_transcoded(t->w, t);
 }
 
