@@ -826,10 +826,12 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
     job = &probe;
   }
   if (lp_sched_job_validate(job, NULL, 0)) return 0;
-  long total = 0, nvidia = 0;
+  long total = 0;
   /* The CPU's budget is shared: devices that encode on it take their part first (the rest of
-   * their job runs on the device), the CPU device counts what is left. */
+   * their job runs on the device), the CPU device counts what is left. So is the driver's NVENC
+   * session cap across NVIDIA devices, counting the renditions each encodes itself. */
   int host = s->cpu_dev;
+  long nvenc_left = s->nvenc_system_cap > 0 ? s->nvenc_system_cap : -1;
   double host_left = host >= 0 ? sched_budget(s, &s->devs[host]) : 0;
   for (int pass = 0; pass < 2; pass++)
     for (int i = 0; i < s->n_devs; i++) {
@@ -848,17 +850,13 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
       if (d->mem_total && c.mem_bytes)
         n = fmin(n, floor((double)d->mem_total * (1 - s->o.mem_reserve) / (double)c.mem_bytes));
       if (d->cap_sessions > 0) n = fmin(n, d->cap_sessions);
+      bool nvenc = d->kind == LP_SCHED_DEV_NVIDIA && nvenc_left >= 0 && c.enc_sessions > 0;
+      if (nvenc) n = fmin(n, (double)(nvenc_left / c.enc_sessions));
       if (!(isfinite(n) && n > 0)) continue;
       if (c.host_cpu > 0) host_left = fmax(0, host_left - n * c.host_cpu);
-      if (d->kind == LP_SCHED_DEV_NVIDIA)
-        nvidia += (long)n;
-      else
-        total += (long)n;
+      if (nvenc) nvenc_left -= (long)n * c.enc_sessions;
+      total += (long)n;
     }
-  /* a hardware job holds one encoder session per rendition */
-  if (s->nvenc_system_cap > 0 && nvidia > 0)
-    nvidia = LP_MIN(nvidia, (long)s->nvenc_system_cap / (long)job->n_renditions);
-  total += nvidia;
   if (s->o.max_sessions > 0 && total > s->o.max_sessions) total = s->o.max_sessions;
   return total > 1000000 ? 1000000 : (int)total;
 }

@@ -791,6 +791,10 @@ static void test_cpu_encodes_charged_to_cpu(void **state) {
 
   /* an empty node fits 4: the CPU's 800 wu/s hold four jobs' encodes, wherever they run */
   assert_int_equal(lp_sched_capacity_for(s, &j), 4);
+  /* and the driver's NVENC session cap does not bind encodes that run on the CPU */
+  lp_sched_set_nvenc_system_cap(s, 2);
+  assert_int_equal(lp_sched_capacity_for(s, &j), 4);
+  lp_sched_set_nvenc_system_cap(s, 0);
   const char *ids[] = {"a", "b", "c", "d"};
   lp_sched_verdict_t v;
   for (int i = 0; i < 4; i++) {
