@@ -29,7 +29,8 @@ done
 # The orchestrator on a port nobody listens on: bind 0 and read what the kernel picked. Another
 # process may take it before the node binds it, so a start that finds it in use picks again.
 for attempt in 1 2 3 4 5; do
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$(python3 -c \
+    'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$LPOD" -orchestrator -orchSecret "$SECRET" -serviceAddr "127.0.0.1:$PORT" \
     -httpAddr "127.0.0.1:$PORT" -maxSessions auto -dataDir "$DIR/o" -cliAddr 127.0.0.1:0 \
     >"$DIR/o.log" 2>&1 &

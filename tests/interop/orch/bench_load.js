@@ -1,9 +1,9 @@
 // Load benchmark of admission policies, through the real node (docs/benchmarks.md, "Capacity").
 //
 // A mix of live streams (1080p -> 4 renditions, 720p -> 3, 360p -> 1) is offered at 0.5x to 3x
-// the machine's measured capacity. Each policy runs the same ramp on a fresh node: static -maxSessions caps as go-livepeer counts streams (with
-// -costAdmission=false), go-livepeer's default cap of 10, and lpod's cost-based admission
-// (-maxSessions auto). For each run it reports the work accepted (pixels decoded + encoded by
+// the machine's measured capacity. Each policy runs the same ramp on a fresh node: static
+// -maxSessions caps as go-livepeer counts streams (with -costAdmission=false), go-livepeer's
+// default cap of 10, and lpod's cost-based admission (-maxSessions auto). For each run it reports the work accepted (pixels decoded + encoded by
 // admitted streams) and the share of admitted segments that came back within their duration.
 //
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]

@@ -23,8 +23,9 @@ BASELINE = {
 }
 
 # A real `lpod bench -json` line, as src/media/bench.c prints it.
-SAMPLE = {"sessions": 2, "depth": 2, "depth_asked": 2, "live": False, "segments": 4, "repeat": 1, "profiles": 3,
-          "transcoded": 8, "failed": 0, "realtime_segments": 8, "realtime_share": 1.0,
+SAMPLE = {"sessions": 2, "depth": 2, "depth_asked": 2, "live": False, "segments": 4,
+          "repeat": 1, "profiles": 3, "transcoded": 8, "failed": 0, "realtime_segments": 8,
+          "realtime_share": 1.0,
           "source_s": 16.0, "transcode_s": 9.6, "realtime_ratio": 0.60, "wall_s": 5.0,
           "throughput": 3.2, "cpu_s": 9.9, "frames": 480, "pixels": 123456789,
           "rss_start_kb": 1000, "rss_first_pass_kb": 2000, "rss_end_kb": 2100,
