@@ -4,6 +4,7 @@
  * other sessions stay on the device. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../hwaccel/fake_backend.h"
@@ -202,17 +204,28 @@ static void test_worker_devices_down(void **st) {
   free(t);
 }
 
-/* Segments submitted on the CPU: the engine takes the next while the last is in flight, the
- * results come back in order (a broken segment in the middle fails alone), and close waits for
- * them. A job placed on a device goes through the one-at-a-time path and is done on return. */
+/* Segments submitted on the CPU: submit returns before the segment is done (the first one's
+ * completion is held until its submit has returned: a submit that waited for it would hold it
+ * 10 s and the test fails), the engine takes the next while the last is in flight, the results
+ * come back in order (a broken segment in the middle fails alone), and close waits for them. A
+ * job placed on a device goes through the one-at-a-time path and is done on return. */
 typedef struct submitted {
   pthread_mutex_t mu;
+  pthread_cond_t cv;
   int order[4], n;
+  bool hold_first, released, held_too_long;
 } submitted_t;
-static submitted_t g_sub = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static submitted_t g_sub = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static void job_done(orch_job_t *job) {
   pthread_mutex_lock(&g_sub.mu);
+  if (g_sub.hold_first && job->seq == 0) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!g_sub.released && !g_sub.held_too_long)
+      if (pthread_cond_timedwait(&g_sub.cv, &g_sub.mu, &until) != 0) g_sub.held_too_long = true;
+  }
   g_sub.order[g_sub.n++] = (int)job->seq;
   pthread_mutex_unlock(&g_sub.mu);
 }
@@ -235,8 +248,19 @@ static void test_submit_cpu(void **st) {
   }
   void *c = NULL;
   assert_int_equal(orch_engine_media.open(&g.ctx, "c", &c), 0);
-  for (int i = 0; i < 3; i++) orch_engine_media.submit(&g.ctx, c, &jobs[i], job_done);
+  g_sub.hold_first = true;
+  for (int i = 0; i < 3; i++) {
+    orch_engine_media.submit(&g.ctx, c, &jobs[i], job_done);
+    if (i == 0) {
+      pthread_mutex_lock(&g_sub.mu);
+      g_sub.released = true;
+      pthread_cond_broadcast(&g_sub.cv);
+      pthread_mutex_unlock(&g_sub.mu);
+    }
+  }
   orch_engine_media.close(&g.ctx, c); /* waits for the three */
+  assert_false(g_sub.held_too_long);
+  g_sub.hold_first = false;
   assert_int_equal(g_sub.n, 3);
   for (int i = 0; i < 3; i++) assert_int_equal(g_sub.order[i], i);
   assert_string_equal(jobs[0].error, "");
