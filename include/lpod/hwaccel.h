@@ -341,6 +341,9 @@ typedef struct hw_bench_req {
  * the other codecs, whose sources take longer to make). */
 int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
                    size_t wlen);
+/* Tests: the clock of cpu_time runs, in ns (NULL: the process's CPU time). Set it while no
+ * benchmark runs. */
+void hw_bench_set_cpu_clock(uint64_t (*clock)(void));
 /* The preset name (for hw_bench_req_t.preset) of a scheduler tier (0 fast, 1 medium, 2 slow)
  * for the encoder that encodes codec from device d: x264, x265 and QSV "veryfast"/"medium"/
  * "slow", NVENC "p2"/"p4"/"p6", libvpx "ultrafast" (its realtime deadline) for fast. NULL where
