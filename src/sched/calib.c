@@ -96,6 +96,14 @@ static const char *stale_reason(const cJSON *rec, const sched_device_t *d, const
       return buf;
     }
   }
+  /* the codecs a device encodes on the CPU are not measured on it (their figures are 0), so a
+   * record is only good for the same set; a record without the field measured every codec */
+  double hosted = 0;
+  num(rec, "cpuEncode", &hosted);
+  if (hosted != (double)d->cpu_encode) {
+    snprintf(buf, len, "codecs encoded on the CPU changed (mask %g -> %u)", hosted, d->cpu_encode);
+    return buf;
+  }
   return NULL;
 }
 
@@ -155,7 +163,7 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                                             LP_SCHED_PRESET_SLOW};
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
     /* what a device encodes on the CPU is priced with the CPU device's figures */
-    if (d->kind != LP_SCHED_DEV_CPU && (d->cpu_encode & (1u << k))) continue;
+    if (d->cpu_encode & (1u << k)) continue;
     r.codec = (lp_sched_codec_t)k;
     for (size_t q = 0; q < LP_ARRAY_LEN(order); q++) {
       r.preset = order[q];
@@ -180,6 +188,7 @@ static cJSON *make_record(const sched_device_t *d, const char *ffmpeg) {
       !cJSON_AddStringToObject(rec, "driver", d->driver) ||
       !cJSON_AddStringToObject(rec, "ffmpeg", ffmpeg) ||
       !cJSON_AddNumberToObject(rec, "cpus", d->kind == LP_SCHED_DEV_CPU ? d->cpus : 0) ||
+      !cJSON_AddNumberToObject(rec, "cpuEncode", d->cpu_encode) ||
       !cJSON_AddStringToObject(rec, "measured", when)) {
     cJSON_Delete(rec);
     cJSON_Delete(coefs);

@@ -32,11 +32,15 @@ static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sche
   return 0;
 }
 
+/* the codecs nvidia:0 encodes on the CPU */
+static unsigned g_cpu_encode;
+
 static lp_sched_t *node(const char *driver, double cpus, bool third) {
   lp_sched_t *s = NULL;
   assert_int_equal(lp_sched_new(NULL, &s), 0);
   lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0, 0};
-  lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0, 0};
+  lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0,
+                                g_cpu_encode};
   lp_sched_device_desc_t gpu2 = {
       LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0, 0};
   assert_int_equal(lp_sched_add_device(s, &cpu, NULL), 0);
@@ -227,9 +231,48 @@ static void test_absent_devices_kept(void **state) {
   tmpdir_free(dir);
 }
 
+/* A GPU whose H.264 encodes run on the CPU: they are not measured on it (three presets fewer,
+ * figure 0, the CPU's prices them), and its record holds only while that stays so; when the GPU
+ * encodes H.264 itself again, its record is measured again (a stale 0 would refuse every H.264
+ * job there). */
+static void test_cpu_encodes_not_measured(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  bench_t b;
+  reset(&b);
+  lp_sched_t *s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  int all = b.calls[LP_SCHED_DEV_NVIDIA];
+  lp_sched_free(s);
+
+  g_cpu_encode = 1u << LP_SCHED_CODEC_H264;
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0); /* the CPU's record still holds */
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], all - LP_SCHED_PRESETS);
+  lp_sched_coefs_t c;
+  lp_sched_get_coefs(s, 1, &c);
+  for (int p = 0; p < LP_SCHED_PRESETS; p++) assert_true(c.encode[LP_SCHED_CODEC_H264][p] == 0);
+  assert_true(c.encode[LP_SCHED_CODEC_HEVC][LP_SCHED_PRESET_MEDIUM] > 0);
+  lp_sched_free(s);
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], 0); /* same set: the record holds */
+  lp_sched_free(s);
+
+  g_cpu_encode = 0;
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], all);
+  lp_sched_get_coefs(s, 1, &c);
+  assert_true(c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] > 0);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_measure_and_cache),
+      cmocka_unit_test(test_cpu_encodes_not_measured),
       cmocka_unit_test(test_failures),
       cmocka_unit_test(test_absent_devices_kept),
   };
