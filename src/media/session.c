@@ -706,6 +706,8 @@ static int out_open_encoder(seg_t *g, out_t *o, const AVFrame *f) {
     if (ret < 0) {
       if (ret == LP_EUNSUPP)
         return seg_fail(g, LP_EUNSUPP, MEDIA_ERR_INPUT, "Encoder not found", o->idx);
+      if (ret == LP_EDEVICE) /* the backend found the device, not the request, at fault */
+        return seg_fail(g, ret, MEDIA_ERR_DEVICE, "Encoder failed to open on the device", o->idx);
       return seg_fail(g, ret, ret == LP_ENOMEM ? MEDIA_ERR_SESSION : MEDIA_ERR_INPUT,
                       "Invalid argument", o->idx);
     }

@@ -297,10 +297,36 @@ static void test_sentinels_on_broken_media(void **state) {
   assert_true(same_with_sentinels(each, (int)n) > 0);
 }
 
+/* The device stops opening encoders between two segments of a session: the segment that needs
+ * a new one fails as the device's failure (its caller then does it again on the CPU and has the
+ * device quarantined), where before it read as a bad input and went back to the gateway. */
+static void test_encoder_open_failure_is_the_device(void **state) {
+  (void)state;
+  hw_table_t t;
+  table_with(&t, HW_CODEC_BIT(HW_CODEC_H264), HW_CODEC_BIT(HW_CODEC_H264),
+             (hw_limits_t){64, 64, 1920, 1920, 2, true});
+  size_t len;
+  uint8_t *data = slurp(gen("fb_break.ts", SRC), &len);
+  media_profile_t ps[2] = {prof(320, 180, MEDIA_CODEC_H264), prof(256, 144, MEDIA_CODEC_H264)};
+  media_session_t *s = session_on(&t);
+  media_result_t r;
+  if (media_session_transcode(s, data, len, ps, 1, &r) < 0) fail_msg("%s", r.error);
+  media_result_free(&r);
+  fake_config()->broken = true; /* no new encoder opens on the device */
+  int ret = media_session_transcode(s, data, len, ps, 2, &r);
+  fake_config()->broken = false;
+  assert_true(ret < 0);
+  assert_int_equal(r.error_class, MEDIA_ERR_DEVICE);
+  media_result_free(&r);
+  media_session_free(s);
+  free(data);
+}
+
 int main(void) {
   lp_log_set_level(3);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_encode_falls_back_per_rendition),
+      cmocka_unit_test(test_encoder_open_failure_is_the_device),
       cmocka_unit_test(test_decode_and_encode_on_cpu),
       cmocka_unit_test(test_backend_limits_without_table),
       cmocka_unit_test(test_sentinels_keep_the_decoder),
