@@ -186,15 +186,17 @@ void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
                           const media_profile_t *profiles, size_t n, media_result_t *out,
                           media_done_fn done, void *arg);
 void media_result_free(media_result_t *r);
-/* Whether a segment that failed (ret < 0) left its session's codec state unusable, so that the
- * next segment needs a fresh session: every failure but a bad input or profile. */
-bool media_failure_breaks_session(int ret, const media_result_t *r);
 /* Waits for the segments still in flight (their callbacks run), then frees the session. */
 void media_session_free(media_session_t *s);
 /* Segments transcoded so far and whether the video decoder is warm (tests, metrics). */
 int64_t media_session_segments(const media_session_t *s);
 /* Segments the session runs at once: 2 on the CPU backend, 1 on a device's. */
 int media_session_depth(const media_session_t *s);
+/* A segment of the session failed in a way that left its codec state in doubt (every failure
+ * but a bad input or profile; set before that segment's done runs): the caller frees the
+ * session and makes a new one before its next segment. A segment submitted before the failure
+ * was known runs on as it can. */
+bool media_session_broken(const media_session_t *s);
 
 /* ---- probing and cost hints for a scheduler ----------------------------------------------------
  */

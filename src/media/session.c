@@ -132,6 +132,7 @@ struct media_session {
   /* the two segments' contexts, made with the session: slot k runs on rendition set k */
   struct seg *slot;
   atomic_llong segments;
+  atomic_bool broken; /* a segment failed in a way that broke the codec state */
   /* A device backend's routing table: entry 0 the CPU, entry 1 this session's device (copied
    * from the node's table, or made from the backend's limits); NULL on the CPU backend. */
   hw_table_t *route;
@@ -326,6 +327,7 @@ media_session_t *media_session_new(const media_session_opts_t *opts) {
    * run one at a time. */
   s->depth = be == &hw_backend_sw ? 2 : 1;
   atomic_init(&s->segments, 0);
+  atomic_init(&s->broken, false);
   return s;
 }
 
@@ -360,9 +362,7 @@ int64_t media_session_segments(const media_session_t *s) { return atomic_load(&s
 
 int media_session_depth(const media_session_t *s) { return s->depth; }
 
-bool media_failure_breaks_session(int ret, const media_result_t *r) {
-  return ret < 0 && r->error_class != MEDIA_ERR_INPUT;
-}
+bool media_session_broken(const media_session_t *s) { return atomic_load(&s->broken); }
 
 void media_result_free(media_result_t *r) {
   if (!r) return;
@@ -1475,6 +1475,8 @@ static void seg_finish(seg_t *g) {
   if (ret < 0) {
     media_result_free(out);
     if (!out->error[0]) seg_fail(g, ret, MEDIA_ERR_SESSION, lp_strerror(ret), -1);
+    /* every failure but a bad input or profile leaves the codec state in doubt */
+    if (out->error_class != MEDIA_ERR_INPUT) atomic_store(&s->broken, true);
     LOGW_C(&s->opts.log, "media: segment failed: %s", out->error);
   } else {
     atomic_fetch_add(&s->segments, 1);

@@ -1,6 +1,5 @@
 /* The engine seam on the media module: one media session per orchestrator session, made on the
  * session's worker thread and remade after a failure that broke its codec state. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,6 @@ typedef struct media_state {
   int device;                  /* the table entry ms runs on */
   int failed_device;           /* a device that failed this session: the CPU stands in until */
   uint64_t failed_until_ms;
-  atomic_bool reset; /* a segment broke the codec state (set where it completes) */
   char session_id[sizeof(((orch_job_t *)0)->session_id)];
 } media_state_t;
 
@@ -119,16 +117,15 @@ static media_profile_t *job_profiles(const orch_job_t *job) {
 }
 
 /* A failure that broke the codec state: the next segment gets a fresh media session. */
-static void take_reset(media_state_t *st) {
-  if (atomic_exchange(&st->reset, false) && st->ms) {
+static void drop_broken(media_state_t *st) {
+  if (st->ms && media_session_broken(st->ms)) {
     media_session_free(st->ms);
     st->ms = NULL;
   }
 }
 
 /* Hands a segment's result to the job (its renditions, or its error) and frees res. Returns
- * LP_ENOMEM when the job's outputs cannot be allocated, else 0; a failure that broke the codec
- * state sets st->reset. */
+ * LP_ENOMEM when the job's outputs cannot be allocated, else 0. */
 static int job_result(media_state_t *st, orch_job_t *job, media_result_t *res, int rc) {
   if (rc == 0 && res->n == job->n_profiles) {
     job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
@@ -149,7 +146,6 @@ static int job_result(media_state_t *st, orch_job_t *job, media_result_t *res, i
              res->error[0] ? res->error : (rc == 0 ? "MismatchedSegments" : lp_strerror(rc)));
     LOGW("Transcode failed sessionID=%s seqNo=%lld err=%s", st->session_id, (long long)job->seq,
          job->error);
-    if (media_failure_breaks_session(rc, res)) atomic_store(&st->reset, true);
   }
   media_result_free(res);
   return 0;
@@ -158,7 +154,7 @@ static int job_result(media_state_t *st, orch_job_t *job, media_result_t *res, i
 static int media_transcode(void *ctx, void *state, orch_job_t *job) {
   media_state_t *st = state;
   (void)ctx;
-  take_reset(st);
+  drop_broken(st);
   media_profile_t *mp = job_profiles(job);
   if (!mp) return LP_ENOMEM;
   int device = job_device(st, job);
@@ -214,7 +210,7 @@ static void media_submit(void *ctx, void *state, orch_job_t *job, void (*done)(o
     done(job);
     return;
   }
-  take_reset(st);
+  drop_broken(st);
   media_pending_t *p = calloc(1, sizeof *p);
   media_profile_t *mp = job_profiles(job);
   media_session_t *ms = p && mp ? state_session(st, 0) : NULL;
@@ -222,6 +218,9 @@ static void media_submit(void *ctx, void *state, orch_job_t *job, void (*done)(o
     snprintf(job->error, sizeof job->error, "%s", "ErrTranscoderUnavailable");
     free(mp);
     free(p);
+    /* the segments still in flight complete first: jobs come back in order */
+    if (st->ms) media_session_free(st->ms);
+    st->ms = NULL;
     done(job);
     return;
   }

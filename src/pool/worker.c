@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +72,6 @@ struct worker_task {
   lp_logctx_t log;
   char manifest[128];
   char session_id[64];
-  struct worker_sess *sess; /* whose thread submitted it (CPU segments completing later) */
   worker_task_t *next;
 };
 
@@ -87,10 +85,7 @@ struct worker_sess {
   bool closing;
   bool exited; /* set by the thread under the worker's done lock */
   int busy;    /* tasks queued or running (loop thread view) */
-  /* a segment that completed on the media session's thread broke its codec state: the thread
-   * opens a fresh session before the next one */
-  atomic_bool reset;
-  int dev; /* the device table entry its media session runs on: written by the loop under mu */
+  int dev;     /* the device table entry its media session runs on: written by the loop under mu */
   uint64_t last_used_ms;
   worker_sess_t *next;
 };
@@ -384,23 +379,18 @@ static media_session_t *sess_open(pool_worker_t *w, int dev, const lp_logctx_t *
   return ms;
 }
 
-/* One segment on *ms (NULL: its open failed). Returns the failure's class, MEDIA_ERR_NONE on
- * success; a session whose codec state broke is freed, so the next segment opens a fresh one. */
-static media_err_class_t sess_transcode(media_session_t **ms, worker_task_t *t) {
+/* One segment on ms (NULL: its open failed). Returns the failure's class, MEDIA_ERR_NONE on
+ * success; a session the failure broke is replaced before the next segment (sess_thread). */
+static media_err_class_t sess_transcode(media_session_t *ms, worker_task_t *t) {
   media_result_free(&t->res);
   memset(&t->res, 0, sizeof t->res);
-  if (!*ms) {
+  if (!ms) {
     t->rc = LP_EDEVICE;
     snprintf(t->res.error, sizeof t->res.error, "could not open a transcoding session");
     return MEDIA_ERR_DEVICE;
   }
-  t->rc = media_session_transcode(*ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
-  if (!t->rc) return MEDIA_ERR_NONE;
-  if (media_failure_breaks_session(t->rc, &t->res)) {
-    media_session_free(*ms);
-    *ms = NULL;
-  }
-  return t->res.error_class;
+  t->rc = media_session_transcode(ms, t->input.data, t->input.len, t->profiles, t->n, &t->res);
+  return t->rc ? t->res.error_class : MEDIA_ERR_NONE;
 }
 
 /* A transcoded task goes to the loop, which uploads its results. */
@@ -417,7 +407,6 @@ static void task_submitted(void *arg, media_result_t *res, int rc) {
   worker_task_t *t = arg;
   t->rc = rc;
   t->dev_class = rc ? res->error_class : MEDIA_ERR_NONE;
-  if (media_failure_breaks_session(rc, res)) atomic_store(&t->sess->reset, true);
   task_transcoded(t->w, t);
 }
 
@@ -442,7 +431,7 @@ static void *sess_thread(void *arg) {
     int dev = s->dev;
     pthread_mutex_unlock(&s->mu);
     if (!t) break;
-    bool broke = atomic_exchange(&s->reset, false);
+    bool broke = ms && media_session_broken(ms);
     if (ms && (ms_dev != dev || broke)) {
       /* moved off a quarantined device, or its codec state broke */
       media_session_free(ms);
@@ -456,13 +445,12 @@ static void *sess_thread(void *arg) {
     if (ms && dev == HW_TABLE_CPU) {
       /* The CPU takes the stream's next segment while this one's encoders drain: the result
        * comes back on the media session's thread. */
-      t->sess = s;
       media_result_free(&t->res);
       media_session_submit(ms, t->input.data, t->input.len, t->profiles, t->n, &t->res,
                            task_submitted, t);
       continue;
     }
-    t->dev_class = sess_transcode(&ms, t);
+    t->dev_class = sess_transcode(ms, t);
     if (t->rc && t->dev_class == MEDIA_ERR_DEVICE && dev != HW_TABLE_CPU) {
       /* The device failed, not the segment: this one is done on the CPU now, and the loop
        * quarantines the device and moves the session (device_outcome). */
@@ -475,7 +463,7 @@ static void *sess_thread(void *arg) {
       media_session_free(ms);
       ms = sess_open(w, HW_TABLE_CPU, &t->log);
       ms_dev = HW_TABLE_CPU;
-      sess_transcode(&ms, t);
+      sess_transcode(ms, t);
     }
     task_transcoded(w, t);
   }

@@ -638,39 +638,30 @@ static void test_submit_overlap(void **st) {
   pthread_mutex_destroy(&c.mu);
 }
 
-/* Which failures call for a fresh session: the node's in-process engine and the worker both ask
- * this, so a segment after a codec failure never reuses the broken state, and a bad input never
- * costs the stream its warm decoder. */
-static void test_failure_breaks_session(void **st) {
+/* A bad segment fails alone and leaves the session whole: the caller keeps it (and its warm
+ * decoder) for the next segment, which comes out as it would have anyway. A failure that does
+ * break it is test_media_fallback's test_device_failure_breaks_session. */
+static void test_bad_input_keeps_session(void **st) {
   (void)st;
-  media_result_t r = {0};
-  r.error_class = MEDIA_ERR_NONE;
-  assert_false(media_failure_breaks_session(0, &r));
-  r.error_class = MEDIA_ERR_INPUT;
-  assert_false(media_failure_breaks_session(LP_EMEDIA, &r));
-  r.error_class = MEDIA_ERR_SESSION;
-  assert_true(media_failure_breaks_session(LP_EMEDIA, &r));
-  assert_false(media_failure_breaks_session(0, &r)); /* a success breaks nothing */
-  r.error_class = MEDIA_ERR_DEVICE;
-  assert_true(media_failure_breaks_session(LP_EDEVICE, &r));
-  /* a failure that came without a class: not known to be the input's, so a fresh session */
-  r.error_class = MEDIA_ERR_NONE;
-  assert_true(media_failure_breaks_session(LP_ENOMEM, &r));
-  /* a real broken segment is the input's */
   media_session_t *s = new_session();
   media_profile_t ps[1] = {prof(160, 90, 0, 0)};
+  media_result_t r;
   static const uint8_t junk[] = "not a transport stream at all";
   int ret = media_session_transcode(s, junk, sizeof junk, ps, 1, &r);
   assert_true(ret < 0);
   assert_int_equal(r.error_class, MEDIA_ERR_INPUT);
-  assert_false(media_failure_breaks_session(ret, &r));
+  assert_false(media_session_broken(s));
+  media_result_free(&r);
+  const char *path = gen("keep.ts", SRC(320, 180, 30) " -frames:v 10 " X264);
+  assert_int_equal(ok(s, path, ps, 1, &r), 10);
+  assert_false(media_session_broken(s));
   media_result_free(&r);
   media_session_free(s);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_failure_breaks_session),
+      cmocka_unit_test(test_bad_input_keeps_session),
       cmocka_unit_test(test_short_segments),
       cmocka_unit_test(test_gop_continuation),
       cmocka_unit_test(test_resolution_change),

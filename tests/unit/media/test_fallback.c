@@ -299,7 +299,9 @@ static void test_sentinels_on_broken_media(void **state) {
 
 /* The device stops opening encoders between two segments of a session: the segment that needs
  * a new one fails as the device's failure (its caller then does it again on the CPU and has the
- * device quarantined), where before it read as a bad input and went back to the gateway. */
+ * device quarantined), where before it read as a bad input and went back to the gateway; and
+ * the session says it is broken, so that its caller makes a new one (the node's engine and the
+ * worker both ask media_session_broken). */
 static void test_encoder_open_failure_is_the_device(void **state) {
   (void)state;
   hw_table_t t;
@@ -311,12 +313,14 @@ static void test_encoder_open_failure_is_the_device(void **state) {
   media_session_t *s = session_on(&t);
   media_result_t r;
   if (media_session_transcode(s, data, len, ps, 1, &r) < 0) fail_msg("%s", r.error);
+  assert_false(media_session_broken(s));
   media_result_free(&r);
   fake_config()->broken = true; /* no new encoder opens on the device */
   int ret = media_session_transcode(s, data, len, ps, 2, &r);
   fake_config()->broken = false;
   assert_true(ret < 0);
   assert_int_equal(r.error_class, MEDIA_ERR_DEVICE);
+  assert_true(media_session_broken(s));
   media_result_free(&r);
   media_session_free(s);
   free(data);
