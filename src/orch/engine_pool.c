@@ -49,14 +49,14 @@ static int pool_start(void *ctx, orch_job_t *job) {
 }
 
 /* A session's next segment may go while the last one is still in a local worker, which is lpod,
- * when the stream was placed on the CPU: the worker starts it while the last one's encoders
- * drain. A device's session there takes one segment at a time, so a segment sent ahead would
- * only wait, with the wait counted in the time the capacity model reads; and a remote
- * transcoder (go-livepeer's among them) gets a stream's segments one at a time, as
- * go-livepeer's orchestrator sends them. */
+ * when the stream was placed on the CPU and the workers have nothing else (cpu_only): the worker
+ * starts it while the last one's encoders drain. A worker with a device runs its sessions there,
+ * one segment at a time, so a segment sent ahead would only wait in its queue, holding a task
+ * slot; and a remote transcoder (go-livepeer's among them) gets a stream's segments one at a
+ * time, as go-livepeer's orchestrator sends them. */
 static bool pool_start_beside(void *ctx, const orch_job_t *running, const orch_job_t *next) {
   const orch_pool_engine_t *pe = ctx;
-  return pe->placed && running->device == 0 && next->device == 0;
+  return pe->placed && pe->cpu_only && running->device == 0 && next->device == 0;
 }
 
 static void pool_session_ended(void *ctx, const char *session_id) {

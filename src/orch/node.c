@@ -917,6 +917,7 @@ static int start_worker_devices(orch_node_t *n, const lp_config_t *cfg) {
     OPENSSL_cleanse(r, sizeof r);
   }
   n->pool_eng.per_device = per_device && n->wtable->n > 1;
+  n->pool_eng.cpu_only = n->wtable->n == 1;
   rc = start_model(n, cfg, n->wtable, in_process,
                    "new streams go to the worker with the most free sessions");
   if (rc || !n->core.admit) return rc;

@@ -245,6 +245,9 @@ typedef struct orch_pool_engine {
    * (per_device, which holds with or without the model), the CPU to any local worker, -1 (no
    * room here) to a remote transcoder */
   bool placed, per_device;
+  /* the local workers have the CPU alone: one places a session where the node did (a worker
+   * with a device puts every session on it, whatever the node's placement) */
+  bool cpu_only;
 } orch_pool_engine_t;
 void orch_engine_pool(orch_pool_engine_t *pe, orch_engine_t *out);
 /* A local worker's POOL_DEVICES_DOWN_HEADER (down: comma-separated device names, or "none") as

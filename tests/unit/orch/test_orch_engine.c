@@ -285,9 +285,27 @@ static void test_submit_cpu(void **st) {
   orch_engine_media.close(&g.ctx, c);
 }
 
+/* The pool engine sends a session's next segment ahead only to local workers that run it where
+ * the node placed it: placed on the CPU, with workers that have no device. */
+static void test_pool_beside(void **st) {
+  (void)st;
+  orch_pool_engine_t pe = {.placed = true, .cpu_only = true};
+  orch_engine_t e;
+  orch_engine_pool(&pe, &e);
+  orch_job_t a = {.device = 0}, b = {.device = 0}, gpu = {.device = 1}, remote = {.device = -1};
+  assert_true(e.start_beside(e.ctx, &a, &b));
+  assert_false(e.start_beside(e.ctx, &a, &gpu));
+  assert_false(e.start_beside(e.ctx, &remote, &a));
+  pe.cpu_only = false; /* a worker with a device would run the session there */
+  assert_false(e.start_beside(e.ctx, &a, &b));
+  pe.cpu_only = true;
+  pe.placed = false; /* no model: the job may go to any transcoder */
+  assert_false(e.start_beside(e.ctx, &a, &b));
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_device_fails),
-                                     cmocka_unit_test(test_submit_cpu),
-                                     cmocka_unit_test(test_worker_devices_down)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_device_fails), cmocka_unit_test(test_submit_cpu),
+      cmocka_unit_test(test_pool_beside), cmocka_unit_test(test_worker_devices_down)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }
