@@ -9,6 +9,8 @@
 # usage: scripts/gpu-bench.sh [LPOD_BINARY] [OUTDIR]
 # env:   DEVICES ("-nvidia all"; flags for `lpod devices`), BASELINE (bench/baseline.json),
 #        SEGS (6), SIZE (1280x720), FPS (30), SEG_S (2), PRESET (veryfast), SESSIONS (1),
+#        DEPTH (1: lpod bench -depth, segments in flight per session; the committed baselines
+#        were recorded one at a time, and bench-compare.py refuses a run of another depth),
 #        SCALE (1, multiplies every tolerance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ FPS=${FPS:-30}
 SEG_S=${SEG_S:-2}
 PRESET=${PRESET:-veryfast}
 SESSIONS=${SESSIONS:-1}
+DEPTH=${DEPTH:-1}
 SCALE=${SCALE:-1}
 PROFILES=P720p30fps16x9,P360p30fps16x9,P240p30fps16x9
 DUR=$((SEGS * SEG_S))
@@ -50,8 +53,8 @@ for line in "${devs[@]}"; do
   safe=${name//[^A-Za-z0-9_-]/_}
   echo "gpu-bench: $name ($backend): lpod bench, $SESSIONS session(s)..." >&2
   if "$LPOD" bench -in "$OUT/src/index.m3u8" -profiles "$PROFILES" -preset "$PRESET" \
-    -sessions "$SESSIONS" -backend "$backend" -device "$idx" -json "$OUT/$safe.json" \
-    -csv "$OUT/$safe.csv"; then
+    -sessions "$SESSIONS" -depth "$DEPTH" -backend "$backend" -device "$idx" \
+    -json "$OUT/$safe.json" -csv "$OUT/$safe.csv"; then
     pairs+=("$name=$OUT/$safe.json")
   else
     echo "gpu-bench: $name: lpod bench failed" >&2
