@@ -35,6 +35,7 @@ for attempt in 1 2 3 4 5; do
     -httpAddr "127.0.0.1:$PORT" -maxSessions auto -dataDir "$DIR/o" -cliAddr 127.0.0.1:0 \
     >"$DIR/o.log" 2>&1 &
   O=$!
+  PIDS="$PIDS $O" # killed on the way out, whatever happens below
   n=0
   until grep -q 'Node ready' "$DIR/o.log" || ! kill -0 "$O" 2>/dev/null; do
     n=$((n + 1))
@@ -46,7 +47,6 @@ for attempt in 1 2 3 4 5; do
   grep -q 'address already in use' "$DIR/o.log" || fail "the orchestrator stopped at start"
   [ $attempt -lt 5 ] || fail "no free port in 5 tries"
 done
-PIDS="$PIDS $O"
 "$LPOD" -transcoder -orchAddr "127.0.0.1:$PORT" -orchSecret "$SECRET" -maxSessions 2 \
   -dataDir "$DIR/t1" -cliAddr 127.0.0.1:0 >"$DIR/t1.log" 2>&1 &
 T1=$!

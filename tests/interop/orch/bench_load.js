@@ -3,8 +3,9 @@
 // A mix of live streams (1080p -> 4 renditions, 720p -> 3, 360p -> 1) is offered at 0.5x to 3x
 // the machine's measured capacity. Each policy runs the same ramp on a fresh node: static
 // -maxSessions caps as go-livepeer counts streams (with -costAdmission=false), go-livepeer's
-// default cap of 10, and lpod's cost-based admission (-maxSessions auto). For each run it reports the work accepted (pixels decoded + encoded by
-// admitted streams) and the share of admitted segments that came back within their duration.
+// default cap of 10, and lpod's cost-based admission (-maxSessions auto). For each run it reports
+// the work accepted (pixels decoded + encoded by admitted streams) and the share of admitted
+// segments that came back within their duration.
 //
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
@@ -61,6 +62,11 @@ if (!['blocks', 'random'].includes(ORDER)) {
   console.error(`--order: blocks or random, not ${ORDER}`);
   process.exit(2);
 }
+const SEED = args.seed === undefined ? 1 : Number(args.seed);
+if (!Number.isInteger(SEED) || SEED < 0 || (args.seed !== undefined && ORDER !== 'random')) {
+  console.error('--seed: a whole number, with --order random');
+  process.exit(2);
+}
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lpod-bench-load-'));
 
 const P720 = { name: 'P720p30fps16x9', width: 1280, height: 720, bitrate: 3000000, fps: 30 };
@@ -86,7 +92,7 @@ function mix(n, at = -1) {
   const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
   const order = [];
   if (ORDER === 'random' && at >= 0) {
-    seed = (Number(args.seed || 1) * 7919 + at * 104729) % 2147483648;
+    seed = (SEED * 7919 + at * 104729) % 2147483648;
     for (let i = 0; i < 3; i++) rnd();
     while (order.length < n) order.push('ABC'[Math.floor(rnd() * 3)]);
     return order;

@@ -4,7 +4,7 @@
 //
 // usage: node bench_segment.js --port P --cert CERT.pem --log LPOD.log --in SEG.ts[,SEG2.ts,...]
 //        [--streams 4] [--segments 10] [--profiles P144p30fps16x9] [--realtime 1]
-//        [--inflight N (segments a stream keeps outstanding, back to back; default 1)]
+//        [--inflight N (segments a stream keeps outstanding; h2load's -m; default 1)]
 //        [--client h2load]
 // Several --in files are sent in turn, as a stream's consecutive segments.
 'use strict';
@@ -20,6 +20,11 @@ const { keccak256 } = require('js-sha3');
 
 const args = { streams: '4', segments: '10', profiles: 'P144p30fps16x9', inflight: '1' };
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+const INFLIGHT = Number(args.inflight);
+if (!Number.isInteger(INFLIGHT) || INFLIGHT < 1) {
+  console.error('--inflight: a whole number from 1');
+  process.exit(2);
+}
 const proto = args.proto || path.join(__dirname, '../../../src/proto/lp_rpc.proto');
 const root = protobuf.loadSync(proto);
 const SegData = root.lookupType('net.SegData');
@@ -32,7 +37,6 @@ const PRESETS = {
 const profiles = args.profiles.split(',').map((n) => ({ name: n, width: PRESETS[n][0], height: PRESETS[n][1], bitrate: PRESETS[n][2], fps: 30 }));
 const bodies = args.in.split(',').map((f) => fs.readFileSync(f));
 const hashes = bodies.map((b) => Buffer.from(keccak256.arrayBuffer(b)));
-const body = bodies[0];
 const creds = grpc.credentials.createSsl(fs.readFileSync(args.cert), null, null, { checkServerIdentity: () => undefined });
 const client = new def.net.Orchestrator(`127.0.0.1:${args.port}`, creds);
 
@@ -69,11 +73,11 @@ async function stream(id) {
   const start = Date.now() + (args.realtime ? (id * 2000) / Number(args.streams) : 0);
   const pending = [];
   for (let seq = 0; seq < Number(args.segments); seq++) {
-    // live pacing: segment k goes out 2 s × k after the first (or when k-1 is back, if later)
+    // live pacing: segment k goes out 2 s × k after the first (or when k-N is back, if later)
     if (args.realtime) await new Promise((r) => setTimeout(r, Math.max(0, start + seq * 2000 - Date.now())));
     // a gateway sending ahead keeps up to --inflight segments of the stream outstanding
     pending.push(send(seq));
-    if (pending.length >= Number(args.inflight)) await pending.shift();
+    if (pending.length >= INFLIGHT) await pending.shift();
   }
   await Promise.all(pending);
   h2.close();
@@ -91,7 +95,7 @@ async function streamH2load(id) {
     fullProfiles: profiles }).finish();
   if (args.realtime) await new Promise((r) => setTimeout(r, (id * 2000) / Number(args.streams)));
   const out = await new Promise((res, rej) => {
-    execFile('h2load', ['-n', args.segments, '-c', '1', '-m', '1', '-d', args.in.split(',')[0],
+    execFile('h2load', ['-n', args.segments, '-c', '1', '-m', String(INFLIGHT), '-d', args.in.split(',')[0],
       '-H', `livepeer-segment: ${Buffer.from(sd).toString('base64')}`, '-H', 'content-type: video/MP2T',
       ...(args.realtime ? ['--rps=0.5'] : []), `${info.transcoder}/segment`], (e, so) => (e ? rej(e) : res(so)));
   });
@@ -112,7 +116,8 @@ async function streamH2load(id) {
   const tot = all.map((x) => x.total);
   const hdr = all.map((x) => x.headers);
   const f = (a) => `p50 ${pct(a, 0.5).toFixed(2)} p90 ${pct(a, 0.9).toFixed(2)} max ${Math.max(...a).toFixed(2)}`;
-  console.log(`${args.streams} streams x ${args.segments} segments of ${body.length} bytes, ${wall.toFixed(1)} s`);
+  console.log(`${args.streams} streams x ${args.segments} segments of ${bodies.map((b) => b.length).join(', ')} bytes` +
+    `${args.client === 'h2load' && bodies.length > 1 ? ' (h2load: the first only)' : ''}, ${wall.toFixed(1)} s`);
   if (all.length) {
     console.log(`client round trip ms:     ${f(tot)}`);
     console.log(`client time to 200 ms:    ${f(hdr)}`);
