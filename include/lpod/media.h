@@ -149,7 +149,8 @@ typedef struct media_result {
   int in_width, in_height;
   double in_fps; /* source frame rate, 0 if unknown */
   bool has_video, has_audio;
-  uint64_t transcode_ns; /* wall time of the call */
+  uint64_t transcode_ns; /* wall time from the segment's start (a free slot, for submit) to its
+                          * result */
   /* The segment's decode ended with the decoder kept for the next one (backends with
    * decoder_sentinels: its last frames came out, with sentinel packets where it held some),
    * rather than drained and reset. */

@@ -130,11 +130,12 @@ static void *worker_run(void *arg) {
   for (int r = 0; r < b->repeat; r++) {
     for (size_t i = 0; i < b->nseg; i++) {
       const bseg_t *sg = &b->segs[i];
-      pending_t *p = calloc(1, sizeof(*p));
+      pending_t *p = malloc(sizeof(*p));
       if (p) *p = (pending_t){.b = b, .worker = w->id, .n = (size_t)r * b->nseg + i, .sg = sg};
       if (!p) {
         pthread_mutex_lock(&b->mu);
         b->failed++;
+        if (!b->first_error[0]) snprintf(b->first_error, sizeof(b->first_error), "out of memory");
         pthread_mutex_unlock(&b->mu);
       } else if (depth > 1) {
         /* in flight: the next segment decodes while this one's encoders drain */

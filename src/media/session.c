@@ -338,11 +338,16 @@ static void warm_clear(warm_enc_t *w) {
 
 static void rw_stop(rworker_t *w);
 
-void media_session_free(media_session_t *s) {
-  if (!s) return;
+/* Waits until no segment is in flight (their done callbacks have returned). */
+static void session_drain(media_session_t *s) {
   pthread_mutex_lock(&s->mu);
   while (s->nfl) pthread_cond_wait(&s->cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
+}
+
+void media_session_free(media_session_t *s) {
+  if (!s) return;
+  session_drain(s);
   avcodec_free_context(&s->vdec);
   av_packet_free(&s->sentinel);
   free(s->vdec_extra);
@@ -822,7 +827,7 @@ static void rw_process(rworker_t *w, rw_item_t *it) {
     }
     av_frame_free(&it->f);
   } else if (!atomic_load(&g->abort)) {
-    /* End of segment: drain the graph and the encoder, then mux. On abort the caller frees
+    /* End of segment: drain the graph and the encoder, then mux. On abort seg_finish frees
      * what is left. */
     if ((ret = out_flush_graph(g, o)) >= 0 && (ret = out_close_encoder(g, o, true)) >= 0)
       ret = out_mux(g, o);
@@ -1563,35 +1568,19 @@ void media_session_submit(media_session_t *s, const uint8_t *in, size_t len,
   for (size_t i = 0; i < nout; i++) rw_push(&ws[i], NULL, 0, decoded);
 }
 
-typedef struct sync_wait {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done;
-  int ret;
-} sync_wait_t;
-
 static void sync_done(void *arg, media_result_t *res, int ret) {
-  sync_wait_t *w = arg;
   (void)res;
-  pthread_mutex_lock(&w->mu);
-  w->done = true;
-  w->ret = ret;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
+  *(int *)arg = ret; /* read after the drain, under the session's lock */
 }
 
+/* Submit and wait: the segment (and any older one, which comes back first) is done when none is
+ * in flight, since one thread submits. */
 int media_session_transcode(media_session_t *s, const uint8_t *in, size_t len,
                             const media_profile_t *profiles, size_t n, media_result_t *out) {
-  sync_wait_t w = {.done = false};
-  pthread_mutex_init(&w.mu, NULL);
-  pthread_cond_init(&w.cv, NULL);
-  media_session_submit(s, in, len, profiles, n, out, sync_done, &w);
-  pthread_mutex_lock(&w.mu);
-  while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-  pthread_mutex_unlock(&w.mu);
-  pthread_cond_destroy(&w.cv);
-  pthread_mutex_destroy(&w.mu);
-  return w.ret;
+  int ret = 0;
+  media_session_submit(s, in, len, profiles, n, out, sync_done, &ret);
+  session_drain(s);
+  return ret;
 }
 
 /* ---- probe ------------------------------------------------------------------------------------

@@ -590,12 +590,18 @@ static void test_submit_overlap(void **st) {
   assert_non_null(s);
   for (int k = 0; k < OV_SEGS; k++) {
     args[k] = (ov_arg_t){&c, k};
-    uint8_t *copy = malloc(len[k]); /* the input is needed during the call only */
+    /* the input and the profiles are needed during the call only */
+    uint8_t *copy = malloc(len[k]);
+    media_profile_t *pcopy = malloc(sizeof ps);
     assert_non_null(copy);
+    assert_non_null(pcopy);
     memcpy(copy, in[k], len[k]);
-    media_session_submit(s, copy, len[k], ps, 2, &c.res[k], ov_done, &args[k]);
+    memcpy(pcopy, ps, sizeof ps);
+    media_session_submit(s, copy, len[k], pcopy, 2, &c.res[k], ov_done, &args[k]);
     memset(copy, 0, len[k]);
+    memset(pcopy, 0, sizeof ps);
     free(copy);
+    free(pcopy);
     if (k == 1) {
       pthread_mutex_lock(&c.mu);
       c.released = true;
