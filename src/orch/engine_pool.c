@@ -10,7 +10,7 @@ static void pool_done(pool_result_t *res, void *arg) {
   orch_job_t *job = arg;
   /* the transcoder's time, the hop included: what the capacity model's real-time check and
    * the transcode-time metrics read */
-  job->engine_ns = lp_now_ns() - job->t_submit - job->queued_ns;
+  orch_job_engine_done(job);
   if (res->err == 0 && res->n == job->n_profiles) {
     job->out = calloc(job->n_profiles ? job->n_profiles : 1, sizeof *job->out);
     for (size_t i = 0; job->out && i < res->n; i++) {

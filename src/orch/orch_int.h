@@ -284,6 +284,9 @@ int orch_sessions_check_capacity(const orch_sessions_t *ss, const char *session_
 int orch_sessions_submit(orch_sessions_t *ss, orch_job_t *job);
 /* A loop-side engine finished the job orch_engine_t.start was given. */
 void orch_sessions_job_done(orch_job_t *job);
+/* Sets job->engine_ns to now less its hand-over (t_submit + queued_ns): for an engine whose job
+ * completes after the call that took it (submit, a loop-side start). */
+void orch_job_engine_done(orch_job_t *job);
 /* Called on the loop whenever a session leaves the table (idle, ended, stopped). */
 void orch_sessions_on_end(orch_sessions_t *ss, void (*ended)(void *arg, const char *session_id),
                           void *arg);

@@ -16,7 +16,9 @@ struct orch_session {
   bool in_table;
   int jobs; /* submitted and not yet handed back, loop side */
   uv_timer_t idle;
-  int refs; /* the idle timer's handle and the worker thread */
+  /* the idle timer's handle and the worker thread; once a loop-side engine's session has
+   * ended, also each of its jobs not yet handed back (jobs) */
+  int refs;
   uv_thread_t thread;
   uv_mutex_t mu;
   uv_cond_t cv;
@@ -63,9 +65,13 @@ static void post_done(orch_sessions_t *ss, orch_job_t *job) {
   uv_async_send(&ss->async);
 }
 
+void orch_job_engine_done(orch_job_t *job) {
+  job->engine_ns = lp_now_ns() - job->t_submit - job->queued_ns;
+}
+
 /* A job the engine completed after its submit call returned (on one of the engine's threads). */
 static void worker_job_done(orch_job_t *job) {
-  job->engine_ns = lp_now_ns() - job->t_submit - job->queued_ns;
+  orch_job_engine_done(job);
   post_done(job->session->owner, job);
 }
 
