@@ -270,6 +270,7 @@ typedef enum {
   LP_SCHED_R_OVERLOADED,   /* the device is behind real time: new sessions wait */
   LP_SCHED_R_ENC_SESSIONS, /* hardware encoder or decoder sessions */
   LP_SCHED_R_MEMORY,       /* device memory */
+  LP_SCHED_R_LATENCY,      /* a stream there, or the job, would run past the target ratio */
   LP_SCHED_R_BUSY,         /* the work budget is used up */
 } lp_sched_reason_t;
 const char *lp_sched_reason_name(lp_sched_reason_t r);
@@ -311,6 +312,9 @@ typedef struct lp_sched_session_info {
   int segments;
   bool behind; /* flagged LP_SCHED_STREAM_BEHIND */
   double cost; /* wu/s over all engines */
+  /* What its ladder's segments on this device say (docs/capacity.md, "Each ladder's latency"):
+   * the ratio predicted alone and its growth per 1000 wu/s of other work; 0 until learnt. */
+  double lone_rt, slope;
 } lp_sched_session_info_t;
 /* The numbers of one admitted session (for its error message and per-stream metrics).
  * LP_ENOENT if unknown. */
@@ -328,7 +332,8 @@ typedef struct lp_sched_device_info {
   double committed[LP_SCHED_MAX_ENGINES]; /* wu/s of the admitted sessions */
   double measured[LP_SCHED_MAX_ENGINES];  /* telemetry busy × 1000, -1 if none */
   double correction;                      /* budget multiplier from the real-time feedback */
-  double rt_ratio;                        /* EWMA of transcode time / segment duration */
+  double cost_ratio; /* telemetry: measured over modelled utilisation; 0 until judged */
+  double rt_ratio;   /* EWMA of transcode time / segment duration */
   bool behind;
   int sessions, max_sessions; /* max 0 = no cap */
   int enc_sessions, max_enc_sessions;

@@ -18,6 +18,14 @@
 #define MODEL_SLACK 1.15   /* measured over predicted beyond this: the model underestimates */
 #define MODEL_GAIN 0.5     /* step towards the measured cost per round of segments */
 #define RESIDUE_WU 1e-6    /* wu/s left after releases below this is float residue */
+#define LADDER_ALPHA 0.1   /* weight of a new segment in its ladder's fit */
+#define LADDER_MIN_OBS 2   /* segments before a ladder's ratio is predicted */
+#define LADDER_FIT_OBS 4   /* segments before a ladder's own slope is fitted */
+#define LADDER_SPREAD 0.03 /* spread of u (std) below which a ladder's own slope isn't fitted */
+#define SLOPE_PRIOR 6.0    /* growth b/a until a ladder's own segments fit one */
+#define SLOPE_MAX 20.0     /* the most b/a a fit may give */
+#define TEL_Q_MIN_WU 100.0 /* model load below which telemetry can't judge it (other work) */
+#define TEL_Q_ALPHA 0.3    /* weight of a new telemetry window in measured over modelled */
 
 static char *dupstr(const char *s) {
   s = s ? s : "";
@@ -159,9 +167,34 @@ void lp_sched_source_free(lp_sched_source_t *src) {
   if (src && src->ops && src->ops->destroy) src->ops->destroy(src);
 }
 
+/* Measured over modelled utilisation of d's engines, from a sample whose window saw the same
+ * sessions throughout (none admitted anywhere since the previous sample, none released from d
+ * during it, every one of d's sessions transcoding): what the admitted work really costs, which
+ * a stream's real-time ratio can't tell apart from its own latency. Engines the model gives
+ * under TEL_Q_MIN_WU aren't judged: the node's own work and other processes weigh too much
+ * there. */
+static void judge_cost(lp_sched_t *s, sched_device_t *d) {
+  const lp_sched_sample_t *t = &d->sample;
+  if (!(t->fields & LP_SCHED_TEL_UTIL) || d->sessions <= 0) return;
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++)
+    if (d->rel_window.engine[e] > 0) return;
+  int dev = (int)(d - s->devs);
+  for (size_t i = 0; i < s->n_sess; i++)
+    if (s->sess[i].dev == dev && s->sess[i].segments == 0) return;
+  double q = 0;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+    if ((t->util_mask & (1u << e)) && d->committed[e] >= TEL_Q_MIN_WU)
+      q = LP_MAX(q, t->util[e] * ENGINE_FULL / d->committed[e]);
+  if (q <= 0) return;
+  d->tel_q = d->tel_q > 0 ? TEL_Q_ALPHA * q + (1 - TEL_Q_ALPHA) * d->tel_q : q;
+  LOGV(LP_V_DEBUG, "capacity: %s measured %.2f of the modelled work (%.2f over windows)", d->name,
+       q, d->tel_q);
+}
+
 void lp_sched_poll(lp_sched_t *s) {
   if (!s) return;
-  uint64_t now = s->o.clock_ms();
+  uint64_t now = s->o.clock_ms(), admissions = 0;
+  for (int i = 0; i < s->n_devs; i++) admissions += s->devs[i].admitted;
   for (int i = 0; i < s->n_devs; i++) {
     sched_device_t *d = &s->devs[i];
     if (!d->src) continue;
@@ -182,13 +215,16 @@ void lp_sched_poll(lp_sched_t *s) {
     d->sample_ms = now;
     d->have_sample = true;
     /* this sample's window began at the previous one (the first has none) */
+    bool first = !d->sampled_once;
     if (d->sampled_once)
       d->rel_window = d->rel_since;
     else
       memset(&d->rel_window, 0, sizeof d->rel_window);
     d->sampled_once = true;
     memset(&d->rel_since, 0, sizeof d->rel_since);
+    if (!first && admissions == s->admissions_at_sample) judge_cost(s, d);
   }
+  s->admissions_at_sample = admissions;
 }
 
 static const lp_sched_sample_t *fresh_sample(const lp_sched_t *s, const sched_device_t *d) {
@@ -334,6 +370,7 @@ const char *lp_sched_reason_name(lp_sched_reason_t r) {
   case LP_SCHED_R_OVERLOADED: return "device behind real time";
   case LP_SCHED_R_ENC_SESSIONS: return "hardware sessions";
   case LP_SCHED_R_MEMORY: return "device memory";
+  case LP_SCHED_R_LATENCY: return "stream latency";
   case LP_SCHED_R_BUSY: return "work budget full";
   }
   return "?";
@@ -363,11 +400,148 @@ static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched
   sched_job_cost(d->kind, &d->coefs, h >= 0 ? &s->devs[h].coefs : NULL, d->cpu_encode, job, c);
 }
 
+/* ---- each ladder's latency ---- */
+
+static uint64_t fnv(uint64_t h, uint64_t v) {
+  for (int i = 0; i < 8; i++) {
+    h ^= (v >> (8 * i)) & 0xff;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* The shape of a job: source size, rate and codec, and every rendition. */
+static uint64_t ladder_key(const lp_sched_job_t *j) {
+  uint64_t h = 14695981039346656037ull;
+  h = fnv(h, (uint64_t)j->in_width);
+  h = fnv(h, (uint64_t)j->in_height);
+  h = fnv(h, j->in_fps > 0 ? (uint64_t)llround(j->in_fps * 1000) : 0);
+  h = fnv(h, (uint64_t)j->in_codec);
+  h = fnv(h, (uint64_t)j->n_renditions);
+  for (size_t i = 0; i < j->n_renditions && i < LP_SCHED_MAX_RENDITIONS; i++) {
+    const lp_sched_rendition_t *r = &j->renditions[i];
+    h = fnv(h, (uint64_t)r->width);
+    h = fnv(h, (uint64_t)r->height);
+    h = fnv(h, r->fps > 0 ? (uint64_t)llround(r->fps * 1000) : 0);
+    h = fnv(h, (uint64_t)r->codec);
+    h = fnv(h, (uint64_t)r->preset);
+  }
+  return h ? h : 1;
+}
+
+static const sched_ladder_t *ladder_find(const lp_sched_t *s, int dev, uint64_t key) {
+  for (int i = 0; i < SCHED_LADDERS; i++)
+    if (s->ladders[i].key == key && s->ladders[i].dev == dev) return &s->ladders[i];
+  return NULL;
+}
+
+/* The ladder's slot, made (over the least recently used one when all are taken) if new. */
+static sched_ladder_t *ladder_get(lp_sched_t *s, int dev, uint64_t key) {
+  sched_ladder_t *l = (sched_ladder_t *)ladder_find(s, dev, key), *old = &s->ladders[0];
+  if (l) return l;
+  for (int i = 0; i < SCHED_LADDERS; i++) {
+    if (!s->ladders[i].key) {
+      old = &s->ladders[i];
+      break;
+    }
+    if (s->ladders[i].used_ms < old->used_ms) old = &s->ladders[i];
+  }
+  memset(old, 0, sizeof *old);
+  old->k = -1;
+  old->key = key;
+  old->dev = dev;
+  return old;
+}
+
+/* The slope b/a of a ladder's segments where their loads are spread enough to fit one, else
+ * < 0. */
+static double ladder_slope(const sched_ladder_t *l) {
+  double mu = l->su / l->w, mr = l->sr / l->w;
+  double vu = l->suu / l->w - mu * mu;
+  if (vu < LADDER_SPREAD * LADDER_SPREAD) return -1;
+  double slope = (l->sur / l->w - mu * mr) / vu;
+  double icpt = mr - slope * mu;
+  return slope <= 0 ? 0 : LP_MIN(SLOPE_MAX, slope / LP_MAX(icpt, 0.01));
+}
+
+/* r = a + b·u for a ladder; false until it has LADDER_MIN_OBS segments. The line goes through
+ * the weighted means with the slope its segments last fitted (ladder_observe), or
+ * SLOPE_PRIOR × a until they have. */
+static bool ladder_fit(const sched_ladder_t *l, double *a, double *b) {
+  if (!l || l->n < LADDER_MIN_OBS || !(l->w > 0)) return false;
+  double mu = l->su / l->w, mr = l->sr / l->w;
+  double k = l->k >= 0 ? l->k : SLOPE_PRIOR;
+  *a = mr / (1 + k * mu);
+  *b = k * *a;
+  return true;
+}
+
+/* The work on d besides a stream's own (own), with a job's added (extra): the fullest engine's
+ * committed wu/s / 1000, with the host CPU's where the device encodes there. This is u, the
+ * load the ladder fits are against. */
+static double others_u(const lp_sched_t *s, const sched_device_t *d, const lp_sched_cost_t *own,
+                       const lp_sched_cost_t *extra) {
+  double u = 0;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+    u = LP_MAX(u, d->committed[e] - (own ? own->engine[e] : 0) + (extra ? extra->engine[e] : 0));
+  double hown = own ? own->host_cpu : 0, hextra = extra ? extra->host_cpu : 0;
+  int h = hown > 0 || hextra > 0 ? host_of(s, d) : -1;
+  if (h >= 0) u = LP_MAX(u, s->devs[h].committed[0] - hown + hextra);
+  return LP_MAX(0.0, u) / ENGINE_FULL;
+}
+
+/* One segment of a stream: its ratio r at the load it shared the device with. */
+static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
+  sched_ladder_t *l = ladder_get(s, ss->dev, ss->ladder);
+  double u = others_u(s, &s->devs[ss->dev], &ss->cost, NULL), k = 1 - LADDER_ALPHA;
+  l->w = k * l->w + LADDER_ALPHA;
+  l->su = k * l->su + LADDER_ALPHA * u;
+  l->sr = k * l->sr + LADDER_ALPHA * r;
+  l->suu = k * l->suu + LADDER_ALPHA * u * u;
+  l->sur = k * l->sur + LADDER_ALPHA * u * r;
+  if (l->n < LADDER_FIT_OBS) l->n++; /* only compared with the thresholds */
+  /* a slope, once fitted, outlives the spread it came from: streams running long at one load
+   * would otherwise bring the prior back */
+  double fit = l->n >= LADDER_FIT_OBS ? ladder_slope(l) : -1;
+  if (fit >= 0) l->k = fit;
+  l->used_ms = s->o.clock_ms();
+}
+
+/* Whether a job of cost c and ladder key would keep every stream on d whose ladder is known,
+ * and itself if its ladder is, within the target ratio. */
+static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *d,
+                                     const lp_sched_cost_t *c, uint64_t key, char *why,
+                                     size_t wlen) {
+  int dev = (int)(d - s->devs);
+  double a, b, target = s->o.target_rt_ratio;
+  if (key && ladder_fit(ladder_find(s, dev, key), &a, &b)) {
+    double r = a + b * others_u(s, d, NULL, NULL);
+    if (r > target) {
+      snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f", d->name, r, target);
+      return LP_SCHED_R_LATENCY;
+    }
+  }
+  for (size_t i = 0; i < s->n_sess; i++) {
+    const sched_session_t *o = &s->sess[i];
+    if (o->dev != dev || o->flagged || !ladder_fit(ladder_find(s, dev, o->ladder), &a, &b))
+      continue;
+    double r = a + b * others_u(s, d, &o->cost, c);
+    if (r > target) {
+      snprintf(why, wlen,
+               "%s: its %dx%d stream (%d renditions) would run at %.2f of real time > %.2f",
+               d->name, o->in_width, o->in_height, o->n_renditions, r, target);
+      return LP_SCHED_R_LATENCY;
+    }
+  }
+  return LP_SCHED_FIT;
+}
+
 /* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of its
  * budget after the job (placement picks the lowest). The CPU encodes of a device that has them
  * (c->host_cpu) must fit the CPU device's budget too. */
 static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
-                                 const lp_sched_cost_t *c, double *score, char *why, size_t wlen) {
+                                 const lp_sched_cost_t *c, uint64_t key, double *score, char *why,
+                                 size_t wlen) {
   int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
   const sched_device_t *h = hi >= 0 ? &s->devs[hi] : NULL;
   if (d->cap_sessions > 0 && d->sessions >= d->cap_sessions) {
@@ -463,6 +637,8 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     }
     worst = LP_MAX(worst, (load + c->host_cpu) / hb);
   }
+  lp_sched_reason_t lat = latency_fit(s, d, c, key, why, wlen);
+  if (lat != LP_SCHED_FIT) return lat;
   *score = worst;
   return LP_SCHED_FIT;
 }
@@ -504,6 +680,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
              s->o.max_sessions);
     return LP_ECAPACITY;
   }
+  uint64_t key = job == &probe ? 0 : ladder_key(job);
   double best = INFINITY;
   lp_sched_reason_t worst_reason = LP_SCHED_FIT;
   int worst_dev = -1;
@@ -514,7 +691,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     double score = 0;
     char why[160];
     why[0] = '\0';
-    lp_sched_reason_t r = dev_fit(s, d, &c, &score, why, sizeof why);
+    lp_sched_reason_t r = dev_fit(s, d, &c, key, &score, why, sizeof why);
     if (r == LP_SCHED_R_BUSY) d->pressed_ms = s->o.clock_ms();
     if (r == LP_SCHED_FIT) {
       if (score < best) {
@@ -586,6 +763,10 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->id = dupstr(session_id);
   if (!ss->id) return LP_ENOMEM;
   ss->dev = v->device;
+  ss->ladder = ladder_key(job);
+  ss->in_width = job->in_width;
+  ss->in_height = job->in_height;
+  ss->n_renditions = (int)job->n_renditions;
   ss->cost = c;
   s->n_sess++;
   sched_device_t *d = &s->devs[v->device];
@@ -619,6 +800,12 @@ int lp_sched_session_info(const lp_sched_t *s, const char *session_id,
   out->segments = ss->segments;
   out->behind = ss->flagged;
   out->cost = ss->cost.total;
+  out->lone_rt = out->slope = 0;
+  double a, b;
+  if (ladder_fit(ladder_find(s, ss->dev, ss->ladder), &a, &b)) {
+    out->lone_rt = a;
+    out->slope = b;
+  }
   return 0;
 }
 
@@ -705,6 +892,16 @@ static double measured_rt(const lp_sched_t *s, int dev) {
   return den > 0 ? num / den : 0;
 }
 
+/* Measured over modelled cost of d's work: above 1 the work costs more than the model says. From
+ * telemetry where the device has utilisation (judge_cost), else from the streams' ratios, which
+ * carry each stream's own latency as well. 1 while not judged. */
+static double cost_q(const lp_sched_t *s, const sched_device_t *d, int dev) {
+  const lp_sched_sample_t *t = fresh_sample(s, d);
+  if (t && (t->fields & LP_SCHED_TEL_UTIL)) return d->tel_q > 0 ? d->tel_q : 1;
+  double pred = model_rt(s, d), meas = measured_rt(s, dev);
+  return pred >= MODEL_RT_MIN && meas > 0 ? meas / pred : 1;
+}
+
 /* Work was refused for lack of budget lately: there is demand to test a larger budget with. */
 static bool pressed(const lp_sched_t *s, const sched_device_t *d) {
   uint64_t now = s->o.clock_ms();
@@ -723,6 +920,15 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
   ss->rt = ss->segments ? a * r + (1 - a) * ss->rt : r;
   ss->segments++;
   if (ss->flagged) return LP_SCHED_STREAM_BEHIND; /* its lateness is its own, not the device's */
+  /* the first segment carries the encoders' start */
+  if (ss->segments >= 2) {
+    ladder_observe(s, ss, r);
+    double la = 0, lb = 0;
+    ladder_fit(ladder_find(s, ss->dev, ss->ladder), &la, &lb);
+    LOGV(LP_V_DEBUG,
+         "capacity: stream %s on %s at %.2f of real time beside %.2f (ladder %.2f + %.2f u)",
+         ss->id, d->name, r, others_u(s, d, &ss->cost, NULL), la, lb);
+  }
 
   d->rt = d->segments ? a * r + (1 - a) * d->rt : r;
   d->segments++;
@@ -740,12 +946,10 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
     double before = d->corr;
     /* measured over predicted: above 1 the work costs more than the model says (pipeline
      * overheads, small renditions, other load), below 1 less */
-    double pred = model_rt(s, d);
-    double meas = measured_rt(s, ss->dev);
-    double q = pred >= MODEL_RT_MIN && meas > 0 ? meas / pred : 1;
+    double q = cost_q(s, d, ss->dev);
     /* the streams cost more than they were admitted for: the budget moves towards what the
-     * measurements say (the ratio is an EWMA already, so the step is larger), whether or not
-     * the device is past its target yet */
+     * measurements say (q is an average already, so the step is larger), whether or not the
+     * device is past its target yet */
     bool under = q > MODEL_SLACK && 1 / q < d->corr;
     if (d->rt > target) d->corr *= 1 - step * (d->rt - target) / d->rt;
     if (under) {
@@ -803,6 +1007,7 @@ int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *o
       out->measured[e] = t->util[e] * ENGINE_FULL;
   }
   out->correction = d->corr;
+  out->cost_ratio = d->tel_q;
   out->rt_ratio = d->rt;
   out->behind = d->behind;
   out->sessions = d->sessions;
@@ -886,6 +1091,10 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddNumberToObject(o, "maxSessions", in.max_sessions);
     cJSON_AddNumberToObject(o, "realtimeRatio", in.rt_ratio);
     cJSON_AddNumberToObject(o, "correction", in.correction);
+    if (in.cost_ratio > 0)
+      cJSON_AddNumberToObject(o, "costRatio", in.cost_ratio);
+    else
+      cJSON_AddNullToObject(o, "costRatio");
     cJSON_AddBoolToObject(o, "behind", in.behind);
     cJSON_AddNumberToObject(o, "encoderSessions", in.enc_sessions);
     cJSON_AddNumberToObject(o, "maxEncoderSessions", in.max_enc_sessions);

@@ -7,6 +7,8 @@
 typedef struct sched_session {
   char *id;
   int dev;
+  uint64_t ladder;                       /* sched_ladder_key of its job */
+  int in_width, in_height, n_renditions; /* for logs */
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
   int segments; /* reported so far */
@@ -49,8 +51,24 @@ typedef struct sched_device {
   double corr;  /* budget multiplier */
   bool behind;
   uint64_t pressed_ms; /* when work was last refused for lack of budget; 0 never */
+  /* Measured over modelled utilisation of the fullest engine, over steady telemetry windows
+   * (no session admitted or released during them); 0 until judged. */
+  double tel_q;
   uint64_t admitted, refused;
 } sched_device_t;
+
+/* What the streams of one ladder take on one device, learnt from their segments: the real-time
+ * ratio r against the other streams' work there u (their committed wu/s / 1000), r = a + b·u,
+ * from EWMA-weighted sums. */
+typedef struct sched_ladder {
+  uint64_t key; /* 0: free slot */
+  int dev;
+  double w, su, sr, suu, sur;
+  double k;         /* b/a of the last fit whose loads were spread enough; < 0: none yet */
+  int n;            /* observations, counted up to LADDER_FIT_OBS */
+  uint64_t used_ms; /* last observation, for eviction */
+} sched_ladder_t;
+#define SCHED_LADDERS 64
 
 struct lp_sched {
   lp_sched_opts_t o;
@@ -60,6 +78,8 @@ struct lp_sched {
   size_t n_sess, cap_sess;
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
   int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
+  sched_ladder_t ladders[SCHED_LADDERS];
+  uint64_t admissions_at_sample; /* admissions over all devices at the last lp_sched_poll */
 };
 
 /* lp_sched_job_cost on a device whose encodes of the codecs in cpu_encode run on the host's CPU

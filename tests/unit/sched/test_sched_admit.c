@@ -772,6 +772,174 @@ static void test_correction_follows_the_measured_cost(void **state) {
   lp_sched_free(s);
 }
 
+/* A stream's ratio alone is its own latency, not load the device lacks room for. One 1080p-like
+ * ladder (410 wu/s by the model) runs at 0.45 alone: with the slope assumed until its own segments
+ * show one (6 × 0.45 per 1000 wu/s), a 210 wu/s job beside it would take it to about 1.02, past
+ * the 0.8 target, although the work budget has room; a 27.5 wu/s one keeps it at 0.52. */
+static void test_latency_refuses(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_job_t big = job(1000, 1000, 10, 4); /* 10 + 400 = 410 wu/s */
+  lp_sched_job_t mid = job(1000, 1000, 10, 2); /* 210 wu/s */
+  lp_sched_job_t tiny = job(500, 500, 10, 1);  /* 2.5 + 25 = 27.5 wu/s */
+  assert_true(fabs(job_total(s, d, LP_SCHED_DEV_CPU, &mid) - 210) < 1e-6);
+  assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
+  lp_sched_session_info_t si;
+  /* the first segment carries the encoders' start: it isn't the ladder's */
+  lp_sched_report_segment(s, "big", 900, 2000);
+  assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
+  assert_true(si.lone_rt == 0 && si.slope == 0);
+  for (int i = 0; i < 5; i++) lp_sched_report_segment(s, "big", 900, 2000); /* 0.45 */
+  assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.45) < 1e-9);
+  assert_true(fabs(si.slope - 6 * 0.45) < 1e-9);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.correction - 1.0) < 1e-9); /* 0.45 against 0.41: within the model's slack */
+
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_string_equal(lp_sched_reason_name(v.reason), "stream latency");
+  assert_non_null(
+      strstr(v.detail, "1000x1000 stream (4 renditions) would run at 1.02 of real time > 0.80"));
+  assert_int_equal(lp_sched_admit(s, "tiny", &tiny, &v), 0);
+
+  /* the ladder outlives its streams, and a new stream of it is judged by its own prediction
+   * too: beside 210 wu/s it would run at 0.45 + 2.7 × 0.21 = 1.02 */
+  lp_sched_release(s, "big");
+  lp_sched_release(s, "tiny");
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
+  assert_int_equal(lp_sched_check(s, &big, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(strstr(v.detail, "the job would run at 1.02 of real time > 0.80"));
+  lp_sched_release(s, "mid");
+  assert_int_equal(lp_sched_admit(s, "big2", &big, &v), 0);
+  lp_sched_free(s);
+}
+
+/* Streams of job j (110 wu/s) arrive on a fresh CPU one at a time, each after four rounds of
+ * the ones before, until one is refused (*v). With n streams running, each segment takes
+ * (lone + per_stream × (n − 1)) of real time and the CPU is 0.11 × n busy. Returns how many
+ * were admitted; *out is the scheduler, still holding them. */
+static int fill_live(double lone, double per_stream, lp_sched_verdict_t *v, lp_sched_t **out) {
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_source_t *src = fake_on(s, d);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u;
+  char id[16];
+  int n = 0;
+  for (;;) {
+    snprintf(id, sizeof id, "s%d", n);
+    if (lp_sched_admit(s, id, &j, v)) break;
+    n++;
+    for (int round = 0; round < 4; round++) {
+      for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "s%d", i);
+        lp_sched_report_segment(s, id, (uint64_t)llround(2000 * (lone + per_stream * (n - 1))),
+                                2000);
+      }
+      fake_now += 2000;
+      smp.util[0] = 0.11 * n;
+      sample(s, src, &smp);
+    }
+  }
+  *out = s;
+  return n;
+}
+
+/* Telemetry that shows the work where the model puts it tells apart a stream's latency from
+ * work the model underestimates. Light streams (110 wu/s) at 0.3 of real time alone, 0.11 by
+ * the model: with the CPU 11% busy per stream the correction stays and, their ratios staying
+ * flat as they are added, the ladder's own slope (none) replaces the assumed one, so they are
+ * admitted until the work budget is full. The same ratios without telemetry shrink the budget
+ * (the ratio is all there is to go on). */
+static void test_latency_slope_learnt(void **state) {
+  (void)state;
+  lp_sched_t *s = NULL;
+  lp_sched_verdict_t v;
+  /* 0.3 whatever runs beside */
+  int n = fill_live(0.3, 0, &v, &s);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_int_equal(n, 7); /* 7 × 110 = 770 of 800 wu/s */
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, 0, &in);
+  assert_true(fabs(in.correction - 1.0) < 1e-9);
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_session_info(s, "s0", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.3) < 1e-6);
+  assert_true(si.slope < 1e-6);
+  lp_sched_free(s);
+
+  /* ratios that grow with the load keep the assumed slope's verdict: 0.3 alone, 0.3 + 1.8 u */
+  n = fill_live(0.3, 1.8 * 0.11, &v, &s);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_int_equal(n, 3); /* a fourth would take them to 0.3 + 1.8 × 0.33 = 0.89 */
+  lp_sched_free(s);
+
+  /* no telemetry: 0.3 against 0.11 is read as work costing more than modelled */
+  s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "a", &j, NULL), 0);
+  for (int i = 0; i < 10; i++) lp_sched_report_segment(s, "a", 600, 2000);
+  lp_sched_device_info(s, d, &in);
+  assert_true(in.correction < 0.5);
+  lp_sched_free(s);
+}
+
+/* The cost correction follows what telemetry measures against the model, over windows where the
+ * same sessions ran throughout. */
+static void test_cost_from_telemetry(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_source_t *src = fake_on(s, d);
+  lp_sched_job_t j = job(1000, 1000, 10, 2); /* 210 wu/s */
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u;
+  assert_int_equal(lp_sched_admit(s, "a", &j, NULL), 0);
+  assert_int_equal(lp_sched_admit(s, "b", &j, NULL), 0);
+  lp_sched_report_segment(s, "a", 500, 2000);
+  /* the window that held the admissions isn't judged, nor one before b transcoded */
+  smp.util[0] = 0.9;
+  sample(s, src, &smp);
+  sample(s, src, &smp);
+  lp_sched_report_segment(s, "b", 500, 2000);
+  for (int i = 0; i < 3; i++) lp_sched_report_segment(s, "a", 500, 2000);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.correction - 1.0) < 1e-9);
+  /* judged: 0.84 busy against 0.42 modelled, the work costs twice the model */
+  smp.util[0] = 0.84;
+  for (int i = 0; i < 20; i++) {
+    fake_now += 2000;
+    sample(s, src, &smp);
+    lp_sched_report_segment(s, "a", 500, 2000);
+    lp_sched_report_segment(s, "b", 500, 2000);
+  }
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.cost_ratio - 2.0) < 1e-9);
+  assert_true(in.correction < 0.55);
+  assert_true(in.correction >= 0.5 - 1e-9);
+  /* a release in the window: not judged, whatever it showed */
+  lp_sched_release(s, "b");
+  smp.util[0] = 0.1;
+  sample(s, src, &smp);
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.cost_ratio - 2.0) < 1e-9);
+  /* the next window is judged: 0.1 against 0.21 */
+  sample(s, src, &smp);
+  lp_sched_device_info(s, d, &in);
+  assert_true(fabs(in.cost_ratio - (0.3 * 0.1 / 0.21 + 0.7 * 2.0)) < 1e-9);
+  lp_sched_free(s);
+}
+
 /* A GPU without NVENC encodes on the host's CPU: that work is charged to the CPU device, whose
  * cores it shares, not to a separate encoder of the GPU, and it holds no hardware encoder
  * session. */
@@ -941,6 +1109,9 @@ int main(void) {
       cmocka_unit_test(test_stream_behind),
       cmocka_unit_test(test_correction_grows),
       cmocka_unit_test(test_correction_follows_the_measured_cost),
+      cmocka_unit_test(test_latency_refuses),
+      cmocka_unit_test(test_latency_slope_learnt),
+      cmocka_unit_test(test_cost_from_telemetry),
       cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
