@@ -7,7 +7,7 @@
 typedef struct sched_session {
   char *id;
   int dev;
-  uint64_t ladder;                       /* sched_ladder_key of its job */
+  uint64_t ladder;                       /* ladder_key() of its job (sched.c) */
   int in_width, in_height, n_renditions; /* for logs */
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
