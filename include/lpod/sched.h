@@ -346,7 +346,8 @@ int lp_sched_sessions(const lp_sched_t *s);
 /* How many jobs like this one would fit on the empty node (for RegisterTranscoder's capacity
  * and -maxSessions auto); job NULL: the probe job. */
 int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job);
-/* Adds "targetRealtimeRatio", "maxSessions", "sessions" and a "devices" array to obj. */
+/* Adds "targetRealtimeRatio", "maxSessions", "sessions", a "devices" array and the learnt "ladders"
+ * to obj. */
 int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj);
 /* One info line per device. */
 void lp_sched_log_summary(const lp_sched_t *s);

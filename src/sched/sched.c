@@ -22,7 +22,7 @@
 #define LADDER_MIN_OBS 2   /* segments before a ladder's ratio is predicted */
 #define LADDER_FIT_OBS 4   /* segments before a ladder's own slope is fitted */
 #define LADDER_SPREAD 0.03 /* spread of u (std) below which a ladder's own slope isn't fitted */
-#define SLOPE_PRIOR 6.0    /* growth b/a until a ladder's own segments fit one */
+#define SLOPE_PRIOR 6.0    /* growth b/a until a ladder's own segments fit one, on 2 CPUs */
 #define SLOPE_MAX 20.0     /* the most b/a a fit may give */
 #define TEL_Q_MIN_WU 100.0 /* model load below which telemetry can't judge it (other work) */
 #define TEL_Q_ALPHA 0.3    /* weight of a new telemetry window in measured over modelled */
@@ -464,13 +464,20 @@ static double ladder_slope(const sched_ladder_t *l) {
   return slope <= 0 ? 0 : LP_MIN(SLOPE_MAX, slope / LP_MAX(icpt, 0.01));
 }
 
+/* The slope b/a a ladder is given until its own segments fit one. On the CPU it shrinks with
+ * the CPUs beyond two (where it was measured): with many cores a stream has cores to spare beside
+ * the others' work until the machine fills, which the work budget bounds. */
+static double slope_prior(const sched_device_t *d) {
+  return d->kind == LP_SCHED_DEV_CPU ? SLOPE_PRIOR * 2 / LP_MAX(2.0, d->cpus) : SLOPE_PRIOR;
+}
+
 /* r = a + b·u for a ladder; false until it has LADDER_MIN_OBS segments. The line goes through
- * the weighted means with the slope its segments last fitted (ladder_observe), or
- * SLOPE_PRIOR × a until they have. */
-static bool ladder_fit(const sched_ladder_t *l, double *a, double *b) {
+ * the weighted means with the slope its segments last fitted (ladder_observe), or the prior
+ * until they have. */
+static bool ladder_fit(const lp_sched_t *s, const sched_ladder_t *l, double *a, double *b) {
   if (!l || l->n < LADDER_MIN_OBS || !(l->w > 0)) return false;
   double mu = l->su / l->w, mr = l->sr / l->w;
-  double k = l->k >= 0 ? l->k : SLOPE_PRIOR;
+  double k = l->k >= 0 ? l->k : slope_prior(&s->devs[l->dev]);
   *a = mr / (1 + k * mu);
   *b = k * *a;
   return true;
@@ -493,13 +500,17 @@ static double others_u(const lp_sched_t *s, const sched_device_t *d, const lp_sc
 /* One segment of a stream: its ratio r at the load it shared the device with. */
 static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
   sched_ladder_t *l = ladder_get(s, ss->dev, ss->ladder);
+  l->in_width = ss->in_width;
+  l->in_height = ss->in_height;
+  l->in_fps = ss->in_fps;
+  l->n_renditions = ss->n_renditions;
   double u = others_u(s, &s->devs[ss->dev], &ss->cost, NULL), k = 1 - LADDER_ALPHA;
   l->w = k * l->w + LADDER_ALPHA;
   l->su = k * l->su + LADDER_ALPHA * u;
   l->sr = k * l->sr + LADDER_ALPHA * r;
   l->suu = k * l->suu + LADDER_ALPHA * u * u;
   l->sur = k * l->sur + LADDER_ALPHA * u * r;
-  if (l->n < LADDER_FIT_OBS) l->n++; /* only compared with the thresholds */
+  l->n++;
   /* a slope, once fitted, outlives the spread it came from: streams running long at one load
    * would otherwise bring the prior back */
   double fit = l->n >= LADDER_FIT_OBS ? ladder_slope(l) : -1;
@@ -514,7 +525,7 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
                                      size_t wlen) {
   int dev = (int)(d - s->devs);
   double a, b, target = s->o.target_rt_ratio;
-  if (key && ladder_fit(ladder_find(s, dev, key), &a, &b)) {
+  if (key && ladder_fit(s, ladder_find(s, dev, key), &a, &b)) {
     double r = a + b * others_u(s, d, NULL, NULL);
     if (r > target) {
       snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f", d->name, r, target);
@@ -523,7 +534,7 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
   }
   for (size_t i = 0; i < s->n_sess; i++) {
     const sched_session_t *o = &s->sess[i];
-    if (o->dev != dev || o->flagged || !ladder_fit(ladder_find(s, dev, o->ladder), &a, &b))
+    if (o->dev != dev || o->flagged || !ladder_fit(s, ladder_find(s, dev, o->ladder), &a, &b))
       continue;
     double r = a + b * others_u(s, d, &o->cost, c);
     if (r > target) {
@@ -766,6 +777,7 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->ladder = ladder_key(job);
   ss->in_width = job->in_width;
   ss->in_height = job->in_height;
+  ss->in_fps = job->in_fps;
   ss->n_renditions = (int)job->n_renditions;
   ss->cost = c;
   s->n_sess++;
@@ -802,7 +814,7 @@ int lp_sched_session_info(const lp_sched_t *s, const char *session_id,
   out->cost = ss->cost.total;
   out->lone_rt = out->slope = 0;
   double a, b;
-  if (ladder_fit(ladder_find(s, ss->dev, ss->ladder), &a, &b)) {
+  if (ladder_fit(s, ladder_find(s, ss->dev, ss->ladder), &a, &b)) {
     out->lone_rt = a;
     out->slope = b;
   }
@@ -924,7 +936,7 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
   if (ss->segments >= 2) {
     ladder_observe(s, ss, r);
     double la = 0, lb = 0;
-    ladder_fit(ladder_find(s, ss->dev, ss->ladder), &la, &lb);
+    ladder_fit(s, ladder_find(s, ss->dev, ss->ladder), &la, &lb);
     LOGV(LP_V_DEBUG,
          "capacity: stream %s on %s at %.2f of real time beside %.2f (ladder %.2f + %.2f u)",
          ss->id, d->name, r, others_u(s, d, &ss->cost, NULL), la, lb);
@@ -1066,6 +1078,43 @@ int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job) {
   return total > 1000000 ? 1000000 : (int)total;
 }
 
+/* The ladders learnt so far, most recently seen first. */
+static int ladders_json(const lp_sched_t *s, cJSON *obj) {
+  cJSON *arr = cJSON_AddArrayToObject(obj, "ladders");
+  if (!arr) return LP_ENOMEM;
+  int order[SCHED_LADDERS], n = 0;
+  for (int i = 0; i < SCHED_LADDERS; i++)
+    if (s->ladders[i].key) order[n++] = i;
+  for (int i = 1; i < n; i++) /* insertion sort: 64 at most */
+    for (int j = i; j > 0 && s->ladders[order[j]].used_ms > s->ladders[order[j - 1]].used_ms; j--) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  for (int i = 0; i < n; i++) {
+    const sched_ladder_t *l = &s->ladders[order[i]];
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return LP_ENOMEM;
+    cJSON_AddItemToArray(arr, o);
+    char in[64];
+    snprintf(in, sizeof in, "%dx%d@%.2f", l->in_width, l->in_height, l->in_fps);
+    cJSON_AddStringToObject(o, "device", s->devs[l->dev].name);
+    cJSON_AddStringToObject(o, "input", in);
+    cJSON_AddNumberToObject(o, "renditions", l->n_renditions);
+    cJSON_AddNumberToObject(o, "segments", (double)l->n);
+    double a, b;
+    if (ladder_fit(s, l, &a, &b)) {
+      cJSON_AddNumberToObject(o, "loneRatio", a);
+      cJSON_AddNumberToObject(o, "slope", b);
+    } else {
+      cJSON_AddNullToObject(o, "loneRatio");
+      cJSON_AddNullToObject(o, "slope");
+    }
+    cJSON_AddBoolToObject(o, "slopeFitted", l->k >= 0);
+  }
+  return 0;
+}
+
 int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
   if (!s || !obj) return LP_EINVAL;
   if (!cJSON_AddNumberToObject(obj, "targetRealtimeRatio", s->o.target_rt_ratio)) return LP_ENOMEM;
@@ -1118,7 +1167,7 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
         cJSON_AddNullToObject(eo, "measured");
     }
   }
-  return 0;
+  return ladders_json(s, obj);
 }
 
 void lp_sched_log_summary(const lp_sched_t *s) {

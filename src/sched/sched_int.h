@@ -9,6 +9,7 @@ typedef struct sched_session {
   int dev;
   uint64_t ladder;                       /* ladder_key() of its job (sched.c) */
   int in_width, in_height, n_renditions; /* for logs */
+  double in_fps;
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
   int segments; /* reported so far */
@@ -65,8 +66,10 @@ typedef struct sched_ladder {
   int dev;
   double w, su, sr, suu, sur;
   double k;         /* b/a of the last fit whose loads were spread enough; < 0: none yet */
-  int n;            /* observations, counted up to LADDER_FIT_OBS */
+  uint64_t n;       /* observations */
   uint64_t used_ms; /* last observation, for eviction */
+  int in_width, in_height, n_renditions; /* for the admin API */
+  double in_fps;
 } sched_ladder_t;
 #define SCHED_LADDERS 64
 

@@ -806,6 +806,13 @@ test('admission', async () => {
     const slowest = Math.max(...worst);
     console.log(`     slowest of ${worst.length} live segments: ${slowest} ms for 2000 ms of video`);
     assert.ok(slowest < 2000, `admitted streams keep real time (slowest ${slowest} ms)`);
+    // what their segments taught the node about the ladder (every segment after a stream's first)
+    const ladders = (await adminStatus(node)).Capacity.ladders;
+    const lad = ladders.find((l) => l.input.startsWith('640x360@') && l.renditions === 1);
+    assert.ok(lad && lad.device === 'cpu', `the streams' ladder in /status: ${JSON.stringify(ladders)}`);
+    assert.strictEqual(lad.segments, admitted.length * 3);
+    assert.ok(lad.loneRatio > 0 && lad.slope >= 0, JSON.stringify(lad));
+    console.log(`     their ladder: ${lad.loneRatio.toFixed(3)} + ${lad.slope.toFixed(3)} u of real time`);
     // streams that end give their room back to one that was refused (all of them end, since the
     // measured real-time ratio may have marked the busy device as behind, refusing new work)
     for (const i of admitted) await unary(node, 'EndTranscodingSession', { auth_token: infos[i].auth_token });

@@ -817,6 +817,20 @@ static void test_latency_refuses(void **state) {
   lp_sched_release(s, "mid");
   assert_int_equal(lp_sched_admit(s, "big2", &big, &v), 0);
   lp_sched_free(s);
+
+  /* on 16 CPUs the assumed slope is 6 × 2 / 16: the same stream beside the same job stays at
+   * 0.45 + 0.34 × 0.21 = 0.52 */
+  s = sched_with(0);
+  lp_sched_device_desc_t desc = {LP_SCHED_DEV_CPU, "cpu", "cpu", "1.0", 16, 0, 0, 0, 0};
+  assert_int_equal(lp_sched_add_device(s, &desc, &d), 0);
+  lp_sched_coefs_t c = coefs(10);
+  assert_int_equal(lp_sched_set_coefs(s, d, &c), 0);
+  assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "big", 900, 2000);
+  assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
+  assert_true(fabs(si.slope - 0.75 * 0.45) < 1e-9);
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
+  lp_sched_free(s);
 }
 
 /* Streams of job j (110 wu/s) arrive on a fresh CPU one at a time, each after four rounds of
@@ -1058,6 +1072,23 @@ static void test_json(void **state) {
   assert_true(cJSON_GetObjectItem(nvenc, "committed")->valuedouble == 200);
   assert_true(cJSON_GetObjectItem(nvenc, "budget")->valuedouble == 800);
   assert_true(cJSON_IsNull(cJSON_GetObjectItem(nvenc, "measured")));
+  assert_true(cJSON_IsNull(cJSON_GetObjectItem(nv, "costRatio")));
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "ladders")), 0);
+  cJSON_Delete(o);
+  /* a ladder once its segments have been seen (the first one doesn't count) */
+  for (int i = 0; i < 3; i++) lp_sched_report_segment(s, "a", 500, 2000);
+  o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  cJSON *ladders = cJSON_GetObjectItem(o, "ladders");
+  assert_int_equal(cJSON_GetArraySize(ladders), 1);
+  cJSON *l = cJSON_GetArrayItem(ladders, 0);
+  assert_string_equal(cJSON_GetObjectItem(l, "device")->valuestring, "nvidia:0");
+  assert_string_equal(cJSON_GetObjectItem(l, "input")->valuestring, "1000x1000@10.00");
+  assert_int_equal(cJSON_GetObjectItem(l, "renditions")->valueint, 1);
+  assert_int_equal(cJSON_GetObjectItem(l, "segments")->valueint, 2);
+  assert_true(fabs(cJSON_GetObjectItem(l, "loneRatio")->valuedouble - 0.25) < 1e-9);
+  assert_true(fabs(cJSON_GetObjectItem(l, "slope")->valuedouble - 1.5) < 1e-9);
+  assert_true(cJSON_IsFalse(cJSON_GetObjectItem(l, "slopeFitted")));
   cJSON_Delete(o);
   lp_sched_log_summary(s);
   lp_sched_set_max_sessions(s, 7);
