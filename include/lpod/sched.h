@@ -376,4 +376,16 @@ int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_ve
 /* Whether the device runs on measured coefficients. */
 bool lp_sched_device_calibrated(const lp_sched_t *s, int dev);
 
+/* ---- learnt ladders across restarts ---- */
+
+/* Writes what each ladder's segments taught the scheduler to <datadir>/ladders.json, if anything
+ * was learnt since the last save or load. A record is used again only on the same device (kind,
+ * id, driver, CPUs), FFmpeg build (ffmpeg_version) and calibration coefficients. */
+int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg_version);
+/* Reads <datadir>/ladders.json after the devices are added and calibrated; *loaded (may be NULL)
+ * is how many ladders it restored. A missing file is no error; a malformed one is logged and
+ * left to be overwritten. */
+int lp_sched_ladders_load(lp_sched_t *s, const char *datadir, const char *ffmpeg_version,
+                          int *loaded);
+
 #endif

@@ -15,6 +15,7 @@
 
 /* Telemetry sampling period. */
 #define POLL_MS 2000
+#define SAVE_POLLS 30 /* a minute */
 /* Sessions remembered as failed for falling behind, so their later segments get the error. */
 #define BEHIND_KEEP 64
 
@@ -24,6 +25,8 @@ struct orch_admit {
   char cpu_preset_name[16];     /* -cpuPreset itself */
   const hw_table_t *table;      /* scheduler device i is table device i */
   uv_timer_t poll;
+  char *datadir;  /* where the learnt ladders are kept */
+  unsigned polls; /* since start: the ladders are saved every SAVE_POLLS */
   char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
   double behind_ratio[BEHIND_KEEP];
   int behind_next;
@@ -99,6 +102,8 @@ static void mask_coefs(lp_sched_t *s, int i, const hw_device_t *d) {
 static void poll_fire(uv_timer_t *t) {
   orch_admit_t *a = t->data;
   lp_sched_poll(a->sched);
+  if (++a->polls % SAVE_POLLS == 0 && a->datadir)
+    lp_sched_ladders_save(a->sched, a->datadir, av_version_info());
 }
 
 int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,
@@ -167,6 +172,12 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   lp_sched_calibrate(a->sched, cfg->datadir, av_version_info(), measure && cfg->calibrate,
                      measure ? bench : NULL, a);
   for (int i = 0; i < table->n; i++) mask_coefs(a->sched, i, &table->dev[i]);
+  /* the ladders' lines are in the calibration's units: read after it */
+  if (cfg->datadir && cfg->datadir[0]) {
+    a->datadir = strdup(cfg->datadir);
+    if (!a->datadir) goto fail;
+    lp_sched_ladders_load(a->sched, a->datadir, av_version_info(), NULL);
+  }
   lp_sched_log_summary(a->sched);
   LOGI("capacity: room for %d streams of 720p30 -> 360p30 H.264 at target real-time ratio %.2f",
        lp_sched_capacity_for(a->sched, NULL), o.target_rt_ratio);
@@ -177,6 +188,7 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   return 0;
 fail:
   lp_sched_free(a->sched);
+  free(a->datadir);
   free(a);
   return rc ? rc : LP_ENOMEM;
 }
@@ -185,6 +197,9 @@ static void poll_closed(uv_handle_t *h) { free(h->data); }
 
 void orch_admit_free(orch_admit_t *a) {
   if (!a) return;
+  if (a->datadir) lp_sched_ladders_save(a->sched, a->datadir, av_version_info());
+  free(a->datadir);
+  a->datadir = NULL;
   lp_sched_free(a->sched);
   a->sched = NULL;
   uv_timer_stop(&a->poll);

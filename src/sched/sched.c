@@ -511,6 +511,7 @@ static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
   l->suu = k * l->suu + LADDER_ALPHA * u * u;
   l->sur = k * l->sur + LADDER_ALPHA * u * r;
   l->n++;
+  s->ladders_gen++;
   /* a slope, once fitted, outlives the spread it came from: streams running long at one load
    * would otherwise bring the prior back */
   double fit = l->n >= LADDER_FIT_OBS ? ladder_slope(l) : -1;

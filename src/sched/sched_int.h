@@ -82,7 +82,8 @@ struct lp_sched {
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
   int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
   sched_ladder_t ladders[SCHED_LADDERS];
-  uint64_t admissions_at_sample; /* admissions over all devices at the last lp_sched_poll */
+  uint64_t ladders_gen, ladders_saved; /* observations so far; as of the last save or load */
+  uint64_t admissions_at_sample;       /* admissions over all devices at the last lp_sched_poll */
 };
 
 /* lp_sched_job_cost on a device whose encodes of the codecs in cpu_encode run on the host's CPU

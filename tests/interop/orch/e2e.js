@@ -43,9 +43,10 @@ const MP4_144 = { name: 'mp4_144', width: 256, height: 144, bitrate: 300000, fps
 
 // One lpod process, offchain, O+T on a free port.
 // plain: the service port speaks plain HTTP (h2c and HTTP/1.1) instead of TLS
-async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder'], { plain = false } = {}) {
+// datadir: an earlier node's, to start again on what it left there
+async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-transcoder'],
+  { plain = false, datadir = fs.mkdtempSync(path.join(tmp, 'node-')) } = {}) {
   const port = await freePort();
-  const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = [...roles, '-network', 'offchain', '-serviceAddr', `${plain ? 'http://' : ''}127.0.0.1:${port}`,
     '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-v', '5', '-testTranscoder=false',
     // admission by cost reads the CPU's load, which other tests running beside these share;
@@ -61,7 +62,7 @@ async function startNode(extraArgs = [], env = {}, roles = ['-orchestrator', '-t
   const session = http2.connect(base, { rejectUnauthorized: false });
   session.on('error', () => {});
   return {
-    port, base, client, session, child,
+    port, base, client, session, child, datadir,
     log: getLog,
     async waitExit(ms) {
       const r = await Promise.race([exited, sleep(ms).then(() => null)]);
@@ -833,6 +834,21 @@ test('admission', async () => {
     assert.match(node.log(), /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
   } finally {
     await node.stop();
+  }
+  // what the ladder taught the node outlives it: the next start on the same data dir knows it
+  // before any segment
+  const saved = JSON.parse(fs.readFileSync(path.join(node.datadir, 'ladders.json'), 'utf8'));
+  const rec = saved.ladders.find((l) => l.inWidth === 640 && l.inHeight === 360 && l.renditions === 1);
+  assert.ok(rec && rec.kind === 'cpu', `the ladder in ladders.json: ${JSON.stringify(saved)}`);
+  const again = await startNode(['-localWorkers', '0', '-costAdmission=true', '-maxSessions', 'auto',
+    '-targetRealtimeRatio', '0.25'], {}, undefined, { datadir: node.datadir });
+  try {
+    const lad = (await adminStatus(again)).Capacity.ladders.find((l) => l.input.startsWith('640x360@') && l.renditions === 1);
+    assert.ok(lad && lad.loneRatio > 0, `restored: ${JSON.stringify(lad)}\n${again.log().slice(-2000)}`);
+    assert.strictEqual(lad.segments, rec.n);
+    assert.match(again.log(), /capacity: 1 ladders from .*ladders\.json/);
+  } finally {
+    await again.stop();
   }
 });
 

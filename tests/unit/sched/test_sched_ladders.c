@@ -1,0 +1,206 @@
+/* Learnt ladders across restarts: saved to the data dir, read back on the same device, FFmpeg
+ * build and calibration, ignored otherwise, and a damaged file costs nothing but the lesson. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "lpod/sched.h"
+#include "tmpdir.h"
+
+#define FFMPEG "7.1-test"
+
+/* A 1000x1000@10 source, n renditions of the same size, H.264 medium. */
+static lp_sched_job_t job(int n) {
+  lp_sched_job_t j;
+  memset(&j, 0, sizeof j);
+  j.in_width = 1000;
+  j.in_height = 1000;
+  j.in_fps = 10;
+  j.in_codec = LP_SCHED_CODEC_H264;
+  j.n_renditions = (size_t)n;
+  for (int i = 0; i < n; i++)
+    j.renditions[i] =
+        (lp_sched_rendition_t){1000, 1000, 10, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_MEDIUM};
+  return j;
+}
+
+/* A node with one CPU device: 2 CPUs, driver "", encode at enc ms/Mpx (a 1000x1000@10 job with n
+ * renditions costs 10 + 10·enc·n wu/s). */
+static lp_sched_t *node(const char *id, double enc) {
+  lp_sched_t *s = NULL;
+  assert_int_equal(lp_sched_new(NULL, &s), 0);
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_CPU, "cpu", id, "", 2, 0, 0, 0, 0};
+  int idx = -1;
+  assert_int_equal(lp_sched_add_device(s, &d, &idx), 0);
+  lp_sched_coefs_t c;
+  memset(&c, 0, sizeof c);
+  c.decode[LP_SCHED_CODEC_H264] = 1.0;
+  c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] = enc;
+  assert_int_equal(lp_sched_set_coefs(s, idx, &c), 0);
+  return s;
+}
+
+/* A 410 wu/s ladder that ran at 0.45 of real time alone for six segments. */
+static void learn_big(lp_sched_t *s) {
+  lp_sched_job_t big = job(4);
+  assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "big", 900, 2000);
+  lp_sched_release(s, "big");
+}
+
+static bool exists(const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/ladders.json", dir);
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+static void test_roundtrip(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  assert_non_null(dir);
+  lp_sched_t *s = node("cpu-a", 10);
+  int n = -1;
+  /* nothing saved yet: nothing to read, no error */
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 0);
+  learn_big(s);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  assert_true(exists(dir));
+  lp_sched_free(s);
+
+  /* the next start knows the ladder before its first segment: a 210 wu/s job next to it would
+   * take it past the target, as it did before the restart */
+  s = node("cpu-a", 10);
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 1);
+  lp_sched_job_t big = job(4), mid = job(2);
+  assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.45) < 1e-9);
+  assert_true(fabs(si.slope - 6 * 0.45) < 1e-9);
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  /* nothing new learnt: nothing written */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/ladders.json", dir);
+  assert_int_equal(remove(path), 0);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  assert_false(exists(dir));
+  /* the session's first segment teaches nothing, its second does: written again */
+  lp_sched_report_segment(s, "big", 900, 2000);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  assert_false(exists(dir));
+  lp_sched_report_segment(s, "big", 900, 2000);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  assert_true(exists(dir));
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+/* A record is for the device, FFmpeg build and calibration it was learnt on. */
+static void test_stale(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  assert_non_null(dir);
+  lp_sched_t *s = node("cpu-a", 10);
+  learn_big(s);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  lp_sched_free(s);
+  int n = -1;
+  s = node("cpu-b", 10); /* another CPU model */
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 0);
+  lp_sched_free(s);
+  s = node("cpu-a", 12); /* calibrated again: other units */
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 0);
+  lp_sched_free(s);
+  s = node("cpu-a", 10);
+  assert_int_equal(lp_sched_ladders_load(s, dir, "7.2", &n), 0);
+  assert_int_equal(n, 0);
+  lp_sched_job_t big = job(4);
+  assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
+  assert_true(si.lone_rt == 0);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+/* Damaged files are reported and cost only what they held; bad records are skipped one by one. */
+static void test_damaged(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  assert_non_null(dir);
+  int n = -1;
+  lp_sched_t *s = node("cpu-a", 10);
+  assert_int_equal(tmpdir_write(dir, "ladders.json", "{\"version\": 1, \"ladders\": [tru"), 0);
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), LP_EPROTO);
+  assert_int_equal(n, 0);
+  assert_int_equal(tmpdir_write(dir, "ladders.json", "{\"version\": 99, \"ladders\": []}"), 0);
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), LP_EPROTO);
+  /* a good record next to ones with a bad key, bad sums and a missing field */
+  learn_big(s);
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/ladders.json", dir);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char text[8192];
+  size_t len = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[len] = 0;
+  char *rec = strchr(text, '{');
+  rec = strchr(rec + 1, '{'); /* the record inside the array */
+  char *end = strrchr(text, ']');
+  size_t rlen = (size_t)(end - rec);
+  while (rlen && rec[rlen - 1] != '}') rlen--;
+  char good[4096];
+  assert_true(rlen < sizeof good);
+  memcpy(good, rec, rlen);
+  good[rlen] = 0;
+  char bad_key[4096], bad_w[4096], file[16384];
+  snprintf(bad_key, sizeof bad_key, "%s", good);
+  char *k = strstr(bad_key, "\"key\"");
+  assert_non_null(k);
+  k = strchr(k + 5, '"');
+  k[1] = 'x'; /* not hex */
+  snprintf(bad_w, sizeof bad_w, "%s", good);
+  char *w = strstr(bad_w, "\"w\":");
+  assert_non_null(w);
+  w[4] = '-'; /* a negative weight */
+  snprintf(file, sizeof file, "{\"version\": 1, \"ladders\": [%s, %s, {\"kind\": \"cpu\"}, 7, %s]}",
+           bad_key, bad_w, good);
+  assert_int_equal(tmpdir_write(dir, "ladders.json", file), 0);
+  lp_sched_free(s);
+  s = node("cpu-a", 10);
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 1);
+  lp_sched_free(s);
+  /* no data dir: refused, nothing written */
+  s = node("cpu-a", 10);
+  assert_int_equal(lp_sched_ladders_save(s, "", FFMPEG), LP_EINVAL);
+  assert_int_equal(lp_sched_ladders_load(s, NULL, FFMPEG, &n), LP_EINVAL);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_roundtrip),
+      cmocka_unit_test(test_stale),
+      cmocka_unit_test(test_damaged),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
