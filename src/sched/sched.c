@@ -519,15 +519,46 @@ static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
   l->used_ms = s->o.clock_ms();
 }
 
-/* Whether a job of cost c and ladder key would keep every stream on d whose ladder is known,
- * and itself if its ladder is, within the target ratio. */
+/* What a job of cost c placed on d adds to the resources of a stream on device o: d's engines
+ * when o is d; where the job runs on the CPU (the CPU device's engine, or a GPU's encodes that
+ * run there), that CPU's work, which o shares when o is that CPU device or a device encoding
+ * on it. false when the job touches nothing o uses. */
+static bool job_beside(const lp_sched_t *s, int d, const lp_sched_cost_t *c, int o,
+                       const lp_sched_cost_t *o_cost, lp_sched_cost_t *extra) {
+  memset(extra, 0, sizeof *extra);
+  if (o == d) {
+    *extra = *c;
+    return true;
+  }
+  const sched_device_t *dd = &s->devs[d], *od = &s->devs[o];
+  int host = dd->kind == LP_SCHED_DEV_CPU ? d : c->host_cpu > 0 ? host_of(s, dd) : -1;
+  double cpu = dd->kind == LP_SCHED_DEV_CPU ? c->engine[0] : c->host_cpu;
+  if (host < 0 || !(cpu > 0)) return false;
+  if (o == host) {
+    extra->engine[0] = cpu;
+    return true;
+  }
+  if (o_cost->host_cpu > 0 && host_of(s, od) == host) {
+    extra->host_cpu = cpu;
+    return true;
+  }
+  return false;
+}
+
+/* Whether a job of cost c and ladder key would keep itself, if its ladder is known, and every
+ * stream it shares resources with whose ladder is known (on d, or on the CPU its encodes run
+ * on) within the target ratio. */
 static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *d,
                                      const lp_sched_cost_t *c, uint64_t key, char *why,
                                      size_t wlen) {
   int dev = (int)(d - s->devs);
   double a, b, target = s->o.target_rt_ratio;
   if (key && ladder_fit(s, ladder_find(s, dev, key), &a, &b)) {
-    double r = a + b * others_u(s, d, NULL, NULL);
+    /* beside it: what runs on d, and on the CPU its encodes would run on */
+    double u = others_u(s, d, NULL, NULL);
+    int h = c->host_cpu > 0 ? host_of(s, d) : -1;
+    if (h >= 0) u = LP_MAX(u, s->devs[h].committed[0] / ENGINE_FULL);
+    double r = a + b * u;
     if (r > target) {
       snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f", d->name, r, target);
       return LP_SCHED_R_LATENCY;
@@ -535,13 +566,22 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
   }
   for (size_t i = 0; i < s->n_sess; i++) {
     const sched_session_t *o = &s->sess[i];
-    if (o->dev != dev || o->flagged || !ladder_fit(s, ladder_find(s, dev, o->ladder), &a, &b))
+    lp_sched_cost_t extra;
+    if (o->flagged || !job_beside(s, dev, c, o->dev, &o->cost, &extra) ||
+        !ladder_fit(s, ladder_find(s, o->dev, o->ladder), &a, &b))
       continue;
-    double r = a + b * others_u(s, d, &o->cost, c);
+    const sched_device_t *od = &s->devs[o->dev];
+    double r = a + b * others_u(s, od, &o->cost, &extra);
     if (r > target) {
-      snprintf(why, wlen,
-               "%s: its %dx%d stream (%d renditions) would run at %.2f of real time > %.2f",
-               d->name, o->in_width, o->in_height, o->n_renditions, r, target);
+      if (od == d)
+        snprintf(why, wlen,
+                 "%s: its %dx%d stream (%d renditions) would run at %.2f of real time > %.2f",
+                 d->name, o->in_width, o->in_height, o->n_renditions, r, target);
+      else
+        snprintf(why, wlen,
+                 "%s: the %dx%d stream (%d renditions) on %s would run at %.2f of real time > "
+                 "%.2f",
+                 d->name, o->in_width, o->in_height, o->n_renditions, od->name, r, target);
       return LP_SCHED_R_LATENCY;
     }
   }

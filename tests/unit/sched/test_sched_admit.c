@@ -954,6 +954,60 @@ static void test_cost_from_telemetry(void **state) {
   lp_sched_free(s);
 }
 
+/* A GPU without an encoder of its own encodes on the CPU, so its streams and the CPU's share
+ * cores: a job on either is held against the latency of the streams on the other. */
+static void test_latency_across_the_shared_cpu(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
+                              1u << LP_SCHED_CODEC_H264};
+  int gpu = -1;
+  assert_int_equal(lp_sched_add_device(s, &d, &gpu), 0);
+  lp_sched_coefs_t c = coefs(20);
+  for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
+  assert_int_equal(lp_sched_set_coefs(s, gpu, &c), 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);     /* GPU: 10 wu/s nvdec, 200 of CPU encodes */
+  lp_sched_job_t tiny = job(500, 500, 10, 1);    /* CPU: 2.5 + 50 wu/s */
+  lp_sched_job_t three = job(1000, 1000, 10, 3); /* GPU: 600 wu/s of CPU encodes */
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "g", &j, &v), 0);
+  assert_int_equal(v.device, gpu);
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "g", 900, 2000); /* 0.45 alone */
+
+  /* the GPU takes no new stream: a job on the CPU itself would take g's encodes to
+   * 0.45 + 2.7 × 0.21 = 1.02 */
+  lp_sched_set_device_down(s, gpu, true);
+  assert_int_equal(lp_sched_admit(s, "k", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(strstr(
+      v.detail,
+      "cpu: the 1000x1000 stream (1 renditions) on nvidia:0 would run at 1.02 of real time"));
+  assert_int_equal(lp_sched_admit(s, "t", &tiny, &v), 0); /* 0.45 + 2.7 × 0.0525 = 0.59 */
+  assert_int_equal(v.device, cpu);
+  lp_sched_set_device_down(s, gpu, false);
+
+  /* the other way: t learnt beside g's 200 wu/s (0.5 = a (1 + 6 × 0.2)); with g gone, a GPU job
+   * whose encodes put 600 wu/s on the CPU would take t to 0.23 + 1.36 × 0.6 = 1.05. (The CPU's
+   * telemetry has judged no window, so t's ratio alone, which is its latency, leaves the budget
+   * as it is.) */
+  lp_sched_source_t *src = fake_on(s, cpu);
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u;
+  smp.util[0] = 0.25;
+  sample(s, src, &smp);
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "t", 1000, 2000);
+  lp_sched_release(s, "g");
+  assert_int_equal(lp_sched_admit(s, "x", &three, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(
+      strstr(v.detail, "nvidia:0: the 500x500 stream (1 renditions) on cpu would run at 1.05"));
+  /* (and on the CPU itself, decode included: 0.23 + 1.36 × 0.61) */
+  assert_non_null(strstr(v.detail, "cpu: its 500x500 stream (1 renditions) would run at 1.06"));
+  lp_sched_free(s);
+}
+
 /* A GPU without NVENC encodes on the host's CPU: that work is charged to the CPU device, whose
  * cores it shares, not to a separate encoder of the GPU, and it holds no hardware encoder
  * session. */
@@ -1143,6 +1197,7 @@ int main(void) {
       cmocka_unit_test(test_latency_refuses),
       cmocka_unit_test(test_latency_slope_learnt),
       cmocka_unit_test(test_cost_from_telemetry),
+      cmocka_unit_test(test_latency_across_the_shared_cpu),
       cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
