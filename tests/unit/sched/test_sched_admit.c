@@ -73,6 +73,15 @@ static void sample(lp_sched_t *s, lp_sched_source_t *src, const lp_sched_sample_
   lp_sched_poll(s);
 }
 
+/* The source reports the CPU's engine util busy, and the scheduler polls it now. */
+static void sample_cpu(lp_sched_t *s, lp_sched_source_t *src, double util) {
+  lp_sched_sample_t smp = {0};
+  smp.fields = LP_SCHED_TEL_UTIL;
+  smp.util_mask = 1u;
+  smp.util[0] = util;
+  sample(s, src, &smp);
+}
+
 static double job_total(const lp_sched_t *s, int dev, lp_sched_dev_kind_t kind,
                         const lp_sched_job_t *j) {
   lp_sched_coefs_t c;
@@ -842,9 +851,6 @@ static int fill_live(double lone, double per_stream, lp_sched_verdict_t *v, lp_s
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_source_t *src = fake_on(s, d);
   lp_sched_job_t j = job(1000, 1000, 10, 1);
-  lp_sched_sample_t smp = {0};
-  smp.fields = LP_SCHED_TEL_UTIL;
-  smp.util_mask = 1u;
   char id[16];
   int n = 0;
   for (;;) {
@@ -858,8 +864,7 @@ static int fill_live(double lone, double per_stream, lp_sched_verdict_t *v, lp_s
                                 2000);
       }
       fake_now += 2000;
-      smp.util[0] = 0.11 * n;
-      sample(s, src, &smp);
+      sample_cpu(s, src, 0.11 * n);
     }
   }
   *out = s;
@@ -914,26 +919,21 @@ static void test_cost_from_telemetry(void **state) {
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_source_t *src = fake_on(s, d);
   lp_sched_job_t j = job(1000, 1000, 10, 2); /* 210 wu/s */
-  lp_sched_sample_t smp = {0};
-  smp.fields = LP_SCHED_TEL_UTIL;
-  smp.util_mask = 1u;
   assert_int_equal(lp_sched_admit(s, "a", &j, NULL), 0);
   assert_int_equal(lp_sched_admit(s, "b", &j, NULL), 0);
   lp_sched_report_segment(s, "a", 500, 2000);
   /* the window that held the admissions isn't judged, nor one before b transcoded */
-  smp.util[0] = 0.9;
-  sample(s, src, &smp);
-  sample(s, src, &smp);
+  sample_cpu(s, src, 0.9);
+  sample_cpu(s, src, 0.9);
   lp_sched_report_segment(s, "b", 500, 2000);
   for (int i = 0; i < 3; i++) lp_sched_report_segment(s, "a", 500, 2000);
   lp_sched_device_info_t in;
   lp_sched_device_info(s, d, &in);
   assert_true(fabs(in.correction - 1.0) < 1e-9);
   /* judged: 0.84 busy against 0.42 modelled, the work costs twice the model */
-  smp.util[0] = 0.84;
   for (int i = 0; i < 20; i++) {
     fake_now += 2000;
-    sample(s, src, &smp);
+    sample_cpu(s, src, 0.84);
     lp_sched_report_segment(s, "a", 500, 2000);
     lp_sched_report_segment(s, "b", 500, 2000);
   }
@@ -943,30 +943,36 @@ static void test_cost_from_telemetry(void **state) {
   assert_true(in.correction >= 0.5 - 1e-9);
   /* a release in the window: not judged, whatever it showed */
   lp_sched_release(s, "b");
-  smp.util[0] = 0.1;
-  sample(s, src, &smp);
+  sample_cpu(s, src, 0.1);
   lp_sched_device_info(s, d, &in);
   assert_true(fabs(in.cost_ratio - 2.0) < 1e-9);
   /* the next window is judged: 0.1 against 0.21 */
-  sample(s, src, &smp);
+  sample_cpu(s, src, 0.1);
   lp_sched_device_info(s, d, &in);
   assert_true(fabs(in.cost_ratio - (0.3 * 0.1 / 0.21 + 0.7 * 2.0)) < 1e-9);
   lp_sched_free(s);
+}
+
+/* A CPU device (encode 20 ms/Mpx) and an NVIDIA device without an encoder of its own, which
+ * encodes H.264 on that CPU: its H.264 figure is 0, and the CPU's prices the job. */
+static lp_sched_t *cpu_and_encoderless_gpu(int *cpu, int *gpu) {
+  lp_sched_t *s = sched_with(0);
+  *cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
+                              1u << LP_SCHED_CODEC_H264};
+  assert_int_equal(lp_sched_add_device(s, &d, gpu), 0);
+  lp_sched_coefs_t c = coefs(20);
+  for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
+  assert_int_equal(lp_sched_set_coefs(s, *gpu, &c), 0);
+  return s;
 }
 
 /* A GPU without an encoder of its own encodes on the CPU, so its streams and the CPU's share
  * cores: a job on either is held against the latency of the streams on the other. */
 static void test_latency_across_the_shared_cpu(void **state) {
   (void)state;
-  lp_sched_t *s = sched_with(0);
-  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
-  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
-                              1u << LP_SCHED_CODEC_H264};
-  int gpu = -1;
-  assert_int_equal(lp_sched_add_device(s, &d, &gpu), 0);
-  lp_sched_coefs_t c = coefs(20);
-  for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
-  assert_int_equal(lp_sched_set_coefs(s, gpu, &c), 0);
+  int cpu = -1, gpu = -1;
+  lp_sched_t *s = cpu_and_encoderless_gpu(&cpu, &gpu);
   lp_sched_job_t j = job(1000, 1000, 10, 1);     /* GPU: 10 wu/s nvdec, 200 of CPU encodes */
   lp_sched_job_t tiny = job(500, 500, 10, 1);    /* CPU: 2.5 + 50 wu/s */
   lp_sched_job_t three = job(1000, 1000, 10, 3); /* GPU: 600 wu/s of CPU encodes */
@@ -991,12 +997,7 @@ static void test_latency_across_the_shared_cpu(void **state) {
    * whose encodes put 600 wu/s on the CPU would take t to 0.23 + 1.36 × 0.6 = 1.05. (The CPU's
    * telemetry has judged no window, so t's ratio alone, which is its latency, leaves the budget
    * as it is.) */
-  lp_sched_source_t *src = fake_on(s, cpu);
-  lp_sched_sample_t smp = {0};
-  smp.fields = LP_SCHED_TEL_UTIL;
-  smp.util_mask = 1u;
-  smp.util[0] = 0.25;
-  sample(s, src, &smp);
+  sample_cpu(s, fake_on(s, cpu), 0.25);
   for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "t", 1000, 2000);
   lp_sched_release(s, "g");
   assert_int_equal(lp_sched_admit(s, "x", &three, &v), LP_ECAPACITY);
@@ -1013,16 +1014,8 @@ static void test_latency_across_the_shared_cpu(void **state) {
  * session. */
 static void test_cpu_encodes_charged_to_cpu(void **state) {
   (void)state;
-  lp_sched_t *s = sched_with(0);
-  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
-  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
-                              1u << LP_SCHED_CODEC_H264};
-  int gpu = -1;
-  assert_int_equal(lp_sched_add_device(s, &d, &gpu), 0);
-  lp_sched_coefs_t c = coefs(20);
-  /* the GPU has no encoder of its own: its H.264 figure is 0, and the CPU's prices the job */
-  for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
-  assert_int_equal(lp_sched_set_coefs(s, gpu, &c), 0);
+  int cpu = -1, gpu = -1;
+  lp_sched_t *s = cpu_and_encoderless_gpu(&cpu, &gpu);
   lp_sched_job_t j = job(1000, 1000, 10, 1); /* decode 10 wu/s; encode 200 wu/s on the CPU */
 
   /* an empty node fits 4: the CPU's 800 wu/s hold four jobs' encodes, wherever they run */
