@@ -146,7 +146,7 @@ static bool record_sums(const cJSON *rec, sched_ladder_t *l) {
   double fps = 0;
   jnum(rec, "inFps", &fps);
   if (!(v[0] > 0 && v[0] <= 1) || v[1] < 0 || v[2] < 0 || v[3] < 0 || v[6] < 1 || v[6] > 1e15 ||
-      v[5] > 1000 || v[7] < 0 || v[7] > 1e5 || v[8] < 0 || v[8] > 1e5 || v[9] < 0 ||
+      v[5] > SCHED_SLOPE_MAX || v[7] < 0 || v[7] > 1e5 || v[8] < 0 || v[8] > 1e5 || v[9] < 0 ||
       v[9] > LP_SCHED_MAX_RENDITIONS)
     return false;
   l->w = v[0];

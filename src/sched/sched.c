@@ -23,7 +23,6 @@
 #define LADDER_FIT_OBS 4   /* segments before a ladder's own slope is fitted */
 #define LADDER_SPREAD 0.03 /* spread of u (std) below which a ladder's own slope isn't fitted */
 #define SLOPE_PRIOR 6.0    /* growth b/a until a ladder's own segments fit one, on 2 CPUs */
-#define SLOPE_MAX 20.0     /* the most b/a a fit may give */
 #define TEL_Q_MIN_WU 100.0 /* model load below which telemetry can't judge it (other work) */
 #define TEL_Q_ALPHA 0.3    /* weight of a new telemetry window in measured over modelled */
 
@@ -461,7 +460,7 @@ static double ladder_slope(const sched_ladder_t *l) {
   if (vu < LADDER_SPREAD * LADDER_SPREAD) return -1;
   double slope = (l->sur / l->w - mu * mr) / vu;
   double icpt = mr - slope * mu;
-  return slope <= 0 ? 0 : LP_MIN(SLOPE_MAX, slope / LP_MAX(icpt, 0.01));
+  return slope <= 0 ? 0 : LP_MIN(SCHED_SLOPE_MAX, slope / LP_MAX(icpt, 0.01));
 }
 
 /* The slope b/a a ladder is given until its own segments fit one. On the CPU it shrinks with

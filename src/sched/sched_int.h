@@ -72,6 +72,7 @@ typedef struct sched_ladder {
   double in_fps;
 } sched_ladder_t;
 #define SCHED_LADDERS 64
+#define SCHED_SLOPE_MAX 20.0 /* the most b/a a ladder's fit may give */
 
 struct lp_sched {
   lp_sched_opts_t o;
