@@ -516,6 +516,13 @@ static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
   double fit = l->n >= LADDER_FIT_OBS ? ladder_slope(l) : -1;
   if (fit >= 0) l->k = fit;
   l->used_ms = s->o.clock_ms();
+  if (LP_LOG_ON(LP_V_DEBUG)) {
+    double a = 0, b = 0;
+    ladder_fit(s, l, &a, &b);
+    LOGV(LP_V_DEBUG,
+         "capacity: stream %s on %s at %.2f of real time beside %.2f (ladder %.2f + %.2f u)",
+         ss->id, s->devs[ss->dev].name, r, u, a, b);
+  }
 }
 
 /* What a job of cost c placed on d adds to the resources of a stream on device o: d's engines
@@ -973,14 +980,7 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
   ss->segments++;
   if (ss->flagged) return LP_SCHED_STREAM_BEHIND; /* its lateness is its own, not the device's */
   /* the first segment carries the encoders' start */
-  if (ss->segments >= 2) {
-    ladder_observe(s, ss, r);
-    double la = 0, lb = 0;
-    ladder_fit(s, ladder_find(s, ss->dev, ss->ladder), &la, &lb);
-    LOGV(LP_V_DEBUG,
-         "capacity: stream %s on %s at %.2f of real time beside %.2f (ladder %.2f + %.2f u)",
-         ss->id, d->name, r, others_u(s, d, &ss->cost, NULL), la, lb);
-  }
+  if (ss->segments >= 2) ladder_observe(s, ss, r);
 
   d->rt = d->segments ? a * r + (1 - a) * d->rt : r;
   d->segments++;
