@@ -1,5 +1,6 @@
 /* sched calibration: measured coefficients per device, cached in <datadir>/capacity.json and
- * trusted only while the device, its driver and the FFmpeg build stay the same. */
+ * trusted only while the device, its driver and the FFmpeg build stay the same. Also the JSON
+ * file helpers it shares with ladders.c. */
 #include "sched_int.h"
 
 #include <math.h>
@@ -11,7 +12,7 @@
 #define CACHE_NAME "capacity.json"
 /* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock) */
 #define CACHE_VERSION 2
-#define CACHE_MAX (1u << 20)
+#define FILE_MAX (1u << 20) /* the data dir's JSON files are read up to this size */
 #define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
 #define REF_IN_W 1920
 #define REF_IN_H 1080
@@ -39,10 +40,58 @@ fail:
   return NULL;
 }
 
-static int num(const cJSON *o, const char *key, double *out) {
+const char *sched_json_str(const cJSON *o, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0) return LP_EINVAL;
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+bool sched_json_num(const cJSON *o, const char *key, double *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return false;
   *out = v->valuedouble;
+  return true;
+}
+
+cJSON *sched_json_file(const char *path, int version, const char *array, const char *what,
+                       const char *then, int *rc) {
+  char *text = NULL;
+  size_t len = 0;
+  *rc = lp_file_read(path, FILE_MAX, &text, &len);
+  if (*rc == LP_ENOENT) {
+    *rc = 0;
+    return NULL;
+  }
+  if (*rc) {
+    LOGW("capacity: can't read %s: %s; %s", path, lp_strerror(*rc), then);
+    return NULL;
+  }
+  cJSON *root = cJSON_ParseWithLength(text, len);
+  free(text);
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  if (!root || !cJSON_IsNumber(ver) || ver->valueint != version ||
+      !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, array))) {
+    LOGW("capacity: %s is not %s of this version; %s", path, what, then);
+    cJSON_Delete(root);
+    *rc = LP_EPROTO;
+    return NULL;
+  }
+  return root;
+}
+
+uint64_t sched_fnv(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* A non-negative number member: LP_EINVAL otherwise. */
+static int num(const cJSON *o, const char *key, double *out) {
+  double v;
+  if (!sched_json_num(o, key, &v) || v < 0) return LP_EINVAL;
+  *out = v;
   return 0;
 }
 
@@ -64,20 +113,15 @@ int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c) {
   return 0;
 }
 
-static const char *str(const cJSON *o, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static bool same_device(const cJSON *rec, const sched_device_t *d) {
-  const char *kind = str(rec, "kind"), *id = str(rec, "id");
+  const char *kind = sched_json_str(rec, "kind"), *id = sched_json_str(rec, "id");
   return kind && id && strcmp(kind, lp_sched_kind_name(d->kind)) == 0 && strcmp(id, d->id) == 0;
 }
 
 /* Why a record of the same device can't be used, or NULL when it can. */
 static const char *stale_reason(const cJSON *rec, const sched_device_t *d, const char *ffmpeg,
                                 char *buf, size_t len) {
-  const char *drv = str(rec, "driver"), *ff = str(rec, "ffmpeg");
+  const char *drv = sched_json_str(rec, "driver"), *ff = sched_json_str(rec, "ffmpeg");
   lp_sched_coefs_t c;
   if (!drv || !ff || sched_coefs_from_json(cJSON_GetObjectItemCaseSensitive(rec, "coefs"), &c))
     return "the record is malformed";
@@ -198,27 +242,6 @@ static cJSON *make_record(const sched_device_t *d, const char *ffmpeg) {
   return rec;
 }
 
-static cJSON *load_cache(const char *path) {
-  char *text = NULL;
-  size_t len = 0;
-  int rc = lp_file_read(path, CACHE_MAX, &text, &len);
-  if (rc == LP_ENOENT) return NULL;
-  if (rc) {
-    LOGW("capacity: can't read %s: %s; calibrating again", path, lp_strerror(rc));
-    return NULL;
-  }
-  cJSON *root = cJSON_ParseWithLength(text, len);
-  free(text);
-  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
-  if (!root || !cJSON_IsNumber(ver) || ver->valueint != CACHE_VERSION ||
-      !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "devices"))) {
-    LOGW("capacity: %s is not a calibration cache of this version; calibrating again", path);
-    cJSON_Delete(root);
-    return NULL;
-  }
-  return root;
-}
-
 int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_version, bool force,
                        lp_sched_bench_fn bench, void *ud) {
   if (!s || !datadir || !*datadir) return LP_EINVAL;
@@ -226,7 +249,9 @@ int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_ve
   char path[4096];
   if (snprintf(path, sizeof path, "%s/%s", datadir, CACHE_NAME) >= (int)sizeof path)
     return LP_ERANGE;
-  cJSON *cache = load_cache(path);
+  int lrc = 0;
+  cJSON *cache = sched_json_file(path, CACHE_VERSION, "devices", "a calibration cache",
+                                 "calibrating again", &lrc);
   const cJSON *old = cache ? cJSON_GetObjectItemCaseSensitive(cache, "devices") : NULL;
   bool dirty = false;
   int rc = 0;
@@ -247,7 +272,7 @@ int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_ve
       sched_coefs_from_json(cJSON_GetObjectItemCaseSensitive(rec, "coefs"), &d->coefs);
       d->calibrated = true;
       keep[i] = cJSON_Duplicate(rec, true);
-      const char *when = str(rec, "measured");
+      const char *when = sched_json_str(rec, "measured");
       LOGI("capacity: %s uses its calibration from %s", d->name, when ? when : "an earlier run");
       continue;
     }

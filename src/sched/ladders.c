@@ -11,17 +11,10 @@
 
 #define LADDERS_NAME "ladders.json"
 #define LADDERS_VERSION 1
-#define LADDERS_MAX (1u << 20)
 
 /* The calibration a ladder's line is in units of. */
 static uint64_t coefs_print(const lp_sched_coefs_t *c) {
-  const unsigned char *p = (const unsigned char *)c;
-  uint64_t h = 14695981039346656037ull;
-  for (size_t i = 0; i < sizeof *c; i++) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
+  return sched_fnv(SCHED_FNV_INIT, c, sizeof *c);
 }
 
 static int ladders_path(const char *datadir, char *path, size_t len) {
@@ -93,18 +86,6 @@ int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg
   return 0;
 }
 
-static const char *jstr(const cJSON *o, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static bool jnum(const cJSON *o, const char *key, double *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return false;
-  *out = v->valuedouble;
-  return true;
-}
-
 static bool parse_hex64(const char *text, uint64_t *out) {
   if (!text || strlen(text) != 16) return false;
   char *end = NULL;
@@ -117,12 +98,13 @@ static bool parse_hex64(const char *text, uint64_t *out) {
 /* The device a record was learnt on, if it is here with the same driver, CPUs and calibration,
  * and FFmpeg is the same build; -1 otherwise. */
 static int record_device(const lp_sched_t *s, const cJSON *rec, const char *ffmpeg) {
-  const char *kind = jstr(rec, "kind"), *id = jstr(rec, "id"), *drv = jstr(rec, "driver");
-  const char *ff = jstr(rec, "ffmpeg");
+  const char *kind = sched_json_str(rec, "kind"), *id = sched_json_str(rec, "id"),
+             *drv = sched_json_str(rec, "driver");
+  const char *ff = sched_json_str(rec, "ffmpeg");
   uint64_t coefs = 0;
   double cpus = 0;
   if (!kind || !id || !drv || !ff || strcmp(ff, ffmpeg) != 0 ||
-      !parse_hex64(jstr(rec, "coefs"), &coefs) || !jnum(rec, "cpus", &cpus))
+      !parse_hex64(sched_json_str(rec, "coefs"), &coefs) || !sched_json_num(rec, "cpus", &cpus))
     return -1;
   for (int i = 0; i < s->n_devs; i++) {
     const sched_device_t *d = &s->devs[i];
@@ -142,9 +124,9 @@ static bool record_sums(const cJSON *rec, sched_ladder_t *l) {
   static const char *const names[] = {"w", "su", "sr",      "suu",      "sur",
                                       "k", "n",  "inWidth", "inHeight", "renditions"};
   for (size_t i = 0; i < LP_ARRAY_LEN(names); i++)
-    if (!jnum(rec, names[i], &v[i])) return false;
+    if (!sched_json_num(rec, names[i], &v[i])) return false;
   double fps = 0;
-  jnum(rec, "inFps", &fps);
+  sched_json_num(rec, "inFps", &fps);
   if (!(v[0] > 0 && v[0] <= 1) || v[1] < 0 || v[2] < 0 || v[3] < 0 || v[6] < 1 || v[6] > 1e15 ||
       v[5] > SCHED_SLOPE_MAX || v[7] < 0 || v[7] > 1e5 || v[8] < 0 || v[8] > 1e5 || v[9] < 0 ||
       v[9] > LP_SCHED_MAX_RENDITIONS)
@@ -171,23 +153,10 @@ int lp_sched_ladders_load(lp_sched_t *s, const char *datadir, const char *ffmpeg
   int rc = ladders_path(datadir, path, sizeof path);
   if (rc) return rc;
   const char *ffmpeg = ffmpeg_version ? ffmpeg_version : "";
-  char *text = NULL;
-  size_t len = 0;
-  rc = lp_file_read(path, LADDERS_MAX, &text, &len);
-  if (rc == LP_ENOENT) return 0;
-  if (rc) {
-    LOGW("capacity: can't read %s: %s; ladders are learnt again", path, lp_strerror(rc));
-    return rc;
-  }
-  cJSON *root = cJSON_ParseWithLength(text, len);
-  free(text);
-  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  cJSON *root = sched_json_file(path, LADDERS_VERSION, "ladders", "a ladder file",
+                                "ladders are learnt again", &rc);
+  if (!root) return rc;
   const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "ladders");
-  if (!root || !cJSON_IsNumber(ver) || ver->valueint != LADDERS_VERSION || !cJSON_IsArray(arr)) {
-    LOGW("capacity: %s is not a ladder file of this version; ladders are learnt again", path);
-    cJSON_Delete(root);
-    return LP_EPROTO;
-  }
   int n = 0, stale = 0, bad = 0;
   const cJSON *rec;
   cJSON_ArrayForEach(rec, arr) {
@@ -198,7 +167,7 @@ int lp_sched_ladders_load(lp_sched_t *s, const char *datadir, const char *ffmpeg
       stale++;
       continue;
     }
-    if (!parse_hex64(jstr(rec, "key"), &l.key) || !l.key || !record_sums(rec, &l)) {
+    if (!parse_hex64(sched_json_str(rec, "key"), &l.key) || !l.key || !record_sums(rec, &l)) {
       bad++;
       continue;
     }

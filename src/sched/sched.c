@@ -401,17 +401,11 @@ static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched
 
 /* ---- each ladder's latency ---- */
 
-static uint64_t fnv(uint64_t h, uint64_t v) {
-  for (int i = 0; i < 8; i++) {
-    h ^= (v >> (8 * i)) & 0xff;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+static uint64_t fnv(uint64_t h, uint64_t v) { return sched_fnv(h, &v, sizeof v); }
 
 /* The shape of a job: source size, rate and codec, and every rendition. */
 static uint64_t ladder_key(const lp_sched_job_t *j) {
-  uint64_t h = 14695981039346656037ull;
+  uint64_t h = SCHED_FNV_INIT;
   h = fnv(h, (uint64_t)j->in_width);
   h = fnv(h, (uint64_t)j->in_height);
   h = fnv(h, j->in_fps > 0 ? (uint64_t)llround(j->in_fps * 1000) : 0);

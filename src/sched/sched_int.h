@@ -99,6 +99,18 @@ double sched_budget(const lp_sched_t *s, const sched_device_t *d);
 /* Parses and writes the "coefs" object of a calibration record. */
 cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c);
 int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c);
+/* JSON of the data dir's files (calibration, ladders): a string member or NULL; a finite number
+ * member (false otherwise). */
+const char *sched_json_str(const cJSON *o, const char *key);
+bool sched_json_num(const cJSON *o, const char *key, double *out);
+/* The root of a versioned JSON file whose records are in the array member `array`. NULL when
+ * the file is missing (*rc 0) or unusable (*rc set; logged as "can't read PATH" or "PATH is not
+ * WHAT of this version", with "; THEN" after). */
+cJSON *sched_json_file(const char *path, int version, const char *array, const char *what,
+                       const char *then, int *rc);
+/* FNV-1a over n bytes, from h (SCHED_FNV_INIT to start). */
+#define SCHED_FNV_INIT 14695981039346656037ull
+uint64_t sched_fnv(uint64_t h, const void *data, size_t n);
 /* Reads a small file under a root prefix into a malloc'd string. */
 int sched_read_rooted(const char *root, const char *path, char **out);
 
