@@ -382,6 +382,14 @@ bool lp_sched_device_calibrated(const lp_sched_t *s, int dev);
  * was learnt since the last save or load. A record is used again only on the same device (kind,
  * id, driver, CPUs), FFmpeg build (ffmpeg_version) and calibration coefficients. */
 int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg_version);
+/* lp_sched_ladders_save in its parts, for a caller that writes off its thread: the file's text
+ * (malloc'd) and the generation of learning it holds, *text NULL when nothing was learnt since
+ * the last save or load; the write, from any thread (an atomic replace; writes of one process
+ * must not overlap); and, back on the scheduler's thread, that gen is on disk. */
+int lp_sched_ladders_text(const lp_sched_t *s, const char *ffmpeg_version, char **text,
+                          uint64_t *gen);
+int lp_sched_ladders_write(const char *datadir, const char *text);
+void lp_sched_ladders_written(lp_sched_t *s, uint64_t gen);
 /* Reads <datadir>/ladders.json after the devices are added and calibrated; *loaded (may be NULL)
  * is how many ladders it restored. A missing file is no error; a malformed one is logged and
  * left to be overwritten. */

@@ -15,7 +15,7 @@
 
 /* Telemetry sampling period. */
 #define POLL_MS 2000
-#define SAVE_POLLS 30 /* a minute */
+#define SAVE_POLLS 30 /* the learnt ladders are saved every minute */
 /* Sessions remembered as failed for falling behind, so their later segments get the error. */
 #define BEHIND_KEEP 64
 
@@ -25,8 +25,9 @@ struct orch_admit {
   char cpu_preset_name[16];     /* -cpuPreset itself */
   const hw_table_t *table;      /* scheduler device i is table device i */
   uv_timer_t poll;
-  char *datadir;  /* where the learnt ladders are kept */
-  unsigned polls; /* since start: the ladders are saved every SAVE_POLLS */
+  char *datadir;              /* where the learnt ladders are kept */
+  unsigned polls;             /* since start */
+  struct ladder_save *saving; /* the ladders' write in progress on the thread pool, or NULL */
   char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
   double behind_ratio[BEHIND_KEEP];
   int behind_next;
@@ -99,11 +100,62 @@ static void mask_coefs(lp_sched_t *s, int i, const hw_device_t *d) {
   lp_sched_set_coefs(s, i, &c);
 }
 
+/* The learnt ladders' file, written on the thread pool: its fsync would hold up the loop. */
+typedef struct ladder_save {
+  uv_work_t req;
+  orch_admit_t *a; /* NULL once the model is freed */
+  char *dir, *text;
+  char *then; /* written next: the ladders at the model's end, after the write in progress */
+  uint64_t gen;
+  int rc;
+} ladder_save_t;
+
+static void save_work(uv_work_t *r) {
+  ladder_save_t *w = r->data;
+  w->rc = lp_sched_ladders_write(w->dir, w->text);
+}
+
+static void save_after(uv_work_t *r, int status) {
+  ladder_save_t *w = r->data;
+  if (w->a) {
+    w->a->saving = NULL;
+    if (status == 0 && w->rc == 0) lp_sched_ladders_written(w->a->sched, w->gen);
+  }
+  free(w->text);
+  w->text = w->then;
+  w->then = NULL;
+  if (w->text && uv_queue_work(r->loop, &w->req, save_work, save_after) == 0) return;
+  free(w->text);
+  free(w->dir);
+  free(w);
+}
+
+static void save_start(orch_admit_t *a) {
+  char *text = NULL;
+  uint64_t gen = 0;
+  if (lp_sched_ladders_text(a->sched, av_version_info(), &text, &gen) || !text) return;
+  ladder_save_t *w = calloc(1, sizeof *w);
+  char *dir = w ? strdup(a->datadir) : NULL;
+  if (!dir) {
+    free(w);
+    free(text);
+    return;
+  }
+  *w = (ladder_save_t){.a = a, .dir = dir, .text = text, .gen = gen};
+  w->req.data = w;
+  if (uv_queue_work(a->poll.loop, &w->req, save_work, save_after)) {
+    free(text);
+    free(dir);
+    free(w);
+    return;
+  }
+  a->saving = w;
+}
+
 static void poll_fire(uv_timer_t *t) {
   orch_admit_t *a = t->data;
   lp_sched_poll(a->sched);
-  if (++a->polls % SAVE_POLLS == 0 && a->datadir)
-    lp_sched_ladders_save(a->sched, a->datadir, av_version_info());
+  if (++a->polls % SAVE_POLLS == 0 && a->datadir && !a->saving) save_start(a);
 }
 
 int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,
@@ -197,7 +249,15 @@ static void poll_closed(uv_handle_t *h) { free(h->data); }
 
 void orch_admit_free(orch_admit_t *a) {
   if (!a) return;
-  if (a->datadir) lp_sched_ladders_save(a->sched, a->datadir, av_version_info());
+  if (a->saving) {
+    /* the write in progress writes what was learnt since, after its own, so the newest lands
+     * last and the two never overlap */
+    uint64_t gen;
+    lp_sched_ladders_text(a->sched, av_version_info(), &a->saving->then, &gen);
+    a->saving->a = NULL;
+  } else if (a->datadir) {
+    lp_sched_ladders_save(a->sched, a->datadir, av_version_info()); /* at stop: may block */
+  }
   free(a->datadir);
   a->datadir = NULL;
   lp_sched_free(a->sched);

@@ -50,11 +50,11 @@ static cJSON *ladder_record(const lp_sched_t *s, const sched_ladder_t *l, const 
   return o;
 }
 
-int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg_version) {
+int lp_sched_ladders_text(const lp_sched_t *s, const char *ffmpeg_version, char **text,
+                          uint64_t *gen) {
+  *text = NULL;
   if (!s) return LP_EINVAL;
-  char path[4096];
-  int rc = ladders_path(datadir, path, sizeof path);
-  if (rc) return rc;
+  *gen = s->ladders_gen;
   if (s->ladders_saved == s->ladders_gen) return 0;
   const char *ffmpeg = ffmpeg_version ? ffmpeg_version : "";
   cJSON *root = cJSON_CreateObject(), *arr = NULL;
@@ -72,18 +72,35 @@ int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg
     }
     cJSON_AddItemToArray(arr, rec);
   }
-  char *text = cJSON_Print(root);
+  *text = cJSON_Print(root);
   cJSON_Delete(root);
-  if (!text) return LP_ENOMEM;
+  return *text ? 0 : LP_ENOMEM;
+}
+
+int lp_sched_ladders_write(const char *datadir, const char *text) {
+  char path[4096];
+  int rc = ladders_path(datadir, path, sizeof path);
+  if (rc || !text) return rc ? rc : LP_EINVAL;
   if ((rc = lp_mkdir_p(datadir, 0700)) == 0)
     rc = lp_file_write_atomic(path, text, strlen(text), 0600);
+  if (rc) LOGW("capacity: can't write %s: %s", path, lp_strerror(rc));
+  return rc;
+}
+
+void lp_sched_ladders_written(lp_sched_t *s, uint64_t gen) {
+  if (s && gen > s->ladders_saved) s->ladders_saved = gen;
+}
+
+int lp_sched_ladders_save(lp_sched_t *s, const char *datadir, const char *ffmpeg_version) {
+  char path[4096];
+  int rc = ladders_path(datadir, path, sizeof path);
+  if (rc) return rc;
+  char *text = NULL;
+  uint64_t gen = 0;
+  if ((rc = lp_sched_ladders_text(s, ffmpeg_version, &text, &gen)) || !text) return rc;
+  if ((rc = lp_sched_ladders_write(datadir, text)) == 0) lp_sched_ladders_written(s, gen);
   free(text);
-  if (rc) {
-    LOGW("capacity: can't write %s: %s", path, lp_strerror(rc));
-    return rc;
-  }
-  s->ladders_saved = s->ladders_gen;
-  return 0;
+  return rc;
 }
 
 static bool parse_hex64(const char *text, uint64_t *out) {
