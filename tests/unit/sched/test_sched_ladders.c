@@ -104,6 +104,23 @@ static void test_roundtrip(void **state) {
   lp_sched_report_segment(s, "big", 900, 2000);
   assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
   assert_true(exists(dir));
+  /* in parts, as the node writes off its loop: the text stays due until its write is known to
+   * have landed, and a late report of an older write changes nothing */
+  lp_sched_report_segment(s, "big", 900, 2000);
+  char *text = NULL, *again = NULL;
+  uint64_t gen = 0, gen2 = 0;
+  assert_int_equal(lp_sched_ladders_text(s, FFMPEG, &text, &gen), 0);
+  assert_non_null(text);
+  assert_int_equal(lp_sched_ladders_write(dir, text), 0);
+  assert_int_equal(lp_sched_ladders_text(s, FFMPEG, &again, &gen2), 0);
+  assert_non_null(again);
+  assert_true(gen2 == gen);
+  free(again);
+  lp_sched_ladders_written(s, gen);
+  lp_sched_ladders_written(s, gen - 1);
+  assert_int_equal(lp_sched_ladders_text(s, FFMPEG, &again, &gen2), 0);
+  assert_null(again);
+  free(text);
   lp_sched_free(s);
   tmpdir_free(dir);
 }
