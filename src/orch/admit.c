@@ -130,7 +130,8 @@ static void save_after(uv_work_t *r, int status) {
   free(w);
 }
 
-static void save_start(orch_admit_t *a) {
+void orch_admit_save(orch_admit_t *a) {
+  if (!a || !a->datadir || a->saving) return;
   char *text = NULL;
   uint64_t gen = 0;
   if (lp_sched_ladders_text(a->sched, av_version_info(), &text, &gen) || !text) return;
@@ -155,7 +156,7 @@ static void save_start(orch_admit_t *a) {
 static void poll_fire(uv_timer_t *t) {
   orch_admit_t *a = t->data;
   lp_sched_poll(a->sched);
-  if (++a->polls % SAVE_POLLS == 0 && a->datadir && !a->saving) save_start(a);
+  if (++a->polls % SAVE_POLLS == 0) orch_admit_save(a);
 }
 
 int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,

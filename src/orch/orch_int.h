@@ -318,7 +318,11 @@ int orch_probe_devices(const lp_config_t *cfg, bool model, hw_table_t *t);
  * for it), or the same probe in this process when no child can be started (*in_process); logs
  * the table. */
 int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_process);
-/* Closes its timer: run the loop afterwards. */
+/* Starts a save of the learnt ladders to the data dir on libuv's thread pool, unless one is in
+ * progress or nothing changed since the last; the model's timer does this every minute. */
+void orch_admit_save(orch_admit_t *a);
+/* Closes its timer: run the loop afterwards. The ladders are saved: at once when no save is in
+ * progress, else by that save after its own write, so the newest lands last. */
 void orch_admit_free(orch_admit_t *a);
 /* Room for one more stream: the smallest there is (144p in, one 144p rendition) when profiles
  * is NULL (GetOrchestrator, which knows nothing of the stream), else these renditions from the

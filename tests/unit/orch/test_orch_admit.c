@@ -1,0 +1,197 @@
+/* Admission on the node's own devices (admit.c): the learnt ladders reach the data dir at stop,
+ * also when a periodic save is still being written on the thread pool then. Real segments
+ * weighed by the real probe, the real scheduler and the real file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "../media/media_check.h"
+#include "../sched/tmpdir.h"
+#include "lpod/hwaccel.h"
+#include "orch_int.h"
+
+typedef struct fixture {
+  uv_loop_t loop;
+  lp_config_t cfg;
+  hw_table_t table;
+  char *dir;
+  uint8_t *seg;
+  size_t seg_len;
+} fixture_t;
+
+static int setup(void **st) {
+  fixture_t *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  f->dir = tmpdir_new();
+  assert_non_null(f->dir);
+  char *argv[] = {"-network",
+                  "offchain",
+                  "-datadir",
+                  f->dir,
+                  "-cpuPreset",
+                  "ultrafast",
+                  "-testTranscoder=false"};
+  char *envp[] = {NULL};
+  char err[256] = "";
+  assert_int_equal(lp_config_load(&f->cfg, 7, argv, envp, err, sizeof err), LP_CFG_OK);
+  hw_probe_opts_t po = {.nvidia = "", .netint = "", .qsv = "", .test = false};
+  assert_int_equal(hw_table_probe(&po, &f->table, err, sizeof err), 0);
+  f->seg = slurp(gen("admit-320x180.ts", "-f lavfi -i testsrc2=size=320x180:rate=30 -t 2 "
+                                         "-c:v libx264 -preset ultrafast -g 60 -f mpegts"),
+                 &f->seg_len);
+  *st = f;
+  return 0;
+}
+
+static int teardown(void **st) {
+  fixture_t *f = *st;
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  lp_config_free(&f->cfg);
+  tmpdir_free(f->dir);
+  free(f->seg);
+  free(f);
+  return 0;
+}
+
+/* Three segments of one stream through admission and back, at a quarter of real time: its
+ * ladder is learnt from the second on (the first carries the encoders' start). */
+static void stream(fixture_t *f, orch_admit_t *a, const char *id, const orch_profile_t *profiles,
+                   size_t n) {
+  for (int i = 0; i < 3; i++) {
+    orch_job_t j;
+    memset(&j, 0, sizeof j);
+    snprintf(j.session_id, sizeof j.session_id, "%s", id);
+    snprintf(j.manifest_id, sizeof j.manifest_id, "%s", id);
+    j.seq = i;
+    j.duration_ms = 2000;
+    j.profiles = profiles;
+    j.n_profiles = n;
+    j.input = f->seg;
+    j.input_len = f->seg_len;
+    char err[256] = "";
+    assert_int_equal(orch_admit_session(a, &j, i == 0, err, sizeof err), 0);
+    j.engine_ns = j.service_ns = 500 * 1000000ull;
+    assert_false(orch_admit_segment_done(a, &j));
+  }
+  orch_admit_release(a, id);
+}
+
+/* The ladders in dir/ladders.json by their renditions, each counted into have[renditions]. */
+static int saved_ladders(const char *dir, int have[4]) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/ladders.json", dir);
+  size_t len;
+  uint8_t *text = slurp(path, &len);
+  cJSON *root = cJSON_ParseWithLength((const char *)text, len);
+  free(text);
+  assert_non_null(root);
+  cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "ladders"), *l;
+  int n = 0;
+  memset(have, 0, 4 * sizeof *have);
+  cJSON_ArrayForEach(l, arr) {
+    cJSON *r = cJSON_GetObjectItemCaseSensitive(l, "renditions");
+    assert_true(cJSON_IsNumber(r) && r->valueint >= 1 && r->valueint <= 3);
+    have[r->valueint]++;
+    n++;
+  }
+  cJSON_Delete(root);
+  return n;
+}
+
+static const orch_profile_t P240 = {.name = "P240p30fps16x9",
+                                    .width = 426,
+                                    .height = 240,
+                                    .bitrate = 600000,
+                                    .fps = 30,
+                                    .fps_den = 1};
+static const orch_profile_t P144 = {.name = "P144p30fps16x9",
+                                    .width = 256,
+                                    .height = 144,
+                                    .bitrate = 400000,
+                                    .fps = 30,
+                                    .fps_den = 1};
+
+/* Holds the thread pool's one thread (main sets UV_THREADPOOL_SIZE=1) until posted, so a save
+ * queued behind it writes when the test says. */
+static uv_sem_t pool_gate;
+static void pool_hold(uv_work_t *w) {
+  (void)w;
+  uv_sem_wait(&pool_gate);
+}
+static void pool_held(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+}
+
+/* A save on the thread pool when the node stops: the ladders learnt after its text was taken
+ * still reach the file, written after it (an older text landing last would lose them). */
+static void test_stop_during_a_save(void **st) {
+  fixture_t *f = *st;
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  orch_profile_t one[] = {P240}, two[] = {P240, P144};
+  stream(f, a, "one", one, 1);
+  uv_work_t hold;
+  assert_int_equal(uv_sem_init(&pool_gate, 0), 0);
+  assert_int_equal(uv_queue_work(&f->loop, &hold, pool_hold, pool_held), 0);
+  orch_admit_save(a); /* its write waits for the gate: it is still to come at stop */
+  stream(f, a, "two", two, 2);
+  orch_admit_free(a);
+  uv_sem_post(&pool_gate);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  uv_sem_destroy(&pool_gate);
+  int have[4];
+  assert_int_equal(saved_ladders(f->dir, have), 2);
+  assert_int_equal(have[1], 1);
+  assert_int_equal(have[2], 1);
+}
+
+/* Nothing being written at stop: the stop writes the ladders itself. The next start reads them
+ * back: after one ladder's segments it writes both, and with nothing new it writes nothing. */
+static void test_stop_saves_and_start_loads(void **st) {
+  fixture_t *f = *st;
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  orch_profile_t one[] = {P240}, two[] = {P240, P144};
+  stream(f, a, "one", one, 1);
+  stream(f, a, "two", two, 2);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  int have[4];
+  assert_int_equal(saved_ladders(f->dir, have), 2);
+
+  /* the next start knows both: after one ladder's segments it writes both */
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  stream(f, a, "one again", one, 1);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(saved_ladders(f->dir, have), 2);
+  assert_int_equal(have[1], 1);
+  assert_int_equal(have[2], 1);
+
+  /* and with nothing new it writes nothing, by the poll's save or at stop */
+  char path[512];
+  snprintf(path, sizeof path, "%s/ladders.json", f->dir);
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  assert_int_equal(unlink(path), 0);
+  orch_admit_save(a);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(access(path, F_OK), -1);
+}
+
+int main(void) {
+  setenv("UV_THREADPOOL_SIZE", "1", 1);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_stop_during_a_save, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stop_saves_and_start_loads, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
