@@ -32,7 +32,7 @@ const TranscodeResult = root.lookupType('net.TranscodeResult');
 const def = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true, longs: Number, bytes: Buffer }));
 const PRESETS = {
   P144p30fps16x9: [256, 144, 400000], P240p30fps16x9: [426, 240, 600000], P360p30fps16x9: [640, 360, 1200000],
-  P720p30fps16x9: [1280, 720, 4000000],
+  P480p30fps16x9: [854, 480, 1600000], P720p30fps16x9: [1280, 720, 4000000],
 };
 const profiles = args.profiles.split(',').map((n) => ({ name: n, width: PRESETS[n][0], height: PRESETS[n][1], bitrate: PRESETS[n][2], fps: 30 }));
 const bodies = args.in.split(',').map((f) => fs.readFileSync(f));
