@@ -29,14 +29,17 @@ done
 WORK=$(mktemp -d /tmp/lpod-mix.XXXXXX)
 NODE_PID=
 cleanup() {
-  [ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null || true
+  if [ -n "$NODE_PID" ]; then
+    kill "$NODE_PID" 2>/dev/null || true
+    wait "$NODE_PID" 2>/dev/null || true
+  fi
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 declare -A SIZE=([A]=1920x1080 [B]=1280x720 [C]=640x360)
-declare -A LADDER=([A]=P720p30fps16x9,P480p30fps16x9,P360p30fps16x9,P240p30fps16x9
-  [B]=P480p30fps16x9,P360p30fps16x9,P240p30fps16x9 [C]=P240p30fps16x9)
+declare -A LADDER=([A]="P720p30fps16x9,P480p30fps16x9,P360p30fps16x9,P240p30fps16x9"
+  [B]="P480p30fps16x9,P360p30fps16x9,P240p30fps16x9" [C]="P240p30fps16x9")
 for k in A B C; do
   ffmpeg -nostdin -v error -f lavfi -i "testsrc2=size=${SIZE[$k]}:rate=30" \
     -f lavfi -i sine=frequency=440:sample_rate=48000 -t 2 -vf noise=alls=12:allf=t \
