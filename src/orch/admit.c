@@ -153,9 +153,61 @@ void orch_admit_save(orch_admit_t *a) {
   a->saving = w;
 }
 
+/* A device name as a label value: the registry separates values with commas. */
+static void label_name(const char *name, char *out, size_t len) {
+  snprintf(out, len, "%s", name);
+  for (char *p = out; *p; p++)
+    if (*p == ',') *p = ';';
+}
+
+void orch_admit_metrics(const orch_admit_t *a) {
+  lp_metric_t *committed = lp_metric_gauge(
+      "lpod_device_work_committed", "Work admitted on a device engine, in work units per second",
+      "device,engine");
+  lp_metric_t *budget = lp_metric_gauge(
+      "lpod_device_work_budget",
+      "Work a device engine admits up to now: target ratio x 1000 x correction", "device,engine");
+  lp_metric_t *busy =
+      lp_metric_gauge("lpod_device_busy",
+                      "Share of a device engine's time busy, from its telemetry", "device,engine");
+  lp_metric_t *rt = lp_metric_gauge("lpod_device_realtime_ratio",
+                                    "Moving average of transcode time over segment duration on a "
+                                    "device",
+                                    "device");
+  lp_metric_t *corr =
+      lp_metric_gauge("lpod_device_correction",
+                      "Budget multiplier the measurements have taught a device", "device");
+  lp_metric_t *cost =
+      lp_metric_gauge("lpod_device_cost_ratio",
+                      "Measured over modelled cost of a device's work (telemetry)", "device");
+  lp_metric_t *streams =
+      lp_metric_gauge("lpod_device_streams", "Streams placed on a device", "device");
+  lp_metric_t *behind =
+      lp_metric_gauge("lpod_device_behind",
+                      "1 while a device is behind real time and refuses new streams", "device");
+  for (int i = 0; i < lp_sched_device_count(a->sched); i++) {
+    lp_sched_device_info_t di;
+    if (lp_sched_device_info(a->sched, i, &di)) continue;
+    char dev[64], lab[160];
+    label_name(di.name, dev, sizeof dev);
+    for (int e = 0; e < di.n_engines; e++) {
+      snprintf(lab, sizeof lab, "%s,%s", dev, lp_sched_engine_name(di.kind, e));
+      lp_metric_set(committed, lab, di.committed[e]);
+      lp_metric_set(budget, lab, di.budget[e]);
+      if (di.measured[e] >= 0) lp_metric_set(busy, lab, di.measured[e] / 1000);
+    }
+    lp_metric_set(rt, dev, di.rt_ratio);
+    lp_metric_set(corr, dev, di.correction);
+    if (di.cost_ratio > 0) lp_metric_set(cost, dev, di.cost_ratio);
+    lp_metric_set(streams, dev, di.sessions);
+    lp_metric_set(behind, dev, di.behind ? 1 : 0);
+  }
+}
+
 static void poll_fire(uv_timer_t *t) {
   orch_admit_t *a = t->data;
   lp_sched_poll(a->sched);
+  orch_admit_metrics(a);
   if (++a->polls % SAVE_POLLS == 0) orch_admit_save(a);
 }
 
@@ -237,6 +289,7 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   uv_timer_init(loop, &a->poll);
   a->poll.data = a;
   uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
+  orch_admit_metrics(a);
   *out = a;
   return 0;
 fail:
@@ -394,6 +447,7 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err,
     LOGI_C(&lc, "capacity: admitted %dx%d@%.2f -> %zu renditions on %s cost=%.0fwu/s sessions=%d",
            sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, v.detail, si.cost,
            lp_sched_sessions(a->sched));
+    orch_admit_metrics(a);
     return 0;
   }
   count_refusal(&v);
@@ -407,7 +461,10 @@ bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
   if (job->error[0] || job->duration_ms <= 0) return false;
   lp_sched_health_t h = lp_sched_report_segment(
       a->sched, job->session_id, job->service_ns / 1000000, (uint64_t)job->duration_ms);
-  if (h != LP_SCHED_STREAM_BEHIND) return false;
+  if (h != LP_SCHED_STREAM_BEHIND) {
+    orch_admit_metrics(a);
+    return false;
+  }
   lp_sched_session_info_t si;
   double ratio = lp_sched_session_info(a->sched, job->session_id, &si) == 0 ? si.rt_ratio : 0;
   snprintf(a->behind[a->behind_next], sizeof a->behind[0], "%s", job->session_id);
@@ -419,11 +476,13 @@ bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
   lp_metric_add(lp_metric_counter("lpod_streams_behind_total",
                                   "Streams failed for not keeping real time", NULL),
                 NULL, 1);
+  orch_admit_metrics(a);
   return true;
 }
 
 void orch_admit_release(orch_admit_t *a, const char *session_id) {
   lp_sched_release(a->sched, session_id);
+  orch_admit_metrics(a);
 }
 
 void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
@@ -432,6 +491,7 @@ void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
 
 void orch_admit_device_down(orch_admit_t *a, int device, bool down) {
   lp_sched_set_device_down(a->sched, device, down);
+  orch_admit_metrics(a);
 }
 
 int orch_admit_capacity(const orch_admit_t *a) { return lp_sched_capacity_for(a->sched, NULL); }

@@ -610,16 +610,20 @@ test('remote-transcoder', async () => {
 });
 
 // GET on the admin API (plain HTTP on loopback); the port is read from the node's log.
-async function adminStatus(node) {
+async function adminGet(node, path) {
   const m = node.log().match(/Admin API listening on port (\d+)/);
   assert.ok(m, 'admin API port in the log');
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: Number(m[1]), path: '/status' }, (res) => {
+    http.get({ host: '127.0.0.1', port: Number(m[1]), path }, (res) => {
       let b = '';
       res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve(JSON.parse(b)));
+      res.on('end', () => resolve(b));
     }).on('error', reject);
   });
+}
+
+async function adminStatus(node) {
+  return JSON.parse(await adminGet(node, '/status'));
 }
 
 // Until the CPU telemetry (sampled every 2 s) shows the machine using under half the budget:
@@ -758,7 +762,7 @@ test('admission', async () => {
   const body = makeSegment('640x360', 2);
   // in process: the engine's own feedback (admission-workers below runs it through a worker)
   const node = await startNode(['-localWorkers', '0', '-costAdmission=true', '-maxSessions', 'auto',
-    '-targetRealtimeRatio', '0.25']);
+    '-targetRealtimeRatio', '0.25', '-monitor']);
   const profiles = [P240];
   const TRIES = 24;
   try {
@@ -775,6 +779,17 @@ test('admission', async () => {
     assert.ok(admitted.length >= 2, `room for at least two streams (${admitted.length})`);
     assert.ok(refused.length >= 1, 'the node filled up');
     assert.strictEqual(dev.sessions, admitted.length);
+    // the same numbers in Prometheus text, for dashboards
+    const metrics = await adminGet(node, '/metrics');
+    const series = (name, labels) => {
+      const m = metrics.match(new RegExp(`^${name}\\{[^}]*${labels}[^}]*\\} (\\S+)$`, 'm'));
+      assert.ok(m, `${name} ${labels} in /metrics:\n${metrics}`);
+      return Number(m[1]);
+    };
+    assert.strictEqual(series('lpod_device_streams', 'device="cpu"'), admitted.length);
+    assert.ok(Math.abs(series('lpod_device_work_committed', 'device="cpu",engine="cpu"') - eng.committed) <= 1e-4 * eng.committed);
+    assert.ok(series('lpod_device_work_budget', 'device="cpu",engine="cpu"') > 0);
+    assert.strictEqual(series('lpod_device_behind', 'device="cpu"'), dev.behind ? 1 : 0);
     // The first refusal names the numbers it was weighed with (the budget moves once segments
     // report, so /status may already show another): admitted work plus one more stream passed
     // the budget, and the admitted streams are exactly what had been committed.

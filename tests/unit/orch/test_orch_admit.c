@@ -14,6 +14,7 @@
 #include "../media/media_check.h"
 #include "../sched/tmpdir.h"
 #include "lpod/hwaccel.h"
+#include "lpod/metrics.h"
 #include "orch_int.h"
 
 typedef struct fixture {
@@ -187,11 +188,61 @@ static void test_stop_saves_and_start_loads(void **st) {
   assert_int_equal(access(path, F_OK), -1);
 }
 
+static double gauge(const char *name, const char *labels) {
+  return lp_metric_value(
+      lp_metric_gauge(name, NULL, strchr(labels, ',') ? "device,engine" : "device"), labels);
+}
+
+/* The lpod_device_* gauges follow the model at each admission and release: the streams placed,
+ * the work committed against the budget, and the rendered text carries them. */
+static void test_device_gauges(void **st) {
+  fixture_t *f = *st;
+  lp_metrics_reset();
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  assert_true(gauge("lpod_device_streams", "cpu") == 0);
+  double budget = gauge("lpod_device_work_budget", "cpu,cpu");
+  assert_true(budget > 0);
+  orch_profile_t one[] = {P240}, two[] = {P240, P144};
+  orch_job_t j[2];
+  const char *ids[2] = {"g1", "g2"};
+  for (int i = 0; i < 2; i++) {
+    memset(&j[i], 0, sizeof j[i]);
+    snprintf(j[i].session_id, sizeof j[i].session_id, "%s", ids[i]);
+    j[i].duration_ms = 2000;
+    j[i].profiles = i ? two : one;
+    j[i].n_profiles = i ? 2 : 1;
+    j[i].input = f->seg;
+    j[i].input_len = f->seg_len;
+    char err[256] = "";
+    assert_int_equal(orch_admit_session(a, &j[i], true, err, sizeof err), 0);
+  }
+  assert_true(gauge("lpod_device_streams", "cpu") == 2);
+  double both = gauge("lpod_device_work_committed", "cpu,cpu");
+  assert_true(both > 0 && both <= budget);
+  orch_admit_release(a, "g2");
+  assert_true(gauge("lpod_device_streams", "cpu") == 1);
+  double first = gauge("lpod_device_work_committed", "cpu,cpu");
+  assert_true(first > 0 && first < both); /* the second ladder has two renditions */
+  assert_true(gauge("lpod_device_behind", "cpu") == 0);
+  char *text = lp_metrics_render(NULL);
+  assert_non_null(text);
+  assert_non_null(strstr(text, "lpod_device_streams{device=\"cpu\"} 1\n"));
+  assert_non_null(strstr(text, "lpod_device_work_budget{device=\"cpu\",engine=\"cpu\"}"));
+  free(text);
+  orch_admit_release(a, "g1");
+  assert_true(gauge("lpod_device_streams", "cpu") == 0);
+  assert_true(gauge("lpod_device_work_committed", "cpu,cpu") == 0);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
 int main(void) {
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_stop_during_a_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_saves_and_start_loads, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_device_gauges, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
