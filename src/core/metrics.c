@@ -183,7 +183,9 @@ double lp_metric_value(lp_metric_t *m, const char *label_values) {
 }
 
 static void num(lp_buf_t *b, double v) {
-  if (isinf(v))
+  if (isnan(v))
+    lp_buf_appendf(b, "NaN"); /* no reading: Prometheus' spelling */
+  else if (isinf(v))
     lp_buf_appendf(b, v > 0 ? "+Inf" : "-Inf");
   else if (v == floor(v) && fabs(v) < 1e15)
     lp_buf_appendf(b, "%.0f", v);

@@ -3,6 +3,7 @@
  * at a new session's first segment, placement on a device, the real-time feedback of every
  * segment, and a stream that cannot keep up failed on its own. Everything here runs on the loop
  * thread, except orch_admit_new, which runs before the loop does. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,11 +195,11 @@ void orch_admit_metrics(const orch_admit_t *a) {
       snprintf(lab, sizeof lab, "%s,%s", dev, lp_sched_engine_name(di.kind, e));
       lp_metric_set(committed, lab, di.committed[e]);
       lp_metric_set(budget, lab, di.budget[e]);
-      if (di.measured[e] >= 0) lp_metric_set(busy, lab, di.measured[e] / 1000);
+      lp_metric_set(busy, lab, di.measured[e] >= 0 ? di.measured[e] / 1000 : NAN);
     }
     lp_metric_set(rt, dev, di.rt_ratio);
     lp_metric_set(corr, dev, di.correction);
-    if (di.cost_ratio > 0) lp_metric_set(cost, dev, di.cost_ratio);
+    lp_metric_set(cost, dev, di.cost_ratio > 0 ? di.cost_ratio : NAN);
     lp_metric_set(streams, dev, di.sessions);
     lp_metric_set(behind, dev, di.behind ? 1 : 0);
   }

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@ static void test_counter_gauge_render(void **state) {
   lp_metric_t *g = lp_metric_gauge("livepeer_current_sessions_total", "Sessions", NULL);
   lp_metric_set(g, NULL, 4);
   lp_metric_set(g, NULL, 3);
+  lp_metric_t *nan = lp_metric_gauge("lpod_device_busy", "Busy", "device");
+  lp_metric_set(nan, "cpu", NAN);
   assert_true(lp_metric_value(c, "P240p30fps16x9") == 3.0);
   assert_true(lp_metric_value(g, NULL) == 3.0);
   char *t = lp_metrics_render("node_id=\"h\",node_type=\"orch\"");
@@ -29,6 +32,8 @@ static void test_counter_gauge_render(void **state) {
   assert_non_null(strstr(t, "profiles=\"with\\\"quote\"} 1\n"));
   assert_non_null(
       strstr(t, "livepeer_current_sessions_total{node_id=\"h\",node_type=\"orch\"} 3\n"));
+  assert_non_null(
+      strstr(t, "lpod_device_busy{node_id=\"h\",node_type=\"orch\",device=\"cpu\"} NaN\n"));
   /* Registration order is kept. */
   assert_true(strstr(t, "livepeer_segment_transcoded_total") <
               strstr(t, "livepeer_current_sessions_total"));

@@ -229,6 +229,9 @@ static void test_device_gauges(void **st) {
   assert_non_null(text);
   assert_non_null(strstr(text, "lpod_device_streams{device=\"cpu\"} 1\n"));
   assert_non_null(strstr(text, "lpod_device_work_budget{device=\"cpu\",engine=\"cpu\"}"));
+  /* no telemetry sample taken yet, no cost judged: no reading */
+  assert_non_null(strstr(text, "lpod_device_busy{device=\"cpu\",engine=\"cpu\"} NaN\n"));
+  assert_non_null(strstr(text, "lpod_device_cost_ratio{device=\"cpu\"} NaN\n"));
   free(text);
   orch_admit_release(a, "g1");
   assert_true(gauge("lpod_device_streams", "cpu") == 0);
