@@ -281,13 +281,29 @@ typedef struct lp_sched_verdict {
   char detail[256];         /* one line for the log: what refused and the numbers */
 } lp_sched_verdict_t;
 
-/* A job of this shape would fit now (nothing is committed). job NULL: the probe job (720p30 H.264
- * in, one 360p30 H.264 rendition), for GetOrchestrator where the ladder is not known yet.
- * Returns 0 or LP_ECAPACITY (the orchestrator answers OrchestratorCapped) or LP_EINVAL. */
+/* A job of this shape would fit now (nothing is committed), beside the admitted sessions and the
+ * held room (lp_sched_hold). job NULL: the probe job (720p30 H.264 in, one 360p30 H.264
+ * rendition). Returns 0 or LP_ECAPACITY (the orchestrator answers OrchestratorCapped) or
+ * LP_EINVAL. */
 int lp_sched_check(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v);
+/* Holds room for a new session whose first segment is still arriving, so that the streams that
+ * arrive meanwhile are checked against it: job is the least the session can cost (its renditions
+ * from the smallest source they allow). Held room counts in lp_sched_check and lp_sched_hold,
+ * not in lp_sched_admit, which weighs each session by what it is: a hold only turns away, early,
+ * streams that would not fit beside the ones already arriving. It ends when its session is
+ * admitted or refused (lp_sched_admit), at lp_sched_unhold, or when ttl_ms have passed
+ * (lp_sched_poll). Returns 0 with *made true when it made the hold (false: the session is
+ * admitted or held already), LP_ECAPACITY or LP_EINVAL. */
+int lp_sched_hold(lp_sched_t *s, const char *session_id, const lp_sched_job_t *job, uint64_t ttl_ms,
+                  bool *made, lp_sched_verdict_t *v);
+/* Ends a session's hold; LP_ENOENT when it has none. */
+int lp_sched_unhold(lp_sched_t *s, const char *session_id);
+/* Holds in place now. */
+int lp_sched_holds(const lp_sched_t *s);
 /* Admits a session at its first segment and places it on the device with the most room after
- * the job; sticky: a session already admitted gets its device back without a new check.
- * Returns 0 (v->device is the placement), LP_ECAPACITY or LP_EINVAL. */
+ * the job; sticky: a session already admitted gets its device back without a new check. Its
+ * hold, if any, ends either way. Returns 0 (v->device is the placement), LP_ECAPACITY or
+ * LP_EINVAL. */
 int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *job,
                    lp_sched_verdict_t *v);
 /* The device of an admitted session, or -1. */
@@ -346,8 +362,8 @@ int lp_sched_sessions(const lp_sched_t *s);
 /* How many jobs like this one would fit on the empty node (for RegisterTranscoder's capacity
  * and -maxSessions auto); job NULL: the probe job. */
 int lp_sched_capacity_for(const lp_sched_t *s, const lp_sched_job_t *job);
-/* Adds "targetRealtimeRatio", "maxSessions", "sessions", a "devices" array and the learnt "ladders"
- * to obj. */
+/* Adds "targetRealtimeRatio", "maxSessions", "sessions", "holds", a "devices" array and the learnt
+ * "ladders" to obj. */
 int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj);
 /* One info line per device. */
 void lp_sched_log_summary(const lp_sched_t *s);

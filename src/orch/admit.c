@@ -17,6 +17,7 @@
 /* Telemetry sampling period. */
 #define POLL_MS 2000
 #define SAVE_POLLS 30 /* the learnt ladders are saved every minute */
+#define HOLD_MS 30000 /* room held for a first segment still arriving lapses after this */
 /* Sessions remembered as failed for falling behind, so their later segments get the error. */
 #define BEHIND_KEEP 64
 
@@ -380,7 +381,9 @@ static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t
   return 0;
 }
 
-int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n) {
+int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_t *profiles,
+                    size_t n, bool *held) {
+  if (held) *held = false;
   lp_sched_job_t sj, *job = NULL;
   if (profiles && n > 0) {
     /* The source is not known before the body: the smallest it can be is the largest
@@ -407,13 +410,24 @@ int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n) {
     job = &sj;
   }
   lp_sched_verdict_t v;
-  int rc = lp_sched_check(a->sched, job, &v);
+  int holds = lp_sched_holds(a->sched), rc;
+  /* a new stream's first segment: its least cost is held while its body arrives, so that the
+   * streams arriving meanwhile are turned away now rather than after their upload */
+  if (session_id && held && job == &sj && profiles)
+    rc = lp_sched_hold(a->sched, session_id, job, HOLD_MS, held, &v);
+  else
+    rc = lp_sched_check(a->sched, job, &v);
   if (rc == LP_ECAPACITY) {
-    LOGV(LP_V_VERBOSE, "capacity: no room for a new stream: %s: %s", lp_sched_reason_name(v.reason),
-         v.detail);
+    LOGV(LP_V_VERBOSE, "capacity: no room for a new stream: %s: %s%s",
+         lp_sched_reason_name(v.reason), v.detail,
+         holds ? " (with the room held for streams arriving)" : "");
     count_refusal(&v);
   }
   return rc == LP_ECAPACITY ? rc : 0;
+}
+
+void orch_admit_unhold(orch_admit_t *a, const char *session_id) {
+  lp_sched_unhold(a->sched, session_id);
 }
 
 int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err, size_t errlen) {

@@ -69,7 +69,7 @@ int orch_get_orchestrator(orch_core_t *c, const Net__OrchestratorRequest *req, u
   /* An empty session id is never in the table, so this is the "new session" check, which is
    * what go-livepeer's CheckCapacity("") does: a full node refuses refreshes too. */
   if (c->stopping || orch_sessions_check_capacity(c->sessions, "") ||
-      orch_core_no_room(c, NULL, 0, NULL)) {
+      orch_core_no_room(c, NULL, NULL, 0, NULL, NULL)) {
     snprintf(err, errlen, "Invalid orchestrator request: OrchestratorCapped");
     return LP_ECAPACITY;
   }

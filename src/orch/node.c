@@ -156,6 +156,8 @@ static void seg_finish(seg_ctx_t *s) {
     for (size_t i = 0; i < s->job.n_profiles; i++) free(s->job.out[i].data);
     free(s->job.out);
   }
+  /* a first segment that ends unweighed (refused, failed, aborted) gives its held room back */
+  if (s->sr.held && n->core.admit) orch_admit_unhold(n->core.admit, s->sr.session_id);
   orch_seg_req_free(&s->sr);
   lp_buf_free(&s->body);
   free(s->input);

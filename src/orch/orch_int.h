@@ -132,6 +132,7 @@ typedef struct orch_seg_req {
   size_t n_profiles;
   int32_t duration_ms;    /* 0 on the wire becomes 2000 */
   const char *session_id; /* points into sd */
+  bool held;              /* room is held for its new session (orch_admit_room) */
   uint8_t *info;          /* the refreshed OrchestratorInfo of step 3, packed */
   size_t info_len;
   uint64_t pay_ns; /* ProcessPayment and the balance gate, on the loop */
@@ -328,9 +329,14 @@ void orch_admit_save(orch_admit_t *a);
 void orch_admit_free(orch_admit_t *a);
 /* Room for one more stream: the smallest there is (144p in, one 144p rendition) when profiles
  * is NULL (GetOrchestrator, which knows nothing of the stream), else these renditions from the
- * smallest source they allow (a new session's credentials, before its body is known). 0 or
- * LP_ECAPACITY. */
-int orch_admit_room(orch_admit_t *a, const orch_profile_t *profiles, size_t n);
+ * smallest source they allow (a new session's credentials, before its body is known). With
+ * session_id and held, that least cost is also held for the session while its body arrives
+ * (lp_sched_hold; *held true when this call made the hold), so that the streams arriving
+ * meanwhile are checked beside it: the weighing of its first segment (orch_admit_session) ends
+ * the hold, else orch_admit_unhold when the request ends. 0 or LP_ECAPACITY. */
+int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_t *profiles,
+                    size_t n, bool *held);
+void orch_admit_unhold(orch_admit_t *a, const char *session_id);
 /* Every segment: sets job->device to its session's placement. A new session's first segment
  * is weighed (demuxed, not decoded) with its profiles and placed; LP_ECAPACITY
  * ("OrchestratorCapped" in err) when it does not fit, LP_ERANGE with the reason in err for a
@@ -366,11 +372,13 @@ typedef struct orch_core {
   bool stopping;
 } orch_core_t;
 
-/* No room for a new session: the capacity model refuses it (see orch_admit_room) and no remote
- * transcoder could take it either. */
-static inline bool orch_core_no_room(orch_core_t *c, const orch_profile_t *profiles, size_t n,
-                                     const Net__Capabilities *job_caps) {
-  return c->admit && orch_admit_room(c->admit, profiles, n) &&
+/* No room for a new session: the capacity model refuses it (see orch_admit_room; with held, a
+ * new session's least cost is held while its body arrives) and no remote transcoder could take
+ * it either. */
+static inline bool orch_core_no_room(orch_core_t *c, const char *session_id,
+                                     const orch_profile_t *profiles, size_t n,
+                                     const Net__Capabilities *job_caps, bool *held) {
+  return c->admit && orch_admit_room(c->admit, session_id, profiles, n, held) &&
          !(c->spill && pool_manager_can_take_remote(c->spill, job_caps));
 }
 

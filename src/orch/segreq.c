@@ -201,7 +201,8 @@ static int check_seg_creds(orch_core_t *c, const char *hdr, size_t len, orch_seg
   r->session_id = t->session_id;
   if (c->stopping || orch_sessions_check_capacity(c->sessions, t->session_id) ||
       (!orch_sessions_exists(c->sessions, t->session_id) &&
-       orch_core_no_room(c, r->profiles, r->n_profiles, r->sd->capabilities))) {
+       orch_core_no_room(c, r->session_id, r->profiles, r->n_profiles, r->sd->capabilities,
+                         &r->held))) {
     set_err(e, 403, "%s", "OrchestratorCapped");
     return LP_ECAPACITY;
   }

@@ -34,6 +34,13 @@ static char *dupstr(const char *s) {
   return d;
 }
 
+/* Ends a hold (lp_sched_hold): what it held was never committed. */
+static void hold_drop(lp_sched_t *s, sched_hold_t *h) {
+  free(h->id);
+  *h = s->holds[s->n_holds - 1];
+  s->n_holds--;
+}
+
 static void opts_normalise(lp_sched_opts_t *o) {
   if (!(o->target_rt_ratio > 0 && o->target_rt_ratio <= 1)) o->target_rt_ratio = 0.8;
   if (o->max_sessions < 0) o->max_sessions = 0;
@@ -82,6 +89,8 @@ void lp_sched_free(lp_sched_t *s) {
   free(s->devs);
   for (size_t i = 0; i < s->n_sess; i++) free(s->sess[i].id);
   free(s->sess);
+  for (size_t i = 0; i < s->n_holds; i++) free(s->holds[i].id);
+  free(s->holds);
   free(s);
 }
 
@@ -193,6 +202,11 @@ static void judge_cost(lp_sched_t *s, sched_device_t *d) {
 void lp_sched_poll(lp_sched_t *s) {
   if (!s) return;
   uint64_t now = s->o.clock_ms(), admissions = 0;
+  for (size_t i = s->n_holds; i-- > 0;)
+    if (now >= s->holds[i].until) {
+      LOGV(LP_V_VERBOSE, "capacity: the room held for %s lapsed", s->holds[i].id);
+      hold_drop(s, &s->holds[i]);
+    }
   for (int i = 0; i < s->n_devs; i++) admissions += s->devs[i].admitted;
   for (int i = 0; i < s->n_devs; i++) {
     sched_device_t *d = &s->devs[i];
@@ -726,10 +740,10 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     snprintf(v->detail, sizeof v->detail, "no transcoding device");
     return LP_ECAPACITY;
   }
-  if (s->o.max_sessions > 0 && (int)s->n_sess >= s->o.max_sessions) {
+  if (s->o.max_sessions > 0 && (int)(s->n_sess + s->sess_extra) >= s->o.max_sessions) {
     v->reason = LP_SCHED_R_MAX_SESSIONS;
-    snprintf(v->detail, sizeof v->detail, "sessions %zu/%d (-maxSessions)", s->n_sess,
-             s->o.max_sessions);
+    snprintf(v->detail, sizeof v->detail, "sessions %zu/%d (-maxSessions)",
+             s->n_sess + s->sess_extra, s->o.max_sessions);
     return LP_ECAPACITY;
   }
   uint64_t key = job == &probe ? 0 : ladder_key(job);
@@ -771,12 +785,96 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
   return LP_ECAPACITY;
 }
 
+/* Adds what a session of cost c holds to device dev (and to the CPU its encodes run on). */
+static void hold_add(lp_sched_t *s, int dev, const lp_sched_cost_t *c) {
+  sched_device_t *d = &s->devs[dev];
+  int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
+  if (hi >= 0) {
+    s->devs[hi].committed[0] += c->host_cpu;
+    s->devs[hi].hosted++;
+    d->host_cpu += c->host_cpu;
+  }
+  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) d->committed[e] += c->engine[e];
+  d->enc += c->enc_sessions;
+  d->dec += c->dec_sessions;
+  d->mem += c->mem_bytes;
+  d->sessions++;
+}
+
+/* place() beside the held room as well: the holds are added to their devices for the check and
+ * the devices put back exactly as they were after it (work refused for budget still marks the
+ * device pressed). */
+static int place_held(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v,
+                      lp_sched_cost_t *cost_out) {
+  if (!s->n_holds) return place(s, job, v, cost_out);
+  sched_device_t *saved = malloc((size_t)s->n_devs * sizeof *saved);
+  if (!saved) return LP_ENOMEM;
+  memcpy(saved, s->devs, (size_t)s->n_devs * sizeof *saved);
+  for (size_t i = 0; i < s->n_holds; i++) hold_add(s, s->holds[i].dev, &s->holds[i].cost);
+  s->sess_extra = s->n_holds;
+  int rc = place(s, job, v, cost_out);
+  s->sess_extra = 0;
+  for (int i = 0; i < s->n_devs; i++) saved[i].pressed_ms = s->devs[i].pressed_ms;
+  memcpy(s->devs, saved, (size_t)s->n_devs * sizeof *saved);
+  free(saved);
+  return rc;
+}
+
 int lp_sched_check(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v) {
   lp_sched_verdict_t tmp;
   if (!v) v = &tmp;
   if (!s) return LP_EINVAL;
-  return place(s, job, v, NULL);
+  return place_held(s, job, v, NULL);
 }
+
+static sched_hold_t *find_hold(const lp_sched_t *s, const char *id) {
+  for (size_t i = 0; id && i < s->n_holds; i++)
+    if (strcmp(s->holds[i].id, id) == 0) return &s->holds[i];
+  return NULL;
+}
+
+static sched_session_t *find_session(const lp_sched_t *s, const char *id);
+
+int lp_sched_hold(lp_sched_t *s, const char *session_id, const lp_sched_job_t *job, uint64_t ttl_ms,
+                  bool *made, lp_sched_verdict_t *v) {
+  lp_sched_verdict_t tmp;
+  if (!v) v = &tmp;
+  if (made) *made = false;
+  if (!s || !session_id || !*session_id || !job || ttl_ms == 0) return LP_EINVAL;
+  const sched_session_t *ss = find_session(s, session_id);
+  const sched_hold_t *held = find_hold(s, session_id);
+  if (ss || held) {
+    v->reason = LP_SCHED_FIT;
+    v->device = ss ? ss->dev : held->dev;
+    snprintf(v->detail, sizeof v->detail, "%s (already %s)", s->devs[v->device].name,
+             ss ? "placed" : "held");
+    return 0;
+  }
+  lp_sched_cost_t c;
+  int rc = place_held(s, job, v, &c);
+  if (rc) return rc;
+  if (s->n_holds == s->cap_holds) {
+    size_t ncap = s->cap_holds ? s->cap_holds * 2 : 8;
+    sched_hold_t *nh = realloc(s->holds, ncap * sizeof *nh);
+    if (!nh) return LP_ENOMEM;
+    s->holds = nh;
+    s->cap_holds = ncap;
+  }
+  char *id = dupstr(session_id);
+  if (!id) return LP_ENOMEM;
+  s->holds[s->n_holds++] = (sched_hold_t){id, v->device, c, s->o.clock_ms() + ttl_ms};
+  if (made) *made = true;
+  return 0;
+}
+
+int lp_sched_unhold(lp_sched_t *s, const char *session_id) {
+  sched_hold_t *h = s ? find_hold(s, session_id) : NULL;
+  if (!h) return LP_ENOENT;
+  hold_drop(s, h);
+  return 0;
+}
+
+int lp_sched_holds(const lp_sched_t *s) { return s ? (int)s->n_holds : 0; }
 
 static sched_session_t *find_session(const lp_sched_t *s, const char *id) {
   if (!id) return NULL;
@@ -790,6 +888,8 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   lp_sched_verdict_t tmp;
   if (!v) v = &tmp;
   if (!s || !session_id || !*session_id || !job) return LP_EINVAL;
+  sched_hold_t *held = find_hold(s, session_id);
+  if (held) hold_drop(s, held); /* weighed now: it stands for itself */
   sched_session_t *old = find_session(s, session_id);
   if (old) {
     v->reason = LP_SCHED_FIT;
@@ -1157,7 +1257,9 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
   } else if (!cJSON_AddStringToObject(obj, "maxSessions", "auto")) {
     return LP_ENOMEM;
   }
-  if (!cJSON_AddNumberToObject(obj, "sessions", (double)s->n_sess)) return LP_ENOMEM;
+  if (!cJSON_AddNumberToObject(obj, "sessions", (double)s->n_sess) ||
+      !cJSON_AddNumberToObject(obj, "holds", (double)s->n_holds))
+    return LP_ENOMEM;
   if (!cJSON_AddNumberToObject(obj, "nvencSystemCap", s->nvenc_system_cap)) return LP_ENOMEM;
   cJSON *arr = cJSON_AddArrayToObject(obj, "devices");
   if (!arr) return LP_ENOMEM;

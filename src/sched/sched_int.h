@@ -74,12 +74,23 @@ typedef struct sched_ladder {
 #define SCHED_LADDERS 64
 #define SCHED_SLOPE_MAX 20.0 /* the most b/a a ladder's fit may give */
 
+/* Room held for a new session whose first segment is still arriving (lp_sched_hold). */
+typedef struct sched_hold {
+  char *id;
+  int dev;
+  lp_sched_cost_t cost;
+  uint64_t until; /* clock ms at which it lapses */
+} sched_hold_t;
+
 struct lp_sched {
   lp_sched_opts_t o;
   sched_device_t *devs;
   int n_devs;
   sched_session_t *sess;
   size_t n_sess, cap_sess;
+  sched_hold_t *holds;
+  size_t n_holds, cap_holds;
+  size_t sess_extra;    /* holds counted as sessions while a check weighs them */
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
   int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
   sched_ladder_t ladders[SCHED_LADDERS];

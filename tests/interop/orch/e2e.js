@@ -720,10 +720,12 @@ async function firstSegments(node, infos, body, profiles) {
     postSegment(node, { 'livepeer-segment': segHeader(info, body, 0, profiles) }, body)));
   const admitted = [];
   const refused = [];
+  const early = []; // refused at their credentials, before their body was read
   first.forEach((r, i) => {
     if (r.status === 403) {
       assert.strictEqual(r.body.toString(), 'OrchestratorCapped\n');
       refused.push(i);
+      early.push(i);
       return;
     }
     assert.strictEqual(r.status, 200);
@@ -736,7 +738,7 @@ async function firstSegments(node, infos, body, profiles) {
       admitted.push(i);
     }
   });
-  return { admitted, refused };
+  return { admitted, refused, early };
 }
 
 // The default -localWorkers auto on a plain http:// service port, which the workers cannot
@@ -771,7 +773,7 @@ test('admission', async () => {
     await waitIdle(node);
     // every stream's first segment at once: all are weighed before any has been transcoded,
     // so the budget they are weighed against is the one read below
-    const { admitted, refused } = await firstSegments(node, infos, body, profiles);
+    const { admitted, refused, early } = await firstSegments(node, infos, body, profiles);
     const st = await adminStatus(node);
     const dev = st.Capacity.devices[0];
     const eng = dev.engines[0];
@@ -779,6 +781,11 @@ test('admission', async () => {
     assert.ok(admitted.length >= 2, `room for at least two streams (${admitted.length})`);
     assert.ok(refused.length >= 1, 'the node filled up');
     assert.strictEqual(dev.sessions, admitted.length);
+    // the first segments' credentials arrive before any body is weighed: the room held for the
+    // streams already arriving turns the rest away there, before their bodies are read
+    assert.ok(early.length >= 1, `some refused at their credentials (${early.length} of ${refused.length})`);
+    // every first segment has been answered: no room is still held for one arriving
+    assert.strictEqual(st.Capacity.holds, 0, 'no room held once every first segment is answered');
     // the same numbers in Prometheus text, for dashboards
     const metrics = await adminGet(node, '/metrics');
     const series = (name, labels) => {
@@ -796,7 +803,8 @@ test('admission', async () => {
     const m = node.log().match(/capacity: refused 640x360@30\.00 -> 1 renditions: work budget full: cpu cpu (\d+)\+(\d+) > (\d+) wu\/s/);
     assert.ok(m, `a refusal for the work budget, with its numbers:\n${node.log().slice(-3000)}`);
     const [held, one, budget] = m.slice(1).map(Number);
-    console.log(`     admitted ${admitted.length} of ${TRIES}: ${one} wu/s each; refused at ${held}+${one} > ${budget} wu/s`);
+    console.log(`     admitted ${admitted.length} of ${TRIES}: ${one} wu/s each; refused at ${held}+${one} > ${budget} wu/s; ` +
+      `${early.length} of the ${refused.length} refused at their credentials`);
     assert.ok(Math.abs(one - cost) <= 1, `the refused stream costs what the admitted ones do (${one}, ${cost})`);
     assert.ok(held + one > budget && held <= budget, 'refused only past the budget');
     // committed work, not a busier CPU, filled the node: as many streams as the budget holds

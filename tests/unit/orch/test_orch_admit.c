@@ -240,12 +240,89 @@ static void test_device_gauges(void **st) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
 
+/* Holds in place, as /status shows them. */
+static int holds(const orch_admit_t *a) {
+  cJSON *o = cJSON_CreateObject();
+  orch_admit_status(a, o);
+  cJSON *cap = cJSON_GetObjectItemCaseSensitive(o, "Capacity");
+  cJSON *h = cJSON_GetObjectItemCaseSensitive(cap, "holds");
+  assert_true(cJSON_IsNumber(h));
+  int n = h->valueint;
+  cJSON_Delete(o);
+  return n;
+}
+
+/* A new stream's credentials hold its least cost while its body arrives: streams arriving
+ * meanwhile that would not fit beside the held room are turned away at their credentials; its
+ * weighing, or the end of its request, gives the room back. */
+static void test_room_held_while_arriving(void **st) {
+  fixture_t *f = *st;
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  static const orch_profile_t P720 = {.name = "P720p30fps16x9",
+                                      .width = 1280,
+                                      .height = 720,
+                                      .bitrate = 4000000,
+                                      .fps = 30,
+                                      .fps_den = 1};
+  orch_profile_t ladder[] = {P720, P240}, small[] = {P240};
+  char id[32];
+  bool held = false;
+  int n = 0;
+  for (; n < 200; n++) {
+    snprintf(id, sizeof id, "a%d", n);
+    if (orch_admit_room(a, id, ladder, 2, &held) == LP_ECAPACITY) break;
+    assert_true(held);
+  }
+  assert_true(n >= 2 && n < 200); /* some held, then the room was gone */
+  assert_false(held);
+  assert_int_equal(holds(a), n);
+  /* the same stream again (its next segment while the first arrives): nothing new held */
+  assert_int_equal(orch_admit_room(a, "a0", ladder, 2, &held), 0);
+  assert_false(held);
+  assert_int_equal(holds(a), n);
+  /* GetOrchestrator is not a stream: it holds nothing */
+  held = true;
+  assert_int_equal(orch_admit_room(a, NULL, NULL, 0, &held), 0);
+  assert_false(held);
+  /* a request that ends unweighed gives its room back, and the next stream fits */
+  orch_admit_unhold(a, "a0");
+  assert_int_equal(holds(a), n - 1);
+  assert_int_equal(orch_admit_room(a, "late", ladder, 2, &held), 0);
+  assert_true(held);
+  /* weighing a first segment ends its hold, whether admitted or not */
+  orch_job_t j;
+  memset(&j, 0, sizeof j);
+  snprintf(j.session_id, sizeof j.session_id, "a1");
+  j.duration_ms = 2000;
+  j.profiles = small;
+  j.n_profiles = 1;
+  j.input = f->seg;
+  j.input_len = f->seg_len;
+  char err[256] = "";
+  assert_int_equal(orch_admit_session(a, &j, true, err, sizeof err), 0);
+  assert_int_equal(holds(a), n - 1);
+  orch_admit_unhold(a, "a1"); /* its request ends: nothing left to give back */
+  assert_int_equal(holds(a), n - 1);
+  assert_int_equal(orch_admit_session(a, &j, false, err, sizeof err), 0); /* still placed */
+  orch_admit_release(a, "a1");
+  for (int i = 2; i < n; i++) {
+    snprintf(id, sizeof id, "a%d", i);
+    orch_admit_unhold(a, id);
+  }
+  orch_admit_unhold(a, "late");
+  assert_int_equal(holds(a), 0);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
 int main(void) {
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_stop_during_a_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_saves_and_start_loads, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_gauges, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_room_held_while_arriving, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

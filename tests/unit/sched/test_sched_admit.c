@@ -1166,6 +1166,81 @@ static void test_target_ratio(void **state) {
   assert_true(fits[1] < fits[0]);
 }
 
+/* Held room (a first segment still arriving) turns away at the check the streams that would not
+ * fit beside the ones arriving; a session is still admitted by what it is, beside the admitted
+ * ones only; a hold ends at its session's admission or refusal, at unhold, or at its time. */
+static void test_holds(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  int fit = (int)floor(800.0 / job_total(s, d, LP_SCHED_DEV_CPU, &j));
+  assert_true(fit >= 3);
+  lp_sched_verdict_t v;
+  bool made = false;
+  char id[32];
+  for (int i = 0; i < fit; i++) {
+    snprintf(id, sizeof id, "h%d", i);
+    assert_int_equal(lp_sched_hold(s, id, &j, 30000, &made, &v), 0);
+    assert_true(made);
+    assert_int_equal(v.device, d);
+  }
+  assert_int_equal(lp_sched_holds(s), fit);
+  assert_int_equal(lp_sched_hold(s, "h0", &j, 30000, &made, &v), 0); /* held already */
+  assert_false(made);
+  assert_int_equal(lp_sched_holds(s), fit);
+  /* the room is held: one more stream is turned away, at the check and at its hold */
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_int_equal(lp_sched_hold(s, "late", &j, 30000, &made, &v), LP_ECAPACITY);
+  assert_false(made);
+  assert_int_equal(lp_sched_holds(s), fit);
+  /* holds are not sessions, and the check put the device back as it was */
+  assert_int_equal(lp_sched_sessions(s), 0);
+  assert_int_equal(lp_sched_session_device(s, "h0"), -1);
+  assert_int_equal(lp_sched_release(s, "h0"), LP_ENOENT);
+  lp_sched_device_info_t in;
+  lp_sched_device_info(s, d, &in);
+  assert_int_equal(in.sessions, 0);
+  assert_true(in.committed[0] == 0);
+  /* each session weighed by what it is, beside the admitted ones only; its hold ends */
+  assert_int_equal(lp_sched_admit(s, "h0", &j, &v), 0);
+  assert_int_equal(lp_sched_holds(s), fit - 1);
+  assert_int_equal(lp_sched_unhold(s, "h0"), LP_ENOENT);
+  assert_int_equal(lp_sched_hold(s, "h0", &j, 30000, &made, &v), 0); /* admitted: no hold */
+  assert_false(made);
+  assert_int_equal(lp_sched_admit(s, "x", &j, &v), 0); /* though holds fill the rest */
+  lp_sched_job_t big = job(3000, 3000, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "h1", &big, &v), LP_ECAPACITY); /* refused: ends too */
+  assert_int_equal(lp_sched_holds(s), fit - 2);
+  assert_int_equal(lp_sched_unhold(s, "h2"), 0);
+  assert_int_equal(lp_sched_unhold(s, "h2"), LP_ENOENT);
+  assert_int_equal(lp_sched_holds(s), fit - 3);
+  for (int i = 3; i < fit; i++) {
+    snprintf(id, sizeof id, "h%d", i);
+    assert_int_equal(lp_sched_unhold(s, id), 0);
+  }
+  assert_int_equal(lp_sched_release(s, "h0"), 0);
+  assert_int_equal(lp_sched_release(s, "x"), 0);
+  /* a hold lapses at its time, at the next poll */
+  assert_int_equal(lp_sched_hold(s, "t", &j, 1000, &made, &v), 0);
+  assert_true(made);
+  fake_now += 999;
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_holds(s), 1);
+  fake_now += 1;
+  lp_sched_poll(s);
+  assert_int_equal(lp_sched_holds(s), 0);
+  assert_int_equal(lp_sched_hold(s, "t", NULL, 1000, &made, &v), LP_EINVAL);
+  assert_int_equal(lp_sched_hold(s, "t", &j, 0, &made, &v), LP_EINVAL);
+  /* -maxSessions counts held room as streams */
+  lp_sched_set_max_sessions(s, 1);
+  assert_int_equal(lp_sched_hold(s, "m", &j, 30000, &made, &v), 0);
+  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_MAX_SESSIONS);
+  lp_sched_free(s); /* with a hold still in place */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fill_and_refuse),
@@ -1194,6 +1269,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
+      cmocka_unit_test(test_holds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
