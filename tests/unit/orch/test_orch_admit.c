@@ -1,6 +1,7 @@
-/* Admission on the node's own devices (admit.c): the learnt ladders reach the data dir at stop,
- * also when a periodic save is still being written on the thread pool then. Real segments
- * weighed by the real probe, the real scheduler and the real file. */
+/* Admission on the node's own devices (admit.c), with real segments weighed by the real probe,
+ * the real scheduler and the real ladder file: the learnt ladders reach the data dir at stop,
+ * also when a periodic save is still being written on the thread pool then; the per-device
+ * gauges follow the model; room is held for a new stream while its first segment arrives. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
