@@ -470,6 +470,15 @@ static void test_submit_engine(void **st) {
   /* the queue bound still counts jobs the engine holds */
   for (int i = 3; i < 5; i++) assert_int_equal(orch_sessions_submit(ss, &f->jobs[i]), 0);
   assert_int_equal(orch_sessions_submit(ss, &f->jobs[5]), LP_EAGAIN);
+  /* the engine has all five before any finishes (the service times below depend on it: on a
+   * busy machine the worker can hand the last two over only after the first ones are done) */
+  for (;;) {
+    uv_mutex_lock(&f->fake.mu);
+    int n = sf.nsubmitted;
+    uv_mutex_unlock(&f->fake.mu);
+    if (n == 5) break;
+    uv_sleep(1);
+  }
   gate(&f->fake, true);
   run_until_done(f, 5);
   for (int i = 0; i < 5; i++) {
