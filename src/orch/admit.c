@@ -30,6 +30,9 @@ struct orch_admit {
   char *datadir;              /* where the learnt ladders are kept */
   unsigned polls;             /* since start */
   struct ladder_save *saving; /* the ladders' write in progress on the thread pool, or NULL */
+  struct {
+    lp_metric_t *committed, *budget, *busy, *rt, *corr, *cost, *streams, *behind;
+  } g; /* lpod_device_* gauges */
   char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
   double behind_ratio[BEHIND_KEEP];
   int behind_next;
@@ -162,31 +165,33 @@ static void label_name(const char *name, char *out, size_t len) {
     if (*p == ',') *p = ';';
 }
 
-void orch_admit_metrics(const orch_admit_t *a) {
-  lp_metric_t *committed = lp_metric_gauge(
-      "lpod_device_work_committed", "Work admitted on a device engine, in work units per second",
-      "device,engine");
-  lp_metric_t *budget = lp_metric_gauge(
+/* The lpod_device_* gauges, registered once: the poll and every segment set them. */
+static void gauges_register(orch_admit_t *a) {
+  a->g.committed = lp_metric_gauge("lpod_device_work_committed",
+                                   "Work admitted on a device engine, in work units per second",
+                                   "device,engine");
+  a->g.budget = lp_metric_gauge(
       "lpod_device_work_budget",
       "Work a device engine admits up to now: target ratio x 1000 x correction", "device,engine");
-  lp_metric_t *busy =
+  a->g.busy =
       lp_metric_gauge("lpod_device_busy",
                       "Share of a device engine's time busy, from its telemetry", "device,engine");
-  lp_metric_t *rt = lp_metric_gauge("lpod_device_realtime_ratio",
-                                    "Moving average of transcode time over segment duration on a "
-                                    "device",
-                                    "device");
-  lp_metric_t *corr =
-      lp_metric_gauge("lpod_device_correction",
-                      "Budget multiplier the measurements have taught a device", "device");
-  lp_metric_t *cost =
+  a->g.rt = lp_metric_gauge("lpod_device_realtime_ratio",
+                            "Moving average of transcode time over segment duration on a "
+                            "device",
+                            "device");
+  a->g.corr = lp_metric_gauge("lpod_device_correction",
+                              "Budget multiplier the measurements have taught a device", "device");
+  a->g.cost =
       lp_metric_gauge("lpod_device_cost_ratio",
                       "Measured over modelled cost of a device's work (telemetry)", "device");
-  lp_metric_t *streams =
-      lp_metric_gauge("lpod_device_streams", "Streams placed on a device", "device");
-  lp_metric_t *behind =
+  a->g.streams = lp_metric_gauge("lpod_device_streams", "Streams placed on a device", "device");
+  a->g.behind =
       lp_metric_gauge("lpod_device_behind",
                       "1 while a device is behind real time and refuses new streams", "device");
+}
+
+void orch_admit_metrics(const orch_admit_t *a) {
   for (int i = 0; i < lp_sched_device_count(a->sched); i++) {
     lp_sched_device_info_t di;
     if (lp_sched_device_info(a->sched, i, &di)) continue;
@@ -194,15 +199,15 @@ void orch_admit_metrics(const orch_admit_t *a) {
     label_name(di.name, dev, sizeof dev);
     for (int e = 0; e < di.n_engines; e++) {
       snprintf(lab, sizeof lab, "%s,%s", dev, lp_sched_engine_name(di.kind, e));
-      lp_metric_set(committed, lab, di.committed[e]);
-      lp_metric_set(budget, lab, di.budget[e]);
-      lp_metric_set(busy, lab, di.measured[e] >= 0 ? di.measured[e] / 1000 : NAN);
+      lp_metric_set(a->g.committed, lab, di.committed[e]);
+      lp_metric_set(a->g.budget, lab, di.budget[e]);
+      lp_metric_set(a->g.busy, lab, di.measured[e] >= 0 ? di.measured[e] / 1000 : NAN);
     }
-    lp_metric_set(rt, dev, di.rt_ratio);
-    lp_metric_set(corr, dev, di.correction);
-    lp_metric_set(cost, dev, di.cost_ratio > 0 ? di.cost_ratio : NAN);
-    lp_metric_set(streams, dev, di.sessions);
-    lp_metric_set(behind, dev, di.behind ? 1 : 0);
+    lp_metric_set(a->g.rt, dev, di.rt_ratio);
+    lp_metric_set(a->g.corr, dev, di.correction);
+    lp_metric_set(a->g.cost, dev, di.cost_ratio > 0 ? di.cost_ratio : NAN);
+    lp_metric_set(a->g.streams, dev, di.sessions);
+    lp_metric_set(a->g.behind, dev, di.behind ? 1 : 0);
   }
 }
 
@@ -291,6 +296,7 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   uv_timer_init(loop, &a->poll);
   a->poll.data = a;
   uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
+  gauges_register(a);
   orch_admit_metrics(a);
   *out = a;
   return 0;
@@ -413,7 +419,7 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
   int holds = lp_sched_holds(a->sched), rc;
   /* a new stream's first segment: its least cost is held while its body arrives, so that the
    * streams arriving meanwhile are turned away now rather than after their upload */
-  if (session_id && held && job == &sj && profiles)
+  if (profiles && job && session_id && held)
     rc = lp_sched_hold(a->sched, session_id, job, HOLD_MS, held, &v);
   else
     rc = lp_sched_check(a->sched, job, &v);

@@ -720,9 +720,10 @@ static void probe_job(lp_sched_job_t *j) {
       (lp_sched_rendition_t){640, 360, 30, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_MEDIUM};
 }
 
-/* Finds the device for a job; fills v and, on success, the job's cost there. */
+/* Finds the device for a job; fills v and, on success, the job's cost there. held: holds that
+ * count as sessions against -maxSessions (their work is on the devices already, place_held). */
 static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v,
-                 lp_sched_cost_t *cost_out) {
+                 lp_sched_cost_t *cost_out, size_t held) {
   v->reason = LP_SCHED_FIT;
   v->device = -1;
   v->detail[0] = '\0';
@@ -740,10 +741,10 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     snprintf(v->detail, sizeof v->detail, "no transcoding device");
     return LP_ECAPACITY;
   }
-  if (s->o.max_sessions > 0 && (int)(s->n_sess + s->sess_extra) >= s->o.max_sessions) {
+  if (s->o.max_sessions > 0 && (int)(s->n_sess + held) >= s->o.max_sessions) {
     v->reason = LP_SCHED_R_MAX_SESSIONS;
-    snprintf(v->detail, sizeof v->detail, "sessions %zu/%d (-maxSessions)",
-             s->n_sess + s->sess_extra, s->o.max_sessions);
+    snprintf(v->detail, sizeof v->detail, "sessions %zu/%d (-maxSessions)", s->n_sess + held,
+             s->o.max_sessions);
     return LP_ECAPACITY;
   }
   uint64_t key = job == &probe ? 0 : ladder_key(job);
@@ -785,8 +786,9 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
   return LP_ECAPACITY;
 }
 
-/* Adds what a session of cost c holds to device dev (and to the CPU its encodes run on). */
-static void hold_add(lp_sched_t *s, int dev, const lp_sched_cost_t *c) {
+/* Adds what a session of cost c holds to device dev (and to the CPU its encodes run on):
+ * admission commits it, a check beside held room adds the holds for its length. */
+static void charge(lp_sched_t *s, int dev, const lp_sched_cost_t *c) {
   sched_device_t *d = &s->devs[dev];
   int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
   if (hi >= 0) {
@@ -806,14 +808,12 @@ static void hold_add(lp_sched_t *s, int dev, const lp_sched_cost_t *c) {
  * device pressed). */
 static int place_held(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v,
                       lp_sched_cost_t *cost_out) {
-  if (!s->n_holds) return place(s, job, v, cost_out);
+  if (!s->n_holds) return place(s, job, v, cost_out, 0);
   sched_device_t *saved = malloc((size_t)s->n_devs * sizeof *saved);
   if (!saved) return LP_ENOMEM;
   memcpy(saved, s->devs, (size_t)s->n_devs * sizeof *saved);
-  for (size_t i = 0; i < s->n_holds; i++) hold_add(s, s->holds[i].dev, &s->holds[i].cost);
-  s->sess_extra = s->n_holds;
-  int rc = place(s, job, v, cost_out);
-  s->sess_extra = 0;
+  for (size_t i = 0; i < s->n_holds; i++) charge(s, s->holds[i].dev, &s->holds[i].cost);
+  int rc = place(s, job, v, cost_out, s->n_holds);
   for (int i = 0; i < s->n_devs; i++) saved[i].pressed_ms = s->devs[i].pressed_ms;
   memcpy(s->devs, saved, (size_t)s->n_devs * sizeof *saved);
   free(saved);
@@ -898,7 +898,7 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
     return 0;
   }
   lp_sched_cost_t c;
-  int rc = place(s, job, v, &c);
+  int rc = place(s, job, v, &c, 0);
   if (rc) {
     if (v->device >= 0) s->devs[v->device].refused++;
     return rc;
@@ -922,20 +922,8 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->n_renditions = (int)job->n_renditions;
   ss->cost = c;
   s->n_sess++;
-  sched_device_t *d = &s->devs[v->device];
-  int hi = c.host_cpu > 0 ? host_of(s, d) : -1;
-  if (hi >= 0) {
-    sched_device_t *h = &s->devs[hi];
-    h->committed[0] += c.host_cpu;
-    h->hosted++;
-    d->host_cpu += c.host_cpu;
-  }
-  for (int e = 0; e < LP_SCHED_MAX_ENGINES; e++) d->committed[e] += c.engine[e];
-  d->enc += c.enc_sessions;
-  d->dec += c.dec_sessions;
-  d->mem += c.mem_bytes;
-  d->sessions++;
-  d->admitted++;
+  charge(s, v->device, &c);
+  s->devs[v->device].admitted++;
   return 0;
 }
 

@@ -90,7 +90,6 @@ struct lp_sched {
   size_t n_sess, cap_sess;
   sched_hold_t *holds;
   size_t n_holds, cap_holds;
-  size_t sess_extra;    /* holds counted as sessions while a check weighs them */
   int nvenc_system_cap; /* NVENC sessions over all NVIDIA devices; 0 = none */
   int cpu_dev;          /* the first CPU device, which carries other devices' CPU encodes; -1 */
   sched_ladder_t ladders[SCHED_LADDERS];
