@@ -30,7 +30,8 @@ typedef struct lp_config {
   /* devices */
   char *nvidia;
   char *netint;
-  char *qsv; /* lpod: comma list of render nodes, e.g. /dev/dri/renderD128 */
+  char *netint_monitor; /* -netintMonitor: NETINT's ni_rsrc_mon, for telemetry */
+  char *qsv;            /* lpod: comma list of render nodes, e.g. /dev/dri/renderD128 */
   bool test_transcoder;
   /* capacity (lpod) */
   double target_rt_ratio; /* -targetRealtimeRatio, default 0.8 */

@@ -187,6 +187,19 @@ int lp_sched_nvml_identity(unsigned index, char *uuid, size_t uuid_len, char *dr
  * access): logged once. */
 int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source_t **out);
 
+/* NETINT cards through the monitor of NETINT's SDK (`tool -o json`, ni_rsrc_mon's report, run
+ * every interval_ms (0: 2 s) by one thread for all cards; lpod links no NETINT library): engine
+ * 0 decoder, 1 scaler, 2 encoder load (the larger of the video engine's and the firmware's),
+ * decoder and encoder instances. tool NULL or "": ni_rsrc_mon on PATH. card is the report's
+ * INDEX, the card the codecs' dec/enc options select. LP_EUNSUPP when the monitor is missing or
+ * its first run fails, LP_ENOENT when its report lists no such card: logged once. A sample fails
+ * while the report is older than three intervals. */
+int lp_sched_source_netint_new(const char *tool, int card, unsigned interval_ms,
+                               lp_sched_source_t **out);
+/* One card's sample from a monitor report (JSON objects one after another, as ni_rsrc_mon -o json
+ * prints them). LP_EINVAL when it does not parse, LP_ENOENT when the card is not in it. */
+int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out);
+
 /* A fake source for tests only: it is built into lpod_sched_fake, never into the node. */
 int lp_sched_fake_source_new(lp_sched_source_t **out);
 void lp_sched_fake_source_set(lp_sched_source_t *src, const lp_sched_sample_t *s);

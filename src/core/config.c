@@ -60,6 +60,8 @@ static const flagdef_t flags[] = {
     {"v", "V", F_INT, OFF(verbosity), "3", 0, "Log verbosity (4 short, 5 debug, 6 verbose)"},
     {"nvidia", "Nvidia", F_STR, OFF(nvidia), "", 0, "NVIDIA GPU ids (comma list) or 'all'"},
     {"netint", "Netint", F_STR, OFF(netint), "", 0, "Netint device GUIDs (comma list) or 'all'"},
+    {"netintMonitor", "NetintMonitor", F_STR, OFF(netint_monitor), "ni_rsrc_mon", 0,
+     "NETINT's resource monitor from its SDK, run for the cards' load (a path, or a name on PATH)"},
     {"qsv", "Qsv", F_STR, OFF(qsv), "", 0,
      "Intel QSV render nodes (comma list, e.g. /dev/dri/renderD128)"},
     {"testTranscoder", "TestTranscoder", F_BOOL, OFF(test_transcoder), "true", 0,

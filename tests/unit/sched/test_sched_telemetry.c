@@ -1,5 +1,6 @@
 /* CPU limits and busy from sample /proc and cgroup trees; NVML and the Intel PMU skip cleanly
- * where they are missing. */
+ * where they are missing; NETINT's monitor report parsed, and its source run against a stand-in
+ * for the monitor (a script that prints a report in its format), since no card is here. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -292,12 +295,170 @@ static void test_gpu_sources_skip(void **state) {
   tmpdir_free(root);
 }
 
+/* One card's objects as ni_rsrc_mon -o json prints them, one object per kind of subsystem. */
+static size_t ni_card(char *out, size_t cap, int card, int dec_load, int dec_fw, int dec_inst,
+                      int enc_load, int enc_fw, int enc_inst) {
+  static const char *const kinds[] = {"decoder", "encoder", "scaler", "AI", "uploader", "nvme"};
+  size_t off = 0;
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    int load = k == 0 ? dec_load : k == 1 ? enc_load : k == 2 ? 7 : 90;
+    int fw = k == 0 ? dec_fw : k == 1 ? enc_fw : 3;
+    int inst = k == 0 ? dec_inst : k == 1 ? enc_inst : 1;
+    off +=
+        (size_t)snprintf(out + off, cap - off,
+                         "{ \"%s\" :\n\t[\n\t\t{\n\t\t\t\"NUMBER\": 2,\n\t\t\t\"INDEX\": %d,\n"
+                         "\t\t\t\"LOAD\": %d,\n\t\t\t\"MODEL_LOAD\": 0,\n\t\t\t\"FW_LOAD\": %d,\n"
+                         "\t\t\t\"INST\": %d,\n\t\t\t\"MAX_INST\": 128,\n\t\t\t\"MEM\": 4,\n"
+                         "\t\t\t\"DEVICE\": \"/dev/nvme%dn1\",\n\t\t\t\"FR\": \"6r4\",\n"
+                         "\t\t\t\"NUMA_NODE\": 0,\n\t\t\t\"PCIE_ADDR\": \"0000:41:00.0\"\n"
+                         "\t\t}\n\t]\n}\n",
+                         kinds[k], card, load, fw, inst, card);
+  }
+  return off;
+}
+
+static void test_netint_parse(void **state) {
+  (void)state;
+  char rep[16384];
+  size_t off = ni_card(rep, sizeof rep, 0, 30, 5, 2, 40, 55, 6);
+  ni_card(rep + off, sizeof rep - off, 1, 150, 0, 0, 10, 0, 1);
+  lp_sched_sample_t s;
+  assert_int_equal(lp_sched_netint_parse(rep, 0, &s), 0);
+  assert_int_equal(s.fields,
+                   LP_SCHED_TEL_UTIL | LP_SCHED_TEL_ENC_SESSIONS | LP_SCHED_TEL_DEC_SESSIONS);
+  assert_int_equal(s.util_mask, 7u); /* decoder, scaler, encoder; AI, uploader, nvme ignored */
+  NEAR(s.util[0], 0.30);
+  NEAR(s.util[1], 0.07);
+  NEAR(s.util[2], 0.55); /* the firmware's load is the larger */
+  assert_int_equal(s.dec_sessions, 2);
+  assert_int_equal(s.enc_sessions, 6);
+  assert_int_equal(lp_sched_netint_parse(rep, 1, &s), 0);
+  NEAR(s.util[0], 1.0); /* past 100: held at full */
+  NEAR(s.util[2], 0.10);
+  assert_int_equal(s.enc_sessions, 1);
+  assert_int_equal(lp_sched_netint_parse(rep, 2, &s), LP_ENOENT);
+
+  static const char *const bad[] = {"",
+                                    "  \n",
+                                    "ERROR: cannot access NI resource\n",
+                                    "{ \"decoder\" : [ { \"INDEX\": 0, \"LOAD\": 3 } ] } junk",
+                                    "{ \"decoder\" : [ { \"INDEX\": 0, \"LOAD\": 3 }, ] }",
+                                    "[1, 2]"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    assert_int_equal(lp_sched_netint_parse(bad[i], 0, &s), LP_EINVAL);
+  /* a card listed without a load is not read */
+  assert_int_equal(lp_sched_netint_parse("{\"encoder\": [{\"INDEX\": 0, \"INST\": 2}]}", 0, &s),
+                   LP_ENOENT);
+  assert_int_equal(lp_sched_netint_parse(NULL, 0, &s), LP_EINVAL);
+}
+
+/* The stand-in monitor: prints dir/report.json, or does what dir/mode says. */
+static char *ni_tool(const char *dir) {
+  char script[4096], *path = malloc(4200);
+  assert_non_null(path);
+  snprintf(script, sizeof script,
+           "#!/bin/sh\n"
+           "[ \"$1 $2\" = \"-o json\" ] || exit 64\n"
+           "case \"$(cat '%s/mode' 2>/dev/null)\" in\n"
+           "  fail) echo 'ERROR: no device' >&2; exit 3 ;;\n"
+           "  hang) exec sleep 60 ;;\n"
+           "  text) echo 'Num decoders: 1' ;;\n"
+           "  *) cat '%s/report.json' ;;\n"
+           "esac\n",
+           dir, dir);
+  assert_int_equal(tmpdir_write(dir, "ni_rsrc_mon", script), 0);
+  snprintf(path, 4200, "%s/ni_rsrc_mon", dir);
+  assert_int_equal(chmod(path, 0755), 0);
+  return path;
+}
+
+static void ni_set(const char *dir, const char *mode, int enc_load) {
+  char rep[16384];
+  size_t off = ni_card(rep, sizeof rep, 0, 20, 0, 1, enc_load, 0, 3);
+  ni_card(rep + off, sizeof rep - off, 3, 0, 0, 0, 0, 0, 0);
+  /* the report first, so the monitor never prints a half-written one with the mode cleared */
+  assert_int_equal(tmpdir_write(dir, "report.json", rep), 0);
+  assert_int_equal(tmpdir_write(dir, "mode", mode), 0);
+}
+
+/* Samples until want(rc, sample) holds; the monitor runs every 50 ms, so 10 s is ample. */
+static int ni_wait(lp_sched_source_t *src, int want_rc, double want_enc) {
+  lp_sched_sample_t s;
+  int rc = 0;
+  for (int i = 0; i < 1000; i++) {
+    memset(&s, 0, sizeof s);
+    rc = src->ops->sample(src, 0, &s);
+    if (rc == want_rc && (rc || fabs(s.util[2] - want_enc) < 1e-9)) return rc;
+    usleep(10 * 1000);
+  }
+  return rc == want_rc ? LP_ETIMEDOUT : rc;
+}
+
+static void test_netint_source(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  char *tool = ni_tool(dir);
+  lp_sched_source_t *a = NULL, *b = NULL, *none = NULL;
+
+  /* missing, failing or printing no report: skipped */
+  char missing[4200];
+  snprintf(missing, sizeof missing, "%s/no_such_monitor", dir);
+  assert_int_equal(lp_sched_source_netint_new(missing, 0, 50, &a), LP_EUNSUPP);
+  ni_set(dir, "fail", 10);
+  assert_int_equal(lp_sched_source_netint_new(tool, 0, 50, &a), LP_EUNSUPP);
+  ni_set(dir, "text", 10);
+  assert_int_equal(lp_sched_source_netint_new(tool, 0, 50, &a), LP_EUNSUPP);
+  assert_null(a);
+
+  ni_set(dir, "ok", 10);
+  assert_int_equal(lp_sched_source_netint_new(tool, 0, 50, &a), 0);
+  assert_int_equal(lp_sched_source_netint_new(tool, 3, 50, &b), 0);
+  assert_int_equal(lp_sched_source_netint_new(tool, 1, 50, &none), LP_ENOENT);
+  assert_null(none);
+  lp_sched_sample_t s;
+  memset(&s, 0, sizeof s);
+  assert_int_equal(a->ops->sample(a, 0, &s), 0);
+  NEAR(s.util[0], 0.20);
+  NEAR(s.util[2], 0.10);
+  assert_int_equal(s.enc_sessions, 3);
+  assert_int_equal(ni_wait(b, 0, 0.0), 0);
+
+  /* the thread reads new reports */
+  ni_set(dir, "ok", 65);
+  assert_int_equal(ni_wait(a, 0, 0.65), 0);
+  /* a monitor that fails: the report goes stale and samples fail, then recover */
+  ni_set(dir, "fail", 65);
+  assert_int_equal(ni_wait(a, LP_EDEVICE, 0), LP_EDEVICE);
+  ni_set(dir, "ok", 80);
+  assert_int_equal(ni_wait(a, 0, 0.80), 0);
+  /* one card's source gone, the other still reads */
+  lp_sched_source_free(b);
+  ni_set(dir, "ok", 45);
+  assert_int_equal(ni_wait(a, 0, 0.45), 0);
+  /* a monitor that hangs (sleep 60): samples go stale, and freeing the last source ends the
+   * run and kills it (waiting for it would pass the test's 30 s limit) */
+  ni_set(dir, "hang", 45);
+  assert_int_equal(ni_wait(a, LP_EDEVICE, 0), LP_EDEVICE);
+  lp_sched_source_free(a);
+
+  /* started again after the last source went */
+  ni_set(dir, "ok", 30);
+  assert_int_equal(lp_sched_source_netint_new(tool, 0, 50, &a), 0);
+  memset(&s, 0, sizeof s);
+  assert_int_equal(a->ops->sample(a, 0, &s), 0);
+  NEAR(s.util[2], 0.30);
+  lp_sched_source_free(a);
+  free(tool);
+  tmpdir_free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parsers),          cmocka_unit_test(test_cgroup_v2),
       cmocka_unit_test(test_cgroup_v1),        cmocka_unit_test(test_no_files),
       cmocka_unit_test(test_cpu_source),       cmocka_unit_test(test_cpu_source_quota),
-      cmocka_unit_test(test_gpu_sources_skip),
+      cmocka_unit_test(test_gpu_sources_skip), cmocka_unit_test(test_netint_parse),
+      cmocka_unit_test(test_netint_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
