@@ -426,9 +426,22 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
   else
     rc = lp_sched_check(a->sched, job, &v);
   if (rc == LP_ECAPACITY) {
-    LOGV(LP_V_VERBOSE, "capacity: no room for a new stream: %s: %s%s",
-         lp_sched_reason_name(v.reason), v.detail,
-         holds ? " (with the room held for streams arriving)" : "");
+    const char *beside = holds ? " (with the room held for streams arriving)" : "";
+    if (job == &sj && profiles && session_id) {
+      /* a stream's first segment turned away before its body: as telling for the operator as
+       * a refusal after weighing, so logged alike */
+      lp_logctx_t lc = LP_LOGCTX_INIT;
+      lc.orch_session_id = session_id;
+      LOGW_C(&lc,
+             "capacity: refused at its credentials, a source of at least %dx%d -> %zu "
+             "renditions: %s: %s%s",
+             sj.in_width, sj.in_height, sj.n_renditions, lp_sched_reason_name(v.reason), v.detail,
+             beside);
+    } else {
+      /* GetOrchestrator, which gateways ask often */
+      LOGV(LP_V_VERBOSE, "capacity: no room for a new stream: %s: %s%s",
+           lp_sched_reason_name(v.reason), v.detail, beside);
+    }
     count_refusal(&v);
   }
   return rc == LP_ECAPACITY ? rc : 0;

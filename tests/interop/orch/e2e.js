@@ -784,6 +784,9 @@ test('admission', async () => {
     // the first segments' credentials arrive before any body is weighed: the room held for the
     // streams already arriving turns the rest away there, before their bodies are read
     assert.ok(early.length >= 1, `some refused at their credentials (${early.length} of ${refused.length})`);
+    // each of them logged with the reason, as a refusal after weighing is
+    const credLines = node.log().match(/capacity: refused at its credentials, a source of at least 426x240 -> 1 renditions: [a-z ]+: \S.*/g) || [];
+    assert.strictEqual(credLines.length, early.length, `a reason for each refusal at the credentials:\n${credLines.join('\n')}`);
     // every first segment has been answered: no room is still held for one arriving
     assert.strictEqual(st.Capacity.holds, 0, 'no room held once every first segment is answered');
     // the same numbers in Prometheus text, for dashboards
