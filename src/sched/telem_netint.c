@@ -64,7 +64,8 @@ static bool read_object(const cJSON *obj, int card, lp_sched_sample_t *out) {
     const cJSON *dev;
     cJSON_ArrayForEach(dev, kind) {
       double index, load, fw = 0, inst;
-      if (!number(dev, "INDEX", &index) || (int)index != card || !number(dev, "LOAD", &load))
+      /* compared as numbers: a report's figure need not fit an int */
+      if (!number(dev, "INDEX", &index) || index != (double)card || !number(dev, "LOAD", &load))
         continue;
       found = true;
       number(dev, "FW_LOAD", &fw);
@@ -74,7 +75,7 @@ static bool read_object(const cJSON *obj, int card, lp_sched_sample_t *out) {
       out->util[e] = LP_MIN(1.0, LP_MAX(0.0, busy));
       out->util_mask |= 1u << e;
       out->fields |= LP_SCHED_TEL_UTIL;
-      if (number(dev, "INST", &inst) && inst >= 0) {
+      if (number(dev, "INST", &inst) && inst >= 0 && inst <= 1e6) {
         if (e == 0) {
           out->dec_sessions = (int)inst;
           out->fields |= LP_SCHED_TEL_DEC_SESSIONS;

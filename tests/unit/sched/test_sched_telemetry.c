@@ -346,6 +346,15 @@ static void test_netint_parse(void **state) {
                                     "[1, 2]"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_equal(lp_sched_netint_parse(bad[i], 0, &s), LP_EINVAL);
+  /* figures no card has: an index past any int is no card, an instance count past reason is
+   * not read */
+  assert_int_equal(lp_sched_netint_parse("{\"encoder\": [{\"INDEX\": 1e300, \"LOAD\": 5}]}", 0, &s),
+                   LP_ENOENT);
+  assert_int_equal(lp_sched_netint_parse(
+                       "{\"encoder\": [{\"INDEX\": 0, \"LOAD\": -5, \"INST\": 1e300}]}", 0, &s),
+                   0);
+  assert_int_equal(s.fields, LP_SCHED_TEL_UTIL);
+  NEAR(s.util[2], 0.0);
   /* a card listed without a load is not read */
   assert_int_equal(lp_sched_netint_parse("{\"encoder\": [{\"INDEX\": 0, \"INST\": 2}]}", 0, &s),
                    LP_ENOENT);
