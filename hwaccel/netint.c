@@ -175,4 +175,5 @@ const hw_backend_t hw_backend_netint = {
              .encode_s_per_mpx = {0.001, 0.001, 0, 0}},
     .check = ni_check,
     .describe = ni_describe,
+    .scale_on_host = true,
 };

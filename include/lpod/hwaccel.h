@@ -108,6 +108,9 @@ typedef struct hw_backend {
    * flush, after which FFmpeg builds the device decoder and its surface pool again (NVDEC:
    * spec/transcoding.md §2, the sentinel flush). */
   bool decoder_sentinels;
+  /* Its scale_filter runs on the CPU: decoded frames come back to host memory and are sized
+   * there (NETINT, as lpms runs it), so the capacity model charges that scaling to the CPU. */
+  bool scale_on_host;
 } hw_backend_t;
 
 /* A one-input, one-output filter graph on one thread, configured: a buffer source with args

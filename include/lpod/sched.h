@@ -242,6 +242,10 @@ typedef struct lp_sched_device_desc {
    * kind cpu) instead of this device's encoder, since both share the same cores. Ignored for a
    * CPU device and when the scheduler has none. */
   unsigned cpu_encode;
+  /* The device's frames come back to host memory and are scaled there (NETINT, as lpms runs
+   * it): the scale stage is charged to the CPU device, priced with its coefficient, instead of
+   * a scaler of this device. Ignored for a CPU device and when the scheduler has none. */
+  bool cpu_scale;
 } lp_sched_device_desc_t;
 
 /* Adds a device with the built-in coefficients; returns its index in *index. */
@@ -368,7 +372,7 @@ typedef struct lp_sched_device_info {
   int enc_sessions, max_enc_sessions;
   uint64_t mem_committed, mem_total;
   uint64_t admitted, refused;
-  double host_cpu; /* wu/s its sessions' CPU encodes hold on the CPU device (cpu_encode) */
+  double host_cpu; /* wu/s its sessions' CPU encodes and scaling hold on the CPU device */
 } lp_sched_device_info_t;
 int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *out);
 int lp_sched_sessions(const lp_sched_t *s);

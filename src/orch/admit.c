@@ -251,6 +251,8 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
     /* what a device encodes on the CPU from its frames (a GPU without NVENC) shares the cores
      * of the CPU device, and is charged there */
     if (desc.kind != LP_SCHED_DEV_CPU) desc.cpu_encode = d->enc_cpu & ~d->enc;
+    /* and what it scales in host memory (NETINT) */
+    desc.cpu_scale = desc.kind != LP_SCHED_DEV_CPU && d->be && d->be->scale_on_host;
     int idx;
     if ((rc = lp_sched_add_device(a->sched, &desc, &idx))) goto fail;
     lp_sched_source_t *src = NULL;

@@ -148,6 +148,14 @@ static const char *stale_reason(const cJSON *rec, const sched_device_t *d, const
     snprintf(buf, len, "codecs encoded on the CPU changed (mask %g -> %u)", hosted, d->cpu_encode);
     return buf;
   }
+  /* nor is the scaling of a device whose frames are scaled on the CPU */
+  double scaled = 0;
+  num(rec, "cpuScale", &scaled);
+  if (scaled != (d->cpu_scale ? 1 : 0)) {
+    snprintf(buf, len, "scaling on the CPU changed (%s -> %s)", scaled ? "yes" : "no",
+             d->cpu_scale ? "yes" : "no");
+    return buf;
+  }
   return NULL;
 }
 
@@ -183,8 +191,8 @@ static int measure(const sched_device_t *d, const lp_sched_device_desc_t *desc,
 
 static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                      lp_sched_coefs_t *out) {
-  lp_sched_device_desc_t desc = {d->kind,    d->name,    d->id,        d->driver,    d->cpus,
-                                 d->max_enc, d->max_dec, d->mem_total, d->cpu_encode};
+  lp_sched_device_desc_t desc = {d->kind,    d->name,    d->id,        d->driver,     d->cpus,
+                                 d->max_enc, d->max_dec, d->mem_total, d->cpu_encode, d->cpu_scale};
   lp_sched_coefs_t c;
   memset(&c, 0, sizeof c);
   lp_sched_bench_req_t r = {LP_SCHED_STAGE_DECODE,
@@ -201,7 +209,8 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
   }
   r.stage = LP_SCHED_STAGE_SCALE;
   r.codec = LP_SCHED_CODEC_H264;
-  if ((rc = measure(d, &desc, &r, bench, ud, &c.scale))) return rc;
+  /* scaling on the CPU is priced with the CPU device's figure */
+  if (!d->cpu_scale && (rc = measure(d, &desc, &r, bench, ud, &c.scale))) return rc;
   r.stage = LP_SCHED_STAGE_ENCODE;
   static const lp_sched_preset_t order[] = {LP_SCHED_PRESET_MEDIUM, LP_SCHED_PRESET_FAST,
                                             LP_SCHED_PRESET_SLOW};
@@ -233,6 +242,7 @@ static cJSON *make_record(const sched_device_t *d, const char *ffmpeg) {
       !cJSON_AddStringToObject(rec, "ffmpeg", ffmpeg) ||
       !cJSON_AddNumberToObject(rec, "cpus", d->kind == LP_SCHED_DEV_CPU ? d->cpus : 0) ||
       !cJSON_AddNumberToObject(rec, "cpuEncode", d->cpu_encode) ||
+      !cJSON_AddNumberToObject(rec, "cpuScale", d->cpu_scale ? 1 : 0) ||
       !cJSON_AddStringToObject(rec, "measured", when)) {
     cJSON_Delete(rec);
     cJSON_Delete(coefs);

@@ -175,8 +175,8 @@ int lp_sched_job_validate(const lp_sched_job_t *job, char *err, size_t errlen) {
 }
 
 void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
-                    const lp_sched_coefs_t *host, unsigned cpu_encode, const lp_sched_job_t *job,
-                    lp_sched_cost_t *out) {
+                    const lp_sched_coefs_t *host, unsigned cpu_encode, bool cpu_scale,
+                    const lp_sched_job_t *job, lp_sched_cost_t *out) {
   memset(out, 0, sizeof *out);
   out->supported = true;
   int e_dec = lp_sched_stage_engine(kind, LP_SCHED_STAGE_DECODE);
@@ -193,7 +193,11 @@ void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
   for (size_t i = 0; i < n; i++) {
     const lp_sched_rendition_t *r = &job->renditions[i];
     double px = (double)r->width * r->height, fps = out_fps(job, r);
-    out->engine[e_scl] += c->scale * (in_px + px) * fps / MPX;
+    /* frames scaled in host memory cost the CPU what its own scaling does */
+    if (host && cpu_scale)
+      out->host_cpu += host->scale * (in_px + px) * fps / MPX;
+    else
+      out->engine[e_scl] += c->scale * (in_px + px) * fps / MPX;
     /* a rendition the device encodes on the CPU is priced with the CPU's coefficients and
      * holds no encoder session or surfaces of the device */
     bool hosted = host && (cpu_encode & (1u << r->codec));
@@ -218,5 +222,5 @@ void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
 
 void lp_sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
                        const lp_sched_job_t *job, lp_sched_cost_t *out) {
-  sched_job_cost(kind, c, NULL, 0, job, out);
+  sched_job_cost(kind, c, NULL, 0, false, job, out);
 }

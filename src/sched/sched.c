@@ -124,6 +124,7 @@ int lp_sched_add_device(lp_sched_t *s, const lp_sched_device_desc_t *desc, int *
   d->max_dec = desc->max_dec_sessions;
   d->mem_total = desc->mem_total;
   d->cpu_encode = desc->kind == LP_SCHED_DEV_CPU ? 0 : desc->cpu_encode;
+  d->cpu_scale = desc->kind != LP_SCHED_DEV_CPU && desc->cpu_scale;
   d->corr = 1.0;
   lp_sched_coefs_default(d->kind, d->cpus, &d->coefs);
   if (d->kind == LP_SCHED_DEV_CPU && s->cpu_dev < 0) s->cpu_dev = s->n_devs;
@@ -400,17 +401,25 @@ static void appendf(char *buf, size_t cap, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* The CPU device that carries d's CPU encodes, or -1 (d is a CPU, encodes nothing on the CPU, or
- * the scheduler has no CPU device). */
+/* The CPU device that carries d's CPU encodes and scaling, or -1 (d is a CPU, runs nothing on
+ * the CPU, or the scheduler has no CPU device). */
 static int host_of(const lp_sched_t *s, const sched_device_t *d) {
-  return d->kind != LP_SCHED_DEV_CPU && d->cpu_encode ? s->cpu_dev : -1;
+  return d->kind != LP_SCHED_DEV_CPU && (d->cpu_encode || d->cpu_scale) ? s->cpu_dev : -1;
 }
 
-/* A job's cost on d, its CPU encodes moved to the host's CPU. */
+/* What of d's work runs on the host's CPU, for refusals. */
+static const char *host_work(const sched_device_t *d) {
+  return d->cpu_encode && d->cpu_scale ? "CPU encodes and scaling"
+         : d->cpu_scale                ? "CPU scaling"
+                                       : "CPU encodes";
+}
+
+/* A job's cost on d, its CPU encodes and scaling moved to the host's CPU. */
 static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched_job_t *job,
                     lp_sched_cost_t *c) {
   int h = host_of(s, d);
-  sched_job_cost(d->kind, &d->coefs, h >= 0 ? &s->devs[h].coefs : NULL, d->cpu_encode, job, c);
+  sched_job_cost(d->kind, &d->coefs, h >= 0 ? &s->devs[h].coefs : NULL, d->cpu_encode, d->cpu_scale,
+                 job, c);
 }
 
 /* ---- each ladder's latency ---- */
@@ -638,7 +647,7 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     }
   }
   if (h && c->host_cpu > sched_budget(s, h)) {
-    snprintf(why, wlen, "%s: its CPU encodes need %.0f wu/s of %s, budget %.0f", d->name,
+    snprintf(why, wlen, "%s: its %s need %.0f wu/s of %s, budget %.0f", d->name, host_work(d),
              c->host_cpu, h->name, sched_budget(s, h));
     return LP_SCHED_R_TOO_LARGE;
   }
@@ -697,8 +706,8 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
   if (h) {
     double hb = sched_budget(s, h), load = engine_load(s, h, 0);
     if (load + c->host_cpu > hb) {
-      snprintf(why, wlen, "%s: its CPU encodes on %s %.0f+%.0f > %.0f wu/s", d->name, h->name, load,
-               c->host_cpu, hb);
+      snprintf(why, wlen, "%s: its %s on %s %.0f+%.0f > %.0f wu/s", d->name, host_work(d), h->name,
+               load, c->host_cpu, hb);
       return LP_SCHED_R_BUSY;
     }
     worst = LP_MAX(worst, (load + c->host_cpu) / hb);
@@ -1275,7 +1284,8 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddNumberToObject(o, "memTotal", (double)in.mem_total);
     cJSON_AddNumberToObject(o, "admitted", (double)in.admitted);
     cJSON_AddNumberToObject(o, "refused", (double)in.refused);
-    if (s->devs[i].cpu_encode) cJSON_AddNumberToObject(o, "hostCpu", in.host_cpu);
+    if (s->devs[i].cpu_encode || s->devs[i].cpu_scale)
+      cJSON_AddNumberToObject(o, "hostCpu", in.host_cpu);
     cJSON *engs = cJSON_AddArrayToObject(o, "engines");
     if (!engs) return LP_ENOMEM;
     for (int e = 0; e < in.n_engines; e++) {

@@ -23,6 +23,7 @@ typedef struct sched_device {
   int max_enc, max_dec;
   uint64_t mem_total;
   unsigned cpu_encode; /* codecs encoded on the host's CPU (lp_sched_device_desc_t) */
+  bool cpu_scale;      /* its frames scaled on the host's CPU */
   int cap_sessions;    /* -perGpuMax entry; 0 = none */
   bool down;           /* quarantined: no new sessions */
   lp_sched_coefs_t coefs;
@@ -97,13 +98,13 @@ struct lp_sched {
   uint64_t admissions_at_sample;       /* admissions over all devices at the last lp_sched_poll */
 };
 
-/* lp_sched_job_cost on a device whose encodes of the codecs in cpu_encode run on the host's CPU
- * (host: the CPU device's coefficients; NULL: none do): those renditions are priced with the
- * CPU's coefficients into cost->host_cpu, and hold no encoder session or surfaces of the
- * device. */
+/* lp_sched_job_cost on a device whose encodes of the codecs in cpu_encode, and with cpu_scale
+ * its scaling, run on the host's CPU (host: the CPU device's coefficients; NULL: nothing does):
+ * that work is priced with the CPU's coefficients into cost->host_cpu, and those renditions hold
+ * no encoder session or surfaces of the device. */
 void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
-                    const lp_sched_coefs_t *host, unsigned cpu_encode, const lp_sched_job_t *job,
-                    lp_sched_cost_t *out);
+                    const lp_sched_coefs_t *host, unsigned cpu_encode, bool cpu_scale,
+                    const lp_sched_job_t *job, lp_sched_cost_t *out);
 /* The device's usable budget per engine: 1000 × target × correction. */
 double sched_budget(const lp_sched_t *s, const sched_device_t *d);
 /* Parses and writes the "coefs" object of a calibration record. */

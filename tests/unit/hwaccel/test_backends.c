@@ -74,6 +74,10 @@ static void test_filter_chains(void **state) {
   assert_int_equal(hw_backend_netint.scale_filter(AV_PIX_FMT_YUV420P, 426, 240, buf, sizeof(buf)),
                    0);
   parses(buf);
+  /* NETINT's chain is swscale in host memory, which the capacity model charges to the CPU; the
+   * GPUs' chains run on the GPU */
+  assert_true(strncmp(buf, "scale=", 6) == 0 && hw_backend_netint.scale_on_host);
+  assert_false(hw_backend_nvidia.scale_on_host || hw_backend_qsv.scale_on_host);
   char tiny[8];
   assert_int_equal(hw_backend_nvidia.scale_filter(AV_PIX_FMT_CUDA, 640, 360, tiny, sizeof(tiny)),
                    LP_ERANGE);

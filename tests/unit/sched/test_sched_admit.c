@@ -51,7 +51,7 @@ static lp_sched_t *sched_with(int max_sessions) {
 
 static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, double enc,
                    int max_enc, uint64_t mem) {
-  lp_sched_device_desc_t d = {kind, name, name, "1.0", 1, max_enc, 0, mem, 0};
+  lp_sched_device_desc_t d = {kind, name, name, "1.0", 1, max_enc, 0, mem, 0, false};
   int idx = -1;
   assert_int_equal(lp_sched_add_device(s, &d, &idx), 0);
   lp_sched_coefs_t c = coefs(enc);
@@ -153,7 +153,7 @@ static void test_bad_input(void **state) {
   lp_sched_coefs_t bad = coefs(-1);
   assert_int_equal(lp_sched_set_coefs(s, 0, &bad), LP_EINVAL);
   assert_int_equal(lp_sched_set_coefs(s, 7, &bad), LP_EINVAL);
-  lp_sched_device_desc_t d = {(lp_sched_dev_kind_t)9, "x", "x", "", 1, 0, 0, 0, 0};
+  lp_sched_device_desc_t d = {(lp_sched_dev_kind_t)9, "x", "x", "", 1, 0, 0, 0, 0, false};
   assert_int_equal(lp_sched_add_device(s, &d, NULL), LP_EINVAL);
   /* unknown sessions are ignored by the feedback */
   assert_int_equal(lp_sched_report_segment(s, "nobody", 5000, 1000), LP_SCHED_ON_TIME);
@@ -830,7 +830,7 @@ static void test_latency_refuses(void **state) {
   /* on 16 CPUs the assumed slope is 6 × 2 / 16: the same stream beside the same job stays at
    * 0.45 + 0.34 × 0.21 = 0.52 */
   s = sched_with(0);
-  lp_sched_device_desc_t desc = {LP_SCHED_DEV_CPU, "cpu", "cpu", "1.0", 16, 0, 0, 0, 0};
+  lp_sched_device_desc_t desc = {LP_SCHED_DEV_CPU, "cpu", "cpu", "1.0", 16, 0, 0, 0, 0, false};
   assert_int_equal(lp_sched_add_device(s, &desc, &d), 0);
   lp_sched_coefs_t c = coefs(10);
   assert_int_equal(lp_sched_set_coefs(s, d, &c), 0);
@@ -958,13 +958,56 @@ static void test_cost_from_telemetry(void **state) {
 static lp_sched_t *cpu_and_encoderless_gpu(int *cpu, int *gpu) {
   lp_sched_t *s = sched_with(0);
   *cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
-  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,      "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
-                              1u << LP_SCHED_CODEC_H264};
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_NVIDIA,       "nvidia:0", "GPU-1", "1.0", 1, 1, 0, 0,
+                              1u << LP_SCHED_CODEC_H264, false};
   assert_int_equal(lp_sched_add_device(s, &d, gpu), 0);
   lp_sched_coefs_t c = coefs(20);
   for (int p = 0; p < LP_SCHED_PRESETS; p++) c.encode[LP_SCHED_CODEC_H264][p] = 0;
   assert_int_equal(lp_sched_set_coefs(s, *gpu, &c), 0);
   return s;
+}
+
+/* A NETINT card's frames come back to host memory and are scaled there: a job's scaling is
+ * charged to the CPU device, priced with the CPU's scale figure, and the card's scaler holds
+ * none of it. */
+static void test_cpu_scaling_charged_to_cpu(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int cpu = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 20, 0, 0);
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_NETINT, "netint:0", "0", "1.0", 1, 0, 0, 0, 0, true};
+  int ni = -1;
+  assert_int_equal(lp_sched_add_device(s, &d, &ni), 0);
+  lp_sched_coefs_t cc = coefs(20), nc = coefs(1);
+  cc.scale = 5; /* the CPU's swscale: 5 × (1 + 1) Mpx × 10 fps = 100 wu/s a job */
+  nc.scale = 1; /* the card's own scaler, which this card does not use */
+  assert_int_equal(lp_sched_set_coefs(s, cpu, &cc), 0);
+  assert_int_equal(lp_sched_set_coefs(s, ni, &nc), 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1);
+  lp_sched_verdict_t v;
+  char id[16];
+  for (int i = 0; i < 8; i++) {
+    snprintf(id, sizeof id, "n%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+    assert_int_equal(v.device, ni); /* 100 wu/s of the CPU there, 310 on the CPU itself */
+  }
+  lp_sched_device_info_t ci, gi;
+  assert_int_equal(lp_sched_device_info(s, cpu, &ci), 0);
+  assert_int_equal(lp_sched_device_info(s, ni, &gi), 0);
+  assert_true(fabs(ci.committed[0] - 800) < 1e-9);
+  assert_true(fabs(gi.host_cpu - 800) < 1e-9);
+  assert_true(gi.committed[1] < 1e-9);            /* scaler: nothing runs there */
+  assert_true(fabs(gi.committed[0] - 80) < 1e-9); /* decoder */
+  assert_true(fabs(gi.committed[2] - 80) < 1e-9); /* encoder */
+  /* the ninth fits the card but not the CPU its frames are scaled on */
+  assert_int_equal(lp_sched_admit(s, "n8", &j, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
+  assert_non_null(strstr(v.detail, "netint:0: its CPU scaling on cpu 800+100 > 800 wu/s"));
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "devices"), ni);
+  assert_true(fabs(cJSON_GetObjectItemCaseSensitive(g, "hostCpu")->valuedouble - 800) < 1e-9);
+  cJSON_Delete(o);
+  lp_sched_free(s);
 }
 
 /* A GPU without an encoder of its own encodes on the CPU, so its streams and the CPU's share
@@ -1267,6 +1310,7 @@ int main(void) {
       cmocka_unit_test(test_cost_from_telemetry),
       cmocka_unit_test(test_latency_across_the_shared_cpu),
       cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
+      cmocka_unit_test(test_cpu_scaling_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
       cmocka_unit_test(test_holds),

@@ -32,17 +32,19 @@ static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sche
   return 0;
 }
 
-/* the codecs nvidia:0 encodes on the CPU */
+/* the codecs nvidia:0 encodes on the CPU, and whether it scales there */
 static unsigned g_cpu_encode;
+static bool g_cpu_scale;
 
 static lp_sched_t *node(const char *driver, double cpus, bool third) {
   lp_sched_t *s = NULL;
   assert_int_equal(lp_sched_new(NULL, &s), 0);
-  lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0, 0};
+  lp_sched_device_desc_t cpu = {
+      LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", cpus, 0, 0, 0, 0, false};
   lp_sched_device_desc_t gpu = {LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1111", driver, 0, 5, 0, 0,
-                                g_cpu_encode};
+                                g_cpu_encode,        g_cpu_scale};
   lp_sched_device_desc_t gpu2 = {
-      LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0, 0};
+      LP_SCHED_DEV_NVIDIA, "nvidia:1", "GPU-2222", driver, 0, 5, 0, 0, 0, false};
   assert_int_equal(lp_sched_add_device(s, &cpu, NULL), 0);
   assert_int_equal(lp_sched_add_device(s, &gpu, NULL), 0);
   if (third) assert_int_equal(lp_sched_add_device(s, &gpu2, NULL), 0);
@@ -234,7 +236,7 @@ static void test_absent_devices_kept(void **state) {
 /* A GPU whose H.264 encodes run on the CPU: they are not measured on it (three presets fewer,
  * figure 0, the CPU's prices them), and its record holds only while that stays so; when the GPU
  * encodes H.264 itself again, its record is measured again (a stale 0 would refuse every H.264
- * job there). */
+ * job there). The same for a device whose frames are scaled on the CPU. */
 static void test_cpu_encodes_not_measured(void **state) {
   (void)state;
   char *dir = tmpdir_new();
@@ -265,6 +267,28 @@ static void test_cpu_encodes_not_measured(void **state) {
   assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], all);
   lp_sched_get_coefs(s, 1, &c);
   assert_true(c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] > 0);
+  lp_sched_free(s);
+
+  /* a device whose frames are scaled on the CPU: its scaling is not measured either, and its
+   * record holds only while that stays so */
+  g_cpu_scale = true;
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], all - 1);
+  lp_sched_get_coefs(s, 1, &c);
+  assert_true(c.scale == 0);
+  assert_true(c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] > 0);
+  lp_sched_free(s);
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], 0);
+  lp_sched_free(s);
+  g_cpu_scale = false;
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], all);
+  lp_sched_get_coefs(s, 1, &c);
+  assert_true(c.scale > 0);
   lp_sched_free(s);
   tmpdir_free(dir);
 }

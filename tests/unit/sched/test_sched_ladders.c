@@ -37,7 +37,7 @@ static lp_sched_job_t job(int n) {
 static lp_sched_t *node(const char *id, double enc) {
   lp_sched_t *s = NULL;
   assert_int_equal(lp_sched_new(NULL, &s), 0);
-  lp_sched_device_desc_t d = {LP_SCHED_DEV_CPU, "cpu", id, "", 2, 0, 0, 0, 0};
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_CPU, "cpu", id, "", 2, 0, 0, 0, 0, false};
   int idx = -1;
   assert_int_equal(lp_sched_add_device(s, &d, &idx), 0);
   lp_sched_coefs_t c;

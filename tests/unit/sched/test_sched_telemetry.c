@@ -248,7 +248,7 @@ static void test_cpu_source_quota(void **state) {
   lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
   o.clock_ms = step_clock;
   assert_int_equal(lp_sched_new(&o, &s), 0);
-  lp_sched_device_desc_t d = {LP_SCHED_DEV_CPU, "cpu", "cpu", "", 1, 0, 0, 0, 0};
+  lp_sched_device_desc_t d = {LP_SCHED_DEV_CPU, "cpu", "cpu", "", 1, 0, 0, 0, 0, false};
   int idx;
   lp_sched_add_device(s, &d, &idx);
   assert_int_equal(lp_sched_source_cpu_new(root, &src), 0);
