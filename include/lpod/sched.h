@@ -197,7 +197,8 @@ int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source
 int lp_sched_source_netint_new(const char *tool, int card, unsigned interval_ms,
                                lp_sched_source_t **out);
 /* One card's sample from a monitor report (JSON objects one after another, as ni_rsrc_mon -o json
- * prints them). LP_EINVAL when it does not parse, LP_ENOENT when the card is not in it. */
+ * prints them; lines that do not begin an object, the monitor's banners, are skipped). LP_EINVAL
+ * when it holds no object or one that does not parse, LP_ENOENT when the card is not in it. */
 int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out);
 
 /* A fake source for tests only: it is built into lpod_sched_fake, never into the node. */

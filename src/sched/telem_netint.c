@@ -97,13 +97,17 @@ int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out) 
   for (;;) {
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
     if (!*p) break;
+    if (*p != '{') {
+      /* the monitor's own lines at its default log level (a row of stars, the time it has been
+       * up): not part of the report */
+      const char *nl = strchr(p, '\n');
+      if (!nl) break;
+      p = nl + 1;
+      continue;
+    }
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithOpts(p, &end, false);
-    if (!obj || !end || end == p) {
-      cJSON_Delete(obj);
-      return LP_EINVAL;
-    }
-    if (!cJSON_IsObject(obj)) {
+    if (!obj || !end || end == p || !cJSON_IsObject(obj)) {
       cJSON_Delete(obj);
       return LP_EINVAL;
     }

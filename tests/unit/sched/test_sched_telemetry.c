@@ -338,11 +338,24 @@ static void test_netint_parse(void **state) {
   assert_int_equal(s.enc_sessions, 1);
   assert_int_equal(lp_sched_netint_parse(rep, 2, &s), LP_ENOENT);
 
+  /* as the monitor prints it at its default log level: banner lines around the objects */
+  char banner[20000];
+  snprintf(banner, sizeof banner,
+           "**************************************************\n"
+           "Sat Dec  5 04:00:00 2026 up 00:00:01 v6r4\n%s"
+           "**************************************************\n",
+           rep);
+  assert_int_equal(lp_sched_netint_parse(banner, 0, &s), 0);
+  NEAR(s.util[2], 0.55);
+  assert_int_equal(lp_sched_netint_parse(banner, 1, &s), 0);
+  NEAR(s.util[2], 0.10);
+
+  /* no object at all, one that does not parse, or a report cut short */
   static const char *const bad[] = {"",
                                     "  \n",
                                     "ERROR: cannot access NI resource\n",
-                                    "{ \"decoder\" : [ { \"INDEX\": 0, \"LOAD\": 3 } ] } junk",
                                     "{ \"decoder\" : [ { \"INDEX\": 0, \"LOAD\": 3 }, ] }",
+                                    "{ \"decoder\" : [ { \"INDEX\": 0, \"LOAD\": 3 } ] }\n{ \"enc",
                                     "[1, 2]"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_equal(lp_sched_netint_parse(bad[i], 0, &s), LP_EINVAL);
@@ -372,7 +385,7 @@ static char *ni_tool(const char *dir) {
            "  fail) echo 'ERROR: no device' >&2; exit 3 ;;\n"
            "  hang) exec sleep 60 ;;\n"
            "  text) echo 'Num decoders: 1' ;;\n"
-           "  *) cat '%s/report.json' ;;\n"
+           "  *) echo '****'; cat '%s/report.json'; echo '****' ;;\n"
            "esac\n",
            dir, dir);
   assert_int_equal(tmpdir_write(dir, "ni_rsrc_mon", script), 0);
