@@ -392,7 +392,7 @@ static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t
 }
 
 int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_t *profiles,
-                    size_t n, bool *held) {
+                    size_t n, bool *held, bool may_spill) {
   if (held) *held = false;
   lp_sched_job_t sj, *job = NULL;
   if (profiles && n > 0) {
@@ -429,6 +429,14 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
     rc = lp_sched_check(a->sched, job, &v);
   if (rc == LP_ECAPACITY) {
     const char *beside = holds ? " (with the room held for streams arriving)" : "";
+    if (may_spill) {
+      /* not a refusal: a remote transcoder can take it */
+      LOGV(LP_V_VERBOSE,
+           "capacity: no room here for a new stream (%s: %s%s); a remote "
+           "transcoder can take it",
+           lp_sched_reason_name(v.reason), v.detail, beside);
+      return rc;
+    }
     if (job == &sj && profiles && session_id) {
       /* a stream's first segment turned away before its body: as telling for the operator as
        * a refusal after weighing, so logged alike */
@@ -453,7 +461,8 @@ void orch_admit_unhold(orch_admit_t *a, const char *session_id) {
   lp_sched_unhold(a->sched, session_id);
 }
 
-int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err, size_t errlen) {
+int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_spill, char *err,
+                       size_t errlen) {
   double ratio;
   if (behind_find(a, job->session_id, &ratio)) {
     snprintf(err, errlen,
@@ -488,10 +497,18 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err,
     orch_admit_metrics(a);
     return 0;
   }
+  snprintf(err, errlen, "OrchestratorCapped");
+  if (may_spill) {
+    LOGI_C(&lc,
+           "capacity: no room here for %dx%d@%.2f -> %zu renditions (%s: %s); a remote "
+           "transcoder takes it",
+           sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, lp_sched_reason_name(v.reason),
+           v.detail);
+    return LP_ECAPACITY;
+  }
   count_refusal(&v);
   LOGW_C(&lc, "capacity: refused %dx%d@%.2f -> %zu renditions: %s: %s", sj.in_width, sj.in_height,
          sj.in_fps, sj.n_renditions, lp_sched_reason_name(v.reason), v.detail);
-  snprintf(err, errlen, "OrchestratorCapped");
   return LP_ECAPACITY;
 }
 

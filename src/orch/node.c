@@ -335,12 +335,12 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
   bool is_new = !orch_sessions_exists(c->sessions, j->session_id);
   char why[160];
   int rc;
+  /* with no room on the node's own devices, a remote transcoder may still take a new stream */
+  bool spill = is_new && c->spill && pool_manager_can_take_remote(c->spill, sd->capabilities);
   if (!c->admit) {
     j->device = count_placement(s->node, j->session_id);
-  } else if ((rc = orch_admit_session(c->admit, j, is_new, why, sizeof why)) != 0) {
-    /* no room on the node's own devices: a remote transcoder may still take the stream */
-    if (rc != LP_ECAPACITY || !is_new || !c->spill ||
-        !pool_manager_can_take_remote(c->spill, sd->capabilities)) {
+  } else if ((rc = orch_admit_session(c->admit, j, is_new, spill, why, sizeof why)) != 0) {
+    if (rc != LP_ECAPACITY || !spill) {
       seg_write_error(s, why);
       return;
     }

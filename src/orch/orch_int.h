@@ -333,15 +333,19 @@ void orch_admit_free(orch_admit_t *a);
  * session_id and held, that least cost is also held for the session while its body arrives
  * (lp_sched_hold; *held true when this call made the hold), so that the streams arriving
  * meanwhile are checked beside it: the weighing of its first segment (orch_admit_session) ends
- * the hold, else orch_admit_unhold when the request ends. 0 or LP_ECAPACITY. */
+ * the hold, else orch_admit_unhold when the request ends. 0 or LP_ECAPACITY. may_spill: a
+ * remote transcoder can take the stream if there is no room here, so no room is not a refusal
+ * (neither logged nor counted as one). */
 int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_t *profiles,
-                    size_t n, bool *held);
+                    size_t n, bool *held, bool may_spill);
 void orch_admit_unhold(orch_admit_t *a, const char *session_id);
 /* Every segment: sets job->device to its session's placement. A new session's first segment
  * is weighed (demuxed, not decoded) with its profiles and placed; LP_ECAPACITY
  * ("OrchestratorCapped" in err) when it does not fit, LP_ERANGE with the reason in err for a
- * session already failed as too slow. An existing session is never refused. */
-int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, char *err, size_t errlen);
+ * session already failed as too slow. An existing session is never refused. may_spill: as for
+ * orch_admit_room, LP_ECAPACITY then means the stream goes to a remote transcoder. */
+int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_spill, char *err,
+                       size_t errlen);
 /* Feeds a transcoded segment back; true when its stream alone cannot keep real time: its
  * capacity is released and its later segments are refused with the reason. */
 bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job);
@@ -378,8 +382,9 @@ typedef struct orch_core {
 static inline bool orch_core_no_room(orch_core_t *c, const char *session_id,
                                      const orch_profile_t *profiles, size_t n,
                                      const Net__Capabilities *job_caps, bool *held) {
-  return c->admit && orch_admit_room(c->admit, session_id, profiles, n, held) &&
-         !(c->spill && pool_manager_can_take_remote(c->spill, job_caps));
+  if (!c->admit) return false;
+  bool spill = c->spill && pool_manager_can_take_remote(c->spill, job_caps);
+  return orch_admit_room(c->admit, session_id, profiles, n, held, spill) && !spill;
 }
 
 /* ---- TranscodeResult (spec §4.4) ---------------------------------------------------------- */

@@ -919,10 +919,16 @@ test('admission-workers', async () => {
     assert.match(node.log(), remoteUp, 'the remote transcoder registered (not as a local worker)');
     assert.ok(refused.length >= 2, `two refused streams to use (${refused.length})`);
     const spilled = infos[refused[1]];
+    const logFrom = node.log().length;
     const sr = await postSegment(node, { 'livepeer-segment': segHeader(spilled, body, 0, profiles) }, body);
     assert.strictEqual(sr.status, 200, `${sr.body}`);
     assert.ok(decodeResult(sr.body).data, `a refused stream goes to the remote transcoder: ${decodeResult(sr.body).error}`);
     assert.match(node.log(), /Sent segment to transcoder=\S+ localWorker=-1 /);
+    // no room here is not a refusal when a remote transcoder takes the stream: logged as where
+    // it went, not as a refusal
+    const spillLog = node.log().slice(logFrom);
+    assert.match(spillLog, /capacity: no room here for 640x360@30\.00 -> 1 renditions \([a-z ]+: .*\); a remote transcoder takes it/);
+    assert.doesNotMatch(spillLog, /capacity: refused/);
     assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, admitted.length, 'not in the model');
     // the remote transcoder dies: that stream's next segment fails rather than run on the
     // node's own worker, which the model has no room charged for

@@ -78,7 +78,7 @@ static void stream(fixture_t *f, orch_admit_t *a, const char *id, const orch_pro
     j.input = f->seg;
     j.input_len = f->seg_len;
     char err[256] = "";
-    assert_int_equal(orch_admit_session(a, &j, i == 0, err, sizeof err), 0);
+    assert_int_equal(orch_admit_session(a, &j, i == 0, false, err, sizeof err), 0);
     j.engine_ns = j.service_ns = 500 * 1000000ull;
     assert_false(orch_admit_segment_done(a, &j));
   }
@@ -216,7 +216,7 @@ static void test_device_gauges(void **st) {
     j[i].input = f->seg;
     j[i].input_len = f->seg_len;
     char err[256] = "";
-    assert_int_equal(orch_admit_session(a, &j[i], true, err, sizeof err), 0);
+    assert_int_equal(orch_admit_session(a, &j[i], true, false, err, sizeof err), 0);
   }
   assert_true(gauge("lpod_device_streams", "cpu") == 2);
   double both = gauge("lpod_device_work_committed", "cpu,cpu");
@@ -272,24 +272,34 @@ static void test_room_held_while_arriving(void **st) {
   int n = 0;
   for (; n < 200; n++) {
     snprintf(id, sizeof id, "a%d", n);
-    if (orch_admit_room(a, id, ladder, 2, &held) == LP_ECAPACITY) break;
+    if (orch_admit_room(a, id, ladder, 2, &held, false) == LP_ECAPACITY) break;
     assert_true(held);
   }
   assert_true(n >= 2 && n < 200); /* some held, then the room was gone */
   assert_false(held);
   assert_int_equal(holds(a), n);
+  /* no room, where a remote transcoder can take the stream: not a refusal, so not counted */
+  lp_metric_t *refused = lp_metric_counter("lpod_admission_refused_total", NULL, "reason");
+  double before = lp_metric_value(refused, "work budget full");
+  assert_true(before >= 1);
+  assert_int_equal(orch_admit_room(a, "spilled", ladder, 2, &held, true), LP_ECAPACITY);
+  assert_false(held);
+  assert_true(lp_metric_value(refused, "work budget full") == before);
+  assert_int_equal(orch_admit_room(a, "refused", ladder, 2, &held, false), LP_ECAPACITY);
+  assert_true(lp_metric_value(refused, "work budget full") == before + 1);
+  assert_int_equal(holds(a), n);
   /* the same stream again (its next segment while the first arrives): nothing new held */
-  assert_int_equal(orch_admit_room(a, "a0", ladder, 2, &held), 0);
+  assert_int_equal(orch_admit_room(a, "a0", ladder, 2, &held, false), 0);
   assert_false(held);
   assert_int_equal(holds(a), n);
   /* GetOrchestrator is not a stream: it holds nothing */
   held = true;
-  assert_int_equal(orch_admit_room(a, NULL, NULL, 0, &held), 0);
+  assert_int_equal(orch_admit_room(a, NULL, NULL, 0, &held, false), 0);
   assert_false(held);
   /* a request that ends unweighed gives its room back, and the next stream fits */
   orch_admit_unhold(a, "a0");
   assert_int_equal(holds(a), n - 1);
-  assert_int_equal(orch_admit_room(a, "late", ladder, 2, &held), 0);
+  assert_int_equal(orch_admit_room(a, "late", ladder, 2, &held, false), 0);
   assert_true(held);
   /* weighing a first segment ends its hold, whether admitted or not */
   orch_job_t j;
@@ -301,11 +311,11 @@ static void test_room_held_while_arriving(void **st) {
   j.input = f->seg;
   j.input_len = f->seg_len;
   char err[256] = "";
-  assert_int_equal(orch_admit_session(a, &j, true, err, sizeof err), 0);
+  assert_int_equal(orch_admit_session(a, &j, true, false, err, sizeof err), 0);
   assert_int_equal(holds(a), n - 1);
   orch_admit_unhold(a, "a1"); /* its request ends: nothing left to give back */
   assert_int_equal(holds(a), n - 1);
-  assert_int_equal(orch_admit_session(a, &j, false, err, sizeof err), 0); /* still placed */
+  assert_int_equal(orch_admit_session(a, &j, false, false, err, sizeof err), 0); /* still placed */
   orch_admit_release(a, "a1");
   for (int i = 2; i < n; i++) {
     snprintf(id, sizeof id, "a%d", i);
