@@ -1286,6 +1286,17 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddNumberToObject(o, "refused", (double)in.refused);
     if (s->devs[i].cpu_encode || s->devs[i].cpu_scale)
       cJSON_AddNumberToObject(o, "hostCpu", in.host_cpu);
+    /* which telemetry the device has, and whether its last sample came in: null without one
+     * (a missing source was skipped at start) */
+    const sched_device_t *d = &s->devs[i];
+    if (d->src) {
+      cJSON *t = cJSON_AddObjectToObject(o, "telemetry");
+      if (!t || !cJSON_AddStringToObject(t, "source", d->src->ops->name) ||
+          !cJSON_AddBoolToObject(t, "working", d->have_sample && !d->src_failed))
+        return LP_ENOMEM;
+    } else if (!cJSON_AddNullToObject(o, "telemetry")) {
+      return LP_ENOMEM;
+    }
     cJSON *engs = cJSON_AddArrayToObject(o, "engines");
     if (!engs) return LP_ENOMEM;
     for (int e = 0; e < in.n_engines; e++) {

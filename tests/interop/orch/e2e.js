@@ -777,6 +777,8 @@ test('admission', async () => {
     const st = await adminStatus(node);
     const dev = st.Capacity.devices[0];
     const eng = dev.engines[0];
+    // the CPU's telemetry is attached and has sampled (waitIdle read it)
+    assert.deepStrictEqual(dev.telemetry, { source: 'cpu', working: true });
     const cost = eng.committed / admitted.length;
     assert.ok(admitted.length >= 2, `room for at least two streams (${admitted.length})`);
     assert.ok(refused.length >= 1, 'the node filled up');

@@ -59,6 +59,21 @@ static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, do
   return idx;
 }
 
+/* The telemetry of device d as /status shows it: its source is the fake, and whether it works. */
+static bool telemetry_working(const lp_sched_t *s, int d) {
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "devices"), d), "telemetry");
+  assert_true(cJSON_IsObject(t));
+  assert_string_equal(cJSON_GetObjectItemCaseSensitive(t, "source")->valuestring, "fake");
+  const cJSON *w = cJSON_GetObjectItemCaseSensitive(t, "working");
+  assert_true(cJSON_IsBool(w));
+  bool working = cJSON_IsTrue(w);
+  cJSON_Delete(o);
+  return working;
+}
+
 /* The fake telemetry source, attached to device d. */
 static lp_sched_source_t *fake_on(lp_sched_t *s, int d) {
   lp_sched_source_t *src = NULL;
@@ -307,16 +322,28 @@ static void test_fake_telemetry(void **state) {
   lp_sched_release(s, "c");
   lp_sched_release(s, "d");
 
-  /* a failing source is skipped: model only */
+  /* a failing source is skipped: model only; /status says so */
+  assert_true(telemetry_working(s, d));
   smp.util[2] = 0.99;
   lp_sched_fake_source_set(src, &smp);
   lp_sched_fake_source_fail(src, LP_EIO);
   lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), 0);
+  assert_false(telemetry_working(s, d));
   lp_sched_fake_source_fail(src, 0);
   lp_sched_poll(s); /* its window still held b, c and d */
   lp_sched_poll(s);
   assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
+  assert_true(telemetry_working(s, d));
+  /* a device without a source shows none */
+  int other = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:1", 20, 0, 0);
+  assert_int_not_equal(other, d);
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *devs = cJSON_GetObjectItemCaseSensitive(o, "devices");
+  assert_true(
+      cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(devs, other), "telemetry")));
+  cJSON_Delete(o);
   lp_sched_free(s);
 }
 
