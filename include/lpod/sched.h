@@ -374,6 +374,9 @@ typedef struct lp_sched_device_info {
   uint64_t mem_committed, mem_total;
   uint64_t admitted, refused;
   double host_cpu; /* wu/s its sessions' CPU encodes and scaling hold on the CPU device */
+  /* its telemetry: -1 none attached, 0 attached but its last sample failed or none came yet,
+   * 1 working */
+  int telemetry;
 } lp_sched_device_info_t;
 int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *out);
 int lp_sched_sessions(const lp_sched_t *s);

@@ -31,7 +31,7 @@ struct orch_admit {
   unsigned polls;             /* since start */
   struct ladder_save *saving; /* the ladders' write in progress on the thread pool, or NULL */
   struct {
-    lp_metric_t *committed, *budget, *busy, *rt, *corr, *cost, *streams, *behind;
+    lp_metric_t *committed, *budget, *busy, *rt, *corr, *cost, *streams, *behind, *telemetry;
   } g; /* lpod_device_* gauges */
   char behind[BEHIND_KEEP][ORCH_SESSION_ID_LEN * 4 + 1];
   double behind_ratio[BEHIND_KEEP];
@@ -189,6 +189,10 @@ static void gauges_register(orch_admit_t *a) {
   a->g.behind =
       lp_metric_gauge("lpod_device_behind",
                       "1 while a device is behind real time and refuses new streams", "device");
+  a->g.telemetry = lp_metric_gauge(
+      "lpod_device_telemetry_up",
+      "1 while a device's telemetry samples come in, 0 while they fail; NaN without a source",
+      "device");
 }
 
 void orch_admit_metrics(const orch_admit_t *a) {
@@ -208,6 +212,7 @@ void orch_admit_metrics(const orch_admit_t *a) {
     lp_metric_set(a->g.cost, dev, di.cost_ratio > 0 ? di.cost_ratio : NAN);
     lp_metric_set(a->g.streams, dev, di.sessions);
     lp_metric_set(a->g.behind, dev, di.behind ? 1 : 0);
+    lp_metric_set(a->g.telemetry, dev, di.telemetry < 0 ? NAN : di.telemetry);
   }
 }
 

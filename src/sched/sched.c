@@ -1163,6 +1163,7 @@ int lp_sched_device_info(const lp_sched_t *s, int dev, lp_sched_device_info_t *o
   out->admitted = d->admitted;
   out->refused = d->refused;
   out->host_cpu = d->host_cpu;
+  out->telemetry = !d->src ? -1 : d->have_sample && !d->src_failed ? 1 : 0;
   return 0;
 }
 
@@ -1292,7 +1293,7 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     if (d->src) {
       cJSON *t = cJSON_AddObjectToObject(o, "telemetry");
       if (!t || !cJSON_AddStringToObject(t, "source", d->src->ops->name) ||
-          !cJSON_AddBoolToObject(t, "working", d->have_sample && !d->src_failed))
+          !cJSON_AddBoolToObject(t, "working", in.telemetry == 1))
         return LP_ENOMEM;
     } else if (!cJSON_AddNullToObject(o, "telemetry")) {
       return LP_ENOMEM;

@@ -802,6 +802,7 @@ test('admission', async () => {
     assert.ok(Math.abs(series('lpod_device_work_committed', 'device="cpu",engine="cpu"') - eng.committed) <= 1e-4 * eng.committed);
     assert.ok(series('lpod_device_work_budget', 'device="cpu",engine="cpu"') > 0);
     assert.strictEqual(series('lpod_device_behind', 'device="cpu"'), dev.behind ? 1 : 0);
+    assert.strictEqual(series('lpod_device_telemetry_up', 'device="cpu"'), 1);
     // The first refusal names the numbers it was weighed with (the budget moves once segments
     // report, so /status may already show another): admitted work plus one more stream passed
     // the budget, and the admitted streams are exactly what had been committed.

@@ -233,6 +233,8 @@ static void test_device_gauges(void **st) {
   /* no telemetry sample taken yet, no cost judged: no reading */
   assert_non_null(strstr(text, "lpod_device_busy{device=\"cpu\",engine=\"cpu\"} NaN\n"));
   assert_non_null(strstr(text, "lpod_device_cost_ratio{device=\"cpu\"} NaN\n"));
+  /* the CPU's source is attached, and has not sampled yet */
+  assert_non_null(strstr(text, "lpod_device_telemetry_up{device=\"cpu\"} 0\n"));
   free(text);
   orch_admit_release(a, "g1");
   assert_true(gauge("lpod_device_streams", "cpu") == 0);
