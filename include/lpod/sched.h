@@ -181,11 +181,20 @@ int lp_sched_source_nvml_new(unsigned index, lp_sched_source_t **out);
 /* Identity of an NVML device for calibration records. LP_EUNSUPP without NVML. */
 int lp_sched_nvml_identity(unsigned index, char *uuid, size_t uuid_len, char *driver,
                            size_t driver_len);
-/* Intel i915 engine busy through its perf PMU (events listed under
+/* Intel engine busy through the i915 perf PMU (events listed under
  * <root>/sys/bus/event_source/devices/<pmu>/): engine 0 video (vcs*), engine 1 video-enhance
- * (vecs*). pmu NULL: the first i915 PMU found. LP_EUNSUPP when absent or not readable (no perf
- * access): logged once. */
+ * (vecs*); or, with no i915 PMU, through the xe PMU's engine activity (active over total ticks
+ * of each video and video-enhance engine, averaged per class). pmu NULL: the first i915 PMU
+ * found, else the first xe one. LP_EUNSUPP when absent or not readable (no perf access): logged
+ * once. */
 int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source_t **out);
+/* The perf configs of an xe engine's activity counters (engine-active-ticks and
+ * engine-total-ticks) for gt, engine class and instance, built from the PMU's sysfs events and
+ * format fields under <root>/sys/bus/event_source/devices/<pmu>/. LP_ENOENT when the PMU has
+ * no such events (a kernel without xe engine activity), LP_ERANGE when a value does not fit its
+ * field. */
+int lp_sched_xe_engine_configs(const char *root, const char *pmu, int gt, int cls, int inst,
+                               uint64_t *active, uint64_t *total);
 
 /* NETINT cards through the monitor of NETINT's SDK (`tool -o json`, ni_rsrc_mon's report, run
  * every interval_ms (0: 2 s) by one thread for all cards; lpod links no NETINT library): engine

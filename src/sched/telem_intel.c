@@ -1,7 +1,9 @@
-/* sched telemetry: Intel engine busy from the i915 perf PMU. The events and their encodings are
- * read from sysfs (<pmu>/events/vcs0-busy holds "config=0x..."), so nothing here hard-codes the
- * kernel's event numbers. Reading needs perf access (perf_event_paranoid or CAP_PERFMON); without
- * it the source is skipped with one log line. */
+/* sched telemetry: Intel engine busy from the i915 perf PMU, or from the xe PMU's engine activity
+ * counters. The events and their encodings are read from sysfs (i915: <pmu>/events/vcs0-busy
+ * holds "config=0x..."; xe: <pmu>/events/engine-active-ticks holds "event=0x..", and
+ * <pmu>/format/ says where the event, gt, engine class and instance go in the config), so
+ * nothing here hard-codes the kernel's event numbers or bit fields. Reading needs perf access
+ * (perf_event_paranoid or CAP_PERFMON); without it the source is skipped with one log line. */
 #include "sched_int.h"
 
 #include <dirent.h>
@@ -18,10 +20,12 @@
 
 typedef struct intel_src {
   lp_sched_source_t base;
+  bool xe; /* fd[i] leads a group of an engine's active and total ticks (total_fd[i]) */
   int n;
   int fd[MAX_COUNTERS];
+  int total_fd[MAX_COUNTERS];
   int engine[MAX_COUNTERS]; /* 0 video, 1 video-enhance */
-  uint64_t prev[MAX_COUNTERS];
+  uint64_t prev[MAX_COUNTERS], prev_total[MAX_COUNTERS];
   uint64_t prev_ms;
   bool have_prev;
 } intel_src_t;
@@ -40,22 +44,102 @@ static int parse_event(const char *text, uint64_t *config) {
   return 0;
 }
 
-static int find_pmu(const char *root, const char *want, char *name, size_t len, bool *saw_xe) {
+/* want, or the first i915 PMU, else the first xe one. */
+static int find_pmu(const char *root, const char *want, char *name, size_t len) {
   char path[4096];
   snprintf(path, sizeof path, "%s/sys/bus/event_source/devices", root ? root : "");
   DIR *d = opendir(path);
   if (!d) return LP_ENOENT;
   struct dirent *de;
   int rc = LP_ENOENT;
+  char xe[256] = "";
   while ((de = readdir(d))) {
-    if (strncmp(de->d_name, "xe", 2) == 0) *saw_xe = true;
+    if (!want && !xe[0] && strncmp(de->d_name, "xe_", 3) == 0)
+      snprintf(xe, sizeof xe, "%s", de->d_name);
     if (want ? strcmp(de->d_name, want) != 0 : strncmp(de->d_name, "i915", 4) != 0) continue;
     snprintf(name, len, "%s", de->d_name);
     rc = 0;
     break;
   }
   closedir(d);
+  if (rc && xe[0]) {
+    snprintf(name, len, "%s", xe);
+    rc = 0;
+  }
   return rc;
+}
+
+/* ---- xe: engine activity ---- */
+
+/* A format field, "config:12-19" or "config:7": its lowest bit and width. */
+static int parse_format(const char *text, int *lo, int *bits) {
+  int a, b, n = 0;
+  if (strncmp(text, "config:", 7) != 0) return LP_EINVAL;
+  int got = sscanf(text + 7, "%d-%d%n", &a, &b, &n);
+  if (got != 2) {
+    got = sscanf(text + 7, "%d%n", &a, &n);
+    if (got != 1) return LP_EINVAL;
+    b = a;
+  }
+  if (a < 0 || b < a || b > 63) return LP_EINVAL;
+  *lo = a;
+  *bits = b - a + 1;
+  return 0;
+}
+
+/* The value of term name in an event's terms ("event=0x02", "event=0x02,umask=1"). */
+static int parse_term(const char *text, const char *name, uint64_t *v) {
+  size_t nl = strlen(name);
+  for (const char *p = text; p && *p;) {
+    while (*p == ',' || *p == ' ') p++;
+    if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
+      char *end;
+      errno = 0;
+      unsigned long long x = strtoull(p + nl + 1, &end, 0);
+      if (end == p + nl + 1 || errno) return LP_EINVAL;
+      *v = x;
+      return 0;
+    }
+    p = strchr(p, ',');
+  }
+  return LP_ENOENT;
+}
+
+static int put_field(uint64_t *config, int lo, int bits, uint64_t v) {
+  if (bits < 64 && v >> bits) return LP_ERANGE;
+  *config |= v << lo;
+  return 0;
+}
+
+int lp_sched_xe_engine_configs(const char *root, const char *pmu, int gt, int cls, int inst,
+                               uint64_t *active, uint64_t *total) {
+  static const char *const fields[] = {"event", "gt", "engine_class", "engine_instance"};
+  int lo[4], bits[4];
+  char path[4096], *text = NULL;
+  for (int i = 0; i < 4; i++) {
+    snprintf(path, sizeof path, "/sys/bus/event_source/devices/%s/format/%s", pmu, fields[i]);
+    if (sched_read_rooted(root, path, &text)) return LP_ENOENT;
+    int rc = parse_format(text, &lo[i], &bits[i]);
+    free(text);
+    if (rc) return rc;
+  }
+  static const char *const events[] = {"engine-active-ticks", "engine-total-ticks"};
+  uint64_t *out[] = {active, total};
+  for (int k = 0; k < 2; k++) {
+    uint64_t ev = 0, config = 0;
+    snprintf(path, sizeof path, "/sys/bus/event_source/devices/%s/events/%s", pmu, events[k]);
+    if (sched_read_rooted(root, path, &text)) return LP_ENOENT;
+    int rc = parse_term(text, "event", &ev);
+    free(text);
+    if (rc) return LP_EINVAL;
+    if (put_field(&config, lo[0], bits[0], ev) ||
+        put_field(&config, lo[1], bits[1], (uint64_t)gt) ||
+        put_field(&config, lo[2], bits[2], (uint64_t)cls) ||
+        put_field(&config, lo[3], bits[3], (uint64_t)inst))
+      return LP_ERANGE;
+    *out[k] = config;
+  }
+  return 0;
 }
 
 static int open_counter(int type, uint64_t config, int cpu) {
@@ -68,12 +152,60 @@ static int open_counter(int type, uint64_t config, int cpu) {
   return (int)fd;
 }
 
+/* xe: a counter of an engine's activity group (group_fd -1: its leader, active ticks). */
+static int open_group(int type, uint64_t config, int cpu, int group_fd) {
+  struct perf_event_attr a;
+  memset(&a, 0, sizeof a);
+  a.type = (uint32_t)type;
+  a.size = sizeof a;
+  a.config = config;
+  a.read_format = PERF_FORMAT_GROUP;
+  long fd = syscall(SYS_perf_event_open, &a, -1, cpu, group_fd, PERF_FLAG_FD_CLOEXEC);
+  return (int)fd;
+}
+
 static int read_counter(int fd, uint64_t *v) {
   return read(fd, v, sizeof *v) == (ssize_t)sizeof *v ? 0 : LP_EIO;
 }
 
+/* xe: an engine's active and total ticks, read together from its group. */
+static int read_group(int fd, uint64_t *active, uint64_t *total) {
+  uint64_t g[3]; /* PERF_FORMAT_GROUP: the number of counters, then each value */
+  if (read(fd, g, sizeof g) != (ssize_t)sizeof g || g[0] != 2) return LP_EIO;
+  *active = g[1];
+  *total = g[2];
+  return 0;
+}
+
+static int xe_sample(intel_src_t *s, uint64_t now_ms, lp_sched_sample_t *out) {
+  uint64_t v[MAX_COUNTERS], t[MAX_COUNTERS];
+  for (int i = 0; i < s->n; i++)
+    if (read_group(s->fd[i], &v[i], &t[i])) return LP_EIO;
+  if (s->have_prev) {
+    double sum[2] = {0, 0};
+    int cnt[2] = {0, 0};
+    for (int i = 0; i < s->n; i++) {
+      if (t[i] <= s->prev_total[i] || v[i] < s->prev[i]) continue; /* no ticks: asleep */
+      sum[s->engine[i]] += (double)(v[i] - s->prev[i]) / (double)(t[i] - s->prev_total[i]);
+      cnt[s->engine[i]]++;
+    }
+    for (int e = 0; e < 2; e++) {
+      if (!cnt[e]) continue;
+      out->util[e] = LP_MIN(1.0, sum[e] / cnt[e]);
+      out->util_mask |= 1u << e;
+      out->fields |= LP_SCHED_TEL_UTIL;
+    }
+  }
+  memcpy(s->prev, v, sizeof v);
+  memcpy(s->prev_total, t, sizeof t);
+  s->prev_ms = now_ms;
+  s->have_prev = true;
+  return 0;
+}
+
 static int intel_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sample_t *out) {
   intel_src_t *s = (intel_src_t *)src;
+  if (s->xe) return xe_sample(s, now_ms, out);
   uint64_t v[MAX_COUNTERS];
   for (int i = 0; i < s->n; i++)
     if (read_counter(s->fd[i], &v[i])) return LP_EIO;
@@ -99,7 +231,10 @@ static int intel_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sample
 
 static void intel_destroy(lp_sched_source_t *src) {
   intel_src_t *s = (intel_src_t *)src;
-  for (int i = 0; i < s->n; i++) close(s->fd[i]);
+  for (int i = 0; i < s->n; i++) {
+    close(s->fd[i]);
+    if (s->xe) close(s->total_fd[i]);
+  }
   free(s);
 }
 
@@ -119,14 +254,43 @@ static int skip(const char *fmt, ...) {
   return LP_EUNSUPP;
 }
 
+/* xe: an activity group for every video (class 2: decode and encode) and video-enhance (class
+ * 3: scaling) engine the PMU takes, on each GT (newer parts keep the media engines on a GT of
+ * their own). The driver refuses an engine that is not there. */
+static int xe_open(intel_src_t *s, const char *root, const char *name, int type, int cpu,
+                   int *err) {
+  uint64_t act, tot;
+  int rc = lp_sched_xe_engine_configs(root, name, 0, 2, 0, &act, &tot);
+  if (rc) return rc;
+  s->xe = true;
+  for (int gt = 0; gt < 4; gt++)
+    for (int cls = 2; cls <= 3; cls++)
+      for (int inst = 0; inst < 8 && s->n < MAX_COUNTERS; inst++) {
+        if (lp_sched_xe_engine_configs(root, name, gt, cls, inst, &act, &tot)) continue;
+        int lead = open_group(type, act, cpu, -1);
+        if (lead < 0) {
+          if (errno != ENOENT && errno != ENODEV && errno != EINVAL) *err = errno;
+          continue;
+        }
+        int member = open_group(type, tot, cpu, lead);
+        if (member < 0) {
+          *err = errno;
+          close(lead);
+          continue;
+        }
+        s->fd[s->n] = lead;
+        s->total_fd[s->n] = member;
+        s->engine[s->n] = cls == 2 ? 0 : 1;
+        s->n++;
+      }
+  return 0;
+}
+
 int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source_t **out) {
   *out = NULL;
   root = root ? root : "";
   char name[256], path[4096], *text = NULL;
-  bool saw_xe = false;
-  if (find_pmu(root, pmu, name, sizeof name, &saw_xe))
-    return skip("%s", saw_xe ? "only an xe PMU, whose engine counters this build doesn't read"
-                             : "no i915 PMU");
+  if (find_pmu(root, pmu, name, sizeof name)) return skip("no i915 or xe PMU");
   snprintf(path, sizeof path, "/sys/bus/event_source/devices/%s/type", name);
   int type = -1, cpu = 0;
   if (sched_read_rooted(root, path, &text) == 0) {
@@ -142,6 +306,20 @@ int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source
   intel_src_t *s = calloc(1, sizeof *s);
   if (!s) return LP_ENOMEM;
   s->base.ops = &intel_ops;
+  if (strncmp(name, "xe_", 3) == 0) {
+    int err = 0, rc = xe_open(s, root, name, type, cpu, &err);
+    if (s->n == 0) {
+      intel_destroy(&s->base);
+      if (rc)
+        return skip("%s has no engine activity counters (engine-active-ticks: a newer kernel's xe "
+                    "driver has them)",
+                    name);
+      if (err) return skip("perf_event_open on the xe PMU: %s", strerror(err));
+      return skip("%s opens no video engine's activity counters", name);
+    }
+    *out = &s->base;
+    return 0;
+  }
   snprintf(path, sizeof path, "%s/sys/bus/event_source/devices/%s/events", root, name);
   DIR *d = opendir(path);
   struct dirent *de;

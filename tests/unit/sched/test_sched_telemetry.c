@@ -295,6 +295,71 @@ static void test_gpu_sources_skip(void **state) {
   tmpdir_free(root);
 }
 
+/* The xe PMU: an engine's activity counters are built from the PMU's own format fields and
+ * event terms, whatever bits the kernel puts them in. */
+static void test_xe_engine_configs(void **state) {
+  (void)state;
+  char *root = tmpdir_new();
+  const char *dev = "sys/bus/event_source/devices/xe_0000_03_00.0";
+  char p[512];
+  uint64_t act = 0, tot = 0;
+  /* a kernel whose xe PMU has no engine activity yet */
+  snprintf(p, sizeof p, "%s/format/event", dev);
+  tmpdir_write(root, p, "config:0-11\n");
+  snprintf(p, sizeof p, "%s/format/gt", dev);
+  tmpdir_write(root, p, "config:60-63\n");
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 2, 0, &act, &tot),
+                   LP_ENOENT);
+  snprintf(p, sizeof p, "%s/format/engine_class", dev);
+  tmpdir_write(root, p, "config:20-27\n");
+  snprintf(p, sizeof p, "%s/format/engine_instance", dev);
+  tmpdir_write(root, p, "config:12-19\n");
+  snprintf(p, sizeof p, "%s/events/engine-active-ticks", dev);
+  tmpdir_write(root, p, "event=0x02\n");
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 2, 0, &act, &tot),
+                   LP_ENOENT); /* the total ticks are needed too */
+  snprintf(p, sizeof p, "%s/events/engine-total-ticks", dev);
+  tmpdir_write(root, p, "event=0x03\n");
+  /* gt 1 (a media GT), video decode class 2, instance 1 */
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 1, 2, 1, &act, &tot), 0);
+  assert_true(act == (0x02ull | 1ull << 12 | 2ull << 20 | 1ull << 60));
+  assert_true(tot == (0x03ull | 1ull << 12 | 2ull << 20 | 1ull << 60));
+  /* a value past its field is refused, not spilled into the next */
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 2, 256, &act, &tot),
+                   LP_ERANGE);
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 16, 2, 0, &act, &tot),
+                   LP_ERANGE);
+  /* fields elsewhere, one of a single bit */
+  snprintf(p, sizeof p, "%s/format/engine_instance", dev);
+  tmpdir_write(root, p, "config:40\n");
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 3, 1, &act, &tot), 0);
+  assert_true(act == (0x02ull | 3ull << 20 | 1ull << 40));
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 3, 2, &act, &tot),
+                   LP_ERANGE);
+  tmpdir_write(root, p, "config1:0-7\n"); /* another config word: not one this reads */
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 3, 0, &act, &tot),
+                   LP_EINVAL);
+  tmpdir_write(root, p, "config:12-19\n");
+  snprintf(p, sizeof p, "%s/events/engine-total-ticks", dev);
+  tmpdir_write(root, p, "umask=0x03\n");
+  assert_int_equal(lp_sched_xe_engine_configs(root, "xe_0000_03_00.0", 0, 2, 0, &act, &tot),
+                   LP_EINVAL);
+  tmpdir_write(root, p, "event=0x03\n");
+
+  /* the source picks the xe PMU when there is no i915 one; a type the kernel doesn't know opens
+   * no engine, so it is skipped */
+  snprintf(p, sizeof p, "%s/type", dev);
+  tmpdir_write(root, p, "999999\n");
+  snprintf(p, sizeof p, "%s/cpumask", dev);
+  tmpdir_write(root, p, "0\n");
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_source_intel_new(root, NULL, &src), LP_EUNSUPP);
+  assert_null(src);
+  assert_int_equal(lp_sched_source_intel_new(root, "xe_0000_03_00.0", &src), LP_EUNSUPP);
+  assert_null(src);
+  tmpdir_free(root);
+}
+
 /* One card's objects as ni_rsrc_mon -o json prints them, one object per kind of subsystem. */
 static size_t ni_card(char *out, size_t cap, int card, int dec_load, int dec_fw, int dec_inst,
                       int enc_load, int enc_fw, int enc_inst) {
@@ -479,8 +544,8 @@ int main(void) {
       cmocka_unit_test(test_parsers),          cmocka_unit_test(test_cgroup_v2),
       cmocka_unit_test(test_cgroup_v1),        cmocka_unit_test(test_no_files),
       cmocka_unit_test(test_cpu_source),       cmocka_unit_test(test_cpu_source_quota),
-      cmocka_unit_test(test_gpu_sources_skip), cmocka_unit_test(test_netint_parse),
-      cmocka_unit_test(test_netint_source),
+      cmocka_unit_test(test_gpu_sources_skip), cmocka_unit_test(test_xe_engine_configs),
+      cmocka_unit_test(test_netint_parse),     cmocka_unit_test(test_netint_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
