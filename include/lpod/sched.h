@@ -188,6 +188,10 @@ int lp_sched_nvml_identity(unsigned index, char *uuid, size_t uuid_len, char *dr
  * found, else the first xe one. LP_EUNSUPP when absent or not readable (no perf access): logged
  * once. */
 int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source_t **out);
+/* The PMU of the Intel GPU behind a render node ("renderD128"), from
+ * <root>/sys/class/drm/<node>/device: i915_<PCI address> or xe_<PCI address> for a discrete GPU,
+ * "i915" for the integrated one. LP_ENOENT when none is there. */
+int lp_sched_intel_pmu_for(const char *root, const char *render_node, char *pmu, size_t len);
 /* The perf configs of an xe engine's activity counters (engine-active-ticks and
  * engine-total-ticks) for gt, engine class and instance, built from the PMU's sysfs events and
  * format fields under <root>/sys/bus/event_source/devices/<pmu>/. LP_ENOENT when the PMU has

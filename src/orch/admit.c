@@ -266,9 +266,13 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
       src_rc = lp_sched_source_cpu_new(NULL, &src);
     else if (desc.kind == LP_SCHED_DEV_NVIDIA)
       src_rc = lp_sched_source_nvml_new((unsigned)d->index, &src);
-    else if (desc.kind == LP_SCHED_DEV_QSV)
-      src_rc = lp_sched_source_intel_new(NULL, NULL, &src);
-    else if (desc.kind == LP_SCHED_DEV_NETINT)
+    else if (desc.kind == LP_SCHED_DEV_QSV) {
+      /* the PMU of this device's GPU (a host may have several), else the first one found */
+      const char *node = strrchr(d->id, '/');
+      char pmu[600];
+      bool own = node && lp_sched_intel_pmu_for(NULL, node + 1, pmu, sizeof pmu) == 0;
+      src_rc = lp_sched_source_intel_new(NULL, own ? pmu : NULL, &src);
+    } else if (desc.kind == LP_SCHED_DEV_NETINT)
       src_rc = lp_sched_source_netint_new(cfg->netint_monitor, d->index, 0, &src);
     if (src_rc == 0) lp_sched_attach_source(a->sched, idx, src);
   }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -67,6 +68,36 @@ static int find_pmu(const char *root, const char *want, char *name, size_t len) 
     rc = 0;
   }
   return rc;
+}
+
+int lp_sched_intel_pmu_for(const char *root, const char *render_node, char *pmu, size_t len) {
+  if (!render_node || !render_node[0] || strchr(render_node, '/') || !pmu || !len) return LP_EINVAL;
+  root = root ? root : "";
+  char path[4096], link[512];
+  snprintf(path, sizeof path, "%s/sys/class/drm/%s/device", root, render_node);
+  ssize_t n = readlink(path, link, sizeof link - 1);
+  if (n <= 0) return LP_ENOENT;
+  link[n] = '\0';
+  const char *slash = strrchr(link, '/');
+  char addr[512];
+  snprintf(addr, sizeof addr, "%s", slash ? slash + 1 : link);
+  for (char *c = addr; *c; c++)
+    if (*c == ':') *c = '_'; /* the kernel names PMUs so, perf reserving colons */
+  /* a discrete GPU's PMU carries its PCI address (i915_0000_03_00.0, xe_...); the integrated
+   * one's i915 PMU is plain "i915" */
+  char cand[3][560];
+  snprintf(cand[0], sizeof cand[0], "i915_%s", addr);
+  snprintf(cand[1], sizeof cand[1], "xe_%s", addr);
+  snprintf(cand[2], sizeof cand[2], "i915");
+  for (int i = 0; i < 3; i++) {
+    struct stat st;
+    snprintf(path, sizeof path, "%s/sys/bus/event_source/devices/%s", root, cand[i]);
+    if (stat(path, &st) == 0) {
+      snprintf(pmu, len, "%s", cand[i]);
+      return 0;
+    }
+  }
+  return LP_ENOENT;
 }
 
 /* ---- xe: engine activity ---- */

@@ -295,6 +295,46 @@ static void test_gpu_sources_skip(void **state) {
   tmpdir_free(root);
 }
 
+/* Each render node's own PMU, on a host with an integrated GPU (plain "i915"), a discrete i915
+ * one and a discrete xe one (named by PCI address, colons as underscores). */
+static void test_intel_pmu_for(void **state) {
+  (void)state;
+  char *root = tmpdir_new();
+  static const char *const pmus[] = {"i915", "i915_0000_03_00.0", "xe_0000_04_00.0"};
+  char p[4200], pmu[600];
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(p, sizeof p, "sys/bus/event_source/devices/%s/type", pmus[i]);
+    assert_int_equal(tmpdir_write(root, p, "42\n"), 0);
+  }
+  static const char *const nodes[][2] = {{"renderD128", "../../../0000:00:02.0"},
+                                         {"renderD129", "../../../0000:03:00.0"},
+                                         {"renderD130", "../../../0000:04:00.0"}};
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(p, sizeof p, "sys/class/drm/%s/x", nodes[i][0]);
+    assert_int_equal(tmpdir_write(root, p, ""), 0);
+    snprintf(p, sizeof p, "%s/sys/class/drm/%s/device", root, nodes[i][0]);
+    assert_int_equal(symlink(nodes[i][1], p), 0);
+  }
+  assert_int_equal(lp_sched_intel_pmu_for(root, "renderD128", pmu, sizeof pmu), 0);
+  assert_string_equal(pmu, "i915");
+  assert_int_equal(lp_sched_intel_pmu_for(root, "renderD129", pmu, sizeof pmu), 0);
+  assert_string_equal(pmu, "i915_0000_03_00.0");
+  assert_int_equal(lp_sched_intel_pmu_for(root, "renderD130", pmu, sizeof pmu), 0);
+  assert_string_equal(pmu, "xe_0000_04_00.0");
+  assert_int_equal(lp_sched_intel_pmu_for(root, "renderD131", pmu, sizeof pmu), LP_ENOENT);
+  assert_int_equal(lp_sched_intel_pmu_for(root, "../renderD128", pmu, sizeof pmu), LP_EINVAL);
+  tmpdir_free(root);
+  /* without the integrated GPU's PMU, a GPU whose own is missing has none */
+  root = tmpdir_new();
+  assert_int_equal(tmpdir_write(root, "sys/bus/event_source/devices/xe_0000_04_00.0/type", "42\n"),
+                   0);
+  assert_int_equal(tmpdir_write(root, "sys/class/drm/renderD128/x", ""), 0);
+  snprintf(p, sizeof p, "%s/sys/class/drm/renderD128/device", root);
+  assert_int_equal(symlink("../../../0000:03:00.0", p), 0);
+  assert_int_equal(lp_sched_intel_pmu_for(root, "renderD128", pmu, sizeof pmu), LP_ENOENT);
+  tmpdir_free(root);
+}
+
 /* The xe PMU: an engine's activity counters are built from the PMU's own format fields and
  * event terms, whatever bits the kernel puts them in. */
 static void test_xe_engine_configs(void **state) {
@@ -541,11 +581,12 @@ static void test_netint_source(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parsers),          cmocka_unit_test(test_cgroup_v2),
-      cmocka_unit_test(test_cgroup_v1),        cmocka_unit_test(test_no_files),
-      cmocka_unit_test(test_cpu_source),       cmocka_unit_test(test_cpu_source_quota),
-      cmocka_unit_test(test_gpu_sources_skip), cmocka_unit_test(test_xe_engine_configs),
-      cmocka_unit_test(test_netint_parse),     cmocka_unit_test(test_netint_source),
+      cmocka_unit_test(test_parsers),           cmocka_unit_test(test_cgroup_v2),
+      cmocka_unit_test(test_cgroup_v1),         cmocka_unit_test(test_no_files),
+      cmocka_unit_test(test_cpu_source),        cmocka_unit_test(test_cpu_source_quota),
+      cmocka_unit_test(test_gpu_sources_skip),  cmocka_unit_test(test_intel_pmu_for),
+      cmocka_unit_test(test_xe_engine_configs), cmocka_unit_test(test_netint_parse),
+      cmocka_unit_test(test_netint_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
