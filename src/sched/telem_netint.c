@@ -195,9 +195,29 @@ static int run_monitor(const char *tool, unsigned timeout_ms, char **out, char *
     len += (size_t)r;
   }
   close(p[0]);
-  if (rc) kill(pid, SIGKILL);
+  /* its exit, within the same deadline: a monitor that closed its output and hangs on is no
+   * better than one that never printed */
   int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  while (!rc) {
+    pid_t w = waitpid(pid, &st, WNOHANG);
+    if (w == pid || (w < 0 && errno != EINTR)) break;
+    uint64_t now = lp_now_ms();
+    if (now >= deadline) {
+      snprintf(why, wlen, "%s did not exit within %u ms", tool, timeout_ms);
+      rc = LP_ETIMEDOUT;
+      break;
+    }
+    struct pollfd q = {mon.quit[0], POLLIN, 0};
+    int n = poll(&q, mon.quit[0] >= 0 ? 1 : 0, (int)LP_MIN(10, deadline - now));
+    if (n > 0) {
+      snprintf(why, wlen, "stopping");
+      rc = LP_ECANCELED;
+    }
+  }
+  if (rc) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
   }
   if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
     if (WIFEXITED(st))

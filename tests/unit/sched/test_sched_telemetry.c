@@ -489,6 +489,7 @@ static char *ni_tool(const char *dir) {
            "case \"$(cat '%s/mode' 2>/dev/null)\" in\n"
            "  fail) echo 'ERROR: no device' >&2; exit 3 ;;\n"
            "  hang) exec sleep 60 ;;\n"
+           "  mute) exec >&-; exec sleep 60 ;;\n"
            "  text) echo 'Num decoders: 1' ;;\n"
            "  *) echo '****'; cat '%s/report.json'; echo '****' ;;\n"
            "esac\n",
@@ -562,6 +563,12 @@ static void test_netint_source(void **state) {
   lp_sched_source_free(b);
   ni_set(dir, "ok", 45);
   assert_int_equal(ni_wait(a, 0, 0.45), 0);
+  /* a monitor that closes its output and hangs on: killed past the run's deadline (1 s), so
+   * the next report comes when it answers again */
+  ni_set(dir, "mute", 45);
+  assert_int_equal(ni_wait(a, LP_EDEVICE, 0), LP_EDEVICE);
+  ni_set(dir, "ok", 55);
+  assert_int_equal(ni_wait(a, 0, 0.55), 0);
   /* a monitor that hangs (sleep 60): samples go stale, and freeing the last source ends the
    * run and kills it (waiting for it would pass the test's 30 s limit) */
   ni_set(dir, "hang", 45);
