@@ -126,6 +126,11 @@ static bool node_ready(void *arg, char *why, size_t whylen) {
   return true;
 }
 
+static void node_metrics(void *arg) {
+  node_t *n = arg;
+  if (n->orch) orch_node_metrics(n->orch);
+}
+
 static int node_set_max_sessions(void *arg, int max, bool is_auto) {
   node_t *n = arg;
   return n->orch ? orch_node_set_max_sessions(n->orch, max, is_auto) : LP_EINVAL;
@@ -270,7 +275,8 @@ static int run_node(int argc, char **argv) {
   admin_hooks_t hooks = {.arg = &n,
                          .status = node_status,
                          .set_max_sessions = node_set_max_sessions,
-                         .ready = node_ready};
+                         .ready = node_ready,
+                         .metrics = node_metrics};
   /* a start that failed above has closed the node already */
   if (!lp_lifecycle_stopping(n.lc) &&
       admin_start(n.loop, &n.cfg, n.cfg.orchestrator ? "orch" : "trcr", &hooks, &n.admin, err,

@@ -21,6 +21,8 @@ typedef struct admin_hooks {
   int (*set_max_sessions)(void *arg, int n, bool is_auto);
   /* /readyz: serving and able to take work (devices passed, not stopping). */
   bool (*ready)(void *arg, char *why, size_t whylen);
+  /* Just before /metrics renders: sets the gauges read from the node's state. */
+  void (*metrics)(void *arg);
 } admin_hooks_t;
 
 /* Binds cfg->cli_addr (plaintext HTTP/1.1). node_type is "orch" or "trcr" for metric labels. */

@@ -75,6 +75,9 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto);
 /* Adds go-livepeer's /status fields (RegisteredTranscodersNumber, LocalTranscoding) and lpod's
  * (Sessions, MaxSessions, SegmentsInFlight). */
 void orch_node_status(orch_node_t *n, cJSON *status);
+/* Sets the gauges read from the node's state (the capacity model's lpod_device_*): call before
+ * rendering /metrics. */
+void orch_node_metrics(orch_node_t *n);
 /* One line for systemd's STATUS=: sessions, the cap, segments in flight, transcoders. */
 void orch_node_summary(orch_node_t *n, char *out, size_t len);
 /* Sessions open and segments in flight: zero when the node is idle. */

@@ -133,6 +133,7 @@ static void on_set_max_sessions(net_req_t *r, void *arg) {
 
 static void on_metrics(net_req_t *r, void *arg) {
   admin_t *a = arg;
+  if (a->hooks.metrics) a->hooks.metrics(a->hooks.arg);
   char *text = lp_metrics_render(a->const_labels);
   static const net_header_t h[] = {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}};
   net_resp_send(r, 200, h, 1, text, strlen(text));

@@ -165,7 +165,8 @@ static void label_name(const char *name, char *out, size_t len) {
     if (*p == ',') *p = ';';
 }
 
-/* The lpod_device_* gauges, registered once: the poll and every segment set them. */
+/* The lpod_device_* gauges, registered once; orch_admit_metrics sets them when /metrics is
+ * read. */
 static void gauges_register(orch_admit_t *a) {
   a->g.committed = lp_metric_gauge("lpod_device_work_committed",
                                    "Work admitted on a device engine, in work units per second",
@@ -219,7 +220,6 @@ void orch_admit_metrics(const orch_admit_t *a) {
 static void poll_fire(uv_timer_t *t) {
   orch_admit_t *a = t->data;
   lp_sched_poll(a->sched);
-  orch_admit_metrics(a);
   if (++a->polls % SAVE_POLLS == 0) orch_admit_save(a);
 }
 
@@ -310,7 +310,6 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   a->poll.data = a;
   uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
   gauges_register(a);
-  orch_admit_metrics(a);
   *out = a;
   return 0;
 fail:
@@ -503,7 +502,6 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_s
     LOGI_C(&lc, "capacity: admitted %dx%d@%.2f -> %zu renditions on %s cost=%.0fwu/s sessions=%d",
            sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, v.detail, si.cost,
            lp_sched_sessions(a->sched));
-    orch_admit_metrics(a);
     return 0;
   }
   snprintf(err, errlen, "OrchestratorCapped");
@@ -525,10 +523,7 @@ bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
   if (job->error[0] || job->duration_ms <= 0) return false;
   lp_sched_health_t h = lp_sched_report_segment(
       a->sched, job->session_id, job->service_ns / 1000000, (uint64_t)job->duration_ms);
-  if (h != LP_SCHED_STREAM_BEHIND) {
-    orch_admit_metrics(a);
-    return false;
-  }
+  if (h != LP_SCHED_STREAM_BEHIND) return false;
   lp_sched_session_info_t si;
   double ratio = lp_sched_session_info(a->sched, job->session_id, &si) == 0 ? si.rt_ratio : 0;
   snprintf(a->behind[a->behind_next], sizeof a->behind[0], "%s", job->session_id);
@@ -540,13 +535,11 @@ bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job) {
   lp_metric_add(lp_metric_counter("lpod_streams_behind_total",
                                   "Streams failed for not keeping real time", NULL),
                 NULL, 1);
-  orch_admit_metrics(a);
   return true;
 }
 
 void orch_admit_release(orch_admit_t *a, const char *session_id) {
   lp_sched_release(a->sched, session_id);
-  orch_admit_metrics(a);
 }
 
 void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
@@ -555,7 +548,6 @@ void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
 
 void orch_admit_device_down(orch_admit_t *a, int device, bool down) {
   lp_sched_set_device_down(a->sched, device, down);
-  orch_admit_metrics(a);
 }
 
 int orch_admit_capacity(const orch_admit_t *a) { return lp_sched_capacity_for(a->sched, NULL); }

@@ -1321,6 +1321,10 @@ void orch_node_status(orch_node_t *n, cJSON *status) {
   if (n->core.admit) orch_admit_status(n->core.admit, status);
 }
 
+void orch_node_metrics(orch_node_t *n) {
+  if (n->core.admit) orch_admit_metrics(n->core.admit);
+}
+
 void orch_node_summary(orch_node_t *n, char *out, size_t len) {
   int sessions = orch_sessions_count(n->core.sessions);
   int w = snprintf(out, len, "%s: %d session%s (max %d), %d segment%s in flight",

@@ -319,7 +319,8 @@ int orch_probe_devices(const lp_config_t *cfg, bool model, hw_table_t *t);
  * for it), or the same probe in this process when no child can be started (*in_process); logs
  * the table. */
 int orch_devices(const lp_config_t *cfg, bool model, hw_table_t *t, bool *in_process);
-/* Sets the lpod_device_* gauges from the model: at every poll, admission, segment and release. */
+/* Sets the lpod_device_* gauges from the model: before /metrics renders (orch_node_metrics), so
+ * the hot paths never touch them. */
 void orch_admit_metrics(const orch_admit_t *a);
 /* Starts a save of the learnt ladders to the data dir on libuv's thread pool, unless one is in
  * progress or nothing changed since the last; the model's timer does this every minute. */

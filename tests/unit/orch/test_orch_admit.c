@@ -189,20 +189,22 @@ static void test_stop_saves_and_start_loads(void **st) {
   assert_int_equal(access(path, F_OK), -1);
 }
 
-static double gauge(const char *name, const char *labels) {
+/* A gauge as /metrics shows it: the model's numbers are read into them first. */
+static double gauge(const orch_admit_t *a, const char *name, const char *labels) {
+  orch_admit_metrics(a);
   return lp_metric_value(
       lp_metric_gauge(name, NULL, strchr(labels, ',') ? "device,engine" : "device"), labels);
 }
 
-/* The lpod_device_* gauges follow the model at each admission and release: the streams placed,
- * the work committed against the budget, and the rendered text carries them. */
+/* The lpod_device_* gauges show the model as it is when read, after each admission and release:
+ * the streams placed, the work committed against the budget, and the rendered text carries them. */
 static void test_device_gauges(void **st) {
   fixture_t *f = *st;
   lp_metrics_reset();
   orch_admit_t *a = NULL;
   assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
-  assert_true(gauge("lpod_device_streams", "cpu") == 0);
-  double budget = gauge("lpod_device_work_budget", "cpu,cpu");
+  assert_true(gauge(a, "lpod_device_streams", "cpu") == 0);
+  double budget = gauge(a, "lpod_device_work_budget", "cpu,cpu");
   assert_true(budget > 0);
   orch_profile_t one[] = {P240}, two[] = {P240, P144};
   orch_job_t j[2];
@@ -218,14 +220,15 @@ static void test_device_gauges(void **st) {
     char err[256] = "";
     assert_int_equal(orch_admit_session(a, &j[i], true, false, err, sizeof err), 0);
   }
-  assert_true(gauge("lpod_device_streams", "cpu") == 2);
-  double both = gauge("lpod_device_work_committed", "cpu,cpu");
+  assert_true(gauge(a, "lpod_device_streams", "cpu") == 2);
+  double both = gauge(a, "lpod_device_work_committed", "cpu,cpu");
   assert_true(both > 0 && both <= budget);
   orch_admit_release(a, "g2");
-  assert_true(gauge("lpod_device_streams", "cpu") == 1);
-  double first = gauge("lpod_device_work_committed", "cpu,cpu");
+  assert_true(gauge(a, "lpod_device_streams", "cpu") == 1);
+  double first = gauge(a, "lpod_device_work_committed", "cpu,cpu");
   assert_true(first > 0 && first < both); /* the second ladder has two renditions */
-  assert_true(gauge("lpod_device_behind", "cpu") == 0);
+  assert_true(gauge(a, "lpod_device_behind", "cpu") == 0);
+  orch_admit_metrics(a);
   char *text = lp_metrics_render(NULL);
   assert_non_null(text);
   assert_non_null(strstr(text, "lpod_device_streams{device=\"cpu\"} 1\n"));
@@ -237,8 +240,8 @@ static void test_device_gauges(void **st) {
   assert_non_null(strstr(text, "lpod_device_telemetry_up{device=\"cpu\"} 0\n"));
   free(text);
   orch_admit_release(a, "g1");
-  assert_true(gauge("lpod_device_streams", "cpu") == 0);
-  assert_true(gauge("lpod_device_work_committed", "cpu,cpu") == 0);
+  assert_true(gauge(a, "lpod_device_streams", "cpu") == 0);
+  assert_true(gauge(a, "lpod_device_work_committed", "cpu,cpu") == 0);
   orch_admit_free(a);
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
