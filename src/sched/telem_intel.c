@@ -25,9 +25,9 @@ typedef struct intel_src {
   int n;
   int fd[MAX_COUNTERS];
   int total_fd[MAX_COUNTERS];
-  int engine[MAX_COUNTERS]; /* 0 video, 1 video-enhance */
-  uint64_t prev[MAX_COUNTERS], prev_total[MAX_COUNTERS];
-  uint64_t prev_ms;
+  int engine[MAX_COUNTERS];          /* 0 video, 1 video-enhance */
+  uint64_t prev[MAX_COUNTERS];       /* busy ns (i915) or active ticks (xe) */
+  uint64_t prev_total[MAX_COUNTERS]; /* the clock they count against: wall ns, or total ticks */
   bool have_prev;
 } intel_src_t;
 
@@ -142,55 +142,60 @@ static int put_field(uint64_t *config, int lo, int bits, uint64_t v) {
   return 0;
 }
 
-int lp_sched_xe_engine_configs(const char *root, const char *pmu, int gt, int cls, int inst,
-                               uint64_t *active, uint64_t *total) {
+/* Where an xe PMU puts an engine activity event's fields, and the two events' numbers. */
+typedef struct xe_layout {
+  int lo[4], bits[4]; /* event, gt, engine_class, engine_instance */
+  uint64_t event[2];  /* engine-active-ticks, engine-total-ticks */
+} xe_layout_t;
+
+static int xe_layout_read(const char *root, const char *pmu, xe_layout_t *l) {
   static const char *const fields[] = {"event", "gt", "engine_class", "engine_instance"};
-  int lo[4], bits[4];
+  static const char *const events[] = {"engine-active-ticks", "engine-total-ticks"};
   char path[4096], *text = NULL;
   for (int i = 0; i < 4; i++) {
     snprintf(path, sizeof path, "/sys/bus/event_source/devices/%s/format/%s", pmu, fields[i]);
     if (sched_read_rooted(root, path, &text)) return LP_ENOENT;
-    int rc = parse_format(text, &lo[i], &bits[i]);
+    int rc = parse_format(text, &l->lo[i], &l->bits[i]);
     free(text);
     if (rc) return rc;
   }
-  static const char *const events[] = {"engine-active-ticks", "engine-total-ticks"};
-  uint64_t *out[] = {active, total};
   for (int k = 0; k < 2; k++) {
-    uint64_t ev = 0, config = 0;
     snprintf(path, sizeof path, "/sys/bus/event_source/devices/%s/events/%s", pmu, events[k]);
     if (sched_read_rooted(root, path, &text)) return LP_ENOENT;
-    int rc = parse_term(text, "event", &ev);
+    int rc = parse_term(text, "event", &l->event[k]);
     free(text);
     if (rc) return LP_EINVAL;
-    if (put_field(&config, lo[0], bits[0], ev) ||
-        put_field(&config, lo[1], bits[1], (uint64_t)gt) ||
-        put_field(&config, lo[2], bits[2], (uint64_t)cls) ||
-        put_field(&config, lo[3], bits[3], (uint64_t)inst))
-      return LP_ERANGE;
-    *out[k] = config;
   }
   return 0;
 }
 
-static int open_counter(int type, uint64_t config, int cpu) {
-  struct perf_event_attr a;
-  memset(&a, 0, sizeof a);
-  a.type = (uint32_t)type;
-  a.size = sizeof a;
-  a.config = config;
-  long fd = syscall(SYS_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
-  return (int)fd;
+/* Event k (0 active, 1 total ticks) of one engine. */
+static int xe_config(const xe_layout_t *l, int k, int gt, int cls, int inst, uint64_t *config) {
+  const uint64_t v[4] = {l->event[k], (uint64_t)gt, (uint64_t)cls, (uint64_t)inst};
+  *config = 0;
+  for (int i = 0; i < 4; i++)
+    if (put_field(config, l->lo[i], l->bits[i], v[i])) return LP_ERANGE;
+  return 0;
 }
 
-/* xe: a counter of an engine's activity group (group_fd -1: its leader, active ticks). */
-static int open_group(int type, uint64_t config, int cpu, int group_fd) {
+int lp_sched_xe_engine_configs(const char *root, const char *pmu, int gt, int cls, int inst,
+                               uint64_t *active, uint64_t *total) {
+  xe_layout_t l;
+  int rc = xe_layout_read(root, pmu, &l);
+  if (!rc) rc = xe_config(&l, 0, gt, cls, inst, active);
+  if (!rc) rc = xe_config(&l, 1, gt, cls, inst, total);
+  return rc;
+}
+
+/* A counter of the PMU; an xe engine's activity is a group (group_fd -1 opens its leader, the
+ * active ticks) read at once (PERF_FORMAT_GROUP). */
+static int open_counter(int type, uint64_t config, int cpu, int group_fd, uint64_t read_format) {
   struct perf_event_attr a;
   memset(&a, 0, sizeof a);
   a.type = (uint32_t)type;
   a.size = sizeof a;
   a.config = config;
-  a.read_format = PERF_FORMAT_GROUP;
+  a.read_format = read_format;
   long fd = syscall(SYS_perf_event_open, &a, -1, cpu, group_fd, PERF_FLAG_FD_CLOEXEC);
   return (int)fd;
 }
@@ -208,16 +213,22 @@ static int read_group(int fd, uint64_t *active, uint64_t *total) {
   return 0;
 }
 
-static int xe_sample(intel_src_t *s, uint64_t now_ms, lp_sched_sample_t *out) {
+/* Each counter's busy share since the last sample, averaged per engine class (work spreads over
+ * a class): i915 counts busy ns against the wall clock, xe active ticks against total ticks. */
+static int intel_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sample_t *out) {
+  intel_src_t *s = (intel_src_t *)src;
   uint64_t v[MAX_COUNTERS], t[MAX_COUNTERS];
-  for (int i = 0; i < s->n; i++)
-    if (read_group(s->fd[i], &v[i], &t[i])) return LP_EIO;
+  for (int i = 0; i < s->n; i++) {
+    if (s->xe ? read_group(s->fd[i], &v[i], &t[i]) : read_counter(s->fd[i], &v[i])) return LP_EIO;
+    if (!s->xe) t[i] = now_ms * 1000000;
+  }
   if (s->have_prev) {
     double sum[2] = {0, 0};
     int cnt[2] = {0, 0};
     for (int i = 0; i < s->n; i++) {
-      if (t[i] <= s->prev_total[i] || v[i] < s->prev[i]) continue; /* no ticks: asleep */
-      sum[s->engine[i]] += (double)(v[i] - s->prev[i]) / (double)(t[i] - s->prev_total[i]);
+      if (t[i] <= s->prev_total[i]) continue; /* no time passed (xe: no ticks, the GPU asleep) */
+      if (v[i] >= s->prev[i])
+        sum[s->engine[i]] += (double)(v[i] - s->prev[i]) / (double)(t[i] - s->prev_total[i]);
       cnt[s->engine[i]]++;
     }
     for (int e = 0; e < 2; e++) {
@@ -229,33 +240,6 @@ static int xe_sample(intel_src_t *s, uint64_t now_ms, lp_sched_sample_t *out) {
   }
   memcpy(s->prev, v, sizeof v);
   memcpy(s->prev_total, t, sizeof t);
-  s->prev_ms = now_ms;
-  s->have_prev = true;
-  return 0;
-}
-
-static int intel_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sample_t *out) {
-  intel_src_t *s = (intel_src_t *)src;
-  if (s->xe) return xe_sample(s, now_ms, out);
-  uint64_t v[MAX_COUNTERS];
-  for (int i = 0; i < s->n; i++)
-    if (read_counter(s->fd[i], &v[i])) return LP_EIO;
-  if (s->have_prev && now_ms > s->prev_ms) {
-    double wall_ns = (double)(now_ms - s->prev_ms) * 1e6, sum[2] = {0, 0};
-    int cnt[2] = {0, 0};
-    for (int i = 0; i < s->n; i++) {
-      sum[s->engine[i]] += v[i] >= s->prev[i] ? (double)(v[i] - s->prev[i]) / wall_ns : 0;
-      cnt[s->engine[i]]++;
-    }
-    for (int e = 0; e < 2; e++) {
-      if (!cnt[e]) continue;
-      out->util[e] = LP_MIN(1.0, sum[e] / cnt[e]); /* work spreads over an engine class */
-      out->util_mask |= 1u << e;
-      out->fields |= LP_SCHED_TEL_UTIL;
-    }
-  }
-  memcpy(s->prev, v, sizeof v);
-  s->prev_ms = now_ms;
   s->have_prev = true;
   return 0;
 }
@@ -290,20 +274,22 @@ static int skip(const char *fmt, ...) {
  * their own). The driver refuses an engine that is not there. */
 static int xe_open(intel_src_t *s, const char *root, const char *name, int type, int cpu,
                    int *err) {
-  uint64_t act, tot;
-  int rc = lp_sched_xe_engine_configs(root, name, 0, 2, 0, &act, &tot);
+  xe_layout_t l;
+  int rc = xe_layout_read(root, name, &l);
   if (rc) return rc;
   s->xe = true;
   for (int gt = 0; gt < 4; gt++)
     for (int cls = 2; cls <= 3; cls++)
       for (int inst = 0; inst < 8 && s->n < MAX_COUNTERS; inst++) {
-        if (lp_sched_xe_engine_configs(root, name, gt, cls, inst, &act, &tot)) continue;
-        int lead = open_group(type, act, cpu, -1);
+        uint64_t act, tot;
+        if (xe_config(&l, 0, gt, cls, inst, &act) || xe_config(&l, 1, gt, cls, inst, &tot))
+          continue;
+        int lead = open_counter(type, act, cpu, -1, PERF_FORMAT_GROUP);
         if (lead < 0) {
           if (errno != ENOENT && errno != ENODEV && errno != EINVAL) *err = errno;
           continue;
         }
-        int member = open_group(type, tot, cpu, lead);
+        int member = open_counter(type, tot, cpu, lead, PERF_FORMAT_GROUP);
         if (member < 0) {
           *err = errno;
           close(lead);
@@ -372,7 +358,7 @@ int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source
     int prc = parse_event(text, &config);
     free(text);
     if (prc) continue;
-    int fd = open_counter(type, config, cpu);
+    int fd = open_counter(type, config, cpu, -1, 0);
     if (fd < 0) {
       err = errno;
       continue;
