@@ -26,15 +26,15 @@ extern char **environ;
 
 static struct {
   pthread_mutex_t life; /* starting and stopping: users, th, quit, tool, interval_ms */
-  pthread_mutex_t mu;   /* what the thread writes: report, report_ms, failing */
+  pthread_mutex_t mu;   /* what the thread writes: cards, cards_ms, failing */
   int users;
   pthread_t th;
   int quit[2]; /* a byte on quit[1] stops the thread and any run in progress */
   char *tool;
   unsigned interval_ms;
-  char *report;       /* the last report the monitor printed */
-  uint64_t report_ms; /* lp_now_ms() when it was read */
-  bool failing;       /* the last run failed (and was logged) */
+  struct ni_cards *cards; /* the last report the monitor printed, read */
+  uint64_t cards_ms;      /* lp_now_ms() when it was read */
+  bool failing;           /* the last run failed (and was logged) */
   bool missing_logged;
 } mon = {.life = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .quit = {-1, -1}};
 
@@ -54,9 +54,15 @@ static bool number(const cJSON *o, const char *key, double *v) {
   return true;
 }
 
+/* Every card of one report, read in one pass. */
+#define NI_MAX_CARDS 64
+typedef struct ni_cards {
+  lp_sched_sample_t card[NI_MAX_CARDS];
+  bool listed[NI_MAX_CARDS];
+} ni_cards_t;
+
 /* One object of the report: {"encoder": [{"INDEX": 0, "LOAD": 12, ...}, ...]}. */
-static bool read_object(const cJSON *obj, int card, lp_sched_sample_t *out) {
-  bool found = false;
+static void read_object(const cJSON *obj, ni_cards_t *cards) {
   const cJSON *kind;
   cJSON_ArrayForEach(kind, obj) {
     int e = kind->string ? engine_of(kind->string) : -1;
@@ -64,10 +70,13 @@ static bool read_object(const cJSON *obj, int card, lp_sched_sample_t *out) {
     const cJSON *dev;
     cJSON_ArrayForEach(dev, kind) {
       double index, load, fw = 0, inst;
-      /* compared as numbers: a report's figure need not fit an int */
-      if (!number(dev, "INDEX", &index) || index != (double)card || !number(dev, "LOAD", &load))
+      /* range-checked as a number: a report's figure need not fit an int */
+      if (!number(dev, "INDEX", &index) || !(index >= 0 && index < NI_MAX_CARDS) ||
+          index != (int)index || !number(dev, "LOAD", &load))
         continue;
-      found = true;
+      int c = (int)index;
+      lp_sched_sample_t *out = &cards->card[c];
+      cards->listed[c] = true;
       number(dev, "FW_LOAD", &fw);
       /* LOAD is the video engine's, FW_LOAD the card's firmware: either one full holds the
        * stage up, as the monitor's own text view reports */
@@ -86,14 +95,13 @@ static bool read_object(const cJSON *obj, int card, lp_sched_sample_t *out) {
       }
     }
   }
-  return found;
 }
 
-int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out) {
-  if (!report || !out) return LP_EINVAL;
-  memset(out, 0, sizeof *out);
+/* LP_EINVAL when the report holds no object or one that does not parse. */
+static int parse_report(const char *report, ni_cards_t *cards) {
+  memset(cards, 0, sizeof *cards);
   const char *p = report;
-  bool any = false, found = false;
+  bool any = false;
   for (;;) {
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
     if (!*p) break;
@@ -112,12 +120,28 @@ int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out) 
       return LP_EINVAL;
     }
     any = true;
-    if (read_object(obj, card, out)) found = true;
+    read_object(obj, cards);
     cJSON_Delete(obj);
     p = end;
   }
-  if (!any) return LP_EINVAL;
-  return found ? 0 : LP_ENOENT;
+  return any ? 0 : LP_EINVAL;
+}
+
+static int card_sample(const ni_cards_t *cards, int card, lp_sched_sample_t *out) {
+  if (card < 0 || card >= NI_MAX_CARDS || !cards->listed[card]) return LP_ENOENT;
+  *out = cards->card[card];
+  return 0;
+}
+
+int lp_sched_netint_parse(const char *report, int card, lp_sched_sample_t *out) {
+  if (!report || !out) return LP_EINVAL;
+  memset(out, 0, sizeof *out);
+  ni_cards_t *cards = malloc(sizeof *cards);
+  if (!cards) return LP_ENOMEM;
+  int rc = parse_report(report, cards);
+  if (!rc) rc = card_sample(cards, card, out);
+  free(cards);
+  return rc;
 }
 
 /* ---- running the monitor ---- */
@@ -239,27 +263,40 @@ static unsigned run_timeout(unsigned interval_ms) {
   return LP_MIN(5000u, LP_MAX(1000u, 2 * interval_ms));
 }
 
-/* Runs the monitor and keeps what it printed; logs when it starts or stops failing. */
-static int refresh(void) {
-  char *text = NULL, why[256] = "";
-  int rc = run_monitor(mon.tool, run_timeout(mon.interval_ms), &text, why, sizeof why);
-  if (rc == LP_ECANCELED) return rc;
-  if (!rc) {
-    /* a report that parses at all: whether it lists a card is each source's business */
-    lp_sched_sample_t probe;
-    int prc = lp_sched_netint_parse(text, -1, &probe);
-    if (prc == LP_EINVAL) {
-      snprintf(why, sizeof why, "%s printed no JSON report", mon.tool);
-      free(text);
-      text = NULL;
-      rc = LP_EPROTO;
-    }
+/* One run of the monitor, read into every card's sample (on the monitor's thread, so the loop
+ * only copies one out). */
+static int fetch(ni_cards_t **out, char *why, size_t wlen) {
+  *out = NULL;
+  char *text = NULL;
+  int rc = run_monitor(mon.tool, run_timeout(mon.interval_ms), &text, why, wlen);
+  if (rc) return rc;
+  ni_cards_t *cards = malloc(sizeof *cards);
+  if (!cards)
+    rc = LP_ENOMEM;
+  else if (parse_report(text, cards)) {
+    snprintf(why, wlen, "%s printed no JSON report", mon.tool);
+    rc = LP_EPROTO;
   }
+  free(text);
+  if (rc) {
+    free(cards);
+    return rc;
+  }
+  *out = cards;
+  return 0;
+}
+
+/* Runs the monitor and keeps what it reported; logs when it starts or stops failing. */
+static int refresh(void) {
+  ni_cards_t *cards = NULL;
+  char why[256] = "";
+  int rc = fetch(&cards, why, sizeof why);
+  if (rc == LP_ECANCELED) return rc;
   pthread_mutex_lock(&mon.mu);
   if (!rc) {
-    free(mon.report);
-    mon.report = text;
-    mon.report_ms = lp_now_ms();
+    free(mon.cards);
+    mon.cards = cards;
+    mon.cards_ms = lp_now_ms();
     if (mon.failing) LOGI("capacity: the NETINT monitor answers again");
     mon.failing = false;
   } else if (!mon.failing) {
@@ -294,9 +331,10 @@ static void mon_stop(void) {
     mon.quit[i] = -1;
   }
   free(mon.tool);
-  free(mon.report);
-  mon.tool = mon.report = NULL;
-  mon.report_ms = 0;
+  free(mon.cards);
+  mon.tool = NULL;
+  mon.cards = NULL;
+  mon.cards_ms = 0;
   mon.failing = false;
 }
 
@@ -306,25 +344,19 @@ static int mon_start(const char *tool, unsigned interval_ms) {
   mon.tool = strdup(tool);
   if (!mon.tool) return LP_ENOMEM;
   mon.interval_ms = interval_ms;
-  char *text = NULL, why[256] = "";
-  int rc = run_monitor(mon.tool, run_timeout(interval_ms), &text, why, sizeof why);
-  if (!rc && lp_sched_netint_parse(text, -1, &(lp_sched_sample_t){0}) == LP_EINVAL) {
-    snprintf(why, sizeof why, "%s printed no JSON report", tool);
-    rc = LP_EPROTO;
-  }
+  char why[256] = "";
+  int rc = fetch(&mon.cards, why, sizeof why);
   if (rc) {
     if (!mon.missing_logged)
       LOGW("capacity: NETINT telemetry skipped: %s (it comes with NETINT's SDK; -netintMonitor "
            "names it); the cards run on the cost model and the real-time feedback",
            why);
     mon.missing_logged = true;
-    free(text);
     free(mon.tool);
     mon.tool = NULL;
     return LP_EUNSUPP;
   }
-  mon.report = text;
-  mon.report_ms = lp_now_ms();
+  mon.cards_ms = lp_now_ms();
   if (pipe2(mon.quit, O_CLOEXEC) != 0) {
     mon.quit[0] = mon.quit[1] = -1;
     mon_stop();
@@ -358,12 +390,12 @@ static int netint_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sampl
   int rc;
   pthread_mutex_lock(&mon.mu);
   uint64_t now = lp_now_ms();
-  if (!mon.report || now - mon.report_ms > (uint64_t)NI_STALE_RUNS * mon.interval_ms)
+  if (!mon.cards || now - mon.cards_ms > (uint64_t)NI_STALE_RUNS * mon.interval_ms)
     rc = LP_EDEVICE;
   else
-    rc = lp_sched_netint_parse(mon.report, n->card, out);
+    rc = card_sample(mon.cards, n->card, out);
   pthread_mutex_unlock(&mon.mu);
-  return rc == LP_EINVAL ? LP_EPROTO : rc;
+  return rc;
 }
 
 static void netint_destroy(lp_sched_source_t *src) {
@@ -388,10 +420,9 @@ int lp_sched_source_netint_new(const char *tool, int card, unsigned interval_ms,
     return rc;
   }
   mon.users++;
-  lp_sched_sample_t s;
   pthread_mutex_lock(&mon.mu);
   /* the last report, which may be a failed run's predecessor: a card it lists is there */
-  bool listed = mon.report && lp_sched_netint_parse(mon.report, card, &s) != LP_ENOENT;
+  bool listed = mon.cards && card < NI_MAX_CARDS && mon.cards->listed[card];
   pthread_mutex_unlock(&mon.mu);
   netint_src_t *n = listed ? calloc(1, sizeof *n) : NULL;
   if (!n) {
