@@ -445,7 +445,7 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
            lp_sched_reason_name(v.reason), v.detail, beside);
       return rc;
     }
-    if (job == &sj && profiles && session_id) {
+    if (job && profiles && session_id) {
       /* a stream's first segment turned away before its body: as telling for the operator as
        * a refusal after weighing, so logged alike */
       lp_logctx_t lc = LP_LOGCTX_INIT;
