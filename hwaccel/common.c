@@ -1,10 +1,12 @@
 /* Helpers shared by the hardware backends: codec names, error classes, encoder settings. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <libavfilter/buffersrc.h>
+#include <libavutil/log.h>
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 
@@ -17,6 +19,20 @@ static const struct {
     {AV_CODEC_ID_H264, "h264"}, {AV_CODEC_ID_HEVC, "hevc"}, {AV_CODEC_ID_VP8, "vp8"},
     {AV_CODEC_ID_VP9, "vp9"},   {AV_CODEC_ID_AV1, "av1"},
 };
+
+static void av_log_cb(void *avcl, int level, const char *fmt, va_list vl) {
+  if (level > AV_LOG_WARNING || level > av_log_get_level() || !LP_LOG_ON(LP_V_DEBUG)) return;
+  char line[1024];
+  int prefix = 1;
+  av_log_format_line2(avcl, level, fmt, vl, line, sizeof(line), &prefix);
+  size_t n = strlen(line);
+  while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+  if (n) lp_log_write(LP_LOG_INFO, __FILE__, __LINE__, NULL, "libav: %s", line);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+static void log_init(void) { av_log_set_callback(av_log_cb); }
+void hw_log_init(void) { pthread_once(&log_once, log_init); }
 
 enum AVCodecID hw_codec_avid(hw_codec_t c) {
   return (unsigned)c < HW_CODECS ? codecs[c].id : AV_CODEC_ID_NONE;

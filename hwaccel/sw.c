@@ -161,11 +161,18 @@ static int sw_encoder_open(AVBufferRef *device, const hw_enc_params_t *p, AVBuff
   } else if (p->gop_forced) {
     c->gop_size = 1 << 30; /* the caller forces every keyframe */
   }
+  /* x265 prints to stderr itself, past FFmpeg's log: its notes (lookahead slices off for a small
+   * source, and the like) only where lpod logs FFmpeg's warnings too, errors always. */
+  const char *x265_log = LP_LOG_ON(LP_V_DEBUG) ? "log-level=1" : "log-level=0";
   if (p->gop_forced || p->gop_frames != 0) {
     if (p->codec == AV_CODEC_ID_H264) av_dict_set(&o, "sc_threshold", "0", 0);
-    if (p->codec == AV_CODEC_ID_HEVC) av_dict_set(&o, "x265-params", "scenecut=0:log-level=1", 0);
+    if (p->codec == AV_CODEC_ID_HEVC) {
+      char xp[64];
+      snprintf(xp, sizeof xp, "scenecut=0:%s", x265_log);
+      av_dict_set(&o, "x265-params", xp, 0);
+    }
   } else if (p->codec == AV_CODEC_ID_HEVC) {
-    av_dict_set(&o, "x265-params", "log-level=1", 0);
+    av_dict_set(&o, "x265-params", x265_log, 0);
   }
   if (p->codec == AV_CODEC_ID_H264) {
     switch (p->h264_profile) {

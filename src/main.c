@@ -303,6 +303,7 @@ static int run_node(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  hw_log_init(); /* the device probe, calibration and workers run FFmpeg before any session */
   if (argc > 1 && argv[1][0] != '-') {
     for (const lp_subcommand_t *s = subcommands; s->name; s++)
       if (strcmp(s->name, argv[1]) == 0) return s->run(argc - 1, argv + 1);

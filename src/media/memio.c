@@ -1,10 +1,8 @@
 /* In-memory AVIO: segments never touch the disk on their way through the engine. */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <libavutil/log.h>
 #include <libavutil/mem.h>
 
 #include "media_int.h"
@@ -102,16 +100,5 @@ void media_avio_free(AVIOContext **pb) {
   avio_context_free(pb);
 }
 
-static void av_log_cb(void *avcl, int level, const char *fmt, va_list vl) {
-  if (level > AV_LOG_WARNING || !LP_LOG_ON(LP_V_DEBUG)) return;
-  char line[1024];
-  int prefix = 1;
-  av_log_format_line2(avcl, level, fmt, vl, line, sizeof(line), &prefix);
-  size_t n = strlen(line);
-  while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
-  if (n) lp_log_write(LP_LOG_INFO, __FILE__, __LINE__, NULL, "libav: %s", line);
-}
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static void global_init(void) { av_log_set_callback(av_log_cb); }
-void media_global_init(void) { pthread_once(&init_once, global_init); }
+/* media's own entry points (the CLI, a session) call this before FFmpeg runs. */
+void media_global_init(void) { hw_log_init(); }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -146,6 +147,20 @@ static int realtime_threads(pid_t pid, char *which, size_t len) {
   return n;
 }
 
+/* Every line the node wrote is its own: the start-up table (+/| lines) or a glog-style line
+ * ("I1205 06:07:37.121515 ..."); none comes from FFmpeg or an encoder printing on its own. */
+static void assert_lines_formatted(const char *out) {
+  for (const char *p = out; *p;) {
+    const char *nl = strchr(p, '\n');
+    size_t n = nl ? (size_t)(nl - p) : strlen(p);
+    bool ok = n == 0 || p[0] == '+' || p[0] == '|' ||
+              (n > 6 && strchr("IWEF", p[0]) && isdigit((unsigned char)p[1]) &&
+               isdigit((unsigned char)p[4]) && p[5] == ' ');
+    if (!ok) fail_msg("a log line not written by lpod's log: %.*s", (int)LP_MIN(n, 200), p);
+    p += n + (nl ? 1 : 0);
+  }
+}
+
 static void test_ready_then_graceful_stop(void **state) {
   (void)state;
   char sock[256], log[256], data[256], addr[64];
@@ -166,10 +181,9 @@ static void test_ready_then_graceful_stop(void **state) {
                   addr,
                   "-cliAddr",
                   "127.0.0.1:0",
-                  "-testTranscoder=false",
                   NULL};
   pid_t pid = spawn(argv, sock, log);
-  assert_int_equal(wait_notify(nfd, "READY=1", 20000), 0);
+  assert_int_equal(wait_notify(nfd, "READY=1", 120000), 0);
   /* Under root SVT-AV1 moves the thread that opens it to SCHED_FIFO 99, after which every
    * thread would inherit it. The start-up self-test that opens every CPU encoder runs in a child
    * process; the node must serve with ordinary time-shared threads only. */
@@ -188,6 +202,10 @@ static void test_ready_then_graceful_stop(void **state) {
   /* the device table came from the start-up child */
   assert_non_null(strstr(out, "Devices: probed by a child process"));
   assert_non_null(strstr(out, "Devices: 1 probed in"));
+  /* the child self-tested every CPU encoder (x264, x265, libvpx, SVT-AV1) and calibrated with
+   * x264, and none of them wrote to the log past lpod's */
+  assert_non_null(strstr(out, "capacity: calibrating cpu"));
+  assert_lines_formatted(out);
   free(out);
   close(nfd);
 }
