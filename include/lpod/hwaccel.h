@@ -162,7 +162,8 @@ typedef enum {
 #define HW_CODEC_ALL ((1u << HW_CODECS) - 1)
 enum AVCodecID hw_codec_avid(hw_codec_t c);
 /* Routes FFmpeg's own log lines (libav*, and the libx264 / libvpx wrappers') into lpod's log, so
- * they never reach stderr unformatted: warnings and errors at -v 6 and above, nothing below.
+ * they never reach stderr unformatted: warnings and errors at -v 5 (debug) and above, nothing
+ * below.
  * Every entry point calls it before FFmpeg runs; it may be called again. */
 void hw_log_init(void);
 /* "h264", "hevc", "vp8", "vp9", "av1". */
