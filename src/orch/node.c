@@ -107,12 +107,24 @@ static int max_sessions_shown(orch_node_t *n) {
   return orch_sessions_max(n->core.sessions);
 }
 
+/* The session and transcoder gauges, read when /metrics renders (orch_node_metrics): a session
+ * that ends, a limit the model moves and a remote transcoder's load all show at the next scrape
+ * without each of their paths setting them. */
 static void metrics_sessions(orch_node_t *n) {
   lp_metric_set(
       lp_metric_gauge("livepeer_current_sessions_total", "Active transcoding sessions", NULL), NULL,
       orch_sessions_count(n->core.sessions));
   lp_metric_set(lp_metric_gauge("livepeer_max_sessions_total", "Session limit", NULL), NULL,
                 max_sessions_shown(n));
+  if (!n->pool) return;
+  lp_metric_set(lp_metric_gauge("livepeer_transcoders_number", "Registered transcoders", NULL),
+                NULL, pool_manager_transcoders(n->pool));
+  lp_metric_set(lp_metric_gauge("livepeer_transcoders_capacity",
+                                "Summed capacity of registered transcoders", NULL),
+                NULL, pool_manager_capacity(n->pool));
+  lp_metric_set(
+      lp_metric_gauge("livepeer_transcoders_load", "Sessions on remote transcoders", NULL), NULL,
+      pool_manager_load(n->pool));
 }
 
 static void metrics_segment(orch_node_t *n, const orch_job_t *job, int64_t pixels) {
@@ -257,7 +269,6 @@ static void seg_transcoded(orch_job_t *job, void *arg) {
     return;
   }
   metrics_segment(s->node, job, pixels);
-  metrics_sessions(s->node);
   if (c->admit && orch_admit_segment_done(c->admit, job))
     LOGW_C(&lc, "Stream cannot keep real time; its next segments will be refused");
   if (!job->error[0]) {
@@ -352,7 +363,6 @@ static void seg_start_transcode(seg_ctx_t *s, const uint8_t *data, size_t len,
   }
   rc = orch_sessions_submit(c->sessions, j);
   if (rc && is_new && c->admit) orch_admit_release(c->admit, j->session_id);
-  metrics_sessions(s->node);
   if (rc == LP_ECAPACITY)
     seg_write_error(s, "OrchestratorCapped");
   else if (rc == LP_EAGAIN)
@@ -699,15 +709,6 @@ static void pool_changed(pool_manager_t *m, void *arg) {
   /* with the capacity model (local workers) the model decides, not the registered counts */
   if (n->max_auto && !n->core.admit)
     orch_sessions_set_max(n->core.sessions, pool_manager_capacity(m));
-  lp_metric_set(lp_metric_gauge("livepeer_transcoders_number", "Registered transcoders", NULL),
-                NULL, pool_manager_transcoders(m));
-  lp_metric_set(lp_metric_gauge("livepeer_transcoders_capacity",
-                                "Summed capacity of registered transcoders", NULL),
-                NULL, pool_manager_capacity(m));
-  lp_metric_set(
-      lp_metric_gauge("livepeer_transcoders_load", "Sessions on remote transcoders", NULL), NULL,
-      pool_manager_load(m));
-  metrics_sessions(n);
   LOGI("Transcoders changed: transcoders=%d capacity=%d maxSessions=%d caps=0x%llx "
        "lpodCaps=0x%llx",
        pool_manager_transcoders(m), pool_manager_capacity(m), max_sessions_shown(n),
@@ -1187,7 +1188,6 @@ int orch_node_start(uv_loop_t *loop, const lp_config_t *cfg, orch_node_t **out) 
   uv_timer_init(loop, &n->drain_timer);
   n->drain_timer.data = n;
   if (n->table) watch_devices(n); /* nothing can fail after this: its handles need a close */
-  metrics_sessions(n);
   LOGI("Orchestrator serving on %s (port %d), service URI %s, maxSessions=%d%s", http_addr,
        net_server_port(n->srv), c->service_uri, max_sessions_shown(n),
        n->max_auto ? " (auto)" : "");
@@ -1297,7 +1297,6 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
   }
   if (n->core.admit) orch_admit_set_max(n->core.admit, is_auto ? 0 : max_sessions);
   LOGI("MaxSessions set to %d%s", max_sessions_shown(n), is_auto ? " (auto)" : "");
-  metrics_sessions(n);
   return 0;
 }
 
@@ -1322,6 +1321,7 @@ void orch_node_status(orch_node_t *n, cJSON *status) {
 }
 
 void orch_node_metrics(orch_node_t *n) {
+  metrics_sessions(n);
   if (n->core.admit) orch_admit_metrics(n->core.admit);
 }
 

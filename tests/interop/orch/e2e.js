@@ -803,6 +803,8 @@ test('admission', async () => {
     assert.ok(series('lpod_device_work_budget', 'device="cpu",engine="cpu"') > 0);
     assert.strictEqual(series('lpod_device_behind', 'device="cpu"'), dev.behind ? 1 : 0);
     assert.strictEqual(series('lpod_device_telemetry_up', 'device="cpu"'), 1);
+    assert.strictEqual(series('livepeer_current_sessions_total', ''), st.Sessions);
+    assert.strictEqual(st.Sessions, admitted.length);
     // The first refusal names the numbers it was weighed with (the budget moves once segments
     // report, so /status may already show another): admitted work plus one more stream passed
     // the budget, and the admitted streams are exactly what had been committed.
@@ -847,6 +849,9 @@ test('admission', async () => {
     // measured real-time ratio may have marked the busy device as behind, refusing new work)
     for (const i of admitted) await unary(node, 'EndTranscodingSession', { auth_token: infos[i].auth_token });
     assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, 0);
+    // and the session gauge says so at the next scrape, with no segment since
+    const after = (await adminGet(node, '/metrics')).match(/^livepeer_current_sessions_total\{[^}]*\} (\S+)$/m);
+    assert.ok(after && Number(after[1]) === 0, `no session left in /metrics: ${after && after[0]}`);
     // (the live part has taught the node what these streams really cost, which on a sanitizer
     // build is more than the model's figure, so the check uses a light rendition that fits
     // whatever the learnt budget: at least a quarter of the configured one)
