@@ -531,8 +531,9 @@ static void report(gw_t *g, double wall_s) {
   printf("%d stream(s), %zu segment(s) ok, %zu failed, %d setup failure(s), %.1f s\n", g->n_streams,
          g->n_ok, g->n_failed, g->setup_failures, wall_s);
   if (g->n_ok)
-    printf("latency ms: p50 %.0f  p90 %.0f  p99 %.0f  max %.0f; real-time ratio at p50 %.2f\n", p50,
-           p90, p99, max, rt50);
+    printf("latency ms: p50 %.0f  p90 %.0f  p99 %.0f  max %.0f; real-time ratio at p50 %.2f "
+           "(segment duration / round trip)\n",
+           p50, p90, p99, max, rt50);
   for (cJSON *e = g->errors->child; e; e = e->next)
     printf("  %4.0f x %s\n", e->valuedouble, e->string);
 }
