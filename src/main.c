@@ -136,6 +136,11 @@ static int node_set_max_sessions(void *arg, int max, bool is_auto) {
   return n->orch ? orch_node_set_max_sessions(n->orch, max, is_auto) : LP_EINVAL;
 }
 
+static int node_set_target_ratio(void *arg, double ratio) {
+  node_t *n = arg;
+  return n->orch ? orch_node_set_target(n->orch, ratio) : LP_EUNSUPP;
+}
+
 static void node_status(void *arg, cJSON *st) {
   node_t *n = arg;
   cJSON_ReplaceItemInObject(st, "LocalTranscoding", cJSON_CreateBool(n->cfg.transcoder));
@@ -275,6 +280,7 @@ static int run_node(int argc, char **argv) {
   admin_hooks_t hooks = {.arg = &n,
                          .status = node_status,
                          .set_max_sessions = node_set_max_sessions,
+                         .set_target_ratio = node_set_target_ratio,
                          .ready = node_ready,
                          .metrics = node_metrics};
   /* a start that failed above has closed the node already */

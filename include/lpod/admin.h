@@ -19,6 +19,9 @@ typedef struct admin_hooks {
   void (*status)(void *arg, cJSON *status);
   /* /setMaxSessions: n > 0, or is_auto. Returns 0 or a negative LP_ error. */
   int (*set_max_sessions)(void *arg, int n, bool is_auto);
+  /* /setTargetRealtimeRatio: ratio in (0, 1]. Returns 0, LP_EINVAL for a ratio out of range or
+   * LP_EUNSUPP where streams are admitted by count (no capacity model). */
+  int (*set_target_ratio)(void *arg, double ratio);
   /* /readyz: serving and able to take work (devices passed, not stopping). */
   bool (*ready)(void *arg, char *why, size_t whylen);
   /* Just before /metrics renders: sets the gauges read from the node's state. */

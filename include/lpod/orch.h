@@ -72,6 +72,9 @@ void orch_node_free(orch_node_t *n);
 /* For the admin API. /setMaxSessions: n > 0, or is_auto (a standalone orchestrator only: the
  * registered transcoders' capacity). LP_EINVAL when not allowed. */
 int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto);
+/* /setTargetRealtimeRatio: the capacity model's headroom, in (0, 1]. LP_EUNSUPP where the node
+ * admits by count (-costAdmission=false, or no local transcoding). */
+int orch_node_set_target(orch_node_t *n, double ratio);
 /* Adds go-livepeer's /status fields (RegisteredTranscodersNumber, LocalTranscoding) and lpod's
  * (Sessions, MaxSessions, SegmentsInFlight). */
 void orch_node_status(orch_node_t *n, cJSON *status);

@@ -280,6 +280,10 @@ int lp_sched_parse_device_caps(const char *text, int **out, size_t *n, char *err
 int lp_sched_apply_device_caps(lp_sched_t *s, const int *caps, size_t n, char *err, size_t errlen);
 /* -maxSessions at run time (/setMaxSessions); 0 = no count cap (auto). */
 void lp_sched_set_max_sessions(lp_sched_t *s, int n);
+/* -targetRealtimeRatio at run time (/setTargetRealtimeRatio), in (0, 1]; LP_EINVAL otherwise.
+ * Budgets follow at once: a lower target refuses new sessions until the admitted ones fit under
+ * it (none is dropped), a higher one admits more. */
+int lp_sched_set_target(lp_sched_t *s, double ratio);
 /* Retail NVIDIA drivers cap NVENC sessions for the whole system, all cards together (3, 5 or 8
  * depending on the driver). n is that cap as the media engine detected it; 0 = none. */
 void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n);

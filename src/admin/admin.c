@@ -131,6 +131,33 @@ static void on_set_max_sessions(net_req_t *r, void *arg) {
   free(v);
 }
 
+static void on_set_target_ratio(net_req_t *r, void *arg) {
+  admin_t *a = arg;
+  char *v = form(r, "targetRealtimeRatio");
+  char *end = NULL;
+  double ratio = v ? strtod(v, &end) : 0;
+  if (!v) {
+    net_resp_error(r, 400, "missing form param: targetRealtimeRatio");
+  } else if (!*v || *end || !(ratio > 0 && ratio <= 1)) {
+    net_resp_error(r, 400, "targetRealtimeRatio must be a number in (0, 1]");
+  } else {
+    int rc =
+        a->hooks.set_target_ratio ? a->hooks.set_target_ratio(a->hooks.arg, ratio) : LP_EUNSUPP;
+    if (rc == LP_EUNSUPP) {
+      net_resp_error(r, 400,
+                     "this node admits streams by count (-costAdmission=false, or no local "
+                     "transcoding): it has no target real-time ratio");
+    } else if (rc) {
+      net_resp_error(r, 400, lp_strerror(rc));
+    } else {
+      char msg[64];
+      snprintf(msg, sizeof msg, "Target real-time ratio set to %.2f", ratio);
+      send_text(r, 200, msg);
+    }
+  }
+  free(v);
+}
+
 static void on_metrics(net_req_t *r, void *arg) {
   admin_t *a = arg;
   if (a->hooks.metrics) a->hooks.metrics(a->hooks.arg);
@@ -169,6 +196,7 @@ int admin_start(uv_loop_t *loop, const lp_config_t *cfg, const char *node_type,
   net_server_route(a->srv, "/getLogLevel", false, NULL, on_get_log_level, a);
   net_server_route(a->srv, "/setLogLevel", false, NULL, on_set_log_level, a);
   net_server_route(a->srv, "/setMaxSessions", false, NULL, on_set_max_sessions, a);
+  net_server_route(a->srv, "/setTargetRealtimeRatio", false, NULL, on_set_target_ratio, a);
   if (a->monitor) {
     net_server_route(a->srv, "/metrics", false, NULL, on_metrics, a);
     char labels[128];

@@ -546,6 +546,15 @@ void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
   lp_sched_set_max_sessions(a->sched, max_sessions);
 }
 
+int orch_admit_set_target(orch_admit_t *a, double ratio) {
+  int rc = lp_sched_set_target(a->sched, ratio);
+  if (rc == 0)
+    LOGI("capacity: target real-time ratio set to %.2f; room for %d streams of 720p30 -> 360p30 "
+         "H.264",
+         ratio, lp_sched_capacity_for(a->sched, NULL));
+  return rc;
+}
+
 void orch_admit_device_down(orch_admit_t *a, int device, bool down) {
   lp_sched_set_device_down(a->sched, device, down);
 }

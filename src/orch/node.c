@@ -1300,6 +1300,10 @@ int orch_node_set_max_sessions(orch_node_t *n, int max_sessions, bool is_auto) {
   return 0;
 }
 
+int orch_node_set_target(orch_node_t *n, double ratio) {
+  return n->core.admit ? orch_admit_set_target(n->core.admit, ratio) : LP_EUNSUPP;
+}
+
 /* Sets a field whether or not the caller put one there already. */
 static void status_set(cJSON *obj, const char *key, cJSON *v) {
   if (!v) return;

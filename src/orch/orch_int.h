@@ -353,6 +353,8 @@ bool orch_admit_segment_done(orch_admit_t *a, const orch_job_t *job);
 void orch_admit_release(orch_admit_t *a, const char *session_id);
 /* -maxSessions changed at run time (0: auto, no count cap). */
 void orch_admit_set_max(orch_admit_t *a, int max_sessions);
+/* /setTargetRealtimeRatio: LP_EINVAL outside (0, 1]. */
+int orch_admit_set_target(orch_admit_t *a, double ratio);
 /* Streams of the probe shape that fit on the empty node. */
 int orch_admit_capacity(const orch_admit_t *a);
 /* A device of the table quarantined (down) or back: new sessions avoid it while it is down. */

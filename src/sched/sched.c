@@ -359,6 +359,12 @@ void lp_sched_set_max_sessions(lp_sched_t *s, int n) {
   if (s) s->o.max_sessions = n > 0 ? n : 0;
 }
 
+int lp_sched_set_target(lp_sched_t *s, double ratio) {
+  if (!s || !(ratio > 0 && ratio <= 1)) return LP_EINVAL;
+  s->o.target_rt_ratio = ratio;
+  return 0;
+}
+
 void lp_sched_set_nvenc_system_cap(lp_sched_t *s, int n) {
   if (s) s->nvenc_system_cap = n > 0 ? n : 0;
 }
@@ -1094,7 +1100,12 @@ lp_sched_health_t lp_sched_report_segment(lp_sched_t *s, const char *session_id,
      * measurements say (q is an average already, so the step is larger), whether or not the
      * device is past its target yet */
     bool under = q > MODEL_SLACK && 1 / q < d->corr;
-    if (d->rt > target) d->corr *= 1 - step * (d->rt - target) / d->rt;
+    /* Past the target, the budget shrinks while the device runs later than the corrected model
+     * expects of the work committed there (model_rt / corr, which is the target when the budget
+     * is full). Work committed past the budget, as after a lower target is set at run time, runs
+     * past the target by the model's own account: that is no reason to doubt the model. */
+    if (d->rt > target && d->rt > model_rt(s, d) / d->corr)
+      d->corr *= 1 - step * (d->rt - target) / d->rt;
     if (under) {
       double want = LP_MAX(s->o.corr_min, 1 / q);
       if (want < d->corr)

@@ -622,6 +622,22 @@ async function adminGet(node, path) {
   });
 }
 
+// A form POST to the admin API (curl -d), as operators change a live setting.
+async function adminPost(node, path, form) {
+  const m = node.log().match(/Admin API listening on port (\d+)/);
+  assert.ok(m, 'admin API port in the log');
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: Number(m[1]), path, method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body: b }));
+    });
+    req.on('error', reject);
+    req.end(form);
+  });
+}
+
 async function adminStatus(node) {
   return JSON.parse(await adminGet(node, '/status'));
 }
@@ -866,6 +882,17 @@ test('admission', async () => {
     const lightCost = [...node.log().matchAll(/capacity: admitted .* cost=(\d+)wu\/s/g)].pop()[1];
     console.log(`     a stream refused at full load admitted once the others ended (${lightCost} wu/s)`);
     assert.match(node.log(), /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
+    // the operator moves the headroom live: the budget follows at once and /status says so
+    const set = await adminPost(node, '/setTargetRealtimeRatio', 'targetRealtimeRatio=0.5');
+    assert.deepStrictEqual(set, { status: 200, body: 'Target real-time ratio set to 0.50' });
+    const cap = (await adminStatus(node)).Capacity;
+    assert.strictEqual(cap.targetRealtimeRatio, 0.5);
+    const cpu = cap.devices[0];
+    assert.ok(Math.abs(cpu.engines[0].budget - 1000 * 0.5 * cpu.correction) < 1e-6, JSON.stringify(cpu));
+    assert.match(node.log(), /capacity: target real-time ratio set to 0\.50; room for \d+ streams/);
+    const bad = await adminPost(node, '/setTargetRealtimeRatio', 'targetRealtimeRatio=1.5');
+    assert.strictEqual(bad.status, 400);
+    assert.strictEqual((await adminStatus(node)).Capacity.targetRealtimeRatio, 0.5);
   } finally {
     await node.stop();
   }

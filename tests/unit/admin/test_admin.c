@@ -32,6 +32,13 @@ static int set_max_hook(void *arg, int n, bool is_auto) {
   auto_seen = is_auto;
   return 0;
 }
+static double target_seen;
+static int target_rc; /* what the node answers: 0, or LP_EUNSUPP for a count-admission node */
+static int set_target_hook(void *arg, double ratio) {
+  (void)arg;
+  if (target_rc == 0) target_seen = ratio;
+  return target_rc;
+}
 static bool ready_hook(void *arg, char *why, size_t n) {
   (void)arg;
   if (!is_ready) snprintf(why, n, "device self-test failed");
@@ -58,8 +65,10 @@ static int setup(void **state) {
   char *argv[] = {"-orchestrator", "-monitor", "-cliAddr", "127.0.0.1:0", NULL};
   char *env[] = {NULL};
   assert_int_equal(lp_config_load(&cfg, 4, argv, env, err, sizeof err), LP_CFG_OK);
-  admin_hooks_t hooks = {
-      .status = status_hook, .set_max_sessions = set_max_hook, .ready = ready_hook};
+  admin_hooks_t hooks = {.status = status_hook,
+                         .set_max_sessions = set_max_hook,
+                         .set_target_ratio = set_target_hook,
+                         .ready = ready_hook};
   assert_int_equal(admin_start(&loop, &cfg, "orch", &hooks, &admin, err, sizeof err), 0);
   lp_config_free(&cfg);
   port = admin_port(admin);
@@ -166,6 +175,39 @@ static void test_set_max_sessions(void **state) {
   assert_string_equal(body, "missing form param: maxSessions\n");
 }
 
+static void test_set_target_ratio(void **state) {
+  (void)state;
+  char body[4096], args[256];
+  snprintf(args, sizeof args,
+           "-d targetRealtimeRatio=0.65 http://127.0.0.1:%d/setTargetRealtimeRatio", port);
+  assert_int_equal(curl(args, body, sizeof body), 200);
+  assert_string_equal(body, "Target real-time ratio set to 0.65");
+  assert_true(target_seen == 0.65);
+  snprintf(args, sizeof args,
+           "-X POST 'http://127.0.0.1:%d/setTargetRealtimeRatio?targetRealtimeRatio=1'", port);
+  assert_int_equal(curl(args, body, sizeof body), 200);
+  assert_true(target_seen == 1.0);
+  /* out of (0, 1], not a number, empty: refused, and the node is not asked */
+  const char *bad[] = {"0", "1.01", "-0.5", "abc", "0.5x", "nan", "inf", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(args, sizeof args,
+             "-d targetRealtimeRatio=%s http://127.0.0.1:%d/setTargetRealtimeRatio", bad[i], port);
+    assert_int_equal(curl(args, body, sizeof body), 400);
+    assert_string_equal(body, "targetRealtimeRatio must be a number in (0, 1]\n");
+  }
+  assert_true(target_seen == 1.0);
+  snprintf(args, sizeof args, "-X POST http://127.0.0.1:%d/setTargetRealtimeRatio", port);
+  assert_int_equal(curl(args, body, sizeof body), 400);
+  assert_string_equal(body, "missing form param: targetRealtimeRatio\n");
+  /* a node that admits by count has no ratio to set */
+  target_rc = LP_EUNSUPP;
+  snprintf(args, sizeof args,
+           "-d targetRealtimeRatio=0.5 http://127.0.0.1:%d/setTargetRealtimeRatio", port);
+  assert_int_equal(curl(args, body, sizeof body), 400);
+  assert_non_null(strstr(body, "admits streams by count"));
+  target_rc = 0;
+}
+
 static void test_metrics(void **state) {
   (void)state;
   char body[16384], args[256];
@@ -207,7 +249,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_form_parser),      cmocka_unit_test(test_health_and_ready),
       cmocka_unit_test(test_status_json),      cmocka_unit_test(test_log_level_forms),
-      cmocka_unit_test(test_set_max_sessions), cmocka_unit_test(test_metrics),
+      cmocka_unit_test(test_set_max_sessions), cmocka_unit_test(test_set_target_ratio),
+      cmocka_unit_test(test_metrics),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1236,6 +1236,83 @@ static void test_target_ratio(void **state) {
   assert_true(fits[1] < fits[0]);
 }
 
+/* The target set at run time (/setTargetRealtimeRatio): budgets follow at once; lowering it
+ * drops no admitted session but refuses new ones until they fit; out of (0, 1] is refused. */
+static void test_target_at_run_time(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  lp_sched_job_t j = job(1000, 1000, 10, 1); /* 200 wu/s */
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_capacity_for(s, &j), 4); /* 0.8 */
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+  }
+  assert_int_equal(lp_sched_admit(s, "s4", &j, &v), LP_ECAPACITY);
+  assert_int_equal(lp_sched_set_target(s, 1.0), 0);
+  assert_int_equal(lp_sched_admit(s, "s4", &j, &v), 0); /* 1000 wu/s now */
+  assert_int_equal(lp_sched_admit(s, "s5", &j, &v), LP_ECAPACITY);
+  /* down to 0.4: the five stay, and nothing new fits while they hold 400 wu/s or more */
+  assert_int_equal(lp_sched_set_target(s, 0.4), 0);
+  lp_sched_device_info_t di;
+  assert_int_equal(lp_sched_device_info(s, 0, &di), 0);
+  assert_int_equal(di.sessions, 5);
+  assert_true(fabs(di.budget[0] - 400) < 1e-9);
+  lp_sched_job_t small = job(100, 100, 10, 1);
+  assert_int_equal(lp_sched_admit(s, "x", &small, &v), LP_ECAPACITY);
+  for (int i = 0; i < 3; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_release(s, id), 0);
+  }
+  assert_int_equal(lp_sched_admit(s, "x", &small, &v), LP_ECAPACITY); /* 400 + a little */
+  assert_int_equal(lp_sched_release(s, "s3"), 0);
+  assert_int_equal(lp_sched_admit(s, "x", &small, &v), 0);
+  /* refused values leave the target as it was */
+  const double bad[] = {0, -0.5, 1.01, NAN, INFINITY};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    assert_int_equal(lp_sched_set_target(s, bad[i]), LP_EINVAL);
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  assert_true(cJSON_GetObjectItemCaseSensitive(o, "targetRealtimeRatio")->valuedouble == 0.4);
+  cJSON_Delete(o);
+  lp_sched_free(s);
+
+  /* Streams admitted under 0.8 that run at 0.75 of real time, as the model expects of a full
+   * budget, are past a new target of 0.5 because of the target, not because the model is wrong:
+   * the device refuses new streams (behind) but its correction stays, so the budget is the new
+   * target's once they end. Running later than the model expects still shrinks it. */
+  s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "s%d", i);
+    assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
+  }
+  assert_int_equal(lp_sched_set_target(s, 0.5), 0);
+  for (int r = 0; r < 4; r++)
+    for (int i = 0; i < 4; i++) {
+      char id[8];
+      snprintf(id, sizeof id, "s%d", i);
+      lp_sched_report_segment(s, id, 1500, 2000);
+    }
+  assert_int_equal(lp_sched_device_info(s, 0, &di), 0);
+  assert_true(di.behind);
+  assert_true(di.correction == 1.0);
+  assert_true(fabs(di.budget[0] - 500) < 1e-9);
+  for (int r = 0; r < 4; r++)
+    for (int i = 0; i < 4; i++) {
+      char id[8];
+      snprintf(id, sizeof id, "s%d", i);
+      lp_sched_report_segment(s, id, 1900, 2000);
+    }
+  assert_int_equal(lp_sched_device_info(s, 0, &di), 0);
+  assert_true(di.correction < 1.0);
+  lp_sched_free(s);
+}
+
 /* Held room (a first segment still arriving) turns away at the check the streams that would not
  * fit beside the ones arriving; a session is still admitted by what it is, beside the admitted
  * ones only; a hold ends at its session's admission or refusal, at unhold, or at its time. */
@@ -1340,6 +1417,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_scaling_charged_to_cpu),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_target_ratio),
+      cmocka_unit_test(test_target_at_run_time),
       cmocka_unit_test(test_holds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
