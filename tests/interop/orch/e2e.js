@@ -610,11 +610,19 @@ test('remote-transcoder', async () => {
 });
 
 // GET on the admin API (plain HTTP on loopback); the port is read from the node's log.
-async function adminGet(node, path) {
-  const m = node.log().match(/Admin API listening on port (\d+)/);
+// The admin API's port, once the node has logged it: the node opens it after the service port
+// the start waits for.
+async function adminPort(node) {
+  let m = null;
+  for (let i = 0; i < 100 && !(m = node.log().match(/Admin API listening on port (\d+)/)); i++) await sleep(50);
   assert.ok(m, 'admin API port in the log');
+  return Number(m[1]);
+}
+
+async function adminGet(node, path) {
+  const port = await adminPort(node);
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: Number(m[1]), path }, (res) => {
+    http.get({ host: '127.0.0.1', port, path }, (res) => {
       let b = '';
       res.on('data', (d) => { b += d; });
       res.on('end', () => resolve(b));
@@ -624,10 +632,9 @@ async function adminGet(node, path) {
 
 // A form POST to the admin API (curl -d), as operators change a live setting.
 async function adminPost(node, path, form) {
-  const m = node.log().match(/Admin API listening on port (\d+)/);
-  assert.ok(m, 'admin API port in the log');
+  const port = await adminPort(node);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: Number(m[1]), path, method: 'POST',
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
       let b = '';
       res.on('data', (d) => { b += d; });
