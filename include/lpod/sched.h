@@ -192,6 +192,27 @@ int lp_sched_source_intel_new(const char *root, const char *pmu, lp_sched_source
  * <root>/sys/class/drm/<node>/device: i915_<PCI address> or xe_<PCI address> for a discrete GPU,
  * "i915" for the integrated one. LP_ENOENT when none is there. */
 int lp_sched_intel_pmu_for(const char *root, const char *render_node, char *pmu, size_t len);
+/* Intel media engine busy from the DRM client usage stats of this process's and its children's
+ * open GPU files (<root>/proc/self/fdinfo and /proc/<child>/fdinfo): engine 0 video, engine 1
+ * video-enhance, each client's busy time over the wall clock (i915) or its cycles over the GPU's
+ * timestamp (xe), spread over the class's engines. Needs no privilege, and sees only lpod's own
+ * work on that GPU, not other processes'. The GPU is render_node's ("renderD128"), matched by
+ * PCI address (drm-pdev) where fdinfo gives one. LP_EUNSUPP where /proc has no fdinfo. */
+int lp_sched_source_drm_fdinfo_new(const char *root, const char *render_node,
+                                   lp_sched_source_t **out);
+/* The PCI address ("0000:03:00.0") of a render node, from <root>/sys/class/drm/<node>/device. */
+int lp_sched_drm_pdev(const char *root, const char *render_node, char *out, size_t len);
+/* One DRM client as its fdinfo text gives it. */
+typedef struct lp_sched_drm_client {
+  char driver[16], pdev[64];
+  uint64_t id;
+  uint64_t busy[2];  /* video, video-enhance: ns (i915) or cycles (xe) */
+  uint64_t total[2]; /* xe: drm-total-cycles-*; 0 on i915 */
+  int capacity[2];   /* engines of the class, 0 where not given (one) */
+  unsigned has;      /* bit e: busy[e] given */
+} lp_sched_drm_client_t;
+/* LP_ENOENT when the text names no client (no drm-client-id). */
+int lp_sched_drm_fdinfo_parse(const char *text, lp_sched_drm_client_t *c);
 /* The perf configs of an xe engine's activity counters (engine-active-ticks and
  * engine-total-ticks) for gt, engine class and instance, built from the PMU's sysfs events and
  * format fields under <root>/sys/bus/event_source/devices/<pmu>/. LP_ENOENT when the PMU has

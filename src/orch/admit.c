@@ -272,6 +272,14 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
       char pmu[600];
       bool own = node && lp_sched_intel_pmu_for(NULL, node + 1, pmu, sizeof pmu) == 0;
       src_rc = lp_sched_source_intel_new(NULL, own ? pmu : NULL, &src);
+      /* without perf access (the systemd unit's user): the node's and its workers' own clients
+       * of that GPU, from fdinfo */
+      if (src_rc && node && lp_sched_source_drm_fdinfo_new(NULL, node + 1, &src) == 0) {
+        src_rc = 0;
+        LOGI("capacity: %s: Intel engine telemetry from lpod's own clients of %s (DRM fdinfo); "
+             "other processes' work on that GPU is not seen",
+             desc.name, node + 1);
+      }
     } else if (desc.kind == LP_SCHED_DEV_NETINT)
       src_rc = lp_sched_source_netint_new(cfg->netint_monitor, d->index, 0, &src);
     if (src_rc == 0) lp_sched_attach_source(a->sched, idx, src);

@@ -71,16 +71,11 @@ static int find_pmu(const char *root, const char *want, char *name, size_t len) 
 }
 
 int lp_sched_intel_pmu_for(const char *root, const char *render_node, char *pmu, size_t len) {
-  if (!render_node || !render_node[0] || strchr(render_node, '/') || !pmu || !len) return LP_EINVAL;
+  if (!pmu || !len) return LP_EINVAL;
   root = root ? root : "";
-  char path[4096], link[512];
-  snprintf(path, sizeof path, "%s/sys/class/drm/%s/device", root, render_node);
-  ssize_t n = readlink(path, link, sizeof link - 1);
-  if (n <= 0) return LP_ENOENT;
-  link[n] = '\0';
-  const char *slash = strrchr(link, '/');
-  char addr[512];
-  snprintf(addr, sizeof addr, "%s", slash ? slash + 1 : link);
+  char path[4096], addr[512];
+  int rc = lp_sched_drm_pdev(root, render_node, addr, sizeof addr);
+  if (rc) return rc;
   for (char *c = addr; *c; c++)
     if (*c == ':') *c = '_'; /* the kernel names PMUs so, perf reserving colons */
   /* a discrete GPU's PMU carries its PCI address (i915_0000_03_00.0, xe_...); the integrated
@@ -263,7 +258,7 @@ static int skip(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    LOGI("capacity: %s; Intel engine telemetry skipped", msg);
+    LOGI("capacity: %s; the Intel PMU is not read", msg);
   }
   logged = true;
   return LP_EUNSUPP;

@@ -335,6 +335,166 @@ static void test_intel_pmu_for(void **state) {
   tmpdir_free(root);
 }
 
+/* A symlink root/rel -> target, with the folders on the way. */
+static void link_at(const char *root, const char *rel, const char *target) {
+  char p[4200];
+  snprintf(p, sizeof p, "%s.x", rel);
+  assert_int_equal(tmpdir_write(root, p, ""), 0);
+  snprintf(p, sizeof p, "%s/%s.x", root, rel);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/%s", root, rel);
+  unlink(p);
+  assert_int_equal(symlink(target, p), 0);
+}
+
+/* An i915 client's fdinfo: video and video-enhance busy ns (enhance < 0: no such line). */
+static void i915_fdinfo(const char *root, int pid, int fd, const char *pdev, int client,
+                        long long video, long long enhance) {
+  char rel[128], text[1024], pd[96] = "";
+  if (pdev) snprintf(pd, sizeof pd, "drm-pdev:\t%s\n", pdev);
+  int n = snprintf(text, sizeof text,
+                   "pos:\t0\nflags:\t02100002\ndrm-driver:\ti915\n%sdrm-client-id:\t%d\n"
+                   "drm-engine-render:\t5000 ns\ndrm-engine-video:\t%lld ns\n"
+                   "drm-engine-capacity-video:\t2\n",
+                   pd, client, video);
+  if (enhance >= 0)
+    snprintf(text + n, sizeof text - (size_t)n, "drm-engine-video-enhance:\t%lld ns\n", enhance);
+  snprintf(rel, sizeof rel, "proc/%d/fdinfo/%d", pid, fd);
+  assert_int_equal(tmpdir_write(root, rel, text), 0);
+}
+
+static void test_drm_fdinfo_parse(void **state) {
+  (void)state;
+  lp_sched_drm_client_t c;
+  assert_int_equal(lp_sched_drm_fdinfo_parse("drm-driver:\txe\ndrm-client-id:\t3\n"
+                                             "drm-pdev:\t0000:03:00.0\n"
+                                             "drm-cycles-rcs:\t28257900\n"
+                                             "drm-total-cycles-rcs:\t7655183225\n"
+                                             "drm-cycles-vcs:\t1200\n"
+                                             "drm-total-cycles-vcs:\t7655183225\n"
+                                             "drm-engine-capacity-vcs:\t2\n"
+                                             "drm-cycles-vecs:\t0\n"
+                                             "drm-total-cycles-vecs:\t7655183225\n",
+                                             &c),
+                   0);
+  assert_string_equal(c.driver, "xe");
+  assert_string_equal(c.pdev, "0000:03:00.0");
+  assert_true(c.id == 3 && c.busy[0] == 1200 && c.busy[1] == 0);
+  assert_true(c.total[0] == 7655183225ull && c.total[1] == 7655183225ull);
+  assert_int_equal(c.capacity[0], 2);
+  assert_int_equal(c.capacity[1], 0);
+  assert_int_equal(c.has, 3);
+  /* i915: video-enhance is its own key, not video's; units after the number */
+  assert_int_equal(lp_sched_drm_fdinfo_parse("drm-client-id: 9\ndrm-engine-video-enhance: 70 ns\n"
+                                             "drm-engine-capacity-video-enhance: 99\n",
+                                             &c),
+                   0);
+  assert_true(c.busy[0] == 0 && c.busy[1] == 70 && c.has == 2);
+  assert_int_equal(c.capacity[1], 0); /* 99 engines of a class: not believed */
+  /* no client id: not a DRM client's text; garbage numbers are not read */
+  assert_int_equal(lp_sched_drm_fdinfo_parse("drm-engine-video: 5 ns\n", &c), LP_ENOENT);
+  assert_int_equal(lp_sched_drm_fdinfo_parse("drm-client-id: 1\ndrm-engine-video: x\n", &c), 0);
+  assert_int_equal(c.has, 0);
+  assert_int_equal(lp_sched_drm_fdinfo_parse("", &c), LP_ENOENT);
+}
+
+/* The node (pid 100) and its worker (pid 200) hold clients of the GPU at 0000:00:02.0
+ * (renderD128); the worker also one of another GPU. Each client counts once, however many of
+ * its files are open, and only this GPU's. */
+static void test_drm_fdinfo_source(void **state) {
+  (void)state;
+  char *root = tmpdir_new();
+  link_at(root, "sys/class/drm/renderD128/device", "../../../0000:00:02.0");
+  link_at(root, "proc/self", "100");
+  assert_int_equal(tmpdir_write(root, "proc/100/task/100/children", "200 "), 0);
+  assert_int_equal(tmpdir_write(root, "proc/100/task/101/children", ""), 0);
+  link_at(root, "proc/100/fd/3", "/dev/dri/renderD128");
+  link_at(root, "proc/100/fd/4", "socket:[4711]");
+  link_at(root, "proc/100/fd/5", "/dev/dri/renderD128"); /* the same client, dup'ed */
+  link_at(root, "proc/200/fd/3", "/dev/dri/renderD128");
+  link_at(root, "proc/200/fd/4", "/dev/dri/renderD129");
+  assert_int_equal(tmpdir_write(root, "proc/100/fd/6.txt", ""), 0); /* not a link: skipped */
+  i915_fdinfo(root, 100, 3, "0000:00:02.0", 7, 1000000000, 0);
+  i915_fdinfo(root, 100, 5, "0000:00:02.0", 7, 1000000000, 0);
+  i915_fdinfo(root, 200, 3, "0000:00:02.0", 9, 0, 0);
+  i915_fdinfo(root, 200, 4, "0000:03:00.0", 11, 0, 0);
+  lp_sched_source_t *src = NULL;
+  assert_int_equal(lp_sched_source_drm_fdinfo_new(root, "renderD128", &src), 0);
+  assert_string_equal(src->ops->name, "drm-fdinfo");
+  lp_sched_sample_t smp;
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 1000, &smp), 0);
+  assert_int_equal(smp.fields, 0); /* nothing to count against yet */
+  /* one second: the node's client 0.5 s of video, the worker's 0.3 s and 0.2 s of scaling; the
+   * other GPU's client is busy too, and not counted */
+  i915_fdinfo(root, 100, 3, "0000:00:02.0", 7, 1500000000, 0);
+  i915_fdinfo(root, 100, 5, "0000:00:02.0", 7, 1500000000, 0);
+  i915_fdinfo(root, 200, 3, "0000:00:02.0", 9, 300000000, 200000000);
+  i915_fdinfo(root, 200, 4, "0000:03:00.0", 11, 900000000, 900000000);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 2000, &smp), 0);
+  assert_true(smp.fields & LP_SCHED_TEL_UTIL);
+  assert_int_equal(smp.util_mask, 3);
+  assert_true(fabs(smp.util[0] - 0.4) < 1e-9); /* 0.8 s over two video engines */
+  assert_true(fabs(smp.util[1] - 0.2) < 1e-9); /* one video-enhance engine */
+  /* the worker's client closed and a new one opened: it counts from its start, the gone one not */
+  i915_fdinfo(root, 200, 3, "0000:00:02.0", 13, 100000000, -1);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 4000, &smp), 0);
+  assert_true(fabs(smp.util[0] - 0.025) < 1e-9); /* 0.1 s over 2 s and two engines */
+  assert_true(smp.util[1] == 0);
+  lp_sched_source_free(src);
+
+  /* where fdinfo names no device, the node the file opened decides */
+  i915_fdinfo(root, 100, 3, NULL, 7, 1500000000, 0);
+  i915_fdinfo(root, 100, 5, NULL, 7, 1500000000, 0);
+  i915_fdinfo(root, 200, 3, NULL, 13, 100000000, 0);
+  i915_fdinfo(root, 200, 4, NULL, 11, 900000000, 900000000);
+  assert_int_equal(lp_sched_source_drm_fdinfo_new(root, "renderD128", &src), 0);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 1000, &smp), 0);
+  i915_fdinfo(root, 100, 3, NULL, 7, 1900000000, 0);
+  i915_fdinfo(root, 100, 5, NULL, 7, 1900000000, 0);
+  i915_fdinfo(root, 200, 4, NULL, 11, 1900000000, 1900000000);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 2000, &smp), 0);
+  assert_true(fabs(smp.util[0] - 0.2) < 1e-9);
+  assert_true(smp.util[1] == 0);
+  lp_sched_source_free(src);
+  tmpdir_free(root);
+
+  /* xe: each client's cycles over the GPU's timestamp, over the class's engines; a client first
+   * seen has no timestamp to count against yet */
+  root = tmpdir_new();
+  link_at(root, "proc/self", "100");
+  link_at(root, "proc/100/fd/3", "/dev/dri/renderD128");
+  link_at(root, "proc/100/fd/4", "/dev/dri/renderD128");
+  static const char *xe = "drm-driver:\txe\ndrm-client-id:\t%d\ndrm-cycles-vcs:\t%d\n"
+                          "drm-total-cycles-vcs:\t%d\ndrm-engine-capacity-vcs:\t2\n"
+                          "drm-cycles-vecs:\t%d\ndrm-total-cycles-vecs:\t%d\n";
+  char text[512];
+  snprintf(text, sizeof text, xe, 1, 1000, 50000, 0, 50000);
+  assert_int_equal(tmpdir_write(root, "proc/100/fdinfo/3", text), 0);
+  assert_int_equal(lp_sched_source_drm_fdinfo_new(root, "renderD128", &src), 0);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 1000, &smp), 0);
+  snprintf(text, sizeof text, xe, 1, 1300, 51000, 500, 51000);
+  assert_int_equal(tmpdir_write(root, "proc/100/fdinfo/3", text), 0);
+  snprintf(text, sizeof text, xe, 2, 900, 51000, 0, 51000);
+  assert_int_equal(tmpdir_write(root, "proc/100/fdinfo/4", text), 0);
+  memset(&smp, 0, sizeof smp);
+  assert_int_equal(src->ops->sample(src, 3000, &smp), 0); /* the wall clock plays no part */
+  assert_true(fabs(smp.util[0] - 0.15) < 1e-9);           /* 300 of 1000 ticks, two engines */
+  assert_true(fabs(smp.util[1] - 0.5) < 1e-9); /* no capacity line for vecs: one engine */
+  lp_sched_source_free(src);
+  tmpdir_free(root);
+  /* no fdinfo in /proc: not offered */
+  root = tmpdir_new();
+  assert_int_equal(lp_sched_source_drm_fdinfo_new(root, "renderD128", &src), LP_EUNSUPP);
+  assert_int_equal(lp_sched_source_drm_fdinfo_new(root, "../x", &src), LP_EINVAL);
+  tmpdir_free(root);
+}
+
 /* The xe PMU: an engine's activity counters are built from the PMU's own format fields and
  * event terms, whatever bits the kernel puts them in. */
 static void test_xe_engine_configs(void **state) {
@@ -593,7 +753,8 @@ int main(void) {
       cmocka_unit_test(test_cpu_source),        cmocka_unit_test(test_cpu_source_quota),
       cmocka_unit_test(test_gpu_sources_skip),  cmocka_unit_test(test_intel_pmu_for),
       cmocka_unit_test(test_xe_engine_configs), cmocka_unit_test(test_netint_parse),
-      cmocka_unit_test(test_netint_source),
+      cmocka_unit_test(test_netint_source),     cmocka_unit_test(test_drm_fdinfo_parse),
+      cmocka_unit_test(test_drm_fdinfo_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
