@@ -40,8 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (body) {
       memcpy(body, w.body, w.len);
       w.body = body;
-      int rc = pool_multipart_parse(body, w.len, boundary, 1 << 16, 12, on_part, &w, err,
-                                    sizeof err);
+      int rc =
+          pool_multipart_parse(body, w.len, boundary, 1 << 16, 12, on_part, &w, err, sizeof err);
       if (rc != 0 && rc != LP_EPROTO && rc != LP_ERANGE) abort();
       if (rc != 0 && !err[0]) abort();
       if (w.parts > 12) abort();
