@@ -1236,6 +1236,16 @@ static void test_target_ratio(void **state) {
   assert_true(fits[1] < fits[0]);
 }
 
+/* rounds of one segment from each of streams s0 .. s<n-1>, each taking ms of its dur_ms */
+static void report_rounds(lp_sched_t *s, int rounds, int n, uint64_t ms, uint64_t dur_ms) {
+  for (int r = 0; r < rounds; r++)
+    for (int i = 0; i < n; i++) {
+      char id[8];
+      snprintf(id, sizeof id, "s%d", i);
+      lp_sched_report_segment(s, id, ms, dur_ms);
+    }
+}
+
 /* The target set at run time (/setTargetRealtimeRatio): budgets follow at once; lowering it
  * drops no admitted session but refuses new ones until they fit; out of (0, 1] is refused. */
 static void test_target_at_run_time(void **state) {
@@ -1292,22 +1302,12 @@ static void test_target_at_run_time(void **state) {
     assert_int_equal(lp_sched_admit(s, id, &j, &v), 0);
   }
   assert_int_equal(lp_sched_set_target(s, 0.5), 0);
-  for (int r = 0; r < 4; r++)
-    for (int i = 0; i < 4; i++) {
-      char id[8];
-      snprintf(id, sizeof id, "s%d", i);
-      lp_sched_report_segment(s, id, 1500, 2000);
-    }
+  report_rounds(s, 4, 4, 1500, 2000);
   assert_int_equal(lp_sched_device_info(s, 0, &di), 0);
   assert_true(di.behind);
   assert_true(di.correction == 1.0);
   assert_true(fabs(di.budget[0] - 500) < 1e-9);
-  for (int r = 0; r < 4; r++)
-    for (int i = 0; i < 4; i++) {
-      char id[8];
-      snprintf(id, sizeof id, "s%d", i);
-      lp_sched_report_segment(s, id, 1900, 2000);
-    }
+  report_rounds(s, 4, 4, 1900, 2000);
   assert_int_equal(lp_sched_device_info(s, 0, &di), 0);
   assert_true(di.correction < 1.0);
   lp_sched_free(s);
