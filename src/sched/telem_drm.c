@@ -41,9 +41,7 @@ int lp_sched_drm_pdev(const char *root, const char *render_node, char *out, size
 static bool parse_u64(const char *v, uint64_t *out) {
   while (*v == ' ' || *v == '\t') v++;
   if (*v < '0' || *v > '9') return false;
-  char *end;
-  unsigned long long x = strtoull(v, &end, 10);
-  *out = x;
+  *out = strtoull(v, NULL, 10);
   return true;
 }
 
@@ -193,7 +191,7 @@ static int drm_sample(lp_sched_source_t *src, uint64_t now_ms, lp_sched_sample_t
         if (s->prev[k].id == c->id) p = &s->prev[k];
       for (int e = 0; e < 2; e++) {
         if (!(c->has & (1u << e))) continue;
-        if (c->total[e]) { /* xe: cycles against the GPU's own timestamp */
+        if (strcmp(c->driver, "xe") == 0 || c->total[e]) { /* cycles against the GPU's clock */
           if (p && (p->has & (1u << e)) && c->total[e] > p->total[e] && c->busy[e] >= p->busy[e])
             sum[e] += (double)(c->busy[e] - p->busy[e]) / (double)(c->total[e] - p->total[e]);
         } else {
