@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -59,6 +60,8 @@ static pid_t spawn_io(char *const argv[], const char *notify_path, const char *o
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* a test that fails stops where it is: the node it started must not outlive it */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int out = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600) : fd;
     dup2(out, 1);

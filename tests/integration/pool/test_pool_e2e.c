@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -155,6 +156,7 @@ static pid_t spawn_transcoder_at(const char *name, const char *addr, const char 
   snprintf(log, sizeof log, "%s/%s.log", g.dir, name);
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test's transcoder must not outlive it */
     FILE *f = freopen(log, "w", stderr);
     (void)f;
     dup2(2, 1);
