@@ -13,6 +13,8 @@
 //          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 //          [--target R (the headroom to judge by as well; default lpod's -targetRealtimeRatio, 0.8)]
 //          [--order blocks|random (default blocks) --seed S]
+//          [--sourceMbps M (the 1080p source's rate, the others' by their pixels; default none:
+//           x264 veryfast's own choice for the grain, about 55 Mbit/s at 1080p)]
 //
 // Arrival orders, the same for every policy: "blocks" is one fixed order at every level, blocks
 // of three streams with one of each ladder, so every prefix holds the ladders in nearly equal
@@ -108,11 +110,22 @@ function mix(n, at = -1) {
   return order.slice(0, n);
 }
 
+// --sourceMbps: an ingest's rate cap (as a gateway's encoder sets one) instead of the quality
+// x264 chooses for the grain, which costs the decoder far more than live streams do
+const SOURCE_MBPS = args.sourceMbps === undefined ? 0 : Number(args.sourceMbps);
+if (!(SOURCE_MBPS >= 0)) {
+  console.error(`--sourceMbps: a rate in Mbit/s, not ${args.sourceMbps}`);
+  process.exit(2);
+}
+
 function makeSource(size) {
   const file = path.join(tmp, `src${size}.ts`);
+  const [w, h] = size.split('x').map(Number);
+  const kbps = Math.round(SOURCE_MBPS * 1000 * (w * h) / (1920 * 1080));
+  const rate = SOURCE_MBPS ? ['-b:v', `${kbps}k`, '-maxrate', `${kbps}k`, '-bufsize', `${2 * kbps}k`] : [];
   execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30`,
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000', '-t', '2',
-    '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'veryfast', '-g', '60', '-keyint_min', '60',
+    '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'veryfast', ...rate, '-g', '60', '-keyint_min', '60',
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-f', 'mpegts', file]);
   return fs.readFileSync(file);
 }
@@ -266,6 +279,7 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
 (async () => {
   const t0 = Date.now();
   const sources = { A: makeSource('1920x1080'), B: makeSource('1280x720'), C: makeSource('640x360') };
+  console.log(`sources: ${Object.entries(sources).map(([k, b]) => `${k} ${(b.length * 8 / 2e6).toFixed(1)} Mbit/s`).join(', ')}`);
   console.log(`lpod load benchmark: preset ${args.preset}, ${SEGMENTS} live segments of ${SEG_MS} ms per stream, ` +
     `${os.cpus().length} CPUs (${os.cpus()[0].model}), load average ${os.loadavg()[0].toFixed(1)}`);
   const uncapped = ['-costAdmission=false', '-testTranscoder=false', '-maxSessions', '1000'];
@@ -319,6 +333,7 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   }
   const summary = {
     preset: args.preset, segments: SEGMENTS, capacity, levels, cpus: os.cpus().length, order: ORDER,
+    source_mbps: SOURCE_MBPS || null,
     arrivals: levels.map((k, at) => mix(k, at).join('')),
     best_static: best && best.name, lpod_work_vs_best_static: best ? lp.work / best.work : null,
     lpod_on_time: lp.share,
