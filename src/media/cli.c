@@ -30,7 +30,7 @@ int media_cli_device_table(const char *tool, media_session_opts_t *o, hw_table_t
   const hw_backend_t *be = o->backend ? hw_backend_find(o->backend) : NULL;
   /* an unknown name is the session's to report */
   if (!be || be == &hw_backend_sw) return 0;
-  media_global_init(); /* the self-test's libav lines go through lpod's log */
+  hw_log_init(); /* the self-test's libav lines go through lpod's log */
   char sel[16];
   snprintf(sel, sizeof(sel), "%d", o->device < 0 ? 0 : o->device);
   hw_probe_opts_t po = {.nvidia = "", .netint = "", .qsv = "", .test = true};

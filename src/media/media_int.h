@@ -40,6 +40,5 @@ void media_avio_free(AVIOContext **pb);
 int media_cli_device_table(const char *tool, media_session_opts_t *o, hw_table_t **table);
 
 /* Routes libav* log lines into lpod's log once per process. */
-void media_global_init(void);
 
 #endif

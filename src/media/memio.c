@@ -99,6 +99,3 @@ void media_avio_free(AVIOContext **pb) {
   av_freep(&(*pb)->buffer);
   avio_context_free(pb);
 }
-
-/* media's own entry points (the CLI, a session) call this before FFmpeg runs. */
-void media_global_init(void) { hw_log_init(); }

@@ -282,7 +282,7 @@ static hw_table_t *route_new(const hw_backend_t *be, const media_session_opts_t 
 }
 
 media_session_t *media_session_new(const media_session_opts_t *opts) {
-  media_global_init();
+  hw_log_init();
   media_session_opts_t def = MEDIA_SESSION_OPTS_INIT;
   if (!opts) opts = &def;
   const hw_backend_t *be = opts->backend_impl ? opts->backend_impl : hw_backend_find(opts->backend);
@@ -1656,7 +1656,7 @@ static int probe_params(AVFormatContext *ic, media_probe_t *out) {
 }
 
 static int probe(const uint8_t *in, size_t len, bool whole, media_probe_t *out) {
-  media_global_init();
+  hw_log_init();
   memset(out, 0, sizeof(*out));
   media_memin_t mi;
   AVFormatContext *ic = avformat_alloc_context();

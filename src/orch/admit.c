@@ -165,6 +165,12 @@ static void label_name(const char *name, char *out, size_t len) {
     if (*p == ',') *p = ';';
 }
 
+/* What the model has room for, in the probe shape operators size nodes by. */
+static void log_room(const orch_admit_t *a, double target, const char *why) {
+  LOGI("capacity: room for %d streams of 720p30 -> 360p30 H.264 at target real-time ratio %.2f%s",
+       lp_sched_capacity_for(a->sched, NULL), target, why);
+}
+
 /* The lpod_device_* gauges, registered once; orch_admit_metrics sets them when /metrics is
  * read. */
 static void gauges_register(orch_admit_t *a) {
@@ -312,8 +318,7 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
     lp_sched_ladders_load(a->sched, a->datadir, av_version_info(), NULL);
   }
   lp_sched_log_summary(a->sched);
-  LOGI("capacity: room for %d streams of 720p30 -> 360p30 H.264 at target real-time ratio %.2f",
-       lp_sched_capacity_for(a->sched, NULL), o.target_rt_ratio);
+  log_room(a, o.target_rt_ratio, "");
   uv_timer_init(loop, &a->poll);
   a->poll.data = a;
   uv_timer_start(&a->poll, poll_fire, POLL_MS, POLL_MS);
@@ -556,10 +561,7 @@ void orch_admit_set_max(orch_admit_t *a, int max_sessions) {
 
 int orch_admit_set_target(orch_admit_t *a, double ratio) {
   int rc = lp_sched_set_target(a->sched, ratio);
-  if (rc == 0)
-    LOGI("capacity: target real-time ratio set to %.2f; room for %d streams of 720p30 -> 360p30 "
-         "H.264",
-         ratio, lp_sched_capacity_for(a->sched, NULL));
+  if (rc == 0) log_room(a, ratio, " (set at run time)");
   return rc;
 }
 

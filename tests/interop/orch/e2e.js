@@ -896,7 +896,7 @@ test('admission', async () => {
     assert.strictEqual(cap.targetRealtimeRatio, 0.5);
     const cpu = cap.devices[0];
     assert.ok(Math.abs(cpu.engines[0].budget - 1000 * 0.5 * cpu.correction) < 1e-6, JSON.stringify(cpu));
-    assert.match(node.log(), /capacity: target real-time ratio set to 0\.50; room for \d+ streams/);
+    assert.match(node.log(), /capacity: room for \d+ streams of 720p30 -> 360p30 H\.264 at target real-time ratio 0\.50 \(set at run time\)/);
     const bad = await adminPost(node, '/setTargetRealtimeRatio', 'targetRealtimeRatio=1.5');
     assert.strictEqual(bad.status, 400);
     assert.strictEqual((await adminStatus(node)).Capacity.targetRealtimeRatio, 0.5);
