@@ -10,6 +10,7 @@
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
 //          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
+//          [--alsoLpod "-maxDeviceLoad 0.8" (a second lpod run with these flags, after the first)]
 //          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 //          [--target R (the headroom to judge by as well; default lpod's -targetRealtimeRatio, 0.8)]
 //          [--order blocks|random (default blocks) --seed S]
@@ -315,6 +316,12 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   // lpod's controller: calibrated once at start (its cache lives in the run's data dir)
   // --lpodFlags adds flags to lpod's run only (for example a different -targetRealtimeRatio)
   runs.lpod = await runPolicy('lpod', ['-maxSessions', 'auto', ...lpodFlags], levels, sources);
+  // --alsoLpod: the controller with other flags, on the same ramp in the same script
+  const alsoName = args.alsoLpod ? `lpod ${args.alsoLpod.trim()}` : null;
+  if (alsoName) {
+    runs[alsoName] = await runPolicy(alsoName, ['-maxSessions', 'auto', ...args.alsoLpod.split(/\s+/).filter(Boolean)],
+      levels, sources);
+  }
 
   const rows = Object.entries(runs).map(([name, rs]) => ({ name, ...total(rs), share: share(total(rs)),
     shareTarget: shareTarget(total(rs)) }));
@@ -343,10 +350,19 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
     default10_on_time: rows.find((r) => r.name === 'static 10') ? rows.find((r) => r.name === 'static 10').share : null,
     wall_s: (Date.now() - t0) / 1000, runs,
   };
+  const also = alsoName && rows.find((r) => r.name === alsoName);
+  if (also) {
+    summary.also = { flags: args.alsoLpod, work_vs_lpod: also.work / lp.work, on_time: also.share,
+      within_target: also.shareTarget, work_vs_best_static: best ? also.work / best.work : null };
+  }
   if (best) console.log(`\nlpod accepted ${(100 * summary.lpod_work_vs_best_static).toFixed(1)}% of the work of the best static cap (${best.name}), ${(100 * lp.share).toFixed(1)}% on time`);
   else console.log('\nno static cap kept 99% of its segments on time');
   if (bestT) console.log(`lpod accepted ${(100 * summary.lpod_work_vs_best_static_at_target).toFixed(1)}% of the work of the best static cap within ${TARGET} x duration (${bestT.name}), ${(100 * lp.shareTarget).toFixed(1)}% within it`);
   else console.log(`no static cap kept 99% of its segments within ${TARGET} x duration`);
+  if (also) {
+    console.log(`${alsoName} accepted ${(100 * also.work / lp.work).toFixed(1)}% of lpod's work, ` +
+      `${(100 * also.share).toFixed(1)}% on time${best ? `, ${(100 * also.work / best.work).toFixed(1)}% of ${best.name}'s` : ''}`);
+  }
   if (args.json) fs.writeFileSync(args.json, JSON.stringify(summary, null, 1));
   fs.rmSync(tmp, { recursive: true, force: true });
 })().catch((e) => {
