@@ -35,7 +35,6 @@ typedef struct lp_config {
   bool test_transcoder;
   /* capacity (lpod) */
   double target_rt_ratio; /* -targetRealtimeRatio, default 0.8 */
-  double max_device_load; /* -maxDeviceLoad, default 0.95: the fill where ladders judge latency */
   char *per_device_max;   /* -perGpuMax style list */
   bool calibrate;
   char *cpu_preset;    /* x264/x265 speed preset of CPU encoders */

@@ -83,10 +83,6 @@ typedef struct lp_sched_job {
   lp_sched_codec_t in_codec;
   size_t n_renditions;
   lp_sched_rendition_t renditions[LP_SCHED_MAX_RENDITIONS];
-  /* The least the stream can cost, its source not known yet (a segment's credentials before its
-   * body): it may fill a device up to -maxDeviceLoad, since the body's weighing decides the rest.
-   * Not part of the ladder. */
-  bool least;
 } lp_sched_job_t;
 
 /* Per-device coefficients in ms of engine time per megapixel. 0 = the device can't do it. */
@@ -259,14 +255,10 @@ typedef struct lp_sched_opts {
   uint64_t telemetry_stale_ms; /* samples older than this are ignored; 0 = 10000 */
   double mem_reserve;          /* fraction of device memory kept free; 0 = 0.1 */
   uint64_t (*clock_ms)(void);  /* NULL = lp_now_ms (tests inject their own) */
-  /* The share of a device's measured capacity that work may fill where the learnt ladders
-   * predict every stream it touches within the target ratio; elsewhere work fills the target's
-   * share. At or below the target, the target's share always. 0 = 0.95. */
-  double max_load;
 } lp_sched_opts_t;
 #define LP_SCHED_OPTS_INIT                                                                         \
-  { 0.8, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0 }
-/* Options from the node's flags: -targetRealtimeRatio, -maxSessions, -maxDeviceLoad. */
+  { 0.8, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+/* Options from the node's flags: -targetRealtimeRatio, -maxSessions. */
 void lp_sched_opts_from_config(const lp_config_t *cfg, lp_sched_opts_t *out);
 
 int lp_sched_new(const lp_sched_opts_t *opts, lp_sched_t **out);

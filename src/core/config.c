@@ -68,9 +68,6 @@ static const flagdef_t flags[] = {
      "Probe every device with a real transcode at start"},
     {"targetRealtimeRatio", "TargetRealtimeRatio", F_DOUBLE, OFF(target_rt_ratio), "0.8", 0,
      "Admit work while devices stay below this transcode-time/duration ratio"},
-    {"maxDeviceLoad", "MaxDeviceLoad", F_DOUBLE, OFF(max_device_load), "0.95", 0,
-     "Share of a device that streams of learnt ladders may fill while each stays within "
-     "-targetRealtimeRatio (at or below that ratio: the ratio's share for every stream)"},
     {"perGpuMax", "PerGpuMax", F_STR, OFF(per_device_max), "", 0,
      "Per-device session caps, in the order of the device list (e.g. 18,15,22)"},
     {"calibrate", "Calibrate", F_BOOL, OFF(calibrate), "false", 0,
@@ -698,10 +695,6 @@ lp_cfg_status_t lp_config_load(lp_config_t *cfg, int argc, char **argv, char **e
   }
   if (!(cfg->target_rt_ratio > 0 && cfg->target_rt_ratio <= 1.0)) {
     seterr(&p, "-targetRealtimeRatio must be in (0, 1], got %g", cfg->target_rt_ratio);
-    goto out;
-  }
-  if (!(cfg->max_device_load > 0 && cfg->max_device_load <= 1.0)) {
-    seterr(&p, "-maxDeviceLoad must be in (0, 1], got %g", cfg->max_device_load);
     goto out;
   }
   static const char *const presets[] = {"ultrafast", "superfast", "veryfast", "faster",  "fast",

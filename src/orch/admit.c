@@ -425,7 +425,6 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
       sj.in_height = LP_MAX(sj.in_height, profiles[i].height);
     }
     sj.in_codec = LP_SCHED_CODEC_H264;
-    sj.least = true;
     renditions_from(profiles, n, sj.in_width, sj.in_height, a->cpu_preset, &sj);
     if (sj.in_width > 0 && sj.in_height > 0 && sj.n_renditions > 0) job = &sj;
   } else {
@@ -439,7 +438,6 @@ int orch_admit_room(orch_admit_t *a, const char *session_id, const orch_profile_
     sj.in_codec = LP_SCHED_CODEC_H264;
     sj.n_renditions = 1;
     sj.renditions[0] = (lp_sched_rendition_t){256, 144, 30, LP_SCHED_CODEC_H264, a->cpu_preset};
-    sj.least = true;
     job = &sj;
   }
   lp_sched_verdict_t v;

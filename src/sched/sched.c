@@ -53,14 +53,12 @@ static void opts_normalise(lp_sched_opts_t *o) {
   if (o->telemetry_stale_ms == 0) o->telemetry_stale_ms = 10000;
   if (!(o->mem_reserve > 0 && o->mem_reserve < 1)) o->mem_reserve = 0.1;
   if (!o->clock_ms) o->clock_ms = lp_now_ms;
-  if (!(o->max_load > 0 && o->max_load <= 1)) o->max_load = 0.95;
 }
 
 void lp_sched_opts_from_config(const lp_config_t *cfg, lp_sched_opts_t *out) {
   lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
   o.target_rt_ratio = cfg->target_rt_ratio;
   o.max_sessions = cfg->max_sessions_auto ? 0 : cfg->max_sessions;
-  o.max_load = cfg->max_device_load;
   opts_normalise(&o);
   *out = o;
 }
@@ -619,39 +617,12 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
   return LP_SCHED_FIT;
 }
 
-/* Whether the learnt ladders judge the latency of a job of cost c and ladder key on d: its own
- * ladder is known there (or the job is the least its stream can cost, which its body's weighing
- * judges), and so is that of every stream whose resources it shares. Where they do, latency_fit
- * holds each stream to the target ratio itself, and the work may fill the device up to the load
- * ceiling; where any is unknown, only the target's share of the device keeps the streams within
- * it. */
-static bool ladders_judge(const lp_sched_t *s, const sched_device_t *d, const lp_sched_cost_t *c,
-                          uint64_t key, bool least) {
-  int dev = (int)(d - s->devs);
-  double a, b;
-  if (!least && !(key && ladder_fit(s, ladder_find(s, dev, key), &a, &b))) return false;
-  for (size_t i = 0; i < s->n_sess; i++) {
-    const sched_session_t *o = &s->sess[i];
-    lp_sched_cost_t extra;
-    if (o->flagged || !job_beside(s, dev, c, o->dev, &o->cost, &extra)) continue;
-    if (!ladder_fit(s, ladder_find(s, o->dev, o->ladder), &a, &b)) return false;
-  }
-  return true;
-}
-
-/* The work d's engines may carry: the target's share of the device, or the load ceiling's where
- * the ladders judge latency (ladders_judge). */
-static double fill_cap(const lp_sched_t *s, const sched_device_t *d, bool judged) {
-  double budget = sched_budget(s, d);
-  return judged ? LP_MAX(budget, ENGINE_FULL * s->o.max_load * d->corr) : budget;
-}
-
-/* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of the
- * work it may carry after the job (placement picks the lowest). The CPU encodes of a device that
- * has them (c->host_cpu) must fit the CPU device's too. */
+/* Whether a job of cost c fits on d now; on success *score is the fullest engine's share of its
+ * budget after the job (placement picks the lowest). The CPU encodes of a device that has them
+ * (c->host_cpu) must fit the CPU device's budget too. */
 static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
-                                 const lp_sched_cost_t *c, uint64_t key, bool least, double *score,
-                                 char *why, size_t wlen) {
+                                 const lp_sched_cost_t *c, uint64_t key, double *score, char *why,
+                                 size_t wlen) {
   int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
   const sched_device_t *h = hi >= 0 ? &s->devs[hi] : NULL;
   if (d->cap_sessions > 0 && d->sessions >= d->cap_sessions) {
@@ -728,21 +699,18 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     }
   }
   double worst = 0;
-  bool judged = s->o.max_load > s->o.target_rt_ratio && ladders_judge(s, d, c, key, least);
-  double cap = fill_cap(s, d, judged);
   for (int e = 0; e < ne; e++) {
     if (c->engine[e] <= 0) continue;
     double load = engine_load(s, d, e);
-    if (load + c->engine[e] > cap) {
-      snprintf(why, wlen, "%s %s %.0f+%.0f > %.0f wu/s%s", d->name,
-               lp_sched_engine_name(d->kind, e), load, c->engine[e], cap,
-               judged ? " (-maxDeviceLoad)" : "");
+    if (load + c->engine[e] > budget) {
+      snprintf(why, wlen, "%s %s %.0f+%.0f > %.0f wu/s", d->name, lp_sched_engine_name(d->kind, e),
+               load, c->engine[e], budget);
       return LP_SCHED_R_BUSY;
     }
-    worst = LP_MAX(worst, (load + c->engine[e]) / cap);
+    worst = LP_MAX(worst, (load + c->engine[e]) / budget);
   }
   if (h) {
-    double hb = fill_cap(s, h, judged), load = engine_load(s, h, 0);
+    double hb = sched_budget(s, h), load = engine_load(s, h, 0);
     if (load + c->host_cpu > hb) {
       snprintf(why, wlen, "%s: its %s on %s %.0f+%.0f > %.0f wu/s", d->name, host_work(d), h->name,
                load, c->host_cpu, hb);
@@ -805,7 +773,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     double score = 0;
     char why[160];
     why[0] = '\0';
-    lp_sched_reason_t r = dev_fit(s, d, &c, key, job->least, &score, why, sizeof why);
+    lp_sched_reason_t r = dev_fit(s, d, &c, key, &score, why, sizeof why);
     if (r == LP_SCHED_R_BUSY) d->pressed_ms = s->o.clock_ms();
     if (r == LP_SCHED_FIT) {
       if (score < best) {
@@ -1292,9 +1260,7 @@ static int ladders_json(const lp_sched_t *s, cJSON *obj) {
 
 int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
   if (!s || !obj) return LP_EINVAL;
-  if (!cJSON_AddNumberToObject(obj, "targetRealtimeRatio", s->o.target_rt_ratio) ||
-      !cJSON_AddNumberToObject(obj, "maxDeviceLoad", s->o.max_load))
-    return LP_ENOMEM;
+  if (!cJSON_AddNumberToObject(obj, "targetRealtimeRatio", s->o.target_rt_ratio)) return LP_ENOMEM;
   if (s->o.max_sessions > 0) {
     if (!cJSON_AddNumberToObject(obj, "maxSessions", s->o.max_sessions)) return LP_ENOMEM;
   } else if (!cJSON_AddStringToObject(obj, "maxSessions", "auto")) {
@@ -1351,7 +1317,6 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
       cJSON_AddItemToArray(engs, eo);
       cJSON_AddStringToObject(eo, "name", lp_sched_engine_name(in.kind, e));
       cJSON_AddNumberToObject(eo, "budget", in.budget[e]);
-      cJSON_AddNumberToObject(eo, "ceiling", fill_cap(s, d, true));
       cJSON_AddNumberToObject(eo, "committed", in.committed[e]);
       if (in.measured[e] >= 0)
         cJSON_AddNumberToObject(eo, "measured", in.measured[e]);

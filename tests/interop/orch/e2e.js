@@ -896,9 +896,6 @@ test('admission', async () => {
     assert.strictEqual(cap.targetRealtimeRatio, 0.5);
     const cpu = cap.devices[0];
     assert.ok(Math.abs(cpu.engines[0].budget - 1000 * 0.5 * cpu.correction) < 1e-6, JSON.stringify(cpu));
-    // the ceiling where the learnt ladders judge latency stays -maxDeviceLoad's share
-    assert.strictEqual(cap.maxDeviceLoad, 0.95);
-    assert.ok(Math.abs(cpu.engines[0].ceiling - 1000 * 0.95 * cpu.correction) < 1e-6, JSON.stringify(cpu));
     assert.match(node.log(), /capacity: room for \d+ streams of 720p30 -> 360p30 H\.264 at target real-time ratio 0\.50 \(set at run time\)/);
     const bad = await adminPost(node, '/setTargetRealtimeRatio', 'targetRealtimeRatio=1.5');
     assert.strictEqual(bad.status, 400);

@@ -181,15 +181,6 @@ static void test_flag_forms(void **state) {
 
   assert_int_equal(LOAD(&c, empty_env, err, "-maxSessions", "0", NULL), LP_CFG_ERROR);
   assert_int_equal(LOAD(&c, empty_env, err, "-targetRealtimeRatio", "1.5", NULL), LP_CFG_ERROR);
-  assert_int_equal(LOAD(&c, empty_env, err, "-maxDeviceLoad", "0", NULL), LP_CFG_ERROR);
-  assert_non_null(strstr(err, "-maxDeviceLoad must be in (0, 1], got 0"));
-  assert_int_equal(LOAD(&c, empty_env, err, "-maxDeviceLoad", "1.2", NULL), LP_CFG_ERROR);
-  assert_int_equal(LOAD(&c, empty_env, err, NULL), LP_CFG_OK);
-  assert_true(c.max_device_load == 0.95); /* the default */
-  lp_config_free(&c);
-  assert_int_equal(LOAD(&c, empty_env, err, "-maxDeviceLoad", "0.9", NULL), LP_CFG_OK);
-  assert_true(c.max_device_load == 0.9);
-  lp_config_free(&c);
   assert_int_equal(LOAD(&c, empty_env, err, "-nvidia", "0", "-netint", "all", NULL), LP_CFG_ERROR);
   assert_int_equal(LOAD(&c, empty_env, err, "-cpuPreset", "fastest", NULL), LP_CFG_ERROR);
   assert_non_null(strstr(err, "-cpuPreset must be one of ultrafast"));

@@ -40,22 +40,14 @@ static lp_sched_coefs_t coefs(double enc) {
   return c;
 }
 
-/* A scheduler whose work may fill max_load of a device where the ladders judge latency (0: the
- * default, 0.95). */
-static lp_sched_t *sched_loaded(int max_sessions, double max_load) {
+static lp_sched_t *sched_with(int max_sessions) {
   lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
   o.max_sessions = max_sessions;
   o.clock_ms = fake_clock;
-  o.max_load = max_load;
   lp_sched_t *s = NULL;
   assert_int_equal(lp_sched_new(&o, &s), 0);
   return s;
 }
-
-static lp_sched_t *sched_with(int max_sessions) { return sched_loaded(max_sessions, 0); }
-
-/* A scheduler that admits within the target's share alone (-maxDeviceLoad at the target). */
-static lp_sched_t *sched_budget_only(int max_sessions) { return sched_loaded(max_sessions, 0.8); }
 
 static int add_dev(lp_sched_t *s, lp_sched_dev_kind_t kind, const char *name, double enc,
                    int max_enc, uint64_t mem) {
@@ -360,7 +352,7 @@ static void test_fake_telemetry(void **state) {
  * busy carries about 225 wu/s of the model's, not 450. */
 static void test_telemetry_in_model_units(void **state) {
   (void)state;
-  lp_sched_t *s = sched_budget_only(0);
+  lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_job_t j = job(1000, 1000, 10, 1); /* 110 wu/s */
   assert_int_equal(lp_sched_admit(s, "a", &j, NULL), 0);
@@ -743,7 +735,7 @@ static void test_stream_behind(void **state) {
 
 static void test_correction_grows(void **state) {
   (void)state;
-  lp_sched_t *s = sched_budget_only(0);
+  lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 20, 0, 0);
   lp_sched_job_t j = job(1000, 1000, 10, 1); /* 200 wu/s: four fill the 800 budget */
   char id[16];
@@ -881,9 +873,8 @@ static void test_latency_refuses(void **state) {
  * the ones before, until one is refused (*v). With n streams running, each segment takes
  * (lone + per_stream × (n − 1)) of real time and the CPU is 0.11 × n busy. Returns how many
  * were admitted; *out is the scheduler, still holding them. */
-static int fill_live(double lone, double per_stream, double max_load, lp_sched_verdict_t *v,
-                     lp_sched_t **out) {
-  lp_sched_t *s = sched_loaded(0, max_load);
+static int fill_live(double lone, double per_stream, lp_sched_verdict_t *v, lp_sched_t **out) {
+  lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_source_t *src = fake_on(s, d);
   lp_sched_job_t j = job(1000, 1000, 10, 1);
@@ -911,17 +902,16 @@ static int fill_live(double lone, double per_stream, double max_load, lp_sched_v
  * work the model underestimates. Light streams (110 wu/s) at 0.3 of real time alone, 0.11 by
  * the model: with the CPU 11% busy per stream the correction stays and, their ratios staying
  * flat as they are added, the ladder's own slope (none) replaces the assumed one, so they are
- * admitted until the load ceiling is full. The same ratios without telemetry shrink the budget
+ * admitted until the work budget is full. The same ratios without telemetry shrink the budget
  * (the ratio is all there is to go on). */
 static void test_latency_slope_learnt(void **state) {
   (void)state;
   lp_sched_t *s = NULL;
   lp_sched_verdict_t v;
   /* 0.3 whatever runs beside */
-  int n = fill_live(0.3, 0, 0, &v, &s);
+  int n = fill_live(0.3, 0, &v, &s);
   assert_int_equal(v.reason, LP_SCHED_R_BUSY);
-  assert_int_equal(n, 8); /* 8 × 110 = 880 of 950 wu/s */
-  assert_non_null(strstr(v.detail, "cpu cpu 880+110 > 950 wu/s (-maxDeviceLoad)"));
+  assert_int_equal(n, 7); /* 7 × 110 = 770 of 800 wu/s */
   lp_sched_device_info_t in;
   lp_sched_device_info(s, 0, &in);
   assert_true(fabs(in.correction - 1.0) < 1e-9);
@@ -932,7 +922,7 @@ static void test_latency_slope_learnt(void **state) {
   lp_sched_free(s);
 
   /* ratios that grow with the load keep the assumed slope's verdict: 0.3 alone, 0.3 + 1.8 u */
-  n = fill_live(0.3, 1.8 * 0.11, 0, &v, &s);
+  n = fill_live(0.3, 1.8 * 0.11, &v, &s);
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
   assert_int_equal(n, 3); /* a fourth would take them to 0.3 + 1.8 × 0.33 = 0.89 */
   lp_sched_free(s);
@@ -945,57 +935,6 @@ static void test_latency_slope_learnt(void **state) {
   for (int i = 0; i < 10; i++) lp_sched_report_segment(s, "a", 600, 2000);
   lp_sched_device_info(s, d, &in);
   assert_true(in.correction < 0.5);
-  lp_sched_free(s);
-}
-
-/* Work past the target's share of a device (800 wu/s) is admitted only where the learnt ladders
- * judge the latency of every stream it touches, and never past -maxDeviceLoad's share (950). */
-static void test_load_ceiling(void **state) {
-  (void)state;
-  lp_sched_t *s = NULL;
-  lp_sched_verdict_t v;
-  /* the ceiling at the target: the target's share binds as before */
-  int n = fill_live(0.3, 0, 0.8, &v, &s);
-  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
-  assert_int_equal(n, 7); /* 7 × 110 = 770 of 800 wu/s */
-  assert_non_null(strstr(v.detail, "cpu cpu 770+110 > 800 wu/s"));
-  assert_null(strstr(v.detail, "-maxDeviceLoad"));
-  lp_sched_free(s);
-
-  n = fill_live(0.3, 0, 0, &v, &s);
-  assert_int_equal(n, 8);
-  lp_sched_release(s, "s6");
-  lp_sched_release(s, "s7"); /* 660 wu/s of a known ladder */
-  /* a stream of a ladder never seen: only the target's share, 660 + 198 > 800 */
-  lp_sched_job_t big_new = job(1000, 1000, 18, 1), j = job(1000, 1000, 10, 1);
-  assert_int_equal(lp_sched_check(s, &big_new, &v), LP_ECAPACITY);
-  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
-  assert_non_null(strstr(v.detail, "cpu cpu 660+198 > 800 wu/s"));
-  /* the least such a stream can cost, before its body is weighed: up to the ceiling */
-  big_new.least = true;
-  assert_int_equal(lp_sched_check(s, &big_new, &v), 0);
-  /* a stream of a new ladder that fits the target's share runs, unjudged: 660 + 39.6 */
-  lp_sched_job_t small_new = job(600, 600, 10, 1);
-  assert_int_equal(lp_sched_admit(s, "new", &small_new, &v), 0);
-  /* beside it, a known ladder's stream gets only the target's share: 699.6 + 110 > 800 */
-  assert_int_equal(lp_sched_check(s, &j, &v), LP_ECAPACITY);
-  assert_int_equal(v.reason, LP_SCHED_R_BUSY);
-  assert_null(strstr(v.detail, "-maxDeviceLoad"));
-  /* once its segments have taught its ladder, the ceiling again: 809.6 <= 950 */
-  for (int i = 0; i < 3; i++) lp_sched_report_segment(s, "new", 100, 2000);
-  assert_int_equal(lp_sched_check(s, &j, &v), 0);
-  /* /status shows the ceiling beside the budget */
-  cJSON *o = cJSON_CreateObject();
-  assert_int_equal(lp_sched_fill_json(s, o), 0);
-  assert_true(fabs(cJSON_GetObjectItemCaseSensitive(o, "maxDeviceLoad")->valuedouble - 0.95) <
-              1e-9);
-  const cJSON *eng = cJSON_GetArrayItem(
-      cJSON_GetObjectItemCaseSensitive(
-          cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "devices"), 0), "engines"),
-      0);
-  assert_true(fabs(cJSON_GetObjectItemCaseSensitive(eng, "budget")->valuedouble - 800) < 1e-6);
-  assert_true(fabs(cJSON_GetObjectItemCaseSensitive(eng, "ceiling")->valuedouble - 950) < 1e-6);
-  cJSON_Delete(o);
   lp_sched_free(s);
 }
 
@@ -1472,7 +1411,6 @@ int main(void) {
       cmocka_unit_test(test_correction_follows_the_measured_cost),
       cmocka_unit_test(test_latency_refuses),
       cmocka_unit_test(test_latency_slope_learnt),
-      cmocka_unit_test(test_load_ceiling),
       cmocka_unit_test(test_cost_from_telemetry),
       cmocka_unit_test(test_latency_across_the_shared_cpu),
       cmocka_unit_test(test_cpu_encodes_charged_to_cpu),
