@@ -22,7 +22,7 @@
 #define LADDER_MIN_OBS 2   /* segments before a ladder's ratio is predicted */
 #define LADDER_FIT_OBS 4   /* segments before a ladder's own slope is fitted */
 #define LADDER_SPREAD 0.03 /* spread of u (std) below which a ladder's own slope isn't fitted */
-#define SLOPE_PRIOR 6.0    /* growth b/a until a ladder's own segments fit one, on 2 CPUs */
+#define SLOPE_PRIOR 3.0    /* growth b/a until a ladder's own segments fit one, on 2 CPUs */
 #define TEL_Q_MIN_WU 100.0 /* model load below which telemetry can't judge it (other work) */
 #define TEL_Q_ALPHA 0.3    /* weight of a new telemetry window in measured over modelled */
 

@@ -810,16 +810,16 @@ static void test_correction_follows_the_measured_cost(void **state) {
 
 /* A stream's ratio alone is its own latency, not load the device lacks room for. One 1080p-like
  * ladder (410 wu/s by the model) runs at 0.45 alone: with the slope assumed until its own segments
- * show one (6 × 0.45 per 1000 wu/s), a 210 wu/s job beside it would take it to about 1.02, past
- * the 0.8 target, although the work budget has room; a 27.5 wu/s one keeps it at 0.52. */
+ * show one (3 × 0.45 per 1000 wu/s), a 310 wu/s job beside it would take it to about 0.87, past
+ * the 0.8 target, although the work budget has room; a 27.5 wu/s one keeps it at 0.49. */
 static void test_latency_refuses(void **state) {
   (void)state;
   lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_job_t big = job(1000, 1000, 10, 4); /* 10 + 400 = 410 wu/s */
-  lp_sched_job_t mid = job(1000, 1000, 10, 2); /* 210 wu/s */
+  lp_sched_job_t mid = job(1000, 1000, 10, 3); /* 310 wu/s */
   lp_sched_job_t tiny = job(500, 500, 10, 1);  /* 2.5 + 25 = 27.5 wu/s */
-  assert_true(fabs(job_total(s, d, LP_SCHED_DEV_CPU, &mid) - 210) < 1e-6);
+  assert_true(fabs(job_total(s, d, LP_SCHED_DEV_CPU, &mid) - 310) < 1e-6);
   assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
   lp_sched_session_info_t si;
   /* the first segment carries the encoders' start: it isn't the ladder's */
@@ -829,7 +829,7 @@ static void test_latency_refuses(void **state) {
   for (int i = 0; i < 5; i++) lp_sched_report_segment(s, "big", 900, 2000); /* 0.45 */
   assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
   assert_true(fabs(si.lone_rt - 0.45) < 1e-9);
-  assert_true(fabs(si.slope - 6 * 0.45) < 1e-9);
+  assert_true(fabs(si.slope - 3 * 0.45) < 1e-9);
   lp_sched_device_info_t in;
   lp_sched_device_info(s, d, &in);
   assert_true(fabs(in.correction - 1.0) < 1e-9); /* 0.45 against 0.41: within the model's slack */
@@ -839,23 +839,23 @@ static void test_latency_refuses(void **state) {
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
   assert_string_equal(lp_sched_reason_name(v.reason), "stream latency");
   assert_non_null(
-      strstr(v.detail, "1000x1000 stream (4 renditions) would run at 1.02 of real time > 0.80"));
+      strstr(v.detail, "1000x1000 stream (4 renditions) would run at 0.87 of real time > 0.80"));
   assert_int_equal(lp_sched_admit(s, "tiny", &tiny, &v), 0);
 
   /* the ladder outlives its streams, and a new stream of it is judged by its own prediction
-   * too: beside 210 wu/s it would run at 0.45 + 2.7 × 0.21 = 1.02 */
+   * too: beside 310 wu/s it would run at 0.45 + 1.35 × 0.31 = 0.87 */
   lp_sched_release(s, "big");
   lp_sched_release(s, "tiny");
   assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
   assert_int_equal(lp_sched_check(s, &big, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
-  assert_non_null(strstr(v.detail, "the job would run at 1.02 of real time > 0.80"));
+  assert_non_null(strstr(v.detail, "the job would run at 0.87 of real time > 0.80"));
   lp_sched_release(s, "mid");
   assert_int_equal(lp_sched_admit(s, "big2", &big, &v), 0);
   lp_sched_free(s);
 
-  /* on 16 CPUs the assumed slope is 6 × 2 / 16: the same stream beside the same job stays at
-   * 0.45 + 0.34 × 0.21 = 0.52 */
+  /* on 16 CPUs the assumed slope is 3 × 2 / 16: the same stream beside the same job stays at
+   * 0.45 + 0.17 × 0.31 = 0.50 */
   s = sched_with(0);
   lp_sched_device_desc_t desc = {LP_SCHED_DEV_CPU, "cpu", "cpu", "1.0", 16, 0, 0, 0, 0, false};
   assert_int_equal(lp_sched_add_device(s, &desc, &d), 0);
@@ -864,7 +864,7 @@ static void test_latency_refuses(void **state) {
   assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
   for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "big", 900, 2000);
   assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
-  assert_true(fabs(si.slope - 0.75 * 0.45) < 1e-9);
+  assert_true(fabs(si.slope - 0.375 * 0.45) < 1e-9);
   assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
   lp_sched_free(s);
 }
@@ -1046,25 +1046,26 @@ static void test_latency_across_the_shared_cpu(void **state) {
   lp_sched_job_t j = job(1000, 1000, 10, 1);     /* GPU: 10 wu/s nvdec, 200 of CPU encodes */
   lp_sched_job_t tiny = job(500, 500, 10, 1);    /* CPU: 2.5 + 50 wu/s */
   lp_sched_job_t three = job(1000, 1000, 10, 3); /* GPU: 600 wu/s of CPU encodes */
+  lp_sched_job_t two = job(1000, 1000, 10, 2);   /* CPU: 10 + 400 wu/s */
   lp_sched_verdict_t v;
   assert_int_equal(lp_sched_admit(s, "g", &j, &v), 0);
   assert_int_equal(v.device, gpu);
   for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "g", 900, 2000); /* 0.45 alone */
 
   /* the GPU takes no new stream: a job on the CPU itself would take g's encodes to
-   * 0.45 + 2.7 × 0.21 = 1.02 */
+   * 0.45 + 1.35 × 0.41 = 1.00 */
   lp_sched_set_device_down(s, gpu, true);
-  assert_int_equal(lp_sched_admit(s, "k", &j, &v), LP_ECAPACITY);
+  assert_int_equal(lp_sched_admit(s, "k", &two, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
   assert_non_null(strstr(
       v.detail,
-      "cpu: the 1000x1000 stream (1 renditions) on nvidia:0 would run at 1.02 of real time"));
-  assert_int_equal(lp_sched_admit(s, "t", &tiny, &v), 0); /* 0.45 + 2.7 × 0.0525 = 0.59 */
+      "cpu: the 1000x1000 stream (1 renditions) on nvidia:0 would run at 1.00 of real time"));
+  assert_int_equal(lp_sched_admit(s, "t", &tiny, &v), 0); /* 0.45 + 1.35 × 0.0525 = 0.52 */
   assert_int_equal(v.device, cpu);
   lp_sched_set_device_down(s, gpu, false);
 
-  /* the other way: t learnt beside g's 200 wu/s (0.5 = a (1 + 6 × 0.2)); with g gone, a GPU job
-   * whose encodes put 600 wu/s on the CPU would take t to 0.23 + 1.36 × 0.6 = 1.05. (The CPU's
+  /* the other way: t learnt beside g's 200 wu/s (0.5 = a (1 + 3 × 0.2)); with g gone, a GPU job
+   * whose encodes put 600 wu/s on the CPU would take t to 0.31 + 0.94 × 0.6 = 0.88. (The CPU's
    * telemetry has judged no window, so t's ratio alone, which is its latency, leaves the budget
    * as it is.) */
   sample_cpu(s, fake_on(s, cpu), 0.25);
@@ -1073,9 +1074,9 @@ static void test_latency_across_the_shared_cpu(void **state) {
   assert_int_equal(lp_sched_admit(s, "x", &three, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
   assert_non_null(
-      strstr(v.detail, "nvidia:0: the 500x500 stream (1 renditions) on cpu would run at 1.05"));
-  /* (and on the CPU itself, decode included: 0.23 + 1.36 × 0.61) */
-  assert_non_null(strstr(v.detail, "cpu: its 500x500 stream (1 renditions) would run at 1.06"));
+      strstr(v.detail, "nvidia:0: the 500x500 stream (1 renditions) on cpu would run at 0.88"));
+  /* (and on the CPU itself, decode included: 0.31 + 0.94 × 0.61) */
+  assert_non_null(strstr(v.detail, "cpu: its 500x500 stream (1 renditions) would run at 0.88"));
   lp_sched_free(s);
 }
 
@@ -1204,7 +1205,7 @@ static void test_json(void **state) {
   assert_int_equal(cJSON_GetObjectItem(l, "renditions")->valueint, 1);
   assert_int_equal(cJSON_GetObjectItem(l, "segments")->valueint, 2);
   assert_true(fabs(cJSON_GetObjectItem(l, "loneRatio")->valuedouble - 0.25) < 1e-9);
-  assert_true(fabs(cJSON_GetObjectItem(l, "slope")->valuedouble - 1.5) < 1e-9);
+  assert_true(fabs(cJSON_GetObjectItem(l, "slope")->valuedouble - 0.75) < 1e-9);
   assert_true(cJSON_IsFalse(cJSON_GetObjectItem(l, "slopeFitted")));
   cJSON_Delete(o);
   lp_sched_log_summary(s);

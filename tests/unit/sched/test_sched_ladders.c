@@ -77,17 +77,17 @@ static void test_roundtrip(void **state) {
   assert_true(exists(dir));
   lp_sched_free(s);
 
-  /* the next start knows the ladder before its first segment: a 210 wu/s job next to it would
+  /* the next start knows the ladder before its first segment: a 310 wu/s job next to it would
    * take it past the target, as it did before the restart */
   s = node("cpu-a", 10);
   assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
   assert_int_equal(n, 1);
-  lp_sched_job_t big = job(4), mid = job(2);
+  lp_sched_job_t big = job(4), mid = job(3);
   assert_int_equal(lp_sched_admit(s, "big", &big, NULL), 0);
   lp_sched_session_info_t si;
   assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
   assert_true(fabs(si.lone_rt - 0.45) < 1e-9);
-  assert_true(fabs(si.slope - 6 * 0.45) < 1e-9);
+  assert_true(fabs(si.slope - 3 * 0.45) < 1e-9);
   lp_sched_verdict_t v;
   assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), LP_ECAPACITY);
   assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
