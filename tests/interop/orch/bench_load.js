@@ -10,7 +10,7 @@
 // usage: node bench_load.js --lpod <release lpod> [--preset veryfast] [--segments 6]
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
 //          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
-//          [--alsoLpod "-maxDeviceLoad 0.8" (a second lpod run with these flags, after the first)]
+//          [--alsoLpod "-targetRealtimeRatio 0.7" (a second lpod run with these flags, after the first)]
 //          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 //          [--target R (the headroom to judge by as well; default lpod's -targetRealtimeRatio, 0.8)]
 //          [--order blocks|random (default blocks) --seed S]
