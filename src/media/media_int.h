@@ -39,6 +39,4 @@ void media_avio_free(AVIOContext **pb);
  * with tool. The caller frees *table after its sessions are made. */
 int media_cli_device_table(const char *tool, media_session_opts_t *o, hw_table_t **table);
 
-/* Routes libav* log lines into lpod's log once per process. */
-
 #endif

@@ -56,7 +56,9 @@ const grpcDef = grpc.loadPackageDefinition(
   protoLoader.loadSync(protoFile, { keepCase: true, longs: Number, defaults: true, bytes: Buffer }));
 
 const SEG_MS = 2000;
-const lpodFlags = args.lpodFlags ? args.lpodFlags.split(/\s+/).filter(Boolean) : [];
+// a flag string as the node's argv
+const flagList = (text) => (text ? text.split(/\s+/).filter(Boolean) : []);
+const lpodFlags = flagList(args.lpodFlags);
 const flagTarget = lpodFlags.indexOf('-targetRealtimeRatio');
 const TARGET = Number(args.target || (flagTarget >= 0 ? lpodFlags[flagTarget + 1] : 0.8));
 const SEGMENTS = Number(args.segments);
@@ -267,7 +269,7 @@ async function runPolicy(name, extra, levels, sources) {
     return out;
   } finally {
     if (args.logs) fs.mkdirSync(args.logs, { recursive: true });
-    if (args.logs) fs.writeFileSync(path.join(args.logs, `${name.replace(/ /g, '-')}.log`), node.log());
+    if (args.logs) fs.writeFileSync(path.join(args.logs, `${name.replace(/[^\w.]+/g, '-')}.log`), node.log());
     await node.stop();
   }
 }
@@ -319,8 +321,7 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   // --alsoLpod: the controller with other flags, on the same ramp in the same script
   const alsoName = args.alsoLpod ? `lpod ${args.alsoLpod.trim()}` : null;
   if (alsoName) {
-    runs[alsoName] = await runPolicy(alsoName, ['-maxSessions', 'auto', ...args.alsoLpod.split(/\s+/).filter(Boolean)],
-      levels, sources);
+    runs[alsoName] = await runPolicy(alsoName, ['-maxSessions', 'auto', ...flagList(args.alsoLpod)], levels, sources);
   }
 
   const rows = Object.entries(runs).map(([name, rs]) => ({ name, ...total(rs), share: share(total(rs)),
