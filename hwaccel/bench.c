@@ -34,14 +34,16 @@
 #define BENCH_MIN_SIZE 16
 #define BENCH_MAX_SIZE 8192
 #define BENCH_MIN_SHARE 0.05
+#define BENCH_MAX_BPP 8.0
 /* Distinct frames a CPU stage is fed, over and over (with the clip's grain). */
 #define BENCH_RING 8
 
 /* Frames timed by default: about a second for a call on a 2-core CPU at 1920x1080 -> 1280x720,
- * the source included, with H.264 (decode ~400 frames/s, scale ~450, x264 medium ~40). */
-static int default_frames(hw_bench_stage_t stage) {
+ * the source included, with H.264 (decode ~400 frames/s at 0.1 bit per pixel, ~60 at 1.3;
+ * scale ~450, x264 medium ~40). */
+static int default_frames(hw_bench_stage_t stage, double bpp) {
   switch (stage) {
-  case HW_BENCH_DECODE: return 240;
+  case HW_BENCH_DECODE: return bpp > 0.2 ? 80 : 240;
   case HW_BENCH_SCALE: return 480;
   default: return 30;
   }
@@ -64,6 +66,10 @@ static int req_check(const hw_bench_req_t *r, char *why, size_t wlen) {
   if (!size_ok(r->in_w, r->in_h) || (r->stage != HW_BENCH_DECODE && !size_ok(r->out_w, r->out_h))) {
     snprintf(why, wlen, "sizes %dx%d -> %dx%d: each side must be even, %d to %d", r->in_w, r->in_h,
              r->out_w, r->out_h, BENCH_MIN_SIZE, BENCH_MAX_SIZE);
+    return LP_EINVAL;
+  }
+  if (!(r->bpp >= 0 && r->bpp <= BENCH_MAX_BPP)) {
+    snprintf(why, wlen, "bits per pixel %g: must be 0 (default) to %g", r->bpp, BENCH_MAX_BPP);
     return LP_EINVAL;
   }
   if (r->frames < 0 || r->frames > BENCH_MAX_FRAMES) {
@@ -196,13 +202,13 @@ static int run_clip(const hw_device_t *d, const hw_backend_t *be, AVBufferRef *d
 
 /* Decode alone, or a stage of device frames as the difference of two runs. */
 static int bench_clip(const hw_device_t *d, AVBufferRef *device, const hw_bench_req_t *r,
-                      int frames, double *spf, char *why, size_t wlen) {
+                      int frames, double *spf, double *src_bpp, char *why, size_t wlen) {
   hw_codec_t src = r->stage == HW_BENCH_DECODE ? r->codec : HW_CODEC_H264;
   /* An encoder on a device that does not decode H.264 gets frames decoded and scaled on the
    * CPU, as in the self-test. */
   const hw_backend_t *be = d->dec & HW_CODEC_BIT(src) ? d->be : &hw_backend_sw;
   AVBufferRef *dev = be == d->be ? device : NULL;
-  hw_clip_spec_t spec = {src, AV_PIX_FMT_YUV420P, r->in_w, r->in_h, BENCH_CLIP, 0, true};
+  hw_clip_spec_t spec = {src, AV_PIX_FMT_YUV420P, r->in_w, r->in_h, BENCH_CLIP, 0, true, r->bpp};
   hw_clip_t clip;
   int ret = hw_clip_make(&spec, &clip);
   if (ret < 0) {
@@ -210,6 +216,7 @@ static int bench_clip(const hw_device_t *d, AVBufferRef *device, const hw_bench_
              hw_codec_name(src));
     return ret;
   }
+  if (src_bpp && r->stage == HW_BENCH_DECODE) *src_bpp = hw_clip_bpp(&clip);
   hw_pipe_t pipe[2] = {{.be = be,
                         .device = dev,
                         .out_w = r->out_w,
@@ -271,6 +278,11 @@ static int bench_cpu(const hw_device_t *d, const hw_bench_req_t *r, int frames, 
 
 int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
                    size_t wlen) {
+  return hw_bench_stage_bpp(d, req, fps, NULL, why, wlen);
+}
+
+int hw_bench_stage_bpp(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
+                       double *src_bpp, char *why, size_t wlen) {
   char none[8];
   if (!why || !wlen) {
     why = none;
@@ -285,7 +297,7 @@ int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
   int ret = req_check(req, why, wlen);
   if (ret >= 0) ret = dev_check(d, req, why, wlen);
   if (ret < 0) return ret;
-  int frames = req->frames ? req->frames : default_frames(req->stage);
+  int frames = req->frames ? req->frames : default_frames(req->stage, req->bpp);
   /* SVT-AV1 prints a banner at info level for every encoder it opens. */
   setenv("SVT_LOG", "1", 0);
   double spf = 0;
@@ -301,7 +313,7 @@ int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
       snprintf(why, wlen, "device does not open: %s", lp_strerror(ret));
       return ret;
     }
-    ret = bench_clip(d, device, req, frames, &spf, why, wlen);
+    ret = bench_clip(d, device, req, frames, &spf, src_bpp, why, wlen);
     av_buffer_unref(&device);
   }
   if (ret < 0) return ret;

@@ -21,6 +21,14 @@ void hw_clip_free(hw_clip_t *c) {
   avcodec_parameters_free(&c->par);
 }
 
+double hw_clip_bpp(const hw_clip_t *c) {
+  if (!c->par || c->n <= 0 || c->par->width <= 0 || c->par->height <= 0) return 0;
+  double bits = 0;
+  for (int i = 0; i < c->n; i++) bits += 8.0 * c->pkts[i]->size;
+  /* one packet a frame: the clips have no B-frames */
+  return bits / ((double)c->n * c->par->width * c->par->height);
+}
+
 static int clip_add(hw_clip_t *c, AVPacket *p) {
   if (c->n == c->cap) {
     int cap = c->cap ? 2 * c->cap : 64;
@@ -153,7 +161,8 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
     c->gop_size = LP_MIN(spec->frames, 60);
     c->max_b_frames = 0;
     c->thread_count = spec->threads;
-    c->bit_rate = LP_MAX(400000, (int64_t)spec->w * spec->h * 3);
+    double bpp = spec->bpp > 0 ? spec->bpp : 0.1;
+    c->bit_rate = LP_MAX(400000, (int64_t)((double)spec->w * spec->h * 30 * bpp));
     av_dict_set(&o, "preset", spec->codec == HW_CODEC_AV1 ? "12" : "ultrafast", 0);
     if (spec->realistic) av_dict_set(&o, "x264-params", "cabac=1:deblock=1", 0);
     av_dict_set(&o, "x265-params", "log-level=0", 0);

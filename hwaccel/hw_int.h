@@ -60,13 +60,16 @@ typedef struct hw_clip_spec {
    * uses them: decoding the clip then costs about what decoding a real stream of its bit rate
    * costs. Without it, the encoder's fastest setting on a clean gradient. */
   bool realistic;
+  double bpp; /* bits per pixel the encoder is asked for, 0: 0.1 */
 } hw_clip_spec_t;
 
-/* Encodes a clip of synthetic frames with a CPU encoder at its fastest setting, 0.1 bit per
- * pixel at 30 frames/s (at least 400 kb/s), keyframes at most 60 frames apart. LP_EUNSUPP when
- * this FFmpeg has no such encoder. */
+/* Encodes a clip of synthetic frames with a CPU encoder at its fastest setting, spec->bpp bits
+ * per pixel at 30 frames/s (at least 400 kb/s), keyframes at most 60 frames apart. LP_EUNSUPP
+ * when this FFmpeg has no such encoder. */
 int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out);
 void hw_clip_free(hw_clip_t *c);
+/* Bits per pixel the clip was made at: its packets' bits over its frames' pixels (0 if empty). */
+double hw_clip_bpp(const hw_clip_t *c);
 /* Frame k of a moving gradient into f (allocated, any planar YUV format), with noise of +/- grain
  * levels (8-bit scale) that differs in every frame. */
 void hw_fill_frame(AVFrame *f, int k, int grain);

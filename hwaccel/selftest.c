@@ -31,7 +31,7 @@ static hw_enc_params_t st_enc_params(hw_codec_t codec) {
 
 /* The test clip: ST_FRAMES frames at 320x176, encoded on one thread. */
 static int st_clip(hw_codec_t codec, enum AVPixelFormat fmt, hw_clip_t *out) {
-  hw_clip_spec_t s = {codec, fmt, ST_W, ST_H, ST_FRAMES, 1, false};
+  hw_clip_spec_t s = {codec, fmt, ST_W, ST_H, ST_FRAMES, 1, false, 0};
   return hw_clip_make(&s, out);
 }
 

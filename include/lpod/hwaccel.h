@@ -339,6 +339,8 @@ typedef struct hw_bench_req {
    * busy with streams, where one stream's wall time only says how well it spreads over cores.
    * Ignored for stages on a device. The process must run nothing else meanwhile. */
   bool cpu_time;
+  /* decode: bits per pixel of the source clip, 0: 0.1 (6.2 Mbit/s at 1080p30) */
+  double bpp;
 } hw_bench_req_t;
 /* Decodes, scales or encodes synthetic frames the way the media engine does (decoders and CPU
  * encoders with automatic threads) and returns in fps the frames per second of that stage alone
@@ -349,6 +351,10 @@ typedef struct hw_bench_req {
  * the other codecs, whose sources take longer to make). */
 int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
                    size_t wlen);
+/* hw_bench_stage, and for decode the bits per pixel its source clip came out at (the encoder's
+ * rate control can miss req->bpp) in *src_bpp (NULL: not wanted; left alone for other stages). */
+int hw_bench_stage_bpp(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
+                       double *src_bpp, char *why, size_t wlen);
 /* Tests: the clock of cpu_time runs, in ns (NULL: the process's CPU time). Set it while no
  * benchmark runs. */
 void hw_bench_set_cpu_clock(uint64_t (*clock)(void));

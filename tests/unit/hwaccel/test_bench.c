@@ -29,7 +29,7 @@ static int probe_cpu(void **state) {
 }
 
 static hw_bench_req_t small(hw_bench_stage_t stage, hw_codec_t codec, const char *preset) {
-  return (hw_bench_req_t){stage, codec, preset, 320, 180, 160, 90, 8, false};
+  return (hw_bench_req_t){stage, codec, preset, 320, 180, 160, 90, 8, false, 0};
 }
 
 /* Runs req on d and checks the rate. */
@@ -95,6 +95,32 @@ static void test_cpu_stages_by_cpu_time(void **state) {
   }
 }
 
+/* Decoding a source of more bits per pixel costs more CPU time per frame, and the bench says
+ * what rate its source came out at: calibration splits decoding's cost into a part per pixel
+ * and a part per bit with these two figures. */
+static void test_cpu_decode_by_rate(void **state) {
+  (void)state;
+  const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
+  double fps[2], bpp[2];
+  for (int i = 0; i < 2; i++) {
+    hw_bench_req_t r = {HW_BENCH_DECODE, HW_CODEC_H264, NULL, 640, 360, 0, 0, 120, true, 0};
+    r.bpp = i ? 1.0 : 0; /* 0: the default, 0.1 */
+    bpp[i] = -1;
+    char why[256] = "";
+    int ret = hw_bench_stage_bpp(cpu, &r, &fps[i], &bpp[i], why, sizeof why);
+    if (ret != 0) fail_msg("decode at %g bits per pixel: %s (%s)", r.bpp, lp_strerror(ret), why);
+  }
+  if (!(bpp[0] > 0.05 && bpp[0] < 0.2) || !(bpp[1] > 0.5 && bpp[1] < 2))
+    fail_msg("sources made at %.3f and %.3f bits per pixel (asked 0.1 and 1.0)", bpp[0], bpp[1]);
+  if (!(fps[1] < fps[0]))
+    fail_msg("%.1f fps at %.2f bits per pixel, %.1f at %.2f", fps[0], bpp[0], fps[1], bpp[1]);
+  /* other stages leave the rate alone */
+  double keep = 7, f = 0;
+  hw_bench_req_t sc = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
+  assert_int_equal(hw_bench_stage_bpp(cpu, &sc, &f, &keep, NULL, 0), 0);
+  assert_true(keep == 7);
+}
+
 static void test_cpu_h264_encode_tiers(void **state) {
   (void)state;
   const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
@@ -152,7 +178,7 @@ static void test_missing_codec(void **state) {
 static void test_invalid_requests(void **state) {
   (void)state;
   const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
-  hw_bench_req_t zero = {HW_BENCH_ENCODE, HW_CODEC_H264, NULL, 0, 0, 0, 0, 0, false};
+  hw_bench_req_t zero = {HW_BENCH_ENCODE, HW_CODEC_H264, NULL, 0, 0, 0, 0, 0, false, 0};
   bench_fails(cpu, zero, LP_EINVAL);
   hw_bench_req_t r = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
   r.out_w = 161;
@@ -164,6 +190,12 @@ static void test_invalid_requests(void **state) {
   r = small(HW_BENCH_DECODE, HW_CODEC_H264, NULL);
   r.frames = -1;
   bench_fails(cpu, r, LP_EINVAL);
+  static const double bad_bpp[] = {-0.1, 8.5, NAN, INFINITY};
+  for (size_t i = 0; i < sizeof bad_bpp / sizeof bad_bpp[0]; i++) {
+    r = small(HW_BENCH_DECODE, HW_CODEC_H264, NULL);
+    r.bpp = bad_bpp[i];
+    bench_fails(cpu, r, LP_EINVAL);
+  }
   double fps;
   char why[64];
   assert_int_equal(hw_bench_stage(NULL, &r, &fps, why, sizeof(why)), LP_EINVAL);
@@ -207,7 +239,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_h264_stages),       cmocka_unit_test(test_cpu_stages_by_cpu_time),
       cmocka_unit_test(test_cpu_h264_encode_tiers), cmocka_unit_test(test_fake_gpu_routes),
       cmocka_unit_test(test_missing_codec),         cmocka_unit_test(test_invalid_requests),
-      cmocka_unit_test(test_preset_names),
+      cmocka_unit_test(test_preset_names),          cmocka_unit_test(test_cpu_decode_by_rate),
   };
   return cmocka_run_group_tests(tests, probe_cpu, NULL);
 }
