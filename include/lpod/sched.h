@@ -81,21 +81,32 @@ typedef struct lp_sched_job {
   int in_width, in_height;
   double in_fps; /* <= 0: unknown, 30 is assumed (go-livepeer's balancer does the same) */
   lp_sched_codec_t in_codec;
+  /* The source's bit rate in Mbit/s (a segment's bytes over its duration); <= 0: unknown, and
+   * LP_SCHED_REF_BPP bits per source pixel are assumed, the rate calibration decodes at. */
+  double in_mbps;
   size_t n_renditions;
   lp_sched_rendition_t renditions[LP_SCHED_MAX_RENDITIONS];
 } lp_sched_job_t;
 
+/* Bits per source pixel assumed where a job's rate is unknown (6.2 Mbit/s at 1080p30), and the
+ * rate of calibration's reference source. */
+#define LP_SCHED_REF_BPP 0.1
+
 /* Per-device coefficients in ms of engine time per megapixel. 0 = the device can't do it. */
 typedef struct lp_sched_coefs {
   double decode[LP_SCHED_CODECS];
+  /* Decoding also costs per bit of the source (entropy decoding): ms per megabit, on top of
+   * decode[]. 0 where not measured: decode[] then prices a source at LP_SCHED_REF_BPP. */
+  double decode_mbit[LP_SCHED_CODECS];
   double scale; /* per megapixel read plus written */
   double encode[LP_SCHED_CODECS][LP_SCHED_PRESETS];
 } lp_sched_coefs_t;
 
 /* Pixel rates of a job, megapixels per second. */
 typedef struct lp_sched_rates {
-  double decode; /* source pixels decoded */
-  double scale;  /* Σ over renditions of (source + output) pixels per output frame */
+  double decode;      /* source pixels decoded */
+  double decode_mbit; /* source megabits decoded per second (LP_SCHED_REF_BPP where unknown) */
+  double scale;       /* Σ over renditions of (source + output) pixels per output frame */
   double encode[LP_SCHED_CODECS]; /* output pixels encoded, per codec */
 } lp_sched_rates_t;
 
@@ -435,13 +446,17 @@ typedef struct lp_sched_bench_req {
   lp_sched_preset_t preset;
   int in_width, in_height;   /* reference sizes: 1920x1080 source */
   int out_width, out_height; /* 1280x720 for scale and encode */
+  double bpp;                /* decode: the source's bits per pixel (0: LP_SCHED_REF_BPP) */
 } lp_sched_bench_req_t;
 /* Measures one stage's sustained throughput on a device, in frames per second at the request's
  * sizes, with the device loaded as the engine would be in service (all CPUs busy, say). Returns 0,
  * LP_EUNSUPP where the device can't run the stage (its coefficient becomes 0), or another error to
- * abandon that device's calibration (it keeps the built-in coefficients, nothing is cached). */
+ * abandon that device's calibration (it keeps the built-in coefficients, nothing is cached).
+ * For decode, *src_bpp comes in as the rate asked for and goes out as the rate the source was
+ * made at, which an encoder's rate control can miss (left alone where that is not known). */
 typedef int (*lp_sched_bench_fn)(void *ud, const lp_sched_device_desc_t *dev,
-                                 const lp_sched_bench_req_t *req, double *frames_per_s);
+                                 const lp_sched_bench_req_t *req, double *frames_per_s,
+                                 double *src_bpp);
 
 /* Loads <datadir>/capacity.json and, for each device whose record is missing or stale (other
  * device id, driver or FFmpeg version) or when force is set (-calibrate), runs bench and writes

@@ -48,7 +48,7 @@ static lp_sched_dev_kind_t kind_of(const hw_device_t *d) {
 
 /* The calibration benchmark: one stage on one device, through the device's own backend. */
 static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
-                 double *fps) {
+                 double *fps, double *src_bpp) {
   orch_admit_t *a = ud;
   const hw_device_t *d = NULL;
   for (int i = 0; i < a->table->n && !d; i++)
@@ -76,17 +76,19 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
    * timed by CPU time, then spread over the effective CPU count. (A device's CPU-route encodes
    * are not measured on it: the CPU device's figures price them.) */
   r.cpu_time = kind_of(d) == LP_SCHED_DEV_CPU;
+  r.bpp = req->bpp;
   char why[192] = "";
-  int rc = hw_bench_stage(d, &r, fps, why, sizeof why);
+  int rc = hw_bench_stage_bpp(d, &r, fps, src_bpp, why, sizeof why);
   if (rc == 0 && r.cpu_time && dev->cpus > 0) *fps *= dev->cpus;
   if (rc == 0 && req->stage == LP_SCHED_STAGE_ENCODE)
     LOGV(LP_V_DEBUG, "capacity: %s encode %s %s (%s): %.1f fps", d->name,
          lp_sched_codec_name(req->codec), lp_sched_preset_name(req->preset),
          r.preset ? r.preset : "default", *fps);
+  else if (rc == 0 && req->stage == LP_SCHED_STAGE_DECODE)
+    LOGV(LP_V_DEBUG, "capacity: %s decode %s at %.2f bits per pixel: %.1f fps", d->name,
+         lp_sched_codec_name(req->codec), src_bpp ? *src_bpp : 0, *fps);
   else if (rc == 0)
-    LOGV(LP_V_DEBUG, "capacity: %s %s %s: %.1f fps", d->name,
-         req->stage == LP_SCHED_STAGE_DECODE ? "decode" : "scale", lp_sched_codec_name(req->codec),
-         *fps);
+    LOGV(LP_V_DEBUG, "capacity: %s scale: %.1f fps", d->name, *fps);
   else if (rc != LP_EUNSUPP)
     LOGW("capacity: calibration of %s failed: %s", d->name, why[0] ? why : lp_strerror(rc));
   return rc;
@@ -98,7 +100,7 @@ static void mask_coefs(lp_sched_t *s, int i, const hw_device_t *d) {
   lp_sched_coefs_t c;
   if (lp_sched_get_coefs(s, i, &c)) return;
   for (int k = 0; k < LP_SCHED_CODECS && k < HW_CODECS; k++) {
-    if (!(d->dec & HW_CODEC_BIT(k))) c.decode[k] = 0;
+    if (!(d->dec & HW_CODEC_BIT(k))) c.decode[k] = c.decode_mbit[k] = 0;
     if (!((d->enc | d->enc_cpu) & HW_CODEC_BIT(k)))
       for (int q = 0; q < LP_SCHED_PRESETS; q++) c.encode[k][q] = 0;
   }
@@ -406,6 +408,9 @@ static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t
   sj->in_width = p.width;
   sj->in_height = p.height;
   sj->in_fps = p.fps;
+  /* the whole segment's rate, audio and container included: a little above the video's */
+  if (job->duration_ms > 0)
+    sj->in_mbps = (double)job->input_len * 8 / ((double)job->duration_ms * 1000);
   lp_sched_codec_t c;
   sj->in_codec = lp_sched_codec_from_name(p.video_codec, &c) == 0 ? c : LP_SCHED_CODEC_H264;
   renditions_from(job->profiles, job->n_profiles, p.width, p.height, a->cpu_preset, sj);
@@ -512,23 +517,26 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_s
     job->device = v.device;
     lp_sched_session_info_t si;
     lp_sched_session_info(a->sched, job->session_id, &si);
-    LOGI_C(&lc, "capacity: admitted %dx%d@%.2f -> %zu renditions on %s cost=%.0fwu/s sessions=%d",
-           sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, v.detail, si.cost,
+    LOGI_C(&lc,
+           "capacity: admitted %dx%d@%.2f at %.2f Mbit/s -> %zu renditions on %s cost=%.0fwu/s "
+           "sessions=%d",
+           sj.in_width, sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions, v.detail, si.cost,
            lp_sched_sessions(a->sched));
     return 0;
   }
   snprintf(err, errlen, "OrchestratorCapped");
   if (may_spill) {
     LOGI_C(&lc,
-           "capacity: no room here for %dx%d@%.2f -> %zu renditions (%s: %s); a remote "
-           "transcoder takes it",
-           sj.in_width, sj.in_height, sj.in_fps, sj.n_renditions, lp_sched_reason_name(v.reason),
-           v.detail);
+           "capacity: no room here for %dx%d@%.2f at %.2f Mbit/s -> %zu renditions (%s: %s); a "
+           "remote transcoder takes it",
+           sj.in_width, sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions,
+           lp_sched_reason_name(v.reason), v.detail);
     return LP_ECAPACITY;
   }
   count_refusal(&v);
-  LOGW_C(&lc, "capacity: refused %dx%d@%.2f -> %zu renditions: %s: %s", sj.in_width, sj.in_height,
-         sj.in_fps, sj.n_renditions, lp_sched_reason_name(v.reason), v.detail);
+  LOGW_C(&lc, "capacity: refused %dx%d@%.2f at %.2f Mbit/s -> %zu renditions: %s: %s", sj.in_width,
+         sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions, lp_sched_reason_name(v.reason),
+         v.detail);
   return LP_ECAPACITY;
 }
 

@@ -10,24 +10,34 @@
 #include <time.h>
 
 #define CACHE_NAME "capacity.json"
-/* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock) */
-#define CACHE_VERSION 2
+/* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock); 3: decoding
+ * split into a part per pixel and one per megabit of source */
+#define CACHE_VERSION 3
 #define FILE_MAX (1u << 20) /* the data dir's JSON files are read up to this size */
 #define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
 #define REF_IN_W 1920
 #define REF_IN_H 1080
 #define REF_OUT_W 1280
 #define REF_OUT_H 720
+/* The second source rate H.264 and HEVC decoding is measured at, bits per pixel (56 Mbit/s at
+ * 1080p30, what x264 veryfast chose for a grainy source at its default quality). */
+#define HI_BPP 0.9
+/* The part per megabit may take at most this share of decoding's cost at the reference rate, so
+ * the part per pixel keeps the rest whatever noise the two runs carry. */
+#define MBIT_SHARE_MAX 0.8
 
 cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c) {
-  cJSON *o = cJSON_CreateObject(), *dec = NULL, *enc = NULL;
+  cJSON *o = cJSON_CreateObject(), *dec = NULL, *bits = NULL, *enc = NULL;
   if (!o || !(dec = cJSON_AddObjectToObject(o, "decode")) ||
+      !(bits = cJSON_AddObjectToObject(o, "decodeMbit")) ||
       !cJSON_AddNumberToObject(o, "scale", c->scale) ||
       !(enc = cJSON_AddObjectToObject(o, "encode")))
     goto fail;
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
     const char *cn = lp_sched_codec_name((lp_sched_codec_t)k);
-    if (!cJSON_AddNumberToObject(dec, cn, c->decode[k])) goto fail;
+    if (!cJSON_AddNumberToObject(dec, cn, c->decode[k]) ||
+        !cJSON_AddNumberToObject(bits, cn, c->decode_mbit[k]))
+      goto fail;
     cJSON *p = cJSON_AddObjectToObject(enc, cn);
     if (!p) goto fail;
     for (int q = 0; q < LP_SCHED_PRESETS; q++)
@@ -99,11 +109,14 @@ int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c) {
   lp_sched_coefs_t t;
   memset(&t, 0, sizeof t);
   const cJSON *dec = cJSON_GetObjectItemCaseSensitive(o, "decode");
+  const cJSON *bits = cJSON_GetObjectItemCaseSensitive(o, "decodeMbit");
   const cJSON *enc = cJSON_GetObjectItemCaseSensitive(o, "encode");
-  if (!cJSON_IsObject(dec) || !cJSON_IsObject(enc) || num(o, "scale", &t.scale)) return LP_EINVAL;
+  if (!cJSON_IsObject(dec) || !cJSON_IsObject(bits) || !cJSON_IsObject(enc) ||
+      num(o, "scale", &t.scale))
+    return LP_EINVAL;
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
     const char *cn = lp_sched_codec_name((lp_sched_codec_t)k);
-    if (num(dec, cn, &t.decode[k])) return LP_EINVAL;
+    if (num(dec, cn, &t.decode[k]) || num(bits, cn, &t.decode_mbit[k])) return LP_EINVAL;
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(enc, cn);
     if (!cJSON_IsObject(p)) return LP_EINVAL;
     for (int q = 0; q < LP_SCHED_PRESETS; q++)
@@ -168,12 +181,13 @@ static double ref_pixels(const lp_sched_bench_req_t *r) {
   }
 }
 
-/* One measurement turned into ms per megapixel; *coef 0 where the device can't run it. */
+/* One measurement turned into ms per megapixel; *coef 0 where the device can't run it. For
+ * decode, *bpp is the source's rate: asked for, then as made. */
 static int measure(const sched_device_t *d, const lp_sched_device_desc_t *desc,
-                   const lp_sched_bench_req_t *req, lp_sched_bench_fn bench, void *ud,
-                   double *coef) {
-  double fps = 0;
-  int rc = bench(ud, desc, req, &fps);
+                   const lp_sched_bench_req_t *req, lp_sched_bench_fn bench, void *ud, double *coef,
+                   double *bpp) {
+  double fps = 0, made = req->bpp > 0 ? req->bpp : LP_SCHED_REF_BPP;
+  int rc = bench(ud, desc, req, &fps, &made);
   if (rc == LP_EUNSUPP) {
     *coef = 0;
     return 0;
@@ -186,6 +200,35 @@ static int measure(const sched_device_t *d, const lp_sched_device_desc_t *desc,
     return LP_EINVAL;
   }
   *coef = 1000.0 / (fps * ref_pixels(req) / 1e6);
+  if (bpp) *bpp = isfinite(made) && made > 0 ? made : 0;
+  return 0;
+}
+
+/* Decoding costs per pixel and per bit of the source: measured at the reference rate and at
+ * HI_BPP, the line through the two gives both parts (for H.264 and HEVC; the other codecs are
+ * priced per pixel at the reference rate). */
+static int measure_decode(const sched_device_t *d, const lp_sched_device_desc_t *desc,
+                          lp_sched_bench_req_t r, lp_sched_bench_fn bench, void *ud, double *pix,
+                          double *mbit) {
+  double lo = 0, hi = 0, c_lo = 0, c_hi = 0;
+  *mbit = 0;
+  r.bpp = LP_SCHED_REF_BPP;
+  int rc = measure(d, desc, &r, bench, ud, &c_lo, &lo);
+  *pix = c_lo;
+  if (rc || c_lo == 0 || (r.codec != LP_SCHED_CODEC_H264 && r.codec != LP_SCHED_CODEC_HEVC))
+    return rc;
+  r.bpp = HI_BPP;
+  if ((rc = measure(d, desc, &r, bench, ud, &c_hi, &hi)) || c_hi == 0) return rc;
+  if (!(lo > 0 && hi > 2 * lo)) {
+    LOGW("capacity: %s: sources of %.2f and %.2f bits per pixel are too alike to split %s "
+         "decoding into a cost per pixel and per bit; it is priced per pixel",
+         d->name, lo, hi, lp_sched_codec_name(r.codec));
+    return 0;
+  }
+  double b = (c_hi - c_lo) / (hi - lo);
+  b = LP_MIN(LP_MAX(b, 0.0), MBIT_SHARE_MAX * c_lo / lo);
+  *mbit = b;
+  *pix = c_lo - b * lo;
   return 0;
 }
 
@@ -201,16 +244,17 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                             REF_IN_W,
                             REF_IN_H,
                             REF_OUT_W,
-                            REF_OUT_H};
+                            REF_OUT_H,
+                            0};
   int rc;
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
     r.codec = (lp_sched_codec_t)k;
-    if ((rc = measure(d, &desc, &r, bench, ud, &c.decode[k]))) return rc;
+    if ((rc = measure_decode(d, &desc, r, bench, ud, &c.decode[k], &c.decode_mbit[k]))) return rc;
   }
   r.stage = LP_SCHED_STAGE_SCALE;
   r.codec = LP_SCHED_CODEC_H264;
   /* scaling on the CPU is priced with the CPU device's figure */
-  if (!d->cpu_scale && (rc = measure(d, &desc, &r, bench, ud, &c.scale))) return rc;
+  if (!d->cpu_scale && (rc = measure(d, &desc, &r, bench, ud, &c.scale, NULL))) return rc;
   r.stage = LP_SCHED_STAGE_ENCODE;
   static const lp_sched_preset_t order[] = {LP_SCHED_PRESET_MEDIUM, LP_SCHED_PRESET_FAST,
                                             LP_SCHED_PRESET_SLOW};
@@ -220,7 +264,7 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
     r.codec = (lp_sched_codec_t)k;
     for (size_t q = 0; q < LP_ARRAY_LEN(order); q++) {
       r.preset = order[q];
-      if ((rc = measure(d, &desc, &r, bench, ud, &c.encode[k][order[q]]))) return rc;
+      if ((rc = measure(d, &desc, &r, bench, ud, &c.encode[k][order[q]], NULL))) return rc;
       if (q == 0 && c.encode[k][LP_SCHED_PRESET_MEDIUM] == 0) break; /* codec not there at all */
     }
   }
@@ -309,9 +353,10 @@ int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_ve
       break;
     }
     dirty = true;
-    LOGI("capacity: %s calibrated in %llu ms: decode h264 %.3f, scale %.3f, encode h264 %.3f "
-         "ms/Mpx",
-         d->name, (unsigned long long)(lp_now_ms() - t0), c.decode[LP_SCHED_CODEC_H264], c.scale,
+    LOGI("capacity: %s calibrated in %llu ms: decode h264 %.3f ms/Mpx + %.3f ms/Mbit, scale "
+         "%.3f, encode h264 %.3f ms/Mpx",
+         d->name, (unsigned long long)(lp_now_ms() - t0), c.decode[LP_SCHED_CODEC_H264],
+         c.decode_mbit[LP_SCHED_CODEC_H264], c.scale,
          c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM]);
   }
 

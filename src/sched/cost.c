@@ -99,18 +99,27 @@ const char *lp_sched_engine_name(lp_sched_dev_kind_t kind, int engine) {
 
 /* Built-in estimates, ms of engine time per megapixel at the medium tier. The CPU row is per
  * core (x264 medium at 720p measured about 30, veryfast about 16, on one core of a 2-core VM);
- * the others are per device. Calibration replaces them. */
+ * the others are per device. Calibration replaces them. Decoding on the CPU splits into a part
+ * per pixel and one per megabit (one core of the same VM: H.264 2.4 ms/Mpx + 11 ms/Mbit, HEVC
+ * 4 + 20, from sources of 6 and 40-55 Mbit/s at 1080p30); elsewhere the per-pixel figure prices
+ * a source at LP_SCHED_REF_BPP until calibration measures the split. */
 static const struct {
   double decode[LP_SCHED_CODECS];
+  double decode_mbit[LP_SCHED_CODECS];
   double scale;
   double encode[LP_SCHED_CODECS];
   double fast, slow; /* multipliers of the medium encode cost */
 } defaults[] = {
-    [LP_SCHED_DEV_CPU] =
-        {{3.5, 6.0, 4.0, 5.0, 8.0}, 1.2, {30.0, 150.0, 45.0, 90.0, 80.0}, 0.5, 2.0},
-    [LP_SCHED_DEV_NVIDIA] = {{0.5, 0.45, 0.8, 0.5, 0.5}, 0.05, {0.8, 0.9, 0, 0, 0.9}, 0.7, 1.6},
-    [LP_SCHED_DEV_QSV] = {{0.6, 0.6, 0.9, 0.7, 0.7}, 0.1, {1.2, 1.5, 0, 1.8, 1.5}, 0.7, 1.6},
-    [LP_SCHED_DEV_NETINT] = {{0.5, 0.5, 0, 0.6, 0.6}, 0.1, {0.6, 0.6, 0, 0, 0.6}, 0.8, 1.3},
+    [LP_SCHED_DEV_CPU] = {{2.4, 4.0, 4.0, 5.0, 8.0},
+                          {11.0, 20.0, 0, 0, 0},
+                          1.2,
+                          {30.0, 150.0, 45.0, 90.0, 80.0},
+                          0.5,
+                          2.0},
+    [LP_SCHED_DEV_NVIDIA] =
+        {{0.5, 0.45, 0.8, 0.5, 0.5}, {0}, 0.05, {0.8, 0.9, 0, 0, 0.9}, 0.7, 1.6},
+    [LP_SCHED_DEV_QSV] = {{0.6, 0.6, 0.9, 0.7, 0.7}, {0}, 0.1, {1.2, 1.5, 0, 1.8, 1.5}, 0.7, 1.6},
+    [LP_SCHED_DEV_NETINT] = {{0.5, 0.5, 0, 0.6, 0.6}, {0}, 0.1, {0.6, 0.6, 0, 0, 0.6}, 0.8, 1.3},
 };
 
 void lp_sched_coefs_default(lp_sched_dev_kind_t kind, double cpus, lp_sched_coefs_t *out) {
@@ -119,6 +128,7 @@ void lp_sched_coefs_default(lp_sched_dev_kind_t kind, double cpus, lp_sched_coef
   double div = kind == LP_SCHED_DEV_CPU && cpus > 0 ? cpus : 1.0;
   for (int c = 0; c < LP_SCHED_CODECS; c++) {
     out->decode[c] = defaults[kind].decode[c] / div;
+    out->decode_mbit[c] = defaults[kind].decode_mbit[c] / div;
     double m = defaults[kind].encode[c] / div;
     out->encode[c][LP_SCHED_PRESET_FAST] = m * defaults[kind].fast;
     out->encode[c][LP_SCHED_PRESET_MEDIUM] = m;
@@ -128,6 +138,11 @@ void lp_sched_coefs_default(lp_sched_dev_kind_t kind, double cpus, lp_sched_coef
 }
 
 static double src_fps(const lp_sched_job_t *job) { return job->in_fps > 0 ? job->in_fps : 30.0; }
+/* Megabits of source per second: the job's own rate, or LP_SCHED_REF_BPP where unknown. */
+static double src_mbps(const lp_sched_job_t *job) {
+  if (job->in_mbps > 0 && isfinite(job->in_mbps)) return job->in_mbps;
+  return LP_SCHED_REF_BPP * (double)job->in_width * job->in_height * src_fps(job) / MPX;
+}
 static double out_fps(const lp_sched_job_t *job, const lp_sched_rendition_t *r) {
   return r->fps > 0 ? r->fps : src_fps(job);
 }
@@ -136,6 +151,7 @@ void lp_sched_job_rates(const lp_sched_job_t *job, lp_sched_rates_t *out) {
   memset(out, 0, sizeof *out);
   double in_px = (double)job->in_width * job->in_height;
   out->decode = in_px * src_fps(job) / MPX;
+  out->decode_mbit = src_mbps(job);
   size_t n = LP_MIN(job->n_renditions, (size_t)LP_SCHED_MAX_RENDITIONS);
   for (size_t i = 0; i < n; i++) {
     const lp_sched_rendition_t *r = &job->renditions[i];
@@ -147,6 +163,8 @@ void lp_sched_job_rates(const lp_sched_job_t *job, lp_sched_rates_t *out) {
 
 static bool bad_size(int w, int h) { return w <= 0 || h <= 0 || w > 16384 || h > 16384; }
 static bool bad_fps(double f) { return !isfinite(f) || f > 1000; }
+/* 100 Gbit/s: past any source a segment can carry */
+static bool bad_mbps(double m) { return !isfinite(m) || m > 100000; }
 
 int lp_sched_job_validate(const lp_sched_job_t *job, char *err, size_t errlen) {
 #define FAIL(...)                                                                                  \
@@ -158,6 +176,7 @@ int lp_sched_job_validate(const lp_sched_job_t *job, char *err, size_t errlen) {
   if (bad_size(job->in_width, job->in_height))
     FAIL("source size %dx%d out of range", job->in_width, job->in_height);
   if (bad_fps(job->in_fps)) FAIL("source frame rate %g out of range", job->in_fps);
+  if (bad_mbps(job->in_mbps)) FAIL("source bit rate %g Mbit/s out of range", job->in_mbps);
   if ((unsigned)job->in_codec >= LP_SCHED_CODECS) FAIL("source codec %d unknown", job->in_codec);
   if (job->n_renditions == 0 || job->n_renditions > LP_SCHED_MAX_RENDITIONS)
     FAIL("%zu renditions (1 to %d allowed)", job->n_renditions, LP_SCHED_MAX_RENDITIONS);
@@ -186,7 +205,8 @@ void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
 
   double k = c->decode[job->in_codec];
   if (k <= 0) out->supported = false;
-  out->engine[e_dec] += k * in_px * src_fps(job) / MPX;
+  out->engine[e_dec] +=
+      k * in_px * src_fps(job) / MPX + c->decode_mbit[job->in_codec] * src_mbps(job);
   double surfaces = in_px * MEM_DEC_SURFACES;
   int on_device = 0;
   size_t n = LP_MIN(job->n_renditions, (size_t)LP_SCHED_MAX_RENDITIONS);

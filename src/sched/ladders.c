@@ -40,6 +40,7 @@ static cJSON *ladder_record(const lp_sched_t *s, const sched_ladder_t *l, const 
       !cJSON_AddNumberToObject(o, "inHeight", l->in_height) ||
       !cJSON_AddNumberToObject(o, "inFps", l->in_fps) ||
       !cJSON_AddNumberToObject(o, "renditions", l->n_renditions) ||
+      !cJSON_AddNumberToObject(o, "rateBand", l->rate_band) ||
       !cJSON_AddNumberToObject(o, "w", l->w) || !cJSON_AddNumberToObject(o, "su", l->su) ||
       !cJSON_AddNumberToObject(o, "sr", l->sr) || !cJSON_AddNumberToObject(o, "suu", l->suu) ||
       !cJSON_AddNumberToObject(o, "sur", l->sur) || !cJSON_AddNumberToObject(o, "k", l->k) ||
@@ -142,8 +143,10 @@ static bool record_sums(const cJSON *rec, sched_ladder_t *l) {
                                       "k", "n",  "inWidth", "inHeight", "renditions"};
   for (size_t i = 0; i < LP_ARRAY_LEN(names); i++)
     if (!sched_json_num(rec, names[i], &v[i])) return false;
-  double fps = 0;
+  double fps = 0, band = 0;
   sched_json_num(rec, "inFps", &fps);
+  sched_json_num(rec, "rateBand", &band);
+  if (!(fabs(band) <= SCHED_RATE_BANDS) || band != floor(band)) return false;
   if (!(v[0] > 0 && v[0] <= 1) || v[1] < 0 || v[2] < 0 || v[3] < 0 || v[6] < 1 || v[6] > 1e15 ||
       v[5] > SCHED_SLOPE_MAX || v[7] < 0 || v[7] > 1e5 || v[8] < 0 || v[8] > 1e5 || v[9] < 0 ||
       v[9] > LP_SCHED_MAX_RENDITIONS)
@@ -159,6 +162,7 @@ static bool record_sums(const cJSON *rec, sched_ladder_t *l) {
   l->in_height = (int)v[8];
   l->n_renditions = (int)v[9];
   l->in_fps = fps;
+  l->rate_band = (int)band;
   return true;
 }
 

@@ -432,9 +432,20 @@ static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched
 
 static uint64_t fnv(uint64_t h, uint64_t v) { return sched_fnv(h, &v, sizeof v); }
 
-/* The shape of a job: source size, rate and codec, and every rendition. */
+int sched_rate_band(const lp_sched_job_t *j) {
+  double fps = j->in_fps > 0 ? j->in_fps : 30, px = (double)j->in_width * j->in_height * fps;
+  if (!(j->in_mbps > 0) || !(px > 0)) return 0;
+  double band = round(log2(j->in_mbps * 1e6 / px / LP_SCHED_REF_BPP));
+  if (!isfinite(band)) return 0;
+  return (int)LP_MIN(SCHED_RATE_BANDS, LP_MAX(-SCHED_RATE_BANDS, band));
+}
+
+/* The shape of a job: source size, frame rate, codec and bits per pixel (a band of them: a
+ * grainy source decodes several times slower than a clean one of its size), and every
+ * rendition. */
 static uint64_t ladder_key(const lp_sched_job_t *j) {
   uint64_t h = SCHED_FNV_INIT;
+  h = fnv(h, (uint64_t)(int64_t)sched_rate_band(j));
   h = fnv(h, (uint64_t)j->in_width);
   h = fnv(h, (uint64_t)j->in_height);
   h = fnv(h, j->in_fps > 0 ? (uint64_t)llround(j->in_fps * 1000) : 0);
@@ -526,6 +537,7 @@ static void ladder_observe(lp_sched_t *s, const sched_session_t *ss, double r) {
   l->in_height = ss->in_height;
   l->in_fps = ss->in_fps;
   l->n_renditions = ss->n_renditions;
+  l->rate_band = ss->rate_band;
   double u = others_u(s, &s->devs[ss->dev], &ss->cost, NULL), k = 1 - LADDER_ALPHA;
   l->w = k * l->w + LADDER_ALPHA;
   l->su = k * l->su + LADDER_ALPHA * u;
@@ -935,6 +947,7 @@ int lp_sched_admit(lp_sched_t *s, const char *session_id, const lp_sched_job_t *
   ss->in_height = job->in_height;
   ss->in_fps = job->in_fps;
   ss->n_renditions = (int)job->n_renditions;
+  ss->rate_band = sched_rate_band(job);
   ss->cost = c;
   s->n_sess++;
   charge(s, v->device, &c);
@@ -1244,6 +1257,8 @@ static int ladders_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddStringToObject(o, "device", s->devs[l->dev].name);
     cJSON_AddStringToObject(o, "input", in);
     cJSON_AddNumberToObject(o, "renditions", l->n_renditions);
+    /* the centre of its sources' band of rates */
+    cJSON_AddNumberToObject(o, "bitsPerPixel", LP_SCHED_REF_BPP * pow(2, l->rate_band));
     cJSON_AddNumberToObject(o, "segments", (double)l->n);
     double a, b;
     if (ladder_fit(s, l, &a, &b)) {

@@ -10,6 +10,7 @@ typedef struct sched_session {
   uint64_t ladder;                       /* ladder_key() of its job (sched.c) */
   int in_width, in_height, n_renditions; /* for logs */
   double in_fps;
+  int rate_band; /* sched_rate_band() of its job */
   lp_sched_cost_t cost;
   double rt;    /* EWMA of this stream's real-time ratio */
   int segments; /* reported so far */
@@ -71,8 +72,13 @@ typedef struct sched_ladder {
   uint64_t used_ms; /* last observation, for eviction */
   int in_width, in_height, n_renditions; /* for the admin API */
   double in_fps;
+  int rate_band; /* its sources' bits per pixel, sched_rate_band() */
 } sched_ladder_t;
 #define SCHED_LADDERS 64
+/* A job's source rate as a band of bits per pixel: round(log2(bpp / LP_SCHED_REF_BPP)), within
+ * +/- SCHED_RATE_BANDS (0 where the rate is unknown). Band k is centred on REF_BPP * 2^k. */
+#define SCHED_RATE_BANDS 8
+int sched_rate_band(const lp_sched_job_t *j);
 #define SCHED_SLOPE_MAX 20.0 /* the most b/a a ladder's fit may give */
 
 /* Room held for a new session whose first segment is still arriving (lp_sched_hold). */

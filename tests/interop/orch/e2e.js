@@ -831,7 +831,7 @@ test('admission', async () => {
     // The first refusal names the numbers it was weighed with (the budget moves once segments
     // report, so /status may already show another): admitted work plus one more stream passed
     // the budget, and the admitted streams are exactly what had been committed.
-    const m = node.log().match(/capacity: refused 640x360@30\.00 -> 1 renditions: work budget full: cpu cpu (\d+)\+(\d+) > (\d+) wu\/s/);
+    const m = node.log().match(/capacity: refused 640x360@30\.00 at [\d.]+ Mbit\/s -> 1 renditions: work budget full: cpu cpu (\d+)\+(\d+) > (\d+) wu\/s/);
     assert.ok(m, `a refusal for the work budget, with its numbers:\n${node.log().slice(-3000)}`);
     const [held, one, budget] = m.slice(1).map(Number);
     console.log(`     admitted ${admitted.length} of ${TRIES}: ${one} wu/s each; refused at ${held}+${one} > ${budget} wu/s; ` +
@@ -888,7 +888,7 @@ test('admission', async () => {
     assert.ok(decodeResult(r.body).data, `admitted once a stream ended\n${capLines()}`);
     const lightCost = [...node.log().matchAll(/capacity: admitted .* cost=(\d+)wu\/s/g)].pop()[1];
     console.log(`     a stream refused at full load admitted once the others ended (${lightCost} wu/s)`);
-    assert.match(node.log(), /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
+    assert.match(node.log(), /capacity: refused 640x360@30\.00 at [\d.]+ Mbit\/s -> 1 renditions: work budget full/);
     // the operator moves the headroom live: the budget follows at once and /status says so
     const set = await adminPost(node, '/setTargetRealtimeRatio', 'targetRealtimeRatio=0.5');
     assert.deepStrictEqual(set, { status: 200, body: 'Target real-time ratio set to 0.50' });
@@ -943,8 +943,12 @@ test('admission-workers', async () => {
     assert.ok(admitted.length >= 1 && refused.length >= 1, `the model filled up (${admitted.length} admitted)`);
     assert.strictEqual(dev.sessions, admitted.length, 'the model holds the admitted streams');
     const log = node.log();
-    assert.strictEqual((log.match(/capacity: admitted 640x360@30\.00 -> 1 renditions on cpu/g) || []).length, admitted.length);
-    assert.match(log, /capacity: refused 640x360@30\.00 -> 1 renditions: work budget full/);
+    const rates = [...log.matchAll(/capacity: admitted 640x360@30\.00 at ([\d.]+) Mbit\/s -> 1 renditions on cpu/g)].map((m) => Number(m[1]));
+    assert.strictEqual(rates.length, admitted.length);
+    // each weighed at its segment's rate: the body's bits over its 2000 ms
+    const mbps = (body.length * 8) / 2000 / 1000;
+    for (const r of rates) assert.ok(Math.abs(r - mbps) <= 0.006, `weighed at ${r} Mbit/s, the segment carries ${mbps.toFixed(3)}`);
+    assert.match(log, /capacity: refused 640x360@30\.00 at [\d.]+ Mbit\/s -> 1 renditions: work budget full/);
     // every admitted first segment went to worker 0, none elsewhere
     const sent = [...log.matchAll(/Sent segment to transcoder=\S+ localWorker=(-?\d+)/g)].map((m) => m[1]);
     assert.deepStrictEqual(sent, admitted.map(() => '0'));
@@ -969,7 +973,7 @@ test('admission-workers', async () => {
     // no room here is not a refusal when a remote transcoder takes the stream: logged as where
     // it went, not as a refusal
     const spillLog = node.log().slice(logFrom);
-    assert.match(spillLog, /capacity: no room here for 640x360@30\.00 -> 1 renditions \([a-z ]+: .*\); a remote transcoder takes it/);
+    assert.match(spillLog, /capacity: no room here for 640x360@30\.00 at [\d.]+ Mbit\/s -> 1 renditions \([a-z ]+: .*\); a remote transcoder takes it/);
     assert.doesNotMatch(spillLog, /capacity: refused/);
     assert.strictEqual((await adminStatus(node)).Capacity.devices[0].sessions, admitted.length, 'not in the model');
     // the remote transcoder dies: that stream's next segment fails rather than run on the

@@ -18,10 +18,14 @@ typedef struct bench {
   int calls[4];  /* per device kind */
   double fps;    /* what every stage runs at */
   int fail_kind; /* kind whose benchmark fails; -1 none */
+  /* dec_pix > 0: decoding costs dec_pix ms/Mpx + dec_mbit ms/Mbit of a source made at
+   * made_share of the rate asked for (made_fixed > 0: at that rate whatever was asked) */
+  double dec_pix, dec_mbit, made_share, made_fixed;
+  double asked[2]; /* the rates decoding was asked for: the first, and the highest */
 } bench_t;
 
 static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
-                      double *fps) {
+                      double *fps, double *src_bpp) {
   bench_t *b = ud;
   b->calls[dev->kind]++;
   if ((int)dev->kind == b->fail_kind) return LP_EDEVICE;
@@ -29,6 +33,16 @@ static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sche
       req->codec == LP_SCHED_CODEC_VP8)
     return LP_EUNSUPP;
   *fps = b->fps;
+  if (req->stage == LP_SCHED_STAGE_DECODE) {
+    if (!b->asked[0]) b->asked[0] = *src_bpp;
+    b->asked[1] = fmax(b->asked[1], *src_bpp);
+  }
+  if (req->stage == LP_SCHED_STAGE_DECODE && b->dec_pix > 0) {
+    double made = b->made_fixed > 0 ? b->made_fixed : *src_bpp * b->made_share;
+    double mpx = req->in_width * req->in_height / 1e6;
+    *fps = 1000.0 / (mpx * (b->dec_pix + b->dec_mbit * made));
+    *src_bpp = made;
+  }
   return 0;
 }
 
@@ -107,14 +121,15 @@ static void test_measure_and_cache(void **state) {
   assert_memory_equal(&c, &first_cpu, sizeof c);
   lp_sched_free(s);
 
-  /* a cache of the version before CPU stages were timed by CPU time is measured again */
+  /* a cache of an earlier version (before decoding was priced per bit as well) is measured
+   * again */
   assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
   char *ver = strstr(text, "\"version\":");
   assert_non_null(ver);
   ver += strlen("\"version\":");
   while (*ver == ' ' || *ver == '\t') ver++;
-  assert_int_equal(*ver, '2');
-  *ver = '1';
+  assert_int_equal(*ver, '3');
+  *ver = '2';
   assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
   free(text);
   reset(&b);
@@ -191,7 +206,7 @@ static void test_failures(void **state) {
   lp_sched_free(s);
 
   /* a damaged cache file is replaced */
-  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":2,\"devices\":[{\"kind\":"), 0);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":3,\"devices\":[{\"kind\":"), 0);
   reset(&b);
   s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
@@ -199,7 +214,7 @@ static void test_failures(void **state) {
   /* a record with bad coefficients counts as stale */
   assert_int_equal(
       tmpdir_write(dir, "capacity.json",
-                   "{\"version\":2,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
+                   "{\"version\":3,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
                    "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
       0);
   reset(&b);
@@ -210,6 +225,97 @@ static void test_failures(void **state) {
   assert_int_equal(lp_sched_calibrate(NULL, dir, "5.1", false, NULL, NULL), LP_EINVAL);
   s = node("535", 2, false);
   assert_int_equal(lp_sched_calibrate(s, "", "5.1", false, NULL, NULL), LP_EINVAL);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+/* Decoding is measured at two source rates for H.264 and HEVC, and the line through the two gives
+ * its cost per pixel and per megabit, with the rates the sources were made at. */
+static void test_decode_split(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  bench_t b;
+  reset(&b);
+  b.dec_pix = 2.0;
+  b.dec_mbit = 10.0;
+  b.made_share = 0.8; /* the encoder's rate control falls short of what it was asked */
+  lp_sched_t *s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_true(fabs(b.asked[0] - LP_SCHED_REF_BPP) < 1e-12);
+  lp_sched_coefs_t c;
+  lp_sched_get_coefs(s, 0, &c);
+  for (int k = 0; k < 2; k++) { /* H.264 and HEVC */
+    if (fabs(c.decode[k] - 2.0) > 1e-9 || fabs(c.decode_mbit[k] - 10.0) > 1e-9)
+      fail_msg("codec %d: %.6f ms/Mpx + %.6f ms/Mbit, not 2 + 10", k, c.decode[k],
+               c.decode_mbit[k]);
+  }
+  /* the others priced per pixel at the reference rate as made (0.08 bits per pixel) */
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_VP9] - (2.0 + 10.0 * 0.08)) < 1e-9);
+  assert_true(c.decode_mbit[LP_SCHED_CODEC_VP9] == 0);
+  /* a job at the reference rate costs what a per-pixel figure measured there says, and one at
+   * 0.9 bits per pixel its part per bit more */
+  lp_sched_job_t j = {1920, 1080, 30, LP_SCHED_CODEC_H264, 0, 1, {{1280, 720, 0, 0, 1}}};
+  lp_sched_cost_t lo, hi;
+  j.in_mbps = 1920 * 1080 * 30 * 0.08 / 1e6;
+  lp_sched_job_cost(LP_SCHED_DEV_CPU, &c, &j, &lo);
+  j.in_mbps = 1920 * 1080 * 30 * 0.9 / 1e6;
+  lp_sched_job_cost(LP_SCHED_DEV_CPU, &c, &j, &hi);
+  assert_true(fabs(hi.total - lo.total - 10.0 * j.in_mbps * (1 - 0.08 / 0.9)) < 1e-6);
+  lp_sched_free(s);
+
+  /* a part per bit too large for the reference rate's figure is held to 0.8 of it */
+  reset(&b);
+  b.dec_pix = 0.1;
+  b.dec_mbit = 10.0;
+  b.made_share = 0.8;
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
+  lp_sched_get_coefs(s, 0, &c);
+  double ref = 0.1 + 10.0 * 0.08;
+  assert_true(fabs(c.decode_mbit[LP_SCHED_CODEC_H264] - 0.8 * ref / 0.08) < 1e-9);
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 0.2 * ref) < 1e-9);
+  lp_sched_free(s);
+
+  /* sources that came out at one rate tell nothing of a bit's cost: per pixel only */
+  reset(&b);
+  b.dec_pix = 2.0;
+  b.dec_mbit = 10.0;
+  b.made_fixed = 0.1;
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
+  assert_true(b.asked[1] > 2 * LP_SCHED_REF_BPP); /* the second rate was asked for */
+  lp_sched_get_coefs(s, 0, &c);
+  assert_true(c.decode_mbit[LP_SCHED_CODEC_H264] == 0);
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 3.0) < 1e-9);
+  lp_sched_free(s);
+
+  /* a richer source that decodes faster (noise): no negative part per bit */
+  reset(&b);
+  b.dec_pix = 3.0;
+  b.dec_mbit = -1.0;
+  b.made_share = 1;
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
+  lp_sched_get_coefs(s, 0, &c);
+  assert_true(c.decode_mbit[LP_SCHED_CODEC_H264] == 0);
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - (3.0 - 0.1)) < 1e-9);
+  lp_sched_free(s);
+
+  /* the cache keeps both parts, and a record without the part per bit is measured again */
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
+  lp_sched_get_coefs(s, 0, &c);
+  assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 2.9) < 1e-9);
+  lp_sched_free(s);
+  char *text = NULL;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/capacity.json", dir);
+  assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
+  char *key = strstr(text, "\"decodeMbit\"");
+  assert_non_null(key);
+  memcpy(key + 1, "decodeXbit", 10);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
+  free(text);
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   lp_sched_free(s);
   tmpdir_free(dir);
 }
@@ -295,10 +401,9 @@ static void test_cpu_encodes_not_measured(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_measure_and_cache),
-      cmocka_unit_test(test_cpu_encodes_not_measured),
-      cmocka_unit_test(test_failures),
-      cmocka_unit_test(test_absent_devices_kept),
+      cmocka_unit_test(test_measure_and_cache), cmocka_unit_test(test_cpu_encodes_not_measured),
+      cmocka_unit_test(test_failures),          cmocka_unit_test(test_absent_devices_kept),
+      cmocka_unit_test(test_decode_split),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

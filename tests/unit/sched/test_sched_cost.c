@@ -160,6 +160,55 @@ static void test_cost_cpu(void **state) {
   assert_true(km.total > k1.total);
 }
 
+/* Decoding costs per pixel and per megabit of the source: a job's own rate where it is known,
+ * LP_SCHED_REF_BPP bits per pixel where not. */
+static void test_cost_by_rate(void **state) {
+  (void)state;
+  lp_sched_coefs_t c;
+  memset(&c, 0, sizeof c);
+  c.decode[LP_SCHED_CODEC_H264] = 2.0;
+  c.decode_mbit[LP_SCHED_CODEC_H264] = 10.0;
+  c.scale = 0.1;
+  c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] = 1.0;
+  c.encode[LP_SCHED_CODEC_HEVC][LP_SCHED_PRESET_FAST] = 2.0;
+  lp_sched_job_t j = ladder(1920, 1080, 30);
+  lp_sched_rates_t r;
+  lp_sched_job_rates(&j, &r);
+  NEAR(r.decode_mbit, LP_SCHED_REF_BPP * r.decode); /* unknown: the reference rate */
+  lp_sched_cost_t unknown, clean, grain;
+  lp_sched_job_cost(LP_SCHED_DEV_NVIDIA, &c, &j, &unknown);
+  NEAR(unknown.engine[0], 2.0 * r.decode + 10.0 * LP_SCHED_REF_BPP * r.decode);
+  j.in_mbps = 6;
+  lp_sched_job_cost(LP_SCHED_DEV_NVIDIA, &c, &j, &clean);
+  NEAR(clean.engine[0], 2.0 * r.decode + 60.0);
+  j.in_mbps = 55;
+  lp_sched_job_rates(&j, &r);
+  NEAR(r.decode_mbit, 55.0);
+  lp_sched_job_cost(LP_SCHED_DEV_NVIDIA, &c, &j, &grain);
+  NEAR(grain.engine[0] - clean.engine[0], 10.0 * 49);
+  /* the rate weighs on decoding alone */
+  NEAR(grain.engine[1], clean.engine[1]);
+  NEAR(grain.engine[2], clean.engine[2]);
+  /* a codec without a figure per bit is priced per pixel whatever its rate */
+  j.in_codec = LP_SCHED_CODEC_HEVC;
+  c.decode[LP_SCHED_CODEC_HEVC] = 3.0;
+  lp_sched_job_cost(LP_SCHED_DEV_NVIDIA, &c, &j, &grain);
+  NEAR(grain.engine[0], 3.0 * r.decode);
+
+  /* the CPU's built-in split prices a source at the reference rate as its per-pixel figure
+   * did before the split (H.264 3.5, HEVC 6 ms/Mpx on a core), and a 55 Mbit/s 1080p30 source
+   * at several times that */
+  lp_sched_coefs_t one;
+  lp_sched_coefs_default(LP_SCHED_DEV_CPU, 1, &one);
+  NEAR(one.decode[LP_SCHED_CODEC_H264] + one.decode_mbit[LP_SCHED_CODEC_H264] * LP_SCHED_REF_BPP,
+       3.5);
+  NEAR(one.decode[LP_SCHED_CODEC_HEVC] + one.decode_mbit[LP_SCHED_CODEC_HEVC] * LP_SCHED_REF_BPP,
+       6.0);
+  double px = 1920 * 1080 * 30 / 1e6;
+  double at55 = one.decode[LP_SCHED_CODEC_H264] * px + one.decode_mbit[LP_SCHED_CODEC_H264] * 55;
+  assert_true(at55 > 3 * 3.5 * px);
+}
+
 static void test_defaults(void **state) {
   (void)state;
   for (int kind = LP_SCHED_DEV_CPU; kind <= LP_SCHED_DEV_NETINT; kind++) {
@@ -193,6 +242,16 @@ static void test_validate(void **state) {
   b.in_width = 0;
   assert_int_equal(lp_sched_job_validate(&b, err, sizeof err), LP_EINVAL);
   assert_non_null(strstr(err, "source size"));
+  static const double bad_rate[] = {NAN, INFINITY, 1e6};
+  for (size_t i = 0; i < sizeof bad_rate / sizeof bad_rate[0]; i++) {
+    b = j;
+    b.in_mbps = bad_rate[i];
+    assert_int_equal(lp_sched_job_validate(&b, err, sizeof err), LP_EINVAL);
+    assert_non_null(strstr(err, "source bit rate"));
+  }
+  b = j;
+  b.in_mbps = -1; /* unknown */
+  assert_int_equal(lp_sched_job_validate(&b, err, sizeof err), 0);
   b = j;
   b.n_renditions = 0;
   assert_int_equal(lp_sched_job_validate(&b, err, sizeof err), LP_EINVAL);
@@ -219,7 +278,7 @@ int main(void) {
       cmocka_unit_test(test_names),    cmocka_unit_test(test_engines),
       cmocka_unit_test(test_rates),    cmocka_unit_test(test_cost_gpu),
       cmocka_unit_test(test_cost_cpu), cmocka_unit_test(test_defaults),
-      cmocka_unit_test(test_validate),
+      cmocka_unit_test(test_validate), cmocka_unit_test(test_cost_by_rate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

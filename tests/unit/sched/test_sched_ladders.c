@@ -155,6 +155,67 @@ static void test_stale(void **state) {
   tmpdir_free(dir);
 }
 
+/* Sources of one shape but far apart in bits per pixel are ladders of their own (a grainy
+ * source decodes several times slower), learnt, shown and saved apart; rates within a band
+ * share one. */
+static void test_rate_bands(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  assert_non_null(dir);
+  lp_sched_t *s = node("cpu-a", 10);
+  learn_big(s); /* rate unknown: the reference band */
+  lp_sched_job_t near = job(4), rich = job(4);
+  near.in_mbps = 1.2; /* 0.12 bits per pixel at 10 Mpx/s: the reference band */
+  rich.in_mbps = 8;   /* 0.8 */
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_admit(s, "near", &near, NULL), 0);
+  assert_int_equal(lp_sched_session_info(s, "near", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.45) < 1e-9);
+  lp_sched_release(s, "near");
+  assert_int_equal(lp_sched_admit(s, "rich", &rich, NULL), 0);
+  assert_int_equal(lp_sched_session_info(s, "rich", &si), 0);
+  assert_true(si.lone_rt == 0); /* nothing learnt of it yet */
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "rich", 1500, 2000);
+  assert_int_equal(lp_sched_session_info(s, "rich", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.75) < 1e-9);
+  lp_sched_release(s, "rich");
+  /* the admin API shows both, each with its band's bits per pixel */
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "ladders"), *l;
+  int seen = 0;
+  cJSON_ArrayForEach(l, arr) {
+    double bpp = cJSON_GetObjectItemCaseSensitive(l, "bitsPerPixel")->valuedouble;
+    double lone = cJSON_GetObjectItemCaseSensitive(l, "loneRatio")->valuedouble;
+    if (fabs(bpp - 0.8) < 1e-9 && fabs(lone - 0.75) < 1e-9) seen |= 1;
+    if (fabs(bpp - 0.1) < 1e-9 && fabs(lone - 0.45) < 1e-9) seen |= 2;
+  }
+  assert_int_equal(cJSON_GetArraySize(arr), 2);
+  assert_int_equal(seen, 3);
+  cJSON_Delete(o);
+  /* and a restart keeps them apart */
+  assert_int_equal(lp_sched_ladders_save(s, dir, FFMPEG), 0);
+  lp_sched_free(s);
+  s = node("cpu-a", 10);
+  int n = -1;
+  assert_int_equal(lp_sched_ladders_load(s, dir, FFMPEG, &n), 0);
+  assert_int_equal(n, 2);
+  o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  seen = 0;
+  cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(o, "ladders")) {
+    seen += fabs(cJSON_GetObjectItemCaseSensitive(l, "bitsPerPixel")->valuedouble - 0.8) < 1e-9;
+  }
+  assert_int_equal(seen, 1);
+  cJSON_Delete(o);
+  rich.in_mbps = 7; /* 0.7: the same band */
+  assert_int_equal(lp_sched_admit(s, "rich", &rich, NULL), 0);
+  assert_int_equal(lp_sched_session_info(s, "rich", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.75) < 1e-9);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
 /* Damaged files are reported and cost only what they held; bad records are skipped one by one. */
 static void test_damaged(void **state) {
   (void)state;
@@ -187,7 +248,7 @@ static void test_damaged(void **state) {
   assert_true(rlen < sizeof good);
   memcpy(good, rec, rlen);
   good[rlen] = 0;
-  char bad_key[4096], bad_w[4096], file[16384];
+  char bad_key[4096], bad_w[4096], file[20480];
   snprintf(bad_key, sizeof bad_key, "%s", good);
   char *k = strstr(bad_key, "\"key\"");
   assert_non_null(k);
@@ -197,8 +258,17 @@ static void test_damaged(void **state) {
   char *w = strstr(bad_w, "\"w\":");
   assert_non_null(w);
   w[4] = '-'; /* a negative weight */
-  snprintf(file, sizeof file, "{\"version\": 1, \"ladders\": [%s, %s, {\"kind\": \"cpu\"}, 7, %s]}",
-           bad_key, bad_w, good);
+  char bad_band[4096];
+  snprintf(bad_band, sizeof bad_band, "%s", good);
+  char *band = strstr(bad_band, "\"rateBand\":");
+  assert_non_null(band);
+  band += strlen("\"rateBand\":");
+  while (*band == ' ' || *band == '\t') band++;
+  assert_int_equal(*band, '0');
+  *band = '9'; /* past the bands there are */
+  snprintf(file, sizeof file,
+           "{\"version\": 1, \"ladders\": [%s, %s, %s, {\"kind\": \"cpu\"}, 7, %s]}", bad_key,
+           bad_w, bad_band, good);
   assert_int_equal(tmpdir_write(dir, "ladders.json", file), 0);
   lp_sched_free(s);
   s = node("cpu-a", 10);
@@ -218,6 +288,7 @@ int main(void) {
       cmocka_unit_test(test_roundtrip),
       cmocka_unit_test(test_stale),
       cmocka_unit_test(test_damaged),
+      cmocka_unit_test(test_rate_bands),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
