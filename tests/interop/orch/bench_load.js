@@ -11,6 +11,7 @@
 //          [--levels 0.5,1,1.5,2,3] [--capacity N] [--caps 1,2,...|none] [--json FILE]
 //          [--logs DIR (each node's log)] [--lpodFlags "-targetRealtimeRatio 0.9" (lpod's run only)]
 //          [--alsoLpod "-targetRealtimeRatio 0.7" (a second lpod run with these flags, after the first)]
+//          [--alsoBin <another lpod> (the second run's binary, another build to compare with)]
 //          [--workers 0|auto|N (-localWorkers; 0, in process, as the recorded figures were run)]
 //          [--target R (the headroom to judge by as well; default lpod's -targetRealtimeRatio, 0.8)]
 //          [--order blocks|random (default blocks) --seed S]
@@ -133,13 +134,13 @@ function makeSource(size) {
   return fs.readFileSync(file);
 }
 
-async function startNode(extra) {
+async function startNode(extra, bin = args.lpod) {
   const port = await freePort();
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
     '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-cpuPreset', args.preset, '-v', args.v || '3', '-localWorkers', args.workers, ...extra];
   // the first start of a cost-admission node calibrates its devices first (about 35 s on 2 cores)
-  const { child, log, exited } = await startLpod(args.lpod, argv, port, { waitMs: 120000 });
+  const { child, log, exited } = await startLpod(bin, argv, port, { waitMs: 120000 });
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
   const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
   const client = new grpcDef.net.Orchestrator(`127.0.0.1:${port}`, creds);
@@ -254,8 +255,8 @@ async function level(node, k, sources, at = -1) {
   };
 }
 
-async function runPolicy(name, extra, levels, sources) {
-  const node = await startNode(extra);
+async function runPolicy(name, extra, levels, sources, bin) {
+  const node = await startNode(extra, bin);
   try {
     const out = [];
     for (const [at, k] of levels.entries()) {
@@ -319,9 +320,13 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   // --lpodFlags adds flags to lpod's run only (for example a different -targetRealtimeRatio)
   runs.lpod = await runPolicy('lpod', ['-maxSessions', 'auto', ...lpodFlags], levels, sources);
   // --alsoLpod: the controller with other flags, on the same ramp in the same script
-  const alsoName = args.alsoLpod ? `lpod ${args.alsoLpod.trim()}` : null;
+  // --alsoBin: that run on another build
+  const alsoFlags = flagList(args.alsoLpod);
+  const alsoName = alsoFlags.length || args.alsoBin
+    ? ['lpod', args.alsoBin ? `(${args.alsoBin})` : '', ...alsoFlags].filter(Boolean).join(' ') : null;
   if (alsoName) {
-    runs[alsoName] = await runPolicy(alsoName, ['-maxSessions', 'auto', ...flagList(args.alsoLpod)], levels, sources);
+    runs[alsoName] = await runPolicy(alsoName, ['-maxSessions', 'auto', ...alsoFlags], levels, sources,
+      args.alsoBin || args.lpod);
   }
 
   const rows = Object.entries(runs).map(([name, rs]) => ({ name, ...total(rs), share: share(total(rs)),
@@ -353,7 +358,7 @@ const shareTarget = (t) => (t.segments ? t.inTarget / t.segments : 1);
   };
   const also = alsoName && rows.find((r) => r.name === alsoName);
   if (also) {
-    summary.also = { flags: args.alsoLpod, work_vs_lpod: also.work / lp.work, on_time: also.share,
+    summary.also = { flags: args.alsoLpod || '', bin: args.alsoBin || args.lpod, work_vs_lpod: also.work / lp.work, on_time: also.share,
       within_target: also.shareTarget, work_vs_best_static: best ? also.work / best.work : null };
   }
   if (best) console.log(`\nlpod accepted ${(100 * summary.lpod_work_vs_best_static).toFixed(1)}% of the work of the best static cap (${best.name}), ${(100 * lp.share).toFixed(1)}% on time`);
