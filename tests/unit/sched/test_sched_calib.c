@@ -229,20 +229,31 @@ static void test_failures(void **state) {
   tmpdir_free(dir);
 }
 
+/* A node calibrated again (forced) against the cache in dir, decoding at pix ms/Mpx + mbit
+ * ms/Mbit from sources made at share of the rate asked (or at fixed, if > 0); *cpu gets the CPU
+ * device's coefficients. */
+static lp_sched_t *split_node(bench_t *b, const char *dir, double pix, double mbit, double share,
+                              double fixed, lp_sched_coefs_t *cpu) {
+  reset(b);
+  b->dec_pix = pix;
+  b->dec_mbit = mbit;
+  b->made_share = share;
+  b->made_fixed = fixed;
+  lp_sched_t *s = calibrate_node(b, dir, "535", 2, false, "5.1", true);
+  lp_sched_get_coefs(s, 0, cpu);
+  return s;
+}
+
 /* Decoding is measured at two source rates for H.264 and HEVC, and the line through the two gives
  * its cost per pixel and per megabit, with the rates the sources were made at. */
 static void test_decode_split(void **state) {
   (void)state;
   char *dir = tmpdir_new();
   bench_t b;
-  reset(&b);
-  b.dec_pix = 2.0;
-  b.dec_mbit = 10.0;
-  b.made_share = 0.8; /* the encoder's rate control falls short of what it was asked */
-  lp_sched_t *s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
-  assert_true(fabs(b.asked[0] - LP_SCHED_REF_BPP) < 1e-12);
   lp_sched_coefs_t c;
-  lp_sched_get_coefs(s, 0, &c);
+  /* the encoder's rate control falls short of what it was asked */
+  lp_sched_t *s = split_node(&b, dir, 2.0, 10.0, 0.8, 0, &c);
+  assert_true(fabs(b.asked[0] - LP_SCHED_REF_BPP) < 1e-12);
   for (int k = 0; k < 2; k++) { /* H.264 and HEVC */
     if (fabs(c.decode[k] - 2.0) > 1e-9 || fabs(c.decode_mbit[k] - 10.0) > 1e-9)
       fail_msg("codec %d: %.6f ms/Mpx + %.6f ms/Mbit, not 2 + 10", k, c.decode[k],
@@ -263,36 +274,21 @@ static void test_decode_split(void **state) {
   lp_sched_free(s);
 
   /* a part per bit too large for the reference rate's figure is held to 0.8 of it */
-  reset(&b);
-  b.dec_pix = 0.1;
-  b.dec_mbit = 10.0;
-  b.made_share = 0.8;
-  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
-  lp_sched_get_coefs(s, 0, &c);
+  s = split_node(&b, dir, 0.1, 10.0, 0.8, 0, &c);
   double ref = 0.1 + 10.0 * 0.08;
   assert_true(fabs(c.decode_mbit[LP_SCHED_CODEC_H264] - 0.8 * ref / 0.08) < 1e-9);
   assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 0.2 * ref) < 1e-9);
   lp_sched_free(s);
 
   /* sources that came out at one rate tell nothing of a bit's cost: per pixel only */
-  reset(&b);
-  b.dec_pix = 2.0;
-  b.dec_mbit = 10.0;
-  b.made_fixed = 0.1;
-  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
+  s = split_node(&b, dir, 2.0, 10.0, 0, 0.1, &c);
   assert_true(b.asked[1] > 2 * LP_SCHED_REF_BPP); /* the second rate was asked for */
-  lp_sched_get_coefs(s, 0, &c);
   assert_true(c.decode_mbit[LP_SCHED_CODEC_H264] == 0);
   assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - 3.0) < 1e-9);
   lp_sched_free(s);
 
   /* a richer source that decodes faster (noise): no negative part per bit */
-  reset(&b);
-  b.dec_pix = 3.0;
-  b.dec_mbit = -1.0;
-  b.made_share = 1;
-  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
-  lp_sched_get_coefs(s, 0, &c);
+  s = split_node(&b, dir, 3.0, -1.0, 1, 0, &c);
   assert_true(c.decode_mbit[LP_SCHED_CODEC_H264] == 0);
   assert_true(fabs(c.decode[LP_SCHED_CODEC_H264] - (3.0 - 0.1)) < 1e-9);
   lp_sched_free(s);

@@ -100,14 +100,21 @@ static void test_rates(void **state) {
   NEAR(rf.encode[LP_SCHED_CODEC_H264], r.encode[LP_SCHED_CODEC_H264]);
 }
 
-static void test_cost_gpu(void **state) {
-  (void)state;
+/* Coefficients for ladder()'s codecs: H.264 decoded at dec ms/Mpx + mbit ms/Mbit. */
+static lp_sched_coefs_t coefs(double dec, double mbit) {
   lp_sched_coefs_t c;
   memset(&c, 0, sizeof c);
-  c.decode[LP_SCHED_CODEC_H264] = 0.5;
+  c.decode[LP_SCHED_CODEC_H264] = dec;
+  c.decode_mbit[LP_SCHED_CODEC_H264] = mbit;
   c.scale = 0.1;
   c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] = 1.0;
   c.encode[LP_SCHED_CODEC_HEVC][LP_SCHED_PRESET_FAST] = 2.0;
+  return c;
+}
+
+static void test_cost_gpu(void **state) {
+  (void)state;
+  lp_sched_coefs_t c = coefs(0.5, 0);
   lp_sched_job_t j = ladder(1920, 1080, 30);
   lp_sched_rates_t r;
   lp_sched_job_rates(&j, &r);
@@ -164,13 +171,7 @@ static void test_cost_cpu(void **state) {
  * LP_SCHED_REF_BPP bits per pixel where not. */
 static void test_cost_by_rate(void **state) {
   (void)state;
-  lp_sched_coefs_t c;
-  memset(&c, 0, sizeof c);
-  c.decode[LP_SCHED_CODEC_H264] = 2.0;
-  c.decode_mbit[LP_SCHED_CODEC_H264] = 10.0;
-  c.scale = 0.1;
-  c.encode[LP_SCHED_CODEC_H264][LP_SCHED_PRESET_MEDIUM] = 1.0;
-  c.encode[LP_SCHED_CODEC_HEVC][LP_SCHED_PRESET_FAST] = 2.0;
+  lp_sched_coefs_t c = coefs(2.0, 10.0);
   lp_sched_job_t j = ladder(1920, 1080, 30);
   lp_sched_rates_t r;
   lp_sched_job_rates(&j, &r);
