@@ -139,7 +139,7 @@ async function startNode(extra, bin = args.lpod) {
   const datadir = fs.mkdtempSync(path.join(tmp, 'node-'));
   const argv = ['-orchestrator', '-transcoder', '-network', 'offchain', '-serviceAddr', `127.0.0.1:${port}`,
     '-datadir', datadir, '-cliAddr', '127.0.0.1:0', '-cpuPreset', args.preset, '-v', args.v || '3', '-localWorkers', args.workers, ...extra];
-  // the first start of a cost-admission node calibrates its devices first (about 35 s on 2 cores)
+  // the first start of a cost-admission node calibrates its devices first (about a minute on 2 cores)
   const { child, log, exited } = await startLpod(bin, argv, port, { waitMs: 120000 });
   const cert = fs.readFileSync(path.join(datadir, 'cert.pem'));
   const creds = grpc.credentials.createSsl(cert, null, null, { checkServerIdentity: () => undefined });
