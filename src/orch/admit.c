@@ -408,8 +408,9 @@ static int job_from(const orch_admit_t *a, const orch_job_t *job, lp_sched_job_t
   sj->in_width = p.width;
   sj->in_height = p.height;
   sj->in_fps = p.fps;
-  /* the whole segment's rate, audio and container included: a little above the video's */
-  if (job->duration_ms > 0)
+  /* the whole segment's rate, audio and container included: a little above the video's (a
+   * duration under 100 ms says little of a rate: left unknown) */
+  if (job->duration_ms >= 100)
     sj->in_mbps = (double)job->input_len * 8 / ((double)job->duration_ms * 1000);
   lp_sched_codec_t c;
   sj->in_codec = lp_sched_codec_from_name(p.video_codec, &c) == 0 ? c : LP_SCHED_CODEC_H264;
