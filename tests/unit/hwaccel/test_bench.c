@@ -152,6 +152,14 @@ static void test_fake_gpu_routes(void **state) {
     bench_ok(d, small(HW_BENCH_DECODE, HW_CODEC_H264, NULL));
     bench_ok(d, small(HW_BENCH_SCALE, HW_CODEC_H264, NULL));
     bench_ok(d, small(HW_BENCH_ENCODE, HW_CODEC_H264, hw_bench_preset_name(d, HW_CODEC_H264, 0)));
+    /* decoding on the device says what rate its source came out at too */
+    hw_bench_req_t rich = small(HW_BENCH_DECODE, HW_CODEC_H264, NULL);
+    rich.bpp = 1.0;
+    double fps = 0, bpp = 0;
+    char why[256] = "";
+    if (hw_bench_stage_bpp(d, &rich, &fps, &bpp, why, sizeof why) != 0) fail_msg("%s", why);
+    if (!(fps > 0) || !(bpp > 0.5 && bpp < 2))
+      fail_msg("%.1f fps at %.3f bits per pixel", fps, bpp);
     assert_int_equal(fake_open_encoders(), 0);
     c.enc = 0;
   }
