@@ -276,13 +276,8 @@ static int bench_cpu(const hw_device_t *d, const hw_bench_req_t *r, int frames, 
   return ret;
 }
 
-int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
-                   size_t wlen) {
-  return hw_bench_stage_bpp(d, req, fps, NULL, why, wlen);
-}
-
-int hw_bench_stage_bpp(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
-                       double *src_bpp, char *why, size_t wlen) {
+int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, double *src_bpp,
+                   char *why, size_t wlen) {
   char none[8];
   if (!why || !wlen) {
     why = none;

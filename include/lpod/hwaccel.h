@@ -348,13 +348,11 @@ typedef struct hw_bench_req {
  * nor encodes, a size outside its encoder's limits, an encoder this FFmpeg lacks), LP_EINVAL
  * for a request that makes no sense, another LP_E* when the stage fails; why says what, in one
  * line. Blocks for about a second with H.264 at the reference sizes on a 2-core CPU (longer for
- * the other codecs, whose sources take longer to make). */
-int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, char *why,
-                   size_t wlen);
-/* hw_bench_stage, and for decode the bits per pixel its source clip came out at (the encoder's
- * rate control can miss req->bpp) in *src_bpp (NULL: not wanted; left alone for other stages). */
-int hw_bench_stage_bpp(const hw_device_t *d, const hw_bench_req_t *req, double *fps,
-                       double *src_bpp, char *why, size_t wlen);
+ * the other codecs, whose sources take longer to make). For decode, *src_bpp gets the bits per
+ * pixel the source clip came out at (the encoder's rate control can miss req->bpp); NULL: not
+ * wanted; left alone for the other stages. */
+int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, double *src_bpp,
+                   char *why, size_t wlen);
 /* Tests: the clock of cpu_time runs, in ns (NULL: the process's CPU time). Set it while no
  * benchmark runs. */
 void hw_bench_set_cpu_clock(uint64_t (*clock)(void));

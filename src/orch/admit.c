@@ -78,7 +78,7 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
   r.cpu_time = kind_of(d) == LP_SCHED_DEV_CPU;
   r.bpp = req->bpp;
   char why[192] = "";
-  int rc = hw_bench_stage_bpp(d, &r, fps, src_bpp, why, sizeof why);
+  int rc = hw_bench_stage(d, &r, fps, src_bpp, why, sizeof why);
   if (rc == 0 && r.cpu_time && dev->cpus > 0) *fps *= dev->cpus;
   if (rc == 0 && req->stage == LP_SCHED_STAGE_ENCODE)
     LOGV(LP_V_DEBUG, "capacity: %s encode %s %s (%s): %.1f fps", d->name,

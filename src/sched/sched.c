@@ -433,9 +433,10 @@ static void cost_on(const lp_sched_t *s, const sched_device_t *d, const lp_sched
 static uint64_t fnv(uint64_t h, uint64_t v) { return sched_fnv(h, &v, sizeof v); }
 
 int sched_rate_band(const lp_sched_job_t *j) {
-  double fps = j->in_fps > 0 ? j->in_fps : 30, px = (double)j->in_width * j->in_height * fps;
-  if (!(j->in_mbps > 0) || !(px > 0)) return 0;
-  double band = round(log2(j->in_mbps * 1e6 / px / LP_SCHED_REF_BPP));
+  /* the rates the cost model prices (an unknown rate is the reference's: band 0) */
+  lp_sched_rates_t r;
+  lp_sched_job_rates(j, &r);
+  double band = round(log2(r.decode_mbit / r.decode / LP_SCHED_REF_BPP));
   if (!isfinite(band)) return 0;
   return (int)LP_MIN(SCHED_RATE_BANDS, LP_MAX(-SCHED_RATE_BANDS, band));
 }

@@ -36,7 +36,7 @@ static hw_bench_req_t small(hw_bench_stage_t stage, hw_codec_t codec, const char
 static void bench_ok(const hw_device_t *d, hw_bench_req_t req) {
   double fps = -1;
   char why[256] = "";
-  int ret = hw_bench_stage(d, &req, &fps, why, sizeof(why));
+  int ret = hw_bench_stage(d, &req, &fps, NULL, why, sizeof(why));
   if (ret != 0)
     fail_msg("%s stage %d codec %s: %s (%s)", d->name, (int)req.stage, hw_codec_name(req.codec),
              lp_strerror(ret), why);
@@ -46,7 +46,7 @@ static void bench_ok(const hw_device_t *d, hw_bench_req_t req) {
 static void bench_fails(const hw_device_t *d, hw_bench_req_t req, int want) {
   double fps = -1;
   char why[256] = "";
-  assert_int_equal(hw_bench_stage(d, &req, &fps, why, sizeof(why)), want);
+  assert_int_equal(hw_bench_stage(d, &req, &fps, NULL, why, sizeof(why)), want);
   assert_true(why[0] != 0);
   assert_true(fps == 0);
 }
@@ -71,7 +71,7 @@ static uint64_t slow_clock(void) {
 static double stage_fps(const hw_device_t *d, hw_bench_req_t req) {
   double fps = -1;
   char why[256] = "";
-  int ret = hw_bench_stage(d, &req, &fps, why, sizeof(why));
+  int ret = hw_bench_stage(d, &req, &fps, NULL, why, sizeof(why));
   if (ret != 0) fail_msg("stage %d: %s (%s)", (int)req.stage, lp_strerror(ret), why);
   return fps;
 }
@@ -107,7 +107,7 @@ static void test_cpu_decode_by_rate(void **state) {
     r.bpp = i ? 1.0 : 0; /* 0: the default, 0.1 */
     bpp[i] = -1;
     char why[256] = "";
-    int ret = hw_bench_stage_bpp(cpu, &r, &fps[i], &bpp[i], why, sizeof why);
+    int ret = hw_bench_stage(cpu, &r, &fps[i], &bpp[i], why, sizeof why);
     if (ret != 0) fail_msg("decode at %g bits per pixel: %s (%s)", r.bpp, lp_strerror(ret), why);
   }
   if (!(bpp[0] > 0.05 && bpp[0] < 0.2) || !(bpp[1] > 0.5 && bpp[1] < 2))
@@ -117,7 +117,7 @@ static void test_cpu_decode_by_rate(void **state) {
   /* other stages leave the rate alone */
   double keep = 7, f = 0;
   hw_bench_req_t sc = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
-  assert_int_equal(hw_bench_stage_bpp(cpu, &sc, &f, &keep, NULL, 0), 0);
+  assert_int_equal(hw_bench_stage(cpu, &sc, &f, &keep, NULL, 0), 0);
   assert_true(keep == 7);
 }
 
@@ -157,7 +157,7 @@ static void test_fake_gpu_routes(void **state) {
     rich.bpp = 1.0;
     double fps = 0, bpp = 0;
     char why[256] = "";
-    if (hw_bench_stage_bpp(d, &rich, &fps, &bpp, why, sizeof why) != 0) fail_msg("%s", why);
+    if (hw_bench_stage(d, &rich, &fps, &bpp, why, sizeof why) != 0) fail_msg("%s", why);
     if (!(fps > 0) || !(bpp > 0.5 && bpp < 2))
       fail_msg("%.1f fps at %.3f bits per pixel", fps, bpp);
     assert_int_equal(fake_open_encoders(), 0);
@@ -206,8 +206,8 @@ static void test_invalid_requests(void **state) {
   }
   double fps;
   char why[64];
-  assert_int_equal(hw_bench_stage(NULL, &r, &fps, why, sizeof(why)), LP_EINVAL);
-  assert_int_equal(hw_bench_stage(cpu, NULL, &fps, NULL, 0), LP_EINVAL);
+  assert_int_equal(hw_bench_stage(NULL, &r, &fps, NULL, why, sizeof(why)), LP_EINVAL);
+  assert_int_equal(hw_bench_stage(cpu, NULL, &fps, NULL, NULL, 0), LP_EINVAL);
 }
 
 static void test_preset_names(void **state) {
