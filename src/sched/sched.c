@@ -517,6 +517,26 @@ static bool ladder_fit(const lp_sched_t *s, const sched_ladder_t *l, double *a, 
   return true;
 }
 
+/* The line of a stream on d of cost c: its ladder's (ladder_fit), or, on the CPU, one from its
+ * cost while its ladder has taught the node too little. Alone, a stream can't finish sooner
+ * than its work spread over every core: a is its cost's share of the device, as corrected, and
+ * the slope is the prior. Alone on an idle device that line never refuses what the budget
+ * admits (a <= target there); beside other work it refuses a heavy stream before its first
+ * segments come back late. A GPU's engine runs one stream's frames over units the model counts
+ * as one, so its share says little of that stream's latency: there the budget alone judges an
+ * unseen ladder. *learnt: whether the line is the ladder's own. */
+static bool stream_line(const lp_sched_t *s, const sched_device_t *d, uint64_t key,
+                        const lp_sched_cost_t *c, double *a, double *b, bool *learnt) {
+  *learnt = ladder_fit(s, ladder_find(s, (int)(d - s->devs), key), a, b);
+  if (*learnt) return true;
+  if (d->kind != LP_SCHED_DEV_CPU || !(d->corr > 0)) return false;
+  double w = 0;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++) w = LP_MAX(w, c->engine[e]);
+  *a = w / (ENGINE_FULL * d->corr);
+  *b = slope_prior(d) * *a;
+  return true;
+}
+
 /* The work on d besides a stream's own (own), with a job's added (extra): the fullest engine's
  * committed wu/s / 1000, with the host CPU's where the device encodes there. This is u, the
  * load the ladder fits are against. */
@@ -587,32 +607,34 @@ static bool job_beside(const lp_sched_t *s, int d, const lp_sched_cost_t *c, int
   return false;
 }
 
-/* Whether a job of cost c and ladder key would keep itself, if its ladder is known, and every
- * stream it shares resources with whose ladder is known (on d, or on the CPU its encodes run
- * on) within the target ratio. */
+/* Whether a job of cost c and ladder key would keep itself, and every stream it shares
+ * resources with (on d, or on the CPU its encodes run on), within the target ratio, by each
+ * one's line (stream_line: learnt, or from its cost on the CPU). */
 static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *d,
                                      const lp_sched_cost_t *c, uint64_t key, char *why,
                                      size_t wlen) {
   int dev = (int)(d - s->devs);
   double a, b, target = s->o.target_rt_ratio;
-  if (key && ladder_fit(s, ladder_find(s, dev, key), &a, &b)) {
+  bool learnt;
+  if (key && stream_line(s, d, key, c, &a, &b, &learnt)) {
     /* beside it: what runs on d, and on the CPU its encodes would run on */
     double u = others_u(s, d, NULL, NULL);
     int h = c->host_cpu > 0 ? host_of(s, d) : -1;
     if (h >= 0) u = LP_MAX(u, s->devs[h].committed[0] / ENGINE_FULL);
     double r = a + b * u;
     if (r > target) {
-      snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f", d->name, r, target);
+      snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f%s", d->name, r,
+               target, learnt ? "" : " (a ladder not seen yet, judged by its cost)");
       return LP_SCHED_R_LATENCY;
     }
   }
   for (size_t i = 0; i < s->n_sess; i++) {
     const sched_session_t *o = &s->sess[i];
     lp_sched_cost_t extra;
-    if (o->flagged || !job_beside(s, dev, c, o->dev, &o->cost, &extra) ||
-        !ladder_fit(s, ladder_find(s, o->dev, o->ladder), &a, &b))
-      continue;
     const sched_device_t *od = &s->devs[o->dev];
+    if (o->flagged || !job_beside(s, dev, c, o->dev, &o->cost, &extra) ||
+        !stream_line(s, od, o->ladder, &o->cost, &a, &b, &learnt))
+      continue;
     double r = a + b * others_u(s, od, &o->cost, &extra);
     if (r > target) {
       if (od == d)

@@ -782,7 +782,9 @@ static void test_correction_follows_the_measured_cost(void **state) {
   lp_sched_t *s = sched_with(0);
   int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
   lp_sched_job_t small = job(1000, 1000, 10, 1); /* 10 decode + 100 encode: 110 wu/s */
-  lp_sched_job_t big = job(1000, 1000, 10, 6);   /* 610 wu/s: fits 800 by the model alone */
+  /* 510 wu/s: fits 800 by the model alone, and beside the small one by its line from its cost
+   * (0.51 alone, 0.51 * (1 + 3 * 0.11) = 0.68 beside) */
+  lp_sched_job_t big = job(1000, 1000, 10, 5);
   assert_true(fabs(job_total(s, d, LP_SCHED_DEV_CPU, &small) - 110) < 1e-6);
   assert_int_equal(lp_sched_check(s, &big, NULL), 0);
   assert_int_equal(lp_sched_admit(s, "small", &small, NULL), 0);
@@ -866,6 +868,49 @@ static void test_latency_refuses(void **state) {
   assert_int_equal(lp_sched_session_info(s, "big", &si), 0);
   assert_true(fabs(si.slope - 0.375 * 0.45) < 1e-9);
   assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
+  lp_sched_free(s);
+}
+
+/* A ladder the node has not seen yet has no line of its own; on the CPU it gets one from its
+ * cost: alone at least its share of the device (610 wu/s: 0.61), beside other work growing with
+ * the assumed slope (3 × 0.61 per 1000 wu/s). Beside 110 wu/s that is 0.81: refused although
+ * the budget has room (720 of 800); alone it is admitted, and then it keeps a new stream of the
+ * same 110 wu/s away until its own segments show it runs faster. On a GPU the budget alone
+ * judges an unseen ladder. */
+static void test_unseen_ladder_line(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_job_t small = job(1000, 1000, 10, 1); /* 110 wu/s */
+  lp_sched_job_t heavy = job(1000, 1000, 10, 6); /* 610 wu/s */
+  lp_sched_verdict_t v;
+  assert_int_equal(lp_sched_admit(s, "small", &small, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "heavy", &heavy, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(strstr(v.detail, "the job would run at 0.81 of real time > 0.80 (a ladder not "
+                                   "seen yet, judged by its cost)"));
+  lp_sched_release(s, "small");
+  assert_int_equal(lp_sched_admit(s, "heavy", &heavy, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "small2", &small, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(
+      strstr(v.detail, "1000x1000 stream (6 renditions) would run at 0.81 of real time > 0.80"));
+  /* its segments teach its line: 0.5 alone, 0.5 × (1 + 3 × 0.11) = 0.67 beside the small one */
+  for (int i = 0; i < 6; i++) lp_sched_report_segment(s, "heavy", 1000, 2000);
+  lp_sched_session_info_t si;
+  assert_int_equal(lp_sched_session_info(s, "heavy", &si), 0);
+  assert_true(fabs(si.lone_rt - 0.5) < 1e-9);
+  assert_int_equal(lp_sched_admit(s, "small2", &small, &v), 0);
+  lp_sched_free(s);
+
+  /* NVENC: 200 wu/s, then 550 beside it (750 of 800), which a line from its cost would put at
+   * 0.55 × (1 + 3 × 0.2) = 0.88 */
+  s = sched_with(0);
+  add_dev(s, LP_SCHED_DEV_NVIDIA, "nvidia:0", 10, 0, 0);
+  lp_sched_job_t two = job(1000, 1000, 10, 2);
+  heavy.renditions[5].width = 500;
+  assert_int_equal(lp_sched_admit(s, "two", &two, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "heavy", &heavy, &v), 0);
   lp_sched_free(s);
 }
 
@@ -1410,6 +1455,7 @@ int main(void) {
       cmocka_unit_test(test_stream_behind),
       cmocka_unit_test(test_correction_grows),
       cmocka_unit_test(test_correction_follows_the_measured_cost),
+      cmocka_unit_test(test_unseen_ladder_line),
       cmocka_unit_test(test_latency_refuses),
       cmocka_unit_test(test_latency_slope_learnt),
       cmocka_unit_test(test_cost_from_telemetry),
