@@ -1,6 +1,7 @@
 /* Synthetic clips and a decode -> scale -> encode pipeline through a backend, shared by the device
  * self-test and the calibration benchmark. Sources are made with the CPU encoders, so neither
  * needs media files. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,22 @@ void hw_encoder_free(AVCodecContext **c) {
   avcodec_free_context(c);
 }
 
+/* Whether a clip gets its rate from its grain at constant quality (hw_clip_spec_t.bpp): H.264
+ * and HEVC above HW_CLIP_RATE_MAX; the other encoders are always asked for the rate. */
+static bool by_quality(const hw_clip_spec_t *s) {
+  return s->realistic && s->bpp > HW_CLIP_RATE_MAX &&
+         (s->codec == HW_CODEC_H264 || s->codec == HW_CODEC_HEVC);
+}
+
+int hw_clip_grain(const hw_clip_spec_t *s) {
+  if (!s->realistic) return 0;
+  if (!by_quality(s)) return HW_REALISTIC_GRAIN;
+  /* x264 ultrafast at CRF 23 made 0.55 bit per pixel of 1080p30 from amplitude 8, 1.0 from 10
+   * and 1.5 from 12: a step of 2.5 levels per bit per pixel asked above the reference */
+  double g = HW_REALISTIC_GRAIN + 2.5 * (s->bpp - 0.1);
+  return (int)LP_MIN(HW_CLIP_GRAIN_MAX, lround(g));
+}
+
 int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
   memset(out, 0, sizeof(*out));
   const AVCodec *enc = NULL;
@@ -151,7 +168,7 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
   AVCodecContext *c = avcodec_alloc_context3(enc);
   AVFrame *f = av_frame_alloc();
   AVDictionary *o = NULL;
-  int ret = c && f ? 0 : AVERROR(ENOMEM);
+  int ret = c && f ? 0 : AVERROR(ENOMEM), grain = hw_clip_grain(spec);
   if (ret == 0) {
     c->width = spec->w;
     c->height = spec->h;
@@ -164,6 +181,10 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
     double bpp = spec->bpp > 0 ? spec->bpp : 0.1;
     c->bit_rate = LP_MAX(400000, (int64_t)((double)spec->w * spec->h * 30 * bpp));
     av_dict_set(&o, "preset", spec->codec == HW_CODEC_AV1 ? "12" : "ultrafast", 0);
+    if (by_quality(spec)) {
+      c->bit_rate = 0;
+      av_dict_set(&o, "crf", HW_CLIP_CRF, 0);
+    }
     if (spec->realistic) av_dict_set(&o, "x264-params", "cabac=1:deblock=1", 0);
     av_dict_set(&o, "x265-params", "log-level=0", 0);
     av_dict_set(&o, "deadline", "realtime", 0);
@@ -177,7 +198,7 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
     f->width = spec->w;
     f->height = spec->h;
     if ((ret = av_frame_get_buffer(f, 0)) < 0) break;
-    hw_fill_frame(f, k, spec->realistic ? HW_REALISTIC_GRAIN : 0);
+    hw_fill_frame(f, k, grain);
     f->pts = k;
     if ((ret = avcodec_send_frame(c, f)) >= 0) ret = hw_enc_drain(c, out);
   }

@@ -60,13 +60,26 @@ typedef struct hw_clip_spec {
    * uses them: decoding the clip then costs about what decoding a real stream of its bit rate
    * costs. Without it, the encoder's fastest setting on a clean gradient. */
   bool realistic;
-  double bpp; /* bits per pixel the encoder is asked for, 0: 0.1 */
+  /* Bits per pixel, 0: 0.1. Up to HW_CLIP_RATE_MAX (and for codecs other than H.264 and HEVC)
+   * the encoder's rate control is asked for it. Above, a realistic clip gets its rate the way a
+   * grainy camera source does: grain chosen for that rate (hw_clip_grain), encoded at constant
+   * quality (CRF HW_CLIP_CRF); the rate comes out near the one asked (hw_clip_bpp says where).
+   * A high rate forced onto the lightly grained picture buys finer quantisation instead, and
+   * those bits decoded about a third cheaper each than the ones grain makes at an ordinary
+   * quality (docs/capacity.md, "Calibration"). */
+  double bpp;
 } hw_clip_spec_t;
+#define HW_CLIP_RATE_MAX 0.2
+#define HW_CLIP_CRF "23"
+#define HW_CLIP_GRAIN_MAX 40
 
-/* Encodes a clip of synthetic frames with a CPU encoder at its fastest setting, spec->bpp bits
- * per pixel at 30 frames/s (at least 400 kb/s), keyframes at most 60 frames apart. LP_EUNSUPP
- * when this FFmpeg has no such encoder. */
+/* Encodes a clip of synthetic frames with a CPU encoder at its fastest setting, at 30 frames/s
+ * and spec->bpp bits per pixel (at least 400 kb/s where asked of rate control), keyframes at most
+ * 60 frames apart. LP_EUNSUPP when this FFmpeg has no such encoder. */
 int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out);
+/* The grain amplitude the clip's frames get: 0 unless realistic, HW_REALISTIC_GRAIN where the
+ * rate is asked of rate control, more for a rate made at constant quality. */
+int hw_clip_grain(const hw_clip_spec_t *spec);
 void hw_clip_free(hw_clip_t *c);
 /* Bits per pixel the clip was made at: its packets' bits over its frames' pixels (0 if empty). */
 double hw_clip_bpp(const hw_clip_t *c);

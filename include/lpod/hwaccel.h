@@ -339,7 +339,9 @@ typedef struct hw_bench_req {
    * busy with streams, where one stream's wall time only says how well it spreads over cores.
    * Ignored for stages on a device. The process must run nothing else meanwhile. */
   bool cpu_time;
-  /* decode: bits per pixel of the source clip, 0: 0.1 (6.2 Mbit/s at 1080p30) */
+  /* decode: bits per pixel of the source clip, 0: 0.1 (6.2 Mbit/s at 1080p30). Above 0.2, an
+   * H.264 or HEVC clip gets its rate from grain at constant quality, as a grainy camera source
+   * does, and comes out near the rate asked (*src_bpp says where). */
   double bpp;
 } hw_bench_req_t;
 /* Decodes, scales or encodes synthetic frames the way the media engine does (decoders and CPU

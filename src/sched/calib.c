@@ -11,8 +11,9 @@
 
 #define CACHE_NAME "capacity.json"
 /* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock); 3: decoding
- * split into a part per pixel and one per megabit of source */
-#define CACHE_VERSION 3
+ * split into a part per pixel and one per megabit of source; 4: the high-rate decoding clip made at
+ * constant quality from grain */
+#define CACHE_VERSION 4
 #define FILE_MAX (1u << 20) /* the data dir's JSON files are read up to this size */
 #define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
 #define REF_IN_W 1920
@@ -20,7 +21,8 @@
 #define REF_OUT_W 1280
 #define REF_OUT_H 720
 /* The second source rate H.264 and HEVC decoding is measured at, bits per pixel (56 Mbit/s at
- * 1080p30, what x264 veryfast chose for a grainy source at its default quality). */
+ * 1080p30, what x264 veryfast chose for a grainy source at its default quality). The clip gets
+ * it from grain at constant quality, as such a source does (hw_bench_req_t.bpp). */
 #define HI_BPP 0.9
 /* The part per megabit may take at most this share of decoding's cost at the reference rate, so
  * the part per pixel keeps the rest whatever noise the two runs carry. */

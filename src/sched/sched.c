@@ -623,8 +623,8 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
     if (h >= 0) u = LP_MAX(u, s->devs[h].committed[0] / ENGINE_FULL);
     double r = a + b * u;
     if (r > target) {
-      snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f%s", d->name, r,
-               target, learnt ? "" : " (a ladder not seen yet, judged by its cost)");
+      snprintf(why, wlen, "%s: the job would run at %.2f of real time > %.2f%s", d->name, r, target,
+               learnt ? "" : " (a ladder not seen yet, judged by its cost)");
       return LP_SCHED_R_LATENCY;
     }
   }

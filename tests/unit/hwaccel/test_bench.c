@@ -16,6 +16,7 @@
 #include "fake_backend.h"
 #include "lpod/core.h"
 #include "lpod/hwaccel.h"
+#include "hw_int.h"
 
 static hw_table_t table;
 
@@ -119,6 +120,41 @@ static void test_cpu_decode_by_rate(void **state) {
   hw_bench_req_t sc = small(HW_BENCH_SCALE, HW_CODEC_H264, NULL);
   assert_int_equal(hw_bench_stage(cpu, &sc, &f, &keep, NULL, 0), 0);
   assert_true(keep == 7);
+}
+
+/* Up to 0.2 bit per pixel a clip's rate is asked of the encoder's rate control; above, an H.264
+ * or HEVC clip gets it from more grain at constant quality (its parameters then carry no bit
+ * rate), rising with the rate asked. Other codecs are always asked for the rate. */
+static void test_clip_rate_from_grain(void **state) {
+  (void)state;
+  hw_clip_spec_t spec = {HW_CODEC_H264, AV_PIX_FMT_YUV420P, 320, 180, 10, 0, true, 0};
+  assert_int_equal(hw_clip_grain(&spec), HW_REALISTIC_GRAIN);
+  spec.bpp = HW_CLIP_RATE_MAX;
+  assert_int_equal(hw_clip_grain(&spec), HW_REALISTIC_GRAIN);
+  spec.bpp = 0.9;
+  assert_int_equal(hw_clip_grain(&spec), HW_REALISTIC_GRAIN + 2);
+  spec.bpp = 8;
+  assert_int_equal(hw_clip_grain(&spec), 28);
+  spec.codec = HW_CODEC_VP9;
+  assert_int_equal(hw_clip_grain(&spec), HW_REALISTIC_GRAIN);
+  spec.realistic = false;
+  assert_int_equal(hw_clip_grain(&spec), 0);
+
+  spec = (hw_clip_spec_t){HW_CODEC_H264, AV_PIX_FMT_YUV420P, 320, 180, 10, 0, true, 0.1};
+  hw_clip_t clip;
+  assert_int_equal(hw_clip_make(&spec, &clip), 0);
+  assert_true(clip.par->bit_rate > 0);
+  hw_clip_free(&clip);
+  double made[2];
+  for (int i = 0; i < 2; i++) {
+    spec.bpp = i ? 1.5 : 0.5;
+    assert_int_equal(hw_clip_make(&spec, &clip), 0);
+    assert_int_equal(clip.par->bit_rate, 0);
+    made[i] = hw_clip_bpp(&clip);
+    hw_clip_free(&clip);
+  }
+  if (!(made[0] > 0.1 && made[1] > made[0]))
+    fail_msg("made %.3f and %.3f bits per pixel when asked for 0.5 and 1.5", made[0], made[1]);
 }
 
 static void test_cpu_h264_encode_tiers(void **state) {
@@ -248,6 +284,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_h264_encode_tiers), cmocka_unit_test(test_fake_gpu_routes),
       cmocka_unit_test(test_missing_codec),         cmocka_unit_test(test_invalid_requests),
       cmocka_unit_test(test_preset_names),          cmocka_unit_test(test_cpu_decode_by_rate),
+      cmocka_unit_test(test_clip_rate_from_grain),
   };
   return cmocka_run_group_tests(tests, probe_cpu, NULL);
 }

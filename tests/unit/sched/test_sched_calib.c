@@ -121,15 +121,15 @@ static void test_measure_and_cache(void **state) {
   assert_memory_equal(&c, &first_cpu, sizeof c);
   lp_sched_free(s);
 
-  /* a cache of an earlier version (before decoding was priced per bit as well) is measured
-   * again */
+  /* a cache of an earlier version (before the high-rate decoding clip was made from grain at
+   * constant quality) is measured again */
   assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
   char *ver = strstr(text, "\"version\":");
   assert_non_null(ver);
   ver += strlen("\"version\":");
   while (*ver == ' ' || *ver == '\t') ver++;
-  assert_int_equal(*ver, '3');
-  *ver = '2';
+  assert_int_equal(*ver, '4');
+  *ver = '3';
   assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
   free(text);
   reset(&b);
@@ -206,7 +206,7 @@ static void test_failures(void **state) {
   lp_sched_free(s);
 
   /* a damaged cache file is replaced */
-  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":3,\"devices\":[{\"kind\":"), 0);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":4,\"devices\":[{\"kind\":"), 0);
   reset(&b);
   s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
@@ -214,7 +214,7 @@ static void test_failures(void **state) {
   /* a record with bad coefficients counts as stale */
   assert_int_equal(
       tmpdir_write(dir, "capacity.json",
-                   "{\"version\":3,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
+                   "{\"version\":4,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
                    "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
       0);
   reset(&b);
