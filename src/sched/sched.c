@@ -521,10 +521,10 @@ static bool ladder_fit(const lp_sched_t *s, const sched_ladder_t *l, double *a, 
  * cost while its ladder has taught the node too little. Alone, a stream can't finish sooner
  * than its work spread over every core: a is its cost's share of the device, as corrected, and
  * the slope is the prior. Alone on an idle device that line never refuses what the budget
- * admits (a <= target there); beside other work it refuses a heavy stream before its first
- * segments come back late. A GPU's engine runs one stream's frames over units the model counts
- * as one, so its share says little of that stream's latency: there the budget alone judges an
- * unseen ladder. *learnt: whether the line is the ladder's own. */
+ * admits (a <= target there); beside other work it can refuse a heavy stream the budget alone
+ * would admit. It is a floor, only as good as the price. A GPU's engine runs one stream's frames
+ * over units the model counts as one, so its share says little of that stream's latency: there the
+ * budget alone judges an unseen ladder. *learnt: whether the line is the ladder's own. */
 static bool stream_line(const lp_sched_t *s, const sched_device_t *d, uint64_t key,
                         const lp_sched_cost_t *c, double *a, double *b, bool *learnt) {
   *learnt = ladder_fit(s, ladder_find(s, (int)(d - s->devs), key), a, b);
