@@ -43,7 +43,7 @@
  * scale ~450, x264 medium ~40). */
 static int default_frames(hw_bench_stage_t stage, double bpp) {
   switch (stage) {
-  case HW_BENCH_DECODE: return bpp > 0.2 ? 80 : 240;
+  case HW_BENCH_DECODE: return bpp > HW_CLIP_RATE_MAX ? 80 : 240;
   case HW_BENCH_SCALE: return 480;
   default: return 30;
   }

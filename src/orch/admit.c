@@ -488,6 +488,15 @@ void orch_admit_unhold(orch_admit_t *a, const char *session_id) {
   lp_sched_unhold(a->sched, session_id);
 }
 
+/* A job as the capacity log lines name it: "1920x1080@30.00 at 55.51 Mbit/s -> 4 renditions", or
+ * "at an unknown rate" where the segment was too short to tell (priced at LP_SCHED_REF_BPP). */
+static void job_text(const lp_sched_job_t *sj, char *buf, size_t len) {
+  char rate[48] = "an unknown rate";
+  if (sj->in_mbps > 0) snprintf(rate, sizeof rate, "%.2f Mbit/s", sj->in_mbps);
+  snprintf(buf, len, "%dx%d@%.2f at %s -> %zu renditions", sj->in_width, sj->in_height, sj->in_fps,
+           rate, sj->n_renditions);
+}
+
 int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_spill, char *err,
                        size_t errlen) {
   double ratio;
@@ -511,6 +520,8 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_s
   }
   lp_sched_verdict_t v;
   int rc = lp_sched_admit(a->sched, job->session_id, &sj, &v);
+  char what[128];
+  job_text(&sj, what, sizeof what);
   lp_logctx_t lc = LP_LOGCTX_INIT;
   lc.orch_session_id = job->session_id;
   lc.manifest_id = job->manifest_id;
@@ -518,26 +529,18 @@ int orch_admit_session(orch_admit_t *a, orch_job_t *job, bool is_new, bool may_s
     job->device = v.device;
     lp_sched_session_info_t si;
     lp_sched_session_info(a->sched, job->session_id, &si);
-    LOGI_C(&lc,
-           "capacity: admitted %dx%d@%.2f at %.2f Mbit/s -> %zu renditions on %s cost=%.0fwu/s "
-           "sessions=%d",
-           sj.in_width, sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions, v.detail, si.cost,
+    LOGI_C(&lc, "capacity: admitted %s on %s cost=%.0fwu/s sessions=%d", what, v.detail, si.cost,
            lp_sched_sessions(a->sched));
     return 0;
   }
   snprintf(err, errlen, "OrchestratorCapped");
   if (may_spill) {
-    LOGI_C(&lc,
-           "capacity: no room here for %dx%d@%.2f at %.2f Mbit/s -> %zu renditions (%s: %s); a "
-           "remote transcoder takes it",
-           sj.in_width, sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions,
+    LOGI_C(&lc, "capacity: no room here for %s (%s: %s); a remote transcoder takes it", what,
            lp_sched_reason_name(v.reason), v.detail);
     return LP_ECAPACITY;
   }
   count_refusal(&v);
-  LOGW_C(&lc, "capacity: refused %dx%d@%.2f at %.2f Mbit/s -> %zu renditions: %s: %s", sj.in_width,
-         sj.in_height, sj.in_fps, sj.in_mbps, sj.n_renditions, lp_sched_reason_name(v.reason),
-         v.detail);
+  LOGW_C(&lc, "capacity: refused %s: %s: %s", what, lp_sched_reason_name(v.reason), v.detail);
   return LP_ECAPACITY;
 }
 
