@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -332,12 +333,55 @@ static void test_room_held_while_arriving(void **st) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
 
+/* The admission log names the rate a stream was weighed at: its first segment's bits over its
+ * duration, or "an unknown rate" for a segment too short to tell (weighed at the reference). */
+static void test_log_names_the_rate(void **st) {
+  fixture_t *f = *st;
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  char path[512];
+  snprintf(path, sizeof path, "%s/log.txt", f->dir);
+  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  assert_true(fd >= 0);
+  lp_log_set_fd(fd);
+  orch_profile_t small[] = {P144};
+  static const uint64_t durations[] = {2000, 50};
+  for (int i = 0; i < 2; i++) {
+    orch_job_t j;
+    memset(&j, 0, sizeof j);
+    snprintf(j.session_id, sizeof j.session_id, "r%d", i);
+    j.duration_ms = durations[i];
+    j.profiles = small;
+    j.n_profiles = 1;
+    j.input = f->seg;
+    j.input_len = f->seg_len;
+    char err[256] = "";
+    assert_int_equal(orch_admit_session(a, &j, true, false, err, sizeof err), 0);
+    orch_admit_release(a, j.session_id);
+  }
+  lp_log_set_fd(STDERR_FILENO);
+  close(fd);
+  size_t len;
+  char *text = (char *)slurp(path, &len);
+  text[len] = '\0'; /* slurp leaves room for it */
+  char want[128];
+  snprintf(want, sizeof want, "capacity: admitted 320x180@30.00 at %.2f Mbit/s -> 1 renditions",
+           (double)f->seg_len * 8 / 2e6);
+  if (!strstr(text, want)) fail_msg("no '%s' in:\n%s", want, text);
+  if (!strstr(text, "capacity: admitted 320x180@30.00 at an unknown rate -> 1 renditions"))
+    fail_msg("no unknown rate in:\n%s", text);
+  free(text);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
 int main(void) {
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_stop_during_a_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_saves_and_start_loads, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_gauges, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_log_names_the_rate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_room_held_while_arriving, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
