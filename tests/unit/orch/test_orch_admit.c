@@ -63,21 +63,28 @@ static int teardown(void **st) {
   return 0;
 }
 
+/* A segment of stream id carrying the fixture's 2 s body, declared to last duration_ms. */
+static orch_job_t segment(const fixture_t *f, const char *id, uint64_t duration_ms,
+                          const orch_profile_t *profiles, size_t n) {
+  orch_job_t j;
+  memset(&j, 0, sizeof j);
+  snprintf(j.session_id, sizeof j.session_id, "%s", id);
+  snprintf(j.manifest_id, sizeof j.manifest_id, "%s", id);
+  j.duration_ms = duration_ms;
+  j.profiles = profiles;
+  j.n_profiles = n;
+  j.input = f->seg;
+  j.input_len = f->seg_len;
+  return j;
+}
+
 /* Three segments of one stream through admission and back, at a quarter of real time: its
  * ladder is learnt from the second on (the first carries the encoders' start). */
 static void stream(fixture_t *f, orch_admit_t *a, const char *id, const orch_profile_t *profiles,
                    size_t n) {
   for (int i = 0; i < 3; i++) {
-    orch_job_t j;
-    memset(&j, 0, sizeof j);
-    snprintf(j.session_id, sizeof j.session_id, "%s", id);
-    snprintf(j.manifest_id, sizeof j.manifest_id, "%s", id);
+    orch_job_t j = segment(f, id, 2000, profiles, n);
     j.seq = i;
-    j.duration_ms = 2000;
-    j.profiles = profiles;
-    j.n_profiles = n;
-    j.input = f->seg;
-    j.input_len = f->seg_len;
     char err[256] = "";
     assert_int_equal(orch_admit_session(a, &j, i == 0, false, err, sizeof err), 0);
     j.engine_ns = j.service_ns = 500 * 1000000ull;
@@ -211,13 +218,7 @@ static void test_device_gauges(void **st) {
   orch_job_t j[2];
   const char *ids[2] = {"g1", "g2"};
   for (int i = 0; i < 2; i++) {
-    memset(&j[i], 0, sizeof j[i]);
-    snprintf(j[i].session_id, sizeof j[i].session_id, "%s", ids[i]);
-    j[i].duration_ms = 2000;
-    j[i].profiles = i ? two : one;
-    j[i].n_profiles = i ? 2 : 1;
-    j[i].input = f->seg;
-    j[i].input_len = f->seg_len;
+    j[i] = segment(f, ids[i], 2000, i ? two : one, i ? 2 : 1);
     char err[256] = "";
     assert_int_equal(orch_admit_session(a, &j[i], true, false, err, sizeof err), 0);
   }
@@ -308,14 +309,7 @@ static void test_room_held_while_arriving(void **st) {
   assert_int_equal(orch_admit_room(a, "late", ladder, 2, &held, false), 0);
   assert_true(held);
   /* weighing a first segment ends its hold, whether admitted or not */
-  orch_job_t j;
-  memset(&j, 0, sizeof j);
-  snprintf(j.session_id, sizeof j.session_id, "a1");
-  j.duration_ms = 2000;
-  j.profiles = small;
-  j.n_profiles = 1;
-  j.input = f->seg;
-  j.input_len = f->seg_len;
+  orch_job_t j = segment(f, "a1", 2000, small, 1);
   char err[256] = "";
   assert_int_equal(orch_admit_session(a, &j, true, false, err, sizeof err), 0);
   assert_int_equal(holds(a), n - 1);
@@ -347,14 +341,7 @@ static void test_log_names_the_rate(void **st) {
   orch_profile_t small[] = {P144};
   static const uint64_t durations[] = {2000, 50};
   for (int i = 0; i < 2; i++) {
-    orch_job_t j;
-    memset(&j, 0, sizeof j);
-    snprintf(j.session_id, sizeof j.session_id, "r%d", i);
-    j.duration_ms = durations[i];
-    j.profiles = small;
-    j.n_profiles = 1;
-    j.input = f->seg;
-    j.input_len = f->seg_len;
+    orch_job_t j = segment(f, i ? "short" : "known", durations[i], small, 1);
     char err[256] = "";
     assert_int_equal(orch_admit_session(a, &j, true, false, err, sizeof err), 0);
     orch_admit_release(a, j.session_id);
