@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libavformat/avformat.h>
 #include <libavfilter/avfilter.h>
 #include <libavfilter/buffersink.h>
 #include <libavfilter/buffersrc.h>
@@ -214,6 +215,62 @@ int hw_clip_make(const hw_clip_spec_t *spec, hw_clip_t *out) {
   if (ret < 0) {
     hw_clip_free(out);
     return ret == AVERROR(ENOMEM) ? LP_ENOMEM : LP_EUNSUPP;
+  }
+  return 0;
+}
+
+/* The clip's packets in an MPEG-TS muxed into memory. */
+static int clip_mux(const hw_clip_t *c, uint8_t **out, size_t *len) {
+  AVFormatContext *oc = NULL;
+  AVPacket *p = av_packet_alloc();
+  uint8_t *buf = NULL;
+  int ret = p ? avformat_alloc_output_context2(&oc, NULL, "mpegts", NULL) : AVERROR(ENOMEM);
+  AVStream *st = ret >= 0 ? avformat_new_stream(oc, NULL) : NULL;
+  if (ret >= 0 && !st) ret = AVERROR(ENOMEM);
+  if (ret >= 0 && (ret = avcodec_parameters_copy(st->codecpar, c->par)) >= 0) {
+    st->time_base = c->tb;
+    ret = avio_open_dyn_buf(&oc->pb);
+  }
+  if (ret >= 0) ret = avformat_write_header(oc, NULL);
+  for (int i = 0; ret >= 0 && i < c->n; i++) {
+    if ((ret = av_packet_ref(p, c->pkts[i])) < 0) break;
+    p->stream_index = 0;
+    av_packet_rescale_ts(p, c->tb, st->time_base);
+    ret = av_interleaved_write_frame(oc, p); /* takes the reference */
+  }
+  if (ret >= 0) ret = av_write_trailer(oc);
+  if (oc && oc->pb) {
+    int n = avio_close_dyn_buf(oc->pb, &buf);
+    oc->pb = NULL;
+    if (ret >= 0 && (n <= 0 || !(*out = malloc((size_t)n)))) ret = AVERROR(ENOMEM);
+    if (ret >= 0) {
+      memcpy(*out, buf, (size_t)n);
+      *len = (size_t)n;
+    }
+    av_free(buf);
+  }
+  avformat_free_context(oc);
+  av_packet_free(&p);
+  return ret;
+}
+
+int hw_clip_segment(hw_codec_t codec, int w, int h, int frames, double bpp, uint8_t **out,
+                    size_t *len, double *bpp_made) {
+  *out = NULL;
+  *len = 0;
+  if ((unsigned)codec >= HW_CODECS || w <= 0 || h <= 0 || frames <= 0) return LP_EINVAL;
+  hw_clip_spec_t spec = {codec, AV_PIX_FMT_YUV420P, w, h, frames, 0, true, bpp};
+  hw_clip_t clip;
+  int rc = hw_clip_make(&spec, &clip);
+  if (rc) return rc;
+  if (bpp_made) *bpp_made = hw_clip_bpp(&clip);
+  int ret = clip_mux(&clip, out, len);
+  hw_clip_free(&clip);
+  if (ret < 0) {
+    free(*out);
+    *out = NULL;
+    *len = 0;
+    return ret == AVERROR(ENOMEM) ? LP_ENOMEM : LP_EMEDIA;
   }
   return 0;
 }

@@ -355,6 +355,13 @@ typedef struct hw_bench_req {
  * wanted; left alone for the other stages. */
 int hw_bench_stage(const hw_device_t *d, const hw_bench_req_t *req, double *fps, double *src_bpp,
                    char *why, size_t wlen);
+/* A segment of synthetic "realistic" frames (the calibration's source: grain, and above 0.2 bits
+ * per pixel its rate from grain at constant quality, as hw_bench_req_t.bpp says) at 30 frames/s,
+ * one keyframe per 60 frames, muxed as MPEG-TS in memory: calibration runs it through the media
+ * engine as a gateway's segment. *out is malloc'd (the caller frees it); *bpp_made (NULL: not
+ * wanted) gets the bits per pixel of its video. LP_EUNSUPP without a CPU encoder for codec. */
+int hw_clip_segment(hw_codec_t codec, int w, int h, int frames, double bpp, uint8_t **out,
+                    size_t *len, double *bpp_made);
 /* Tests: the clock of cpu_time runs, in ns (NULL: the process's CPU time). Set it while no
  * benchmark runs. */
 void hw_bench_set_cpu_clock(uint64_t (*clock)(void));

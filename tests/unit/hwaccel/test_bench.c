@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <libavutil/log.h>
@@ -157,6 +159,58 @@ static void test_clip_rate_from_grain(void **state) {
     fail_msg("made %.3f and %.3f bits per pixel when asked for 0.5 and 1.5", made[0], made[1]);
 }
 
+/* The segment calibration runs through the media engine is an MPEG-TS that ffprobe reads as
+ * the clip asked for: every frame, one keyframe per 60, 30 frames/s, at about the rate asked. */
+static void test_clip_segment(void **state) {
+  (void)state;
+  uint8_t *seg = NULL;
+  size_t len = 0;
+  double made = 0;
+  assert_int_equal(hw_clip_segment(HW_CODEC_H264, 320, 180, 90, 0.1, &seg, &len, &made), 0);
+  assert_non_null(seg);
+  assert_true(len > 188 && len % 188 == 0);
+  assert_int_equal(seg[0], 0x47); /* MPEG-TS sync byte */
+  assert_true(made > 0.05 && made < 0.4);
+  char path[] = "/tmp/lpod-clip-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, seg, len), (ssize_t)len);
+  close(fd);
+  free(seg);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -select_streams v -show_entries stream=codec_name,width,height,"
+           "r_frame_rate -show_entries packet=flags -of csv=p=0 %s",
+           path);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  char line[256], codec[32] = "";
+  int w = 0, h = 0, packets = 0, keys = 0;
+  while (fgets(line, sizeof line, p)) {
+    if (line[0] == '\n') continue;
+    if (line[0] == 'K' || line[0] == '_') {
+      packets++;
+      keys += line[0] == 'K';
+    } else if (sscanf(line, "%31[^,],%d,%d", codec, &w, &h) != 3) {
+      fail_msg("ffprobe said: %s", line);
+    } else {
+      assert_non_null(strstr(line, ",30/1"));
+    }
+  }
+  assert_int_equal(pclose(p), 0);
+  unlink(path);
+  assert_string_equal(codec, "h264");
+  assert_int_equal(w, 320);
+  assert_int_equal(h, 180);
+  assert_int_equal(packets, 90);
+  assert_int_equal(keys, 2);
+
+  /* nonsense is refused, and nothing is handed back */
+  assert_int_equal(hw_clip_segment(HW_CODEC_H264, 0, 180, 30, 0.1, &seg, &len, NULL), LP_EINVAL);
+  assert_null(seg);
+  assert_int_equal(len, 0);
+}
+
 static void test_cpu_h264_encode_tiers(void **state) {
   (void)state;
   const hw_device_t *cpu = &table.dev[HW_TABLE_CPU];
@@ -284,7 +338,7 @@ int main(void) {
       cmocka_unit_test(test_cpu_h264_encode_tiers), cmocka_unit_test(test_fake_gpu_routes),
       cmocka_unit_test(test_missing_codec),         cmocka_unit_test(test_invalid_requests),
       cmocka_unit_test(test_preset_names),          cmocka_unit_test(test_cpu_decode_by_rate),
-      cmocka_unit_test(test_clip_rate_from_grain),
+      cmocka_unit_test(test_clip_rate_from_grain),  cmocka_unit_test(test_clip_segment),
   };
   return cmocka_run_group_tests(tests, probe_cpu, NULL);
 }
