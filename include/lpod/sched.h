@@ -50,9 +50,12 @@ typedef enum {
 typedef enum {
   LP_SCHED_STAGE_DECODE = 0,
   LP_SCHED_STAGE_SCALE,
-  LP_SCHED_STAGE_ENCODE
+  LP_SCHED_STAGE_ENCODE,
+  /* calibration only, not a stage of the cost model: a whole ladder through the media engine
+   * (lp_sched_bench_req_t) */
+  LP_SCHED_STAGE_LADDER
 } lp_sched_stage_t;
-#define LP_SCHED_STAGES 3
+#define LP_SCHED_STAGES 3 /* the cost model's: decode, scale, encode */
 /* Engines of a device; which stage runs on which engine depends on the kind (CPU: one engine
  * for all; NVIDIA: NVDEC, CUDA, NVENC; QSV: video for decode and encode, video-enhance for
  * scale; Netint: decoder, scaler, encoder). */
@@ -100,6 +103,13 @@ typedef struct lp_sched_coefs {
   double decode_mbit[LP_SCHED_CODECS];
   double scale; /* per megapixel read plus written */
   double encode[LP_SCHED_CODECS][LP_SCHED_PRESETS];
+  /* The CPU's reference ladder run end to end, alone, as the node runs a stream's segments: its
+   * wall-clock real-time ratio over its price's share of the device, measured with sources of
+   * latency_bpp[i] bits per pixel (0: not measured). The price assumes a stream's work spreads
+   * over every core; a real pipeline has serial parts (demuxing, the decoder's entropy decoding,
+   * the encoders' flush at a segment's end), so a stream alone runs later than its share says.
+   * At least 1. */
+  double latency[2], latency_bpp[2];
 } lp_sched_coefs_t;
 
 /* Pixel rates of a job, megapixels per second. */
@@ -257,19 +267,20 @@ void lp_sched_fake_source_fail(lp_sched_source_t *src, int err);
 typedef struct lp_sched lp_sched_t;
 
 typedef struct lp_sched_opts {
-  double target_rt_ratio;      /* headroom: an engine is full at target × 1000 wu/s; 0 = 0.8 */
-  int max_sessions;            /* outer cap on streams; 0 = none (-maxSessions auto) */
-  double ewma_alpha;           /* weight of the newest segment; 0 = 0.2 */
-  double gain;                 /* budget correction step per round of segments; 0 = 0.1 */
-  double corr_min, corr_max;   /* bounds of the budget correction; 0 = 0.25 and 2.0 */
-  int min_segments;            /* segments before a stream or device is judged; 0 = 3 */
-  uint64_t telemetry_stale_ms; /* samples older than this are ignored; 0 = 10000 */
-  double mem_reserve;          /* fraction of device memory kept free; 0 = 0.1 */
-  uint64_t (*clock_ms)(void);  /* NULL = lp_now_ms (tests inject their own) */
+  double target_rt_ratio;       /* headroom: an engine is full at target × 1000 wu/s; 0 = 0.8 */
+  int max_sessions;             /* outer cap on streams; 0 = none (-maxSessions auto) */
+  double ewma_alpha;            /* weight of the newest segment; 0 = 0.2 */
+  double gain;                  /* budget correction step per round of segments; 0 = 0.1 */
+  double corr_min, corr_max;    /* bounds of the budget correction; 0 = 0.25 and 2.0 */
+  int min_segments;             /* segments before a stream or device is judged; 0 = 3 */
+  uint64_t telemetry_stale_ms;  /* samples older than this are ignored; 0 = 10000 */
+  double mem_reserve;           /* fraction of device memory kept free; 0 = 0.1 */
+  uint64_t (*clock_ms)(void);   /* NULL = lp_now_ms (tests inject their own) */
+  lp_sched_preset_t cpu_preset; /* the CPU's encoder tier (-cpuPreset): its reference ladder's */
 } lp_sched_opts_t;
 #define LP_SCHED_OPTS_INIT                                                                         \
-  { 0.8, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
-/* Options from the node's flags: -targetRealtimeRatio, -maxSessions. */
+  { 0.8, 0, 0, 0, 0, 0, 0, 0, 0, NULL, LP_SCHED_PRESET_MEDIUM }
+/* Options from the node's flags: -targetRealtimeRatio, -maxSessions, -cpuPreset. */
 void lp_sched_opts_from_config(const lp_config_t *cfg, lp_sched_opts_t *out);
 
 int lp_sched_new(const lp_sched_opts_t *opts, lp_sched_t **out);
@@ -446,10 +457,16 @@ typedef struct lp_sched_bench_req {
   lp_sched_preset_t preset;
   int in_width, in_height;   /* reference sizes: 1920x1080 source */
   int out_width, out_height; /* 1280x720 for scale and encode */
-  double bpp;                /* decode: the source's bits per pixel (0: LP_SCHED_REF_BPP) */
+  double bpp;                /* decode, ladder: the source's bits per pixel (0: LP_SCHED_REF_BPP) */
+  /* LP_SCHED_STAGE_LADDER: the renditions of the reference ladder (a 30 frames/s H.264 source
+   * of the request's input size) */
+  const lp_sched_rendition_t *renditions;
+  size_t n_renditions;
 } lp_sched_bench_req_t;
 /* Measures one stage's sustained throughput on a device, in frames per second at the request's
- * sizes, with the device loaded as the engine would be in service (all CPUs busy, say). Returns 0,
+ * sizes, with the device loaded as the engine would be in service (all CPUs busy, say). For
+ * LP_SCHED_STAGE_LADDER (asked of CPU devices only): the source frames per second of wall-clock
+ * time the whole ladder runs at, alone, segment by segment as a stream's. Returns 0,
  * LP_EUNSUPP where the device can't run the stage (its coefficient becomes 0), or another error to
  * abandon that device's calibration (it keeps the built-in coefficients, nothing is cached).
  * For decode, *src_bpp comes in as the rate asked for and goes out as the rate the source was

@@ -46,14 +46,69 @@ static lp_sched_dev_kind_t kind_of(const hw_device_t *d) {
   return LP_SCHED_DEV_CPU;
 }
 
-/* The calibration benchmark: one stage on one device, through the device's own backend. */
-static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
-                 double *fps, double *src_bpp) {
-  orch_admit_t *a = ud;
+/* Segments of the reference ladder's run: the first warms the session (its encoders open), the
+ * others are timed. Each is 2 s at 30 frames/s, as go-livepeer's gateways cut them. */
+#define LADDER_SEGMENTS 3
+#define LADDER_FRAMES 60
+
+/* Calibration's reference ladder on the CPU, end to end: a segment of the calibration's source
+ * through a media session as the node runs a stream's (-cpuPreset), one after another, timed by
+ * the wall clock. */
+static int bench_ladder(orch_admit_t *a, const lp_sched_device_desc_t *dev,
+                        const lp_sched_bench_req_t *req, double *fps, double *src_bpp) {
+  if (dev->kind != LP_SCHED_DEV_CPU || req->codec != LP_SCHED_CODEC_H264 ||
+      req->n_renditions == 0 || req->n_renditions > MEDIA_MAX_OUTPUTS)
+    return LP_EUNSUPP;
+  media_profile_t prof[MEDIA_MAX_OUTPUTS];
+  memset(prof, 0, sizeof prof);
+  for (size_t i = 0; i < req->n_renditions; i++) {
+    const lp_sched_rendition_t *r = &req->renditions[i];
+    if (r->codec != LP_SCHED_CODEC_H264) return LP_EUNSUPP;
+    snprintf(prof[i].name, sizeof prof[i].name, "ref%zu", i);
+    prof[i].width = r->width;
+    prof[i].height = r->height;
+    double rate = r->fps > 0 ? r->fps : 30; /* the source's */
+    prof[i].fps = (uint32_t)lround(rate);
+    /* a tenth of a bit per pixel, about go-livepeer's own ladder's rates */
+    prof[i].bitrate = (int32_t)((double)r->width * r->height * rate * 0.1);
+  }
+  uint8_t *seg = NULL;
+  size_t len = 0;
+  double bpp = req->bpp > 0 ? req->bpp : LP_SCHED_REF_BPP, made = 0;
+  int rc = hw_clip_segment(HW_CODEC_H264, req->in_width, req->in_height, LADDER_FRAMES, bpp, &seg,
+                           &len, &made);
+  if (rc) return rc;
+  media_session_opts_t o = MEDIA_SESSION_OPTS_INIT;
+  o.preset = a->cpu_preset_name;
+  o.log.session_id = "calibration";
+  media_session_t *ms = media_session_new(&o);
+  uint64_t t0 = 0;
+  rc = ms ? 0 : LP_EDEVICE;
+  for (int k = 0; k < LADDER_SEGMENTS && !rc; k++) {
+    if (k == 1) t0 = lp_now_ns();
+    media_result_t res;
+    rc = media_session_transcode(ms, seg, len, prof, req->n_renditions, &res);
+    if (!rc && res.n != req->n_renditions) rc = LP_EMEDIA;
+    if (rc)
+      LOGW("capacity: the reference ladder failed: %s", res.error[0] ? res.error : lp_strerror(rc));
+    media_result_free(&res);
+  }
+  uint64_t t1 = lp_now_ns();
+  media_session_free(ms);
+  free(seg);
+  if (rc) return rc;
+  *fps = (double)(LADDER_SEGMENTS - 1) * LADDER_FRAMES / ((double)(t1 - t0) / 1e9);
+  *src_bpp = made;
+  return 0;
+}
+
+int orch_admit_bench(orch_admit_t *a, const lp_sched_device_desc_t *dev,
+                     const lp_sched_bench_req_t *req, double *fps, double *src_bpp) {
   const hw_device_t *d = NULL;
   for (int i = 0; i < a->table->n && !d; i++)
     if (strcmp(a->table->dev[i].name, dev->name) == 0) d = &a->table->dev[i];
   if (!d) return LP_ENOENT;
+  if (req->stage == LP_SCHED_STAGE_LADDER) return bench_ladder(a, dev, req, fps, src_bpp);
   static const hw_bench_stage_t stages[] = {HW_BENCH_DECODE, HW_BENCH_SCALE, HW_BENCH_ENCODE};
   hw_bench_req_t r;
   memset(&r, 0, sizeof r);
@@ -92,6 +147,11 @@ static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_ben
   else if (rc != LP_EUNSUPP)
     LOGW("capacity: calibration of %s failed: %s", d->name, why[0] ? why : lp_strerror(rc));
   return rc;
+}
+
+static int bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
+                 double *fps, double *src_bpp) {
+  return orch_admit_bench(ud, dev, req, fps, src_bpp);
 }
 
 /* What a device cannot do costs nothing in the model but must not be placed there: its

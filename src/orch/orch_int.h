@@ -306,6 +306,10 @@ typedef struct orch_admit orch_admit_t;
  * outlive it. */
 int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *table, bool measure,
                    orch_admit_t **out);
+/* The benchmark calibration runs on a device of the table (lp_sched_bench_fn): a stage through
+ * the device's backend, or on the CPU the reference ladder through the media engine. */
+int orch_admit_bench(orch_admit_t *a, const lp_sched_device_desc_t *dev,
+                     const lp_sched_bench_req_t *req, double *fps, double *src_bpp);
 
 /* ---- start-up device probe (startup.c) ------------------------------------------------------
  * The device table of a node that transcodes: `lpod calibrate` runs as a child process with the

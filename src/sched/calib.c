@@ -12,8 +12,8 @@
 #define CACHE_NAME "capacity.json"
 /* 2: CPU stages timed by CPU time over the CPU count (1 timed one job's wall clock); 3: decoding
  * split into a part per pixel and one per megabit of source; 4: the high-rate decoding clip made at
- * constant quality from grain */
-#define CACHE_VERSION 4
+ * constant quality from grain; 5: the CPU's reference ladder timed end to end (latency) */
+#define CACHE_VERSION 5
 #define FILE_MAX (1u << 20) /* the data dir's JSON files are read up to this size */
 #define CACHE_KEEP 32 /* records of devices no longer present are kept up to this many in all */
 #define REF_IN_W 1920
@@ -27,6 +27,29 @@
 /* The part per megabit may take at most this share of decoding's cost at the reference rate, so
  * the part per pixel keeps the rest whatever noise the two runs carry. */
 #define MBIT_SHARE_MAX 0.8
+/* The reference ladder's frame rate, and the most its latency may exceed its price's share by
+ * (beyond it the measurement, not the pipeline, is what went wrong). */
+#define REF_FPS 30.0
+#define LATENCY_MAX 4.0
+
+cJSON *sched_latency_to_json(const lp_sched_coefs_t *c) {
+  cJSON *o = cJSON_CreateObject(), *bpp = NULL, *fac = NULL;
+  if (!o || !(bpp = cJSON_AddArrayToObject(o, "bpp")) ||
+      !(fac = cJSON_AddArrayToObject(o, "factor"))) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  for (int i = 0; i < 2; i++) {
+    cJSON *b = cJSON_CreateNumber(c->latency_bpp[i]), *f = cJSON_CreateNumber(c->latency[i]);
+    if (!b || !f || !cJSON_AddItemToArray(bpp, b) || !cJSON_AddItemToArray(fac, f)) {
+      cJSON_Delete(b);
+      cJSON_Delete(f);
+      cJSON_Delete(o);
+      return NULL;
+    }
+  }
+  return o;
+}
 
 cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c) {
   cJSON *o = cJSON_CreateObject(), *dec = NULL, *bits = NULL, *enc = NULL;
@@ -46,6 +69,9 @@ cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c) {
       if (!cJSON_AddNumberToObject(p, lp_sched_preset_name((lp_sched_preset_t)q), c->encode[k][q]))
         goto fail;
   }
+  cJSON *lat = sched_latency_to_json(c);
+  if (!lat) goto fail;
+  cJSON_AddItemToObject(o, "latency", lat);
   return o;
 fail:
   cJSON_Delete(o);
@@ -123,6 +149,18 @@ int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c) {
     if (!cJSON_IsObject(p)) return LP_EINVAL;
     for (int q = 0; q < LP_SCHED_PRESETS; q++)
       if (num(p, lp_sched_preset_name((lp_sched_preset_t)q), &t.encode[k][q])) return LP_EINVAL;
+  }
+  /* the reference ladder's latency: optional (a record without it has none measured) */
+  const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "latency");
+  const cJSON *bpp = cJSON_GetObjectItemCaseSensitive(lat, "bpp");
+  const cJSON *fac = cJSON_GetObjectItemCaseSensitive(lat, "factor");
+  for (int i = 0; i < 2 && cJSON_GetArraySize(bpp) == 2 && cJSON_GetArraySize(fac) == 2; i++) {
+    const cJSON *b = cJSON_GetArrayItem(bpp, i), *f = cJSON_GetArrayItem(fac, i);
+    if (!cJSON_IsNumber(b) || !cJSON_IsNumber(f) || !(b->valuedouble > 0) ||
+        !isfinite(b->valuedouble) || !(f->valuedouble >= 1 && f->valuedouble <= LATENCY_MAX))
+      continue;
+    t.latency_bpp[i] = b->valuedouble;
+    t.latency[i] = f->valuedouble;
   }
   *c = t;
   return 0;
@@ -234,10 +272,16 @@ static int measure_decode(const sched_device_t *d, const lp_sched_device_desc_t 
   return 0;
 }
 
+/* The device as the benchmark callback sees it. */
+static lp_sched_device_desc_t desc_of(const sched_device_t *d) {
+  return (lp_sched_device_desc_t){d->kind,       d->name,     d->id,      d->driver,
+                                  d->cpus,       d->max_enc,  d->max_dec, d->mem_total,
+                                  d->cpu_encode, d->cpu_scale};
+}
+
 static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                      lp_sched_coefs_t *out) {
-  lp_sched_device_desc_t desc = {d->kind,    d->name,    d->id,        d->driver,     d->cpus,
-                                 d->max_enc, d->max_dec, d->mem_total, d->cpu_encode, d->cpu_scale};
+  lp_sched_device_desc_t desc = desc_of(d);
   lp_sched_coefs_t c;
   memset(&c, 0, sizeof c);
   lp_sched_bench_req_t r = {LP_SCHED_STAGE_DECODE,
@@ -247,6 +291,8 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
                             REF_IN_H,
                             REF_OUT_W,
                             REF_OUT_H,
+                            0,
+                            NULL,
                             0};
   int rc;
   for (int k = 0; k < LP_SCHED_CODECS; k++) {
@@ -272,6 +318,69 @@ static int run_bench(const sched_device_t *d, lp_sched_bench_fn bench, void *ud,
   }
   *out = c;
   return 0;
+}
+
+/* go-livepeer's ladder for a 1080p30 source: calibration's reference ladder. */
+static const int ref_ladder[][2] = {{1280, 720}, {854, 480}, {640, 360}, {426, 240}};
+
+/* The reference ladder end to end on the CPU at a source of *bpp bits per pixel (as made, out):
+ * its wall-clock real-time ratio over its price's share of the device by the coefficients c. */
+static int measure_ladder(const sched_device_t *d, const lp_sched_device_desc_t *desc,
+                          lp_sched_preset_t preset, lp_sched_bench_fn bench, void *ud,
+                          const lp_sched_coefs_t *c, double *bpp, double *factor) {
+  lp_sched_job_t job;
+  memset(&job, 0, sizeof job);
+  job.in_width = REF_IN_W;
+  job.in_height = REF_IN_H;
+  job.in_fps = REF_FPS;
+  job.in_codec = LP_SCHED_CODEC_H264;
+  job.n_renditions = LP_ARRAY_LEN(ref_ladder);
+  for (size_t i = 0; i < job.n_renditions; i++)
+    job.renditions[i] = (lp_sched_rendition_t){ref_ladder[i][0], ref_ladder[i][1], REF_FPS,
+                                               LP_SCHED_CODEC_H264, preset};
+  lp_sched_bench_req_t r = {
+      LP_SCHED_STAGE_LADDER, LP_SCHED_CODEC_H264, preset, REF_IN_W, REF_IN_H, 0, 0, *bpp,
+      job.renditions,        job.n_renditions};
+  double fps = 0;
+  int rc = bench(ud, desc, &r, &fps, bpp);
+  if (rc) return rc;
+  if (!isfinite(fps) || fps <= 0 || !isfinite(*bpp) || *bpp <= 0) return LP_EINVAL;
+  job.in_mbps = *bpp * REF_IN_W * REF_IN_H * REF_FPS / 1e6;
+  lp_sched_cost_t cost;
+  sched_job_cost(d->kind, c, NULL, 0, false, &job, &cost);
+  double share = 0, ratio = REF_FPS / fps;
+  for (int e = 0; e < lp_sched_kind_engines(d->kind); e++)
+    share = LP_MAX(share, cost.engine[e] / ENGINE_FULL);
+  if (!(share > 0)) return LP_EINVAL;
+  *factor = LP_MIN(LATENCY_MAX, LP_MAX(1.0, ratio / share));
+  LOGI("capacity: %s: the reference ladder (%dx%d -> %zu renditions) from a source of %.2f bits "
+       "per pixel runs at %.2f of real time alone; its price is %.2f of the device: latency "
+       "%.2f x its share",
+       d->name, REF_IN_W, REF_IN_H, job.n_renditions, *bpp, ratio, share, *factor);
+  return 0;
+}
+
+/* The CPU's reference ladder at the reference rate and at HI_BPP into c->latency. A failure
+ * leaves it unmeasured (logged): its stages' coefficients stand. */
+static void measure_latency(const lp_sched_t *s, const sched_device_t *d, lp_sched_bench_fn bench,
+                            void *ud, lp_sched_coefs_t *c) {
+  lp_sched_device_desc_t desc = desc_of(d);
+  static const double rates[2] = {LP_SCHED_REF_BPP, HI_BPP};
+  for (int i = 0; i < 2; i++) {
+    double bpp = rates[i], f = 0;
+    int rc = measure_ladder(d, &desc, s->o.cpu_preset, bench, ud, c, &bpp, &f);
+    if (rc) {
+      memset(c->latency, 0, sizeof c->latency);
+      memset(c->latency_bpp, 0, sizeof c->latency_bpp);
+      if (rc != LP_EUNSUPP)
+        LOGW("capacity: %s: the reference ladder did not run end to end (%s); ladders not seen "
+             "yet are judged by their price alone",
+             d->name, lp_strerror(rc));
+      return;
+    }
+    c->latency[i] = f;
+    c->latency_bpp[i] = bpp;
+  }
 }
 
 static cJSON *make_record(const sched_device_t *d, const char *ffmpeg) {
@@ -342,6 +451,7 @@ int lp_sched_calibrate(lp_sched_t *s, const char *datadir, const char *ffmpeg_ve
     uint64_t t0 = lp_now_ms();
     lp_sched_coefs_t c;
     int brc = run_bench(d, bench, ud, &c);
+    if (!brc && d->kind == LP_SCHED_DEV_CPU) measure_latency(s, d, bench, ud, &c);
     if (brc) {
       LOGW("capacity: calibration of %s failed: %s; using built-in estimates", d->name,
            lp_strerror(brc));

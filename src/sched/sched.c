@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENGINE_FULL 1000.0 /* wu/s: 1 wu = 1 ms of engine time */
 #define STREAM_LATE 1.0    /* a stream slower than real time can't keep up */
 #define BEHIND_CLEAR 0.9   /* a device behind recovers below this share of the target */
 #define GROW_BELOW 0.75    /* budget grows when the ratio stays below this share of the target */
@@ -59,6 +58,7 @@ void lp_sched_opts_from_config(const lp_config_t *cfg, lp_sched_opts_t *out) {
   lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
   o.target_rt_ratio = cfg->target_rt_ratio;
   o.max_sessions = cfg->max_sessions_auto ? 0 : cfg->max_sessions;
+  o.cpu_preset = lp_sched_preset_from_name(cfg->cpu_preset);
   opts_normalise(&o);
   *out = o;
 }
@@ -517,22 +517,44 @@ static bool ladder_fit(const lp_sched_t *s, const sched_ladder_t *l, double *a, 
   return true;
 }
 
-/* The line of a stream on d of cost c: its ladder's (ladder_fit), or, on the CPU, one from its
- * cost while its ladder has taught the node too little. Alone, a stream can't finish sooner
- * than its work spread over every core: a is its cost's share of the device, as corrected, and
- * the slope is the prior. Alone on an idle device that line never refuses what the budget
- * admits (a <= target there); beside other work it can refuse a heavy stream the budget alone
- * would admit. It is a floor, only as good as the price. A GPU's engine runs one stream's frames
- * over units the model counts as one, so its share says little of that stream's latency: there the
- * budget alone judges an unseen ladder. *learnt: whether the line is the ladder's own. */
-static bool stream_line(const lp_sched_t *s, const sched_device_t *d, uint64_t key,
+/* How much later than its price's share of d a stream whose source is in rate band `band` runs
+ * alone: calibration's reference ladder (lp_sched_coefs_t.latency), interpolated in log2 of the
+ * rate between the two rates it was measured at and held beyond them; 1 where not measured. */
+static double latency_factor(const sched_device_t *d, int band) {
+  const lp_sched_coefs_t *c = &d->coefs;
+  double x[2], f[2];
+  int n = 0;
+  for (int i = 0; i < 2; i++) {
+    if (!(c->latency[i] >= 1 && c->latency_bpp[i] > 0)) continue;
+    x[n] = log2(c->latency_bpp[i] / LP_SCHED_REF_BPP);
+    f[n++] = c->latency[i];
+  }
+  if (n == 0) return 1;
+  if (n == 1 || fabs(x[1] - x[0]) < 1e-9) return f[0];
+  int lo = x[0] < x[1] ? 0 : 1, hi = 1 - lo;
+  if (band <= x[lo]) return f[lo];
+  if (band >= x[hi]) return f[hi];
+  return f[lo] + (f[hi] - f[lo]) * (band - x[lo]) / (x[hi] - x[lo]);
+}
+
+/* The line of a stream on d of cost c whose source is in rate band `band`: its ladder's
+ * (ladder_fit), or, on the CPU, one from its cost while its ladder has taught the node too
+ * little. Alone, a stream can't finish sooner than its work spread over every core, and a real
+ * pipeline, with its serial parts, finishes later: a is its cost's share of the device, as
+ * corrected, times the latency calibration measured for such a source (latency_factor), and the
+ * slope is the prior. Beside other work the line can refuse a heavy stream the budget alone
+ * would admit, and alone one that would run past the target by itself. It is only as good as
+ * the price. A GPU's engine runs one stream's frames over units the model counts as one, so its
+ * share says little of that stream's latency: there the budget alone judges an unseen ladder.
+ * *learnt: whether the line is the ladder's own. */
+static bool stream_line(const lp_sched_t *s, const sched_device_t *d, uint64_t key, int band,
                         const lp_sched_cost_t *c, double *a, double *b, bool *learnt) {
   *learnt = ladder_fit(s, ladder_find(s, (int)(d - s->devs), key), a, b);
   if (*learnt) return true;
   if (d->kind != LP_SCHED_DEV_CPU || !(d->corr > 0)) return false;
   double w = 0;
   for (int e = 0; e < lp_sched_kind_engines(d->kind); e++) w = LP_MAX(w, c->engine[e]);
-  *a = w / (ENGINE_FULL * d->corr);
+  *a = latency_factor(d, band) * w / (ENGINE_FULL * d->corr);
   *b = slope_prior(d) * *a;
   return true;
 }
@@ -607,16 +629,16 @@ static bool job_beside(const lp_sched_t *s, int d, const lp_sched_cost_t *c, int
   return false;
 }
 
-/* Whether a job of cost c and ladder key would keep itself, and every stream it shares
- * resources with (on d, or on the CPU its encodes run on), within the target ratio, by each
- * one's line (stream_line: learnt, or from its cost on the CPU). */
+/* Whether a job of cost c, ladder key and rate band would keep itself, and every stream it
+ * shares resources with (on d, or on the CPU its encodes run on), within the target ratio, by
+ * each one's line (stream_line: learnt, or from its cost on the CPU). */
 static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *d,
-                                     const lp_sched_cost_t *c, uint64_t key, char *why,
+                                     const lp_sched_cost_t *c, uint64_t key, int band, char *why,
                                      size_t wlen) {
   int dev = (int)(d - s->devs);
   double a, b, target = s->o.target_rt_ratio;
   bool learnt;
-  if (key && stream_line(s, d, key, c, &a, &b, &learnt)) {
+  if (key && stream_line(s, d, key, band, c, &a, &b, &learnt)) {
     /* beside it: what runs on d, and on the CPU its encodes would run on */
     double u = others_u(s, d, NULL, NULL);
     int h = c->host_cpu > 0 ? host_of(s, d) : -1;
@@ -633,7 +655,7 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
     lp_sched_cost_t extra;
     const sched_device_t *od = &s->devs[o->dev];
     if (o->flagged || !job_beside(s, dev, c, o->dev, &o->cost, &extra) ||
-        !stream_line(s, od, o->ladder, &o->cost, &a, &b, &learnt))
+        !stream_line(s, od, o->ladder, o->rate_band, &o->cost, &a, &b, &learnt))
       continue;
     double r = a + b * others_u(s, od, &o->cost, &extra);
     if (r > target) {
@@ -656,8 +678,8 @@ static lp_sched_reason_t latency_fit(const lp_sched_t *s, const sched_device_t *
  * budget after the job (placement picks the lowest). The CPU encodes of a device that has them
  * (c->host_cpu) must fit the CPU device's budget too. */
 static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
-                                 const lp_sched_cost_t *c, uint64_t key, double *score, char *why,
-                                 size_t wlen) {
+                                 const lp_sched_cost_t *c, uint64_t key, int band, double *score,
+                                 char *why, size_t wlen) {
   int hi = c->host_cpu > 0 ? host_of(s, d) : -1;
   const sched_device_t *h = hi >= 0 ? &s->devs[hi] : NULL;
   if (d->cap_sessions > 0 && d->sessions >= d->cap_sessions) {
@@ -753,7 +775,7 @@ static lp_sched_reason_t dev_fit(const lp_sched_t *s, const sched_device_t *d,
     }
     worst = LP_MAX(worst, (load + c->host_cpu) / hb);
   }
-  lp_sched_reason_t lat = latency_fit(s, d, c, key, why, wlen);
+  lp_sched_reason_t lat = latency_fit(s, d, c, key, band, why, wlen);
   if (lat != LP_SCHED_FIT) return lat;
   *score = worst;
   return LP_SCHED_FIT;
@@ -798,6 +820,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     return LP_ECAPACITY;
   }
   uint64_t key = job == &probe ? 0 : ladder_key(job);
+  int band = sched_rate_band(job);
   double best = INFINITY;
   lp_sched_reason_t worst_reason = LP_SCHED_FIT;
   int worst_dev = -1;
@@ -808,7 +831,7 @@ static int place(lp_sched_t *s, const lp_sched_job_t *job, lp_sched_verdict_t *v
     double score = 0;
     char why[160];
     why[0] = '\0';
-    lp_sched_reason_t r = dev_fit(s, d, &c, key, &score, why, sizeof why);
+    lp_sched_reason_t r = dev_fit(s, d, &c, key, band, &score, why, sizeof why);
     if (r == LP_SCHED_R_BUSY) d->pressed_ms = s->o.clock_ms();
     if (r == LP_SCHED_FIT) {
       if (score < best) {
@@ -1323,6 +1346,11 @@ int lp_sched_fill_json(const lp_sched_t *s, cJSON *obj) {
     cJSON_AddNumberToObject(o, "maxSessions", in.max_sessions);
     cJSON_AddNumberToObject(o, "realtimeRatio", in.rt_ratio);
     cJSON_AddNumberToObject(o, "correction", in.correction);
+    const sched_device_t *dd = &s->devs[i];
+    if (dd->coefs.latency[0] > 0 || dd->coefs.latency[1] > 0) {
+      cJSON *lat = sched_latency_to_json(&dd->coefs);
+      if (lat) cJSON_AddItemToObject(o, "latency", lat);
+    }
     if (in.cost_ratio > 0)
       cJSON_AddNumberToObject(o, "costRatio", in.cost_ratio);
     else

@@ -4,6 +4,8 @@
 
 #include "lpod/sched.h"
 
+#define ENGINE_FULL 1000.0 /* wu/s: 1 wu = 1 ms of engine time */
+
 typedef struct sched_session {
   char *id;
   int dev;
@@ -113,6 +115,9 @@ void sched_job_cost(lp_sched_dev_kind_t kind, const lp_sched_coefs_t *c,
                     const lp_sched_job_t *job, lp_sched_cost_t *out);
 /* The device's usable budget per engine: 1000 × target × correction. */
 double sched_budget(const lp_sched_t *s, const sched_device_t *d);
+/* The reference ladder's latency (lp_sched_coefs_t.latency) as {"bpp": [..], "factor": [..]}:
+ * in a calibration record's coefs and the admin API's device. */
+cJSON *sched_latency_to_json(const lp_sched_coefs_t *c);
 /* Parses and writes the "coefs" object of a calibration record. */
 cJSON *sched_coefs_to_json(const lp_sched_coefs_t *c);
 int sched_coefs_from_json(const cJSON *o, lp_sched_coefs_t *c);

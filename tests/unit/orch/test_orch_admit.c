@@ -2,6 +2,7 @@
  * the real scheduler and the real ladder file: the learnt ladders reach the data dir at stop,
  * also when a periodic save is still being written on the thread pool then; the per-device
  * gauges follow the model; room is held for a new stream while its first segment arrives. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +139,42 @@ static void pool_hold(uv_work_t *w) {
 static void pool_held(uv_work_t *w, int status) {
   (void)w;
   (void)status;
+}
+
+/* Calibration's reference ladder on the CPU runs through the real media engine: a segment of the
+ * calibration's source at the rate asked, every rendition, timed; it is not asked of a GPU, nor
+ * of renditions other than H.264. Small sizes: the rate itself is for the benchmarks. */
+static void test_calibration_ladder(void **st) {
+  fixture_t *f = *st;
+  orch_admit_t *a = NULL;
+  assert_int_equal(orch_admit_new(&f->loop, &f->cfg, &f->table, false, &a), 0);
+  lp_sched_rendition_t r[2] = {{160, 90, 30, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_FAST},
+                               {96, 54, 30, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_FAST}};
+  lp_sched_bench_req_t req = {
+      LP_SCHED_STAGE_LADDER, LP_SCHED_CODEC_H264, LP_SCHED_PRESET_FAST, 320, 180, 0, 0, 0.1, r, 2};
+  lp_sched_device_desc_t cpu = {LP_SCHED_DEV_CPU, "cpu", "cpu", "", 2, 0, 0, 0, 0, false};
+  double fps = 0, bpp = 0.1;
+  assert_int_equal(orch_admit_bench(a, &cpu, &req, &fps, &bpp), 0);
+  assert_true(fps > 0 && isfinite(fps));
+  assert_true(bpp > 0.05 && bpp < 0.4); /* as made, near the rate asked */
+  /* grainier at a high rate */
+  req.bpp = bpp = 0.9;
+  assert_int_equal(orch_admit_bench(a, &cpu, &req, &fps, &bpp), 0);
+  assert_true(bpp > 0.4);
+  /* renditions the engine refuses fail the run */
+  r[1].width = -2;
+  fps = 0;
+  assert_true(orch_admit_bench(a, &cpu, &req, &fps, &bpp) != 0);
+  assert_true(fps == 0);
+  r[1].width = 96;
+  r[1].codec = LP_SCHED_CODEC_VP8;
+  assert_int_equal(orch_admit_bench(a, &cpu, &req, &fps, &bpp), LP_EUNSUPP);
+  r[1].codec = LP_SCHED_CODEC_H264;
+  lp_sched_device_desc_t gpu = cpu;
+  gpu.kind = LP_SCHED_DEV_NVIDIA;
+  assert_int_equal(orch_admit_bench(a, &gpu, &req, &fps, &bpp), LP_EUNSUPP);
+  orch_admit_free(a);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
 
 /* A save on the thread pool when the node stops: the ladders learnt after its text was taken
@@ -370,6 +407,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_device_gauges, setup, teardown),
       cmocka_unit_test_setup_teardown(test_log_names_the_rate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_room_held_while_arriving, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_calibration_ladder, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -914,6 +914,61 @@ static void test_unseen_ladder_line(void **state) {
   lp_sched_free(s);
 }
 
+/* Calibration's reference ladder ran later than its price's share (latency 1.25 at 0.1 bit per
+ * pixel, 2.0 at 0.8): an unseen ladder's line carries the factor of its source's rate,
+ * interpolated between the two in log2 of the rate. 1000x1000@10 -> 4 renditions costs 410 wu/s
+ * (0.41 of the CPU), which the budget (800) admits whatever its rate. */
+static void test_unseen_ladder_latency(void **state) {
+  (void)state;
+  lp_sched_t *s = sched_with(0);
+  int d = add_dev(s, LP_SCHED_DEV_CPU, "cpu", 10, 0, 0);
+  lp_sched_coefs_t c = coefs(10);
+  c.latency[0] = 1.25;
+  c.latency_bpp[0] = 0.1;
+  c.latency[1] = 2.0;
+  c.latency_bpp[1] = 0.8;
+  assert_int_equal(lp_sched_set_coefs(s, d, &c), 0);
+  lp_sched_job_t four = job(1000, 1000, 10, 4), small = job(1000, 1000, 10, 1);
+  lp_sched_verdict_t v;
+  /* the admin API shows it */
+  cJSON *o = cJSON_CreateObject();
+  assert_int_equal(lp_sched_fill_json(s, o), 0);
+  const cJSON *lat = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "devices"), d), "latency");
+  const cJSON *fac = cJSON_GetObjectItemCaseSensitive(lat, "factor");
+  assert_int_equal(cJSON_GetArraySize(fac), 2);
+  assert_true(cJSON_GetArrayItem(fac, 0)->valuedouble == 1.25);
+  assert_true(cJSON_GetArrayItem(fac, 1)->valuedouble == 2.0);
+  assert_true(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lat, "bpp"), 1)->valuedouble ==
+              0.8);
+  cJSON_Delete(o);
+  /* the reference rate (and an unknown one): 1.25 × 0.41 = 0.51 alone */
+  assert_int_equal(lp_sched_admit(s, "clean", &four, &v), 0);
+  lp_sched_release(s, "clean");
+  /* 8 Mbit/s of 10 Mpx/s, 0.8 bit per pixel: 2.0 × 0.41 = 0.82 alone, past the target */
+  lp_sched_job_t grainy = four;
+  grainy.in_mbps = 8;
+  assert_int_equal(lp_sched_admit(s, "grainy", &grainy, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(strstr(v.detail, "the job would run at 0.82 of real time > 0.80 (a ladder not "
+                                   "seen yet, judged by its cost)"));
+  /* 0.2 bit per pixel, a third of the way from 0.1 to 0.8 in log2: 1.5 × 0.41 = 0.615 alone,
+   * 0.615 × (1 + 3 × 0.11) = 0.82 beside a small stream */
+  lp_sched_job_t mid = four;
+  mid.in_mbps = 2;
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
+  lp_sched_release(s, "mid");
+  assert_int_equal(lp_sched_admit(s, "small", &small, &v), 0);
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), LP_ECAPACITY);
+  assert_int_equal(v.reason, LP_SCHED_R_LATENCY);
+  assert_non_null(strstr(v.detail, "would run at 0.82 of real time"));
+  /* without the measurement, its price's share alone: 0.41 × 1.33 = 0.55 */
+  c.latency[0] = c.latency[1] = 0;
+  assert_int_equal(lp_sched_set_coefs(s, d, &c), 0);
+  assert_int_equal(lp_sched_admit(s, "mid", &mid, &v), 0);
+  lp_sched_free(s);
+}
+
 /* Streams of job j (110 wu/s) arrive on a fresh CPU one at a time, each after four rounds of
  * the ones before, until one is refused (*v). With n streams running, each segment takes
  * (lone + per_stream × (n − 1)) of real time and the CPU is 0.11 × n busy. Returns how many
@@ -1456,6 +1511,7 @@ int main(void) {
       cmocka_unit_test(test_correction_grows),
       cmocka_unit_test(test_correction_follows_the_measured_cost),
       cmocka_unit_test(test_unseen_ladder_line),
+      cmocka_unit_test(test_unseen_ladder_latency),
       cmocka_unit_test(test_latency_refuses),
       cmocka_unit_test(test_latency_slope_learnt),
       cmocka_unit_test(test_cost_from_telemetry),

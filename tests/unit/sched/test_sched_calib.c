@@ -22,6 +22,11 @@ typedef struct bench {
    * made_share of the rate asked for (made_fixed > 0: at that rate whatever was asked) */
   double dec_pix, dec_mbit, made_share, made_fixed;
   double asked[2]; /* the rates decoding was asked for: the first, and the highest */
+  /* the reference ladder: runs asked, at ladder_fps[i] source frames/s (0: fps) from a source
+   * made at ladder_made[i] bits per pixel (0: the rate asked); ladder_fail: its error */
+  int ladders, ladder_fail;
+  double ladder_fps[2], ladder_made[2];
+  lp_sched_bench_req_t ladder_req[2];
 } bench_t;
 
 static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sched_bench_req_t *req,
@@ -33,6 +38,16 @@ static int fake_bench(void *ud, const lp_sched_device_desc_t *dev, const lp_sche
       req->codec == LP_SCHED_CODEC_VP8)
     return LP_EUNSUPP;
   *fps = b->fps;
+  if (req->stage == LP_SCHED_STAGE_LADDER) {
+    int i = b->ladders++;
+    if (b->ladder_fail) return b->ladder_fail;
+    if (i < 2) {
+      b->ladder_req[i] = *req;
+      if (b->ladder_fps[i] > 0) *fps = b->ladder_fps[i];
+      if (b->ladder_made[i] > 0) *src_bpp = b->ladder_made[i];
+    }
+    return 0;
+  }
   if (req->stage == LP_SCHED_STAGE_DECODE) {
     if (!b->asked[0]) b->asked[0] = *src_bpp;
     b->asked[1] = fmax(b->asked[1], *src_bpp);
@@ -88,8 +103,10 @@ static void test_measure_and_cache(void **state) {
   lp_sched_t *s = calibrate_node(&b, dir, "535.104", 2, false, "5.1.6", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
   assert_true(b.calls[LP_SCHED_DEV_NVIDIA] > 0);
-  /* VP8 on NVENC: one medium try, no fast/slow tries */
-  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], b.calls[LP_SCHED_DEV_CPU] - 2);
+  /* VP8 on NVENC: one medium try, no fast/slow tries; the reference ladder on the CPU alone, at
+   * two rates */
+  assert_int_equal(b.calls[LP_SCHED_DEV_NVIDIA], b.calls[LP_SCHED_DEV_CPU] - 2 - 2);
+  assert_int_equal(b.ladders, 2);
   assert_true(lp_sched_device_calibrated(s, 0));
   assert_true(lp_sched_device_calibrated(s, 1));
   lp_sched_coefs_t c;
@@ -121,15 +138,15 @@ static void test_measure_and_cache(void **state) {
   assert_memory_equal(&c, &first_cpu, sizeof c);
   lp_sched_free(s);
 
-  /* a cache of an earlier version (before the high-rate decoding clip was made from grain at
-   * constant quality) is measured again */
+  /* a cache of an earlier version (before the reference ladder was timed end to end) is
+   * measured again */
   assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
   char *ver = strstr(text, "\"version\":");
   assert_non_null(ver);
   ver += strlen("\"version\":");
   while (*ver == ' ' || *ver == '\t') ver++;
-  assert_int_equal(*ver, '4');
-  *ver = '3';
+  assert_int_equal(*ver, '5');
+  *ver = '4';
   assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
   free(text);
   reset(&b);
@@ -206,7 +223,7 @@ static void test_failures(void **state) {
   lp_sched_free(s);
 
   /* a damaged cache file is replaced */
-  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":4,\"devices\":[{\"kind\":"), 0);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", "{\"version\":5,\"devices\":[{\"kind\":"), 0);
   reset(&b);
   s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
   assert_true(b.calls[LP_SCHED_DEV_CPU] > 0);
@@ -214,7 +231,7 @@ static void test_failures(void **state) {
   /* a record with bad coefficients counts as stale */
   assert_int_equal(
       tmpdir_write(dir, "capacity.json",
-                   "{\"version\":4,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
+                   "{\"version\":5,\"devices\":[{\"kind\":\"cpu\",\"id\":\"Test CPU @ 3GHz\","
                    "\"driver\":\"\",\"ffmpeg\":\"5.1\",\"cpus\":2,\"coefs\":{\"scale\":-1}}]}"),
       0);
   reset(&b);
@@ -225,6 +242,96 @@ static void test_failures(void **state) {
   assert_int_equal(lp_sched_calibrate(NULL, dir, "5.1", false, NULL, NULL), LP_EINVAL);
   s = node("535", 2, false);
   assert_int_equal(lp_sched_calibrate(s, "", "5.1", false, NULL, NULL), LP_EINVAL);
+  lp_sched_free(s);
+  tmpdir_free(dir);
+}
+
+/* The price share of the reference ladder (1080p30 -> 720p, 480p, 360p, 240p) at bpp on a CPU of
+ * coefficients c, by the public cost model. */
+static double ladder_share(const lp_sched_coefs_t *c, double bpp, lp_sched_preset_t preset) {
+  lp_sched_job_t j;
+  memset(&j, 0, sizeof j);
+  j.in_width = 1920;
+  j.in_height = 1080;
+  j.in_fps = 30;
+  j.in_codec = LP_SCHED_CODEC_H264;
+  j.in_mbps = bpp * 1920 * 1080 * 30 / 1e6;
+  static const int sz[4][2] = {{1280, 720}, {854, 480}, {640, 360}, {426, 240}};
+  j.n_renditions = 4;
+  for (int i = 0; i < 4; i++)
+    j.renditions[i] = (lp_sched_rendition_t){sz[i][0], sz[i][1], 30, LP_SCHED_CODEC_H264, preset};
+  lp_sched_cost_t cost;
+  lp_sched_job_cost(LP_SCHED_DEV_CPU, c, &j, &cost);
+  return cost.engine[0] / 1000;
+}
+
+/* The CPU's reference ladder, run end to end at the reference rate and a high one: its latency
+ * over its price's share is kept per rate (at least 1), cached, and gone when it fails. */
+static void test_reference_ladder_latency(void **state) {
+  (void)state;
+  char *dir = tmpdir_new();
+  bench_t b;
+  reset(&b);
+  /* 1080p30 at 40 and 20 frames/s: 0.75 and 1.5 of real time; sources made at 0.1 and 1.0 */
+  b.ladder_fps[0] = 40;
+  b.ladder_fps[1] = 20;
+  b.ladder_made[1] = 1.0;
+  lp_sched_opts_t o = LP_SCHED_OPTS_INIT;
+  o.cpu_preset = LP_SCHED_PRESET_FAST;
+  lp_sched_t *s = NULL;
+  assert_int_equal(lp_sched_new(&o, &s), 0);
+  lp_sched_device_desc_t cpu = {
+      LP_SCHED_DEV_CPU, "cpu", "Test CPU @ 3GHz", "", 2, 0, 0, 0, 0, false};
+  lp_sched_device_desc_t gpu = {
+      LP_SCHED_DEV_NVIDIA, "nvidia:0", "GPU-1", "535", 0, 5, 0, 0, 0, false};
+  assert_int_equal(lp_sched_add_device(s, &cpu, NULL), 0);
+  assert_int_equal(lp_sched_add_device(s, &gpu, NULL), 0);
+  assert_int_equal(lp_sched_calibrate(s, dir, "5.1", false, fake_bench, &b), 0);
+  assert_int_equal(b.ladders, 2);
+  for (int i = 0; i < 2; i++) {
+    const lp_sched_bench_req_t *r = &b.ladder_req[i];
+    assert_int_equal(r->stage, LP_SCHED_STAGE_LADDER);
+    assert_int_equal(r->codec, LP_SCHED_CODEC_H264);
+    assert_int_equal(r->in_width, 1920);
+    assert_int_equal(r->in_height, 1080);
+    assert_int_equal(r->n_renditions, 4);
+    assert_non_null(r->renditions);
+    assert_int_equal(r->preset, LP_SCHED_PRESET_FAST);
+  }
+  assert_true(fabs(b.ladder_req[0].bpp - LP_SCHED_REF_BPP) < 1e-12);
+  assert_true(b.ladder_req[1].bpp > 0.5); /* the high rate decoding is calibrated at */
+  lp_sched_coefs_t c, g;
+  lp_sched_get_coefs(s, 0, &c);
+  lp_sched_get_coefs(s, 1, &g);
+  double share[2] = {ladder_share(&c, 0.1, LP_SCHED_PRESET_FAST),
+                     ladder_share(&c, 1.0, LP_SCHED_PRESET_FAST)};
+  double want[2] = {fmax(1, 0.75 / share[0]), fmax(1, 1.5 / share[1])};
+  assert_true(want[1] > 1); /* the fake's high-rate run is slower than its price */
+  for (int i = 0; i < 2; i++) {
+    if (fabs(c.latency[i] - want[i]) > 1e-9)
+      fail_msg("latency[%d] %.6f, want %.6f (share %.4f)", i, c.latency[i], want[i], share[i]);
+  }
+  assert_true(fabs(c.latency_bpp[0] - 0.1) < 1e-12 && fabs(c.latency_bpp[1] - 1.0) < 1e-12);
+  assert_true(g.latency[0] == 0 && g.latency[1] == 0); /* a GPU runs no reference ladder */
+  lp_sched_free(s);
+
+  /* the cache keeps it */
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
+  lp_sched_get_coefs(s, 0, &g);
+  assert_memory_equal(g.latency, c.latency, sizeof c.latency);
+  assert_memory_equal(g.latency_bpp, c.latency_bpp, sizeof c.latency_bpp);
+  lp_sched_free(s);
+
+  /* a ladder that doesn't run leaves the stages' figures standing, and no latency */
+  reset(&b);
+  b.ladder_fail = LP_EMEDIA;
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", true);
+  assert_true(lp_sched_device_calibrated(s, 0));
+  lp_sched_get_coefs(s, 0, &c);
+  assert_true(c.latency[0] == 0 && c.latency[1] == 0);
+  assert_true(c.latency_bpp[0] == 0 && c.latency_bpp[1] == 0);
   lp_sched_free(s);
   tmpdir_free(dir);
 }
@@ -400,7 +507,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_measure_and_cache), cmocka_unit_test(test_cpu_encodes_not_measured),
       cmocka_unit_test(test_failures),          cmocka_unit_test(test_absent_devices_kept),
-      cmocka_unit_test(test_decode_split),
+      cmocka_unit_test(test_decode_split),      cmocka_unit_test(test_reference_ladder_latency),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
