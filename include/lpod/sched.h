@@ -468,9 +468,10 @@ typedef struct lp_sched_bench_req {
  * LP_SCHED_STAGE_LADDER (asked of CPU devices only): the source frames per second of wall-clock
  * time the whole ladder runs at, alone, segment by segment as a stream's. Returns 0,
  * LP_EUNSUPP where the device can't run the stage (its coefficient becomes 0), or another error to
- * abandon that device's calibration (it keeps the built-in coefficients, nothing is cached).
- * For decode, *src_bpp comes in as the rate asked for and goes out as the rate the source was
- * made at, which an encoder's rate control can miss (left alone where that is not known). */
+ * abandon that device's calibration (it keeps the built-in coefficients, nothing is cached); a
+ * failed ladder only leaves its latency unmeasured. For decode and the ladder, *src_bpp comes in
+ * as the rate asked for and goes out as the rate the source was made at, which an encoder's rate
+ * control can miss (left alone where that is not known). */
 typedef int (*lp_sched_bench_fn)(void *ud, const lp_sched_device_desc_t *dev,
                                  const lp_sched_bench_req_t *req, double *frames_per_s,
                                  double *src_bpp);
