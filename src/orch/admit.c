@@ -297,10 +297,10 @@ int orch_admit_new(uv_loop_t *loop, const lp_config_t *cfg, const hw_table_t *ta
   orch_admit_t *a = calloc(1, sizeof *a);
   if (!a) return LP_ENOMEM;
   a->table = table;
-  a->cpu_preset = lp_sched_preset_from_name(cfg->cpu_preset);
   snprintf(a->cpu_preset_name, sizeof a->cpu_preset_name, "%s", cfg->cpu_preset);
   lp_sched_opts_t o;
   lp_sched_opts_from_config(cfg, &o);
+  a->cpu_preset = o.cpu_preset; /* the scheduler's reference ladder is encoded at it too */
   /* -maxSessions (the session table's count cap) is also the scheduler's, so its refusals and
    * numbers name it; auto is 0 there: no count cap. */
   int rc = lp_sched_new(&o, &a->sched);

@@ -328,13 +328,11 @@ static const int ref_ladder[][2] = {{1280, 720}, {854, 480}, {640, 360}, {426, 2
 static int measure_ladder(const sched_device_t *d, const lp_sched_device_desc_t *desc,
                           lp_sched_preset_t preset, lp_sched_bench_fn bench, void *ud,
                           const lp_sched_coefs_t *c, double *bpp, double *factor) {
-  lp_sched_job_t job;
-  memset(&job, 0, sizeof job);
-  job.in_width = REF_IN_W;
-  job.in_height = REF_IN_H;
-  job.in_fps = REF_FPS;
-  job.in_codec = LP_SCHED_CODEC_H264;
-  job.n_renditions = LP_ARRAY_LEN(ref_ladder);
+  lp_sched_job_t job = {.in_width = REF_IN_W,
+                        .in_height = REF_IN_H,
+                        .in_fps = REF_FPS,
+                        .in_codec = LP_SCHED_CODEC_H264,
+                        .n_renditions = LP_ARRAY_LEN(ref_ladder)};
   for (size_t i = 0; i < job.n_renditions; i++)
     job.renditions[i] = (lp_sched_rendition_t){ref_ladder[i][0], ref_ladder[i][1], REF_FPS,
                                                LP_SCHED_CODEC_H264, preset};

@@ -324,6 +324,35 @@ static void test_reference_ladder_latency(void **state) {
   assert_memory_equal(g.latency_bpp, c.latency_bpp, sizeof c.latency_bpp);
   lp_sched_free(s);
 
+  /* a damaged latency in the cache is dropped, rate by rate; the record's stages stand */
+  char path[4096], *text = NULL;
+  snprintf(path, sizeof path, "%s/capacity.json", dir);
+  assert_int_equal(lp_file_read(path, 1 << 20, &text, NULL), 0);
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  cJSON *lat = NULL, *it;
+  cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "devices")) {
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(it, "kind");
+    if (cJSON_IsString(kind) && strcmp(kind->valuestring, "cpu") == 0)
+      lat = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "coefs"),
+                                             "latency");
+  }
+  assert_non_null(lat);
+  cJSON_ReplaceItemInArray(cJSON_GetObjectItemCaseSensitive(lat, "factor"), 1,
+                           cJSON_CreateNumber(9)); /* past the most it may be */
+  text = cJSON_Print(root);
+  cJSON_Delete(root);
+  assert_int_equal(tmpdir_write(dir, "capacity.json", text), 0);
+  free(text);
+  reset(&b);
+  s = calibrate_node(&b, dir, "535", 2, false, "5.1", false);
+  assert_int_equal(b.calls[LP_SCHED_DEV_CPU], 0);
+  assert_true(lp_sched_device_calibrated(s, 0));
+  lp_sched_get_coefs(s, 0, &g);
+  assert_true(g.latency[0] == c.latency[0] && g.latency_bpp[0] == c.latency_bpp[0]);
+  assert_true(g.latency[1] == 0 && g.latency_bpp[1] == 0);
+  lp_sched_free(s);
+
   /* a ladder that doesn't run leaves the stages' figures standing, and no latency */
   reset(&b);
   b.ladder_fail = LP_EMEDIA;
